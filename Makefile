@@ -1,0 +1,44 @@
+# Everything a fresh machine needs is installed by these targets themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard protos/supernode/v1/*.proto)
+GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
+
+.PHONY: all run test test-quick lint typecheck gen bench bench-quick clean
+
+all: gen
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# The gRPC code is generated, never committed (see .gitignore).
+supernode/v1/%_pb2.py: protos/supernode/v1/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. \
+		--grpc_python_out=. $<
+
+gen: $(GENERATED)
+
+## Start one supernode with an embedded RocksDB in ./data (no other setup).
+run: gen
+	$(BIN)/supernode serve --data-dir data
+
+## The whole test suite (what .ci/run runs).
+test: gen
+	$(BIN)/ruff check supernode client_sdk tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: gen
+	$(BIN)/ruff check supernode client_sdk tests benchmarks
+	$(BIN)/ruff format --check supernode client_sdk tests benchmarks
+
+typecheck: gen
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) supernode/v1/*_pb2*.py supernode/v1/*_pb2*.pyi .pytest_cache .mypy_cache

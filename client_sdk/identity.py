@@ -1,0 +1,51 @@
+"""Account keys: generate, save, load, and sign the bodies the supernode verifies."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from supernode.directory.records import signing_payload
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An Ed25519 account key. The handle is not derived from it and holds no secret."""
+
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, domain: bytes, body: bytes) -> bytes:
+        return self.private_key.sign(signing_payload(domain, body))
+
+    def save(self, path: Path) -> None:
+        """Write the key as PKCS#8 PEM, readable by the owner only (mode 0600)."""
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        os.chmod(path, 0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key")
+        return cls(key)

@@ -1,0 +1,112 @@
+"""The thin gRPC layer of the SDK: signs what must be signed, attaches the bearer token.
+
+It speaks generated protobuf types; the app-facing client (with renewal, verification and
+pinning) builds on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from client_sdk.identity import Identity
+from supernode.directory.records import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
+from supernode.v1 import directory_pb2 as pb
+from supernode.v1 import directory_pb2_grpc as rpc
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def sign_account(
+    identity: Identity, handle: str, display_name: str = "", discoverable: bool = True
+) -> pb.CreateAccountRequest:
+    body = pb.Account(
+        handle=handle,
+        account_key=identity.public_key,
+        display_name=display_name,
+        discoverable=discoverable,
+        created_at_ms=now_ms(),
+    ).SerializeToString()
+    return pb.CreateAccountRequest(account=body, signature=identity.sign(CREATE_ACCOUNT_DOMAIN, body))
+
+
+def sign_device_record(identity: Identity, record: pb.DeviceRecord) -> pb.SignedDeviceRecord:
+    body = record.SerializeToString()
+    return pb.SignedDeviceRecord(record=body, signature=identity.sign(DEVICE_RECORD_DOMAIN, body))
+
+
+class DirectoryConnection:
+    """One gRPC channel to one supernode, with the session token once logged in."""
+
+    def __init__(self, target: str, *, options: Sequence[tuple[str, int | str]] = ()) -> None:
+        self.target = target
+        self.channel = grpc.aio.insecure_channel(target, options=list(options))
+        self.accounts = rpc.AccountServiceStub(self.channel)
+        self.sessions = rpc.SessionServiceStub(self.channel)
+        self.presence = rpc.PresenceServiceStub(self.channel)
+        self.token: str | None = None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> DirectoryConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return () if self.token is None else (("authorization", f"Bearer {self.token}"),)
+
+    async def create_account(
+        self, identity: Identity, handle: str, display_name: str = "", discoverable: bool = True
+    ) -> pb.Account:
+        response = await self.accounts.CreateAccount(
+            sign_account(identity, handle, display_name, discoverable)
+        )
+        return response.account
+
+    async def get_account(self, handle: str) -> pb.Account:
+        response = await self.accounts.GetAccount(pb.GetAccountRequest(handle=handle))
+        return response.account
+
+    async def login(self, identity: Identity, handle: str) -> pb.LoginResponse:
+        challenge = await self.sessions.GetChallenge(pb.GetChallengeRequest(handle=handle))
+        response: pb.LoginResponse = await self.sessions.Login(
+            pb.LoginRequest(
+                handle=handle,
+                challenge=challenge.challenge,
+                signature=identity.sign(LOGIN_DOMAIN, challenge.challenge),
+            )
+        )
+        self.token = response.token
+        return response
+
+    async def register_device(self, signed: pb.SignedDeviceRecord) -> pb.RegisterDeviceResponse:
+        response: pb.RegisterDeviceResponse = await self.presence.RegisterDevice(
+            pb.RegisterDeviceRequest(signed=signed), metadata=self.metadata
+        )
+        return response
+
+    async def unregister_device(self, device_id: str) -> bool:
+        response = await self.presence.UnregisterDevice(
+            pb.UnregisterDeviceRequest(device_id=device_id), metadata=self.metadata
+        )
+        return bool(response.removed)
+
+    async def lookup(self, handle: str) -> pb.LookupResponse:
+        response: pb.LookupResponse = await self.presence.Lookup(
+            pb.LookupRequest(handle=handle), metadata=self.metadata
+        )
+        return response
+
+    async def lookup_many(self, handles: Sequence[str]) -> pb.LookupManyResponse:
+        response: pb.LookupManyResponse = await self.presence.LookupMany(
+            pb.LookupManyRequest(handles=handles), metadata=self.metadata
+        )
+        return response

@@ -1,0 +1,136 @@
+"""The supernode's configuration: one typed object built once, file -> environment -> flags.
+
+Every setting has a default, so a bare ``supernode serve`` runs a single node. Each field of
+each section is reachable three ways, with the later winning:
+
+* TOML file: ``[server] listen = "0.0.0.0:7700"``, ``[lease] max_ttl_seconds = 600``
+* environment: ``SUPERNODE_LISTEN`` (server section), ``SUPERNODE_LEASE_MAX_TTL_SECONDS``
+* flags: ``--listen``, ``--lease-max-ttl-seconds``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from supernode.directory.lease import LeasePolicy
+from supernode.directory.validation import Limits
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """Process-level settings of one supernode."""
+
+    listen: str = "127.0.0.1:7700"
+    metrics_listen: str = "127.0.0.1:9700"
+    data_dir: Path = Path("data")
+    node_name: str = ""
+    sync_writes: bool = False
+    token_ttl_seconds: int = 3600
+    sweep_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+    block_cache_mib: int = 256
+    log_level: str = "INFO"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+
+class ConfigError(ValueError):
+    """A setting could not be read; the message names the setting and where it came from."""
+
+
+SECTIONS: dict[str, type[Any]] = {"server": ServerSettings, "lease": LeasePolicy, "limits": Limits}
+
+
+def setting_names() -> list[tuple[str, str, type[Any], Any]]:
+    """(section, field, type, default) for every setting, in declaration order."""
+    out = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out.append((section, f.name, hints[f.name], f.default))
+    return out
+
+
+def env_name(section: str, name: str) -> str:
+    return f"SUPERNODE_{name.upper()}" if section == "server" else f"SUPERNODE_{section.upper()}_{name.upper()}"
+
+
+def flag_name(section: str, name: str) -> str:
+    dashed = name.replace("_", "-")
+    return f"--{dashed}" if section == "server" else f"--{section}-{dashed}"
+
+
+def _coerce(value: Any, kind: type[Any], where: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        raise ConfigError(f"{where}: unsupported type")
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+        if kind is int and isinstance(value, float):
+            raise ValueError(f"{value!r} is not an integer")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration. ``flags`` maps ``section.field`` to values given on the CLI."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    known = {(s, n): t for s, n, t, _ in setting_names()}
+    if file is not None:
+        try:
+            document = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {file}: {exc}") from exc
+        for section, table in document.items():
+            if section not in SECTIONS or not isinstance(table, dict):
+                raise ConfigError(f"config file {file}: unknown section [{section}]")
+            for name, value in table.items():
+                if (section, name) not in known:
+                    raise ConfigError(f"config file {file}: unknown setting {section}.{name}")
+                where = f"config file {file}: {section}.{name}"
+                values[section][name] = _coerce(value, known[(section, name)], where)
+    for (section, name), kind in known.items():
+        variable = env_name(section, name)
+        if variable in environ:
+            values[section][name] = _coerce(environ[variable], kind, f"environment {variable}")
+    for dotted, value in (flags or {}).items():
+        section, _, name = dotted.partition(".")
+        if (section, name) not in known:
+            raise ConfigError(f"unknown setting {dotted}")
+        values[section][name] = _coerce(value, known[(section, name)], flag_name(section, name))
+    try:
+        return Config(**{section: SECTIONS[section](**v) for section, v in values.items()})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def split_host_port(address: str, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: {address!r} is not host:port")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,1 @@
+"""Accounts, device presence records and leases: the directory's domain logic."""

@@ -1,0 +1,80 @@
+"""Accounts: creation with proof of key possession, and reads.
+
+Storage sits behind :class:`AccountRegistry` so that a cluster can back it with etcd (a
+create-if-absent transaction plus a local mirror) while a single node uses RocksDB
+directly; :class:`supernode.store.Store` satisfies the protocol as it is.
+"""
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Protocol
+
+from supernode.directory import lease
+from supernode.directory.records import (
+    CREATE_ACCOUNT_DOMAIN,
+    parse_account,
+    signature_is_valid,
+)
+from supernode.directory.validation import Limits, check_handle, check_signature_length
+from supernode.errors import AlreadyExists, NotFound, PermissionDenied
+from supernode.v1 import directory_pb2 as pb
+
+
+class AccountRegistry(Protocol):
+    """Where accounts live: handle -> serialized ``Account`` as its creator signed it."""
+
+    def get_account(self, handle: str) -> bytes | None: ...
+
+    def get_accounts(self, handles: list[str]) -> list[bytes | None]: ...
+
+    def insert_account(self, handle: str, account: bytes) -> bool: ...
+
+    def account_count(self) -> int: ...
+
+
+class Accounts:
+    """The account rules: validation, proof of possession, uniqueness, lookups by handle."""
+
+    def __init__(
+        self,
+        registry: AccountRegistry,
+        *,
+        limits: Limits,
+        policy: lease.LeasePolicy,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._registry = registry
+        self._limits = limits
+        self._policy = policy
+        self._clock_ms = clock_ms
+        # Accounts are immutable until key rotation lands; parsing one costs more than a dict hit.
+        self.account_key = lru_cache(maxsize=65536)(self._account_key)
+
+    def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
+        account = parse_account(account_raw, self._limits)
+        check_signature_length("signature", signature)
+        lease.check_issued_at(account.created_at_ms, self._clock_ms(), self._policy, "account.created_at_ms")
+        if not signature_is_valid(account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature):
+            raise PermissionDenied("signature: does not verify with account.account_key")
+        if not self._registry.insert_account(account.handle, account_raw):
+            raise AlreadyExists(f"account.handle: {account.handle!r} is taken")
+        return account
+
+    def get(self, handle: str) -> bytes:
+        """The stored account bytes; NOT_FOUND for a handle nobody created."""
+        check_handle("handle", handle)
+        raw = self._registry.get_account(handle)
+        if raw is None:
+            raise NotFound(f"handle: no account {handle!r}")
+        return raw
+
+    def get_many(self, handles: list[str]) -> list[bytes | None]:
+        return self._registry.get_accounts(handles)
+
+    def _account_key(self, handle: str) -> bytes:
+        account = pb.Account()
+        account.ParseFromString(self.get(handle))
+        return account.account_key
+
+    def count(self) -> int:
+        return self._registry.account_count()

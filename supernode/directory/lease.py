@@ -1,0 +1,68 @@
+"""Lease arithmetic: TTL bounds, clock-skew window, and how long tombstones must live.
+
+Pure functions of a :class:`LeasePolicy` and a time in milliseconds, so every rule is tested
+without a clock.
+"""
+
+from dataclasses import dataclass
+
+from supernode.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """Bounds a supernode applies to every device lease."""
+
+    min_ttl_seconds: int = 10
+    max_ttl_seconds: int = 3600
+    default_ttl_seconds: int = 300
+    max_clock_skew_seconds: int = 120
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_ttl_seconds <= self.max_ttl_seconds:
+            raise ValueError("lease: need 1 <= min_ttl_seconds <= max_ttl_seconds")
+        if not self.min_ttl_seconds <= self.default_ttl_seconds <= self.max_ttl_seconds:
+            raise ValueError("lease: default_ttl_seconds must lie within the TTL bounds")
+        if self.max_clock_skew_seconds < 1:
+            raise ValueError("lease: max_clock_skew_seconds must be at least 1")
+
+    @property
+    def tombstone_retention_ms(self) -> int:
+        """How long the seq of a removed device must be remembered.
+
+        A record accepted at time T carries ``issued_at <= T + skew``, and a replay of it
+        passes the skew check only while ``now <= issued_at + skew``, so only until
+        ``T + 2 * skew``. Removal happens at or after T, so keeping the tombstone for two
+        skews after removal closes the replay window; one extra minute is margin.
+        """
+        return (2 * self.max_clock_skew_seconds + 60) * 1000
+
+
+def granted_ttl_seconds(requested: int, policy: LeasePolicy) -> int:
+    """The TTL a device gets: its request clamped to the bounds; 0 asks for the default."""
+    if requested == 0:
+        return policy.default_ttl_seconds
+    return max(policy.min_ttl_seconds, min(policy.max_ttl_seconds, requested))
+
+
+def check_issued_at(
+    issued_at_ms: int, now_ms: int, policy: LeasePolicy, field: str = "record.issued_at_ms"
+) -> None:
+    """Refuse bodies signed too far from the supernode's clock (stale replays, bad clocks)."""
+    skew_ms = policy.max_clock_skew_seconds * 1000
+    if issued_at_ms <= 0:
+        raise InvalidArgument(f"{field}: required")
+    if issued_at_ms < now_ms - skew_ms:
+        raise InvalidArgument(
+            f"{field}: {(now_ms - issued_at_ms) // 1000} s in the past, "
+            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed"
+        )
+    if issued_at_ms > now_ms + skew_ms:
+        raise InvalidArgument(
+            f"{field}: {(issued_at_ms - now_ms) // 1000} s in the future, "
+            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed"
+        )
+
+
+def lease_expiry_ms(now_ms: int, ttl_seconds: int) -> int:
+    return now_ms + ttl_seconds * 1000

@@ -1,0 +1,44 @@
+"""Protobuf framing of stored bytes, so lookups never decode and re-encode records.
+
+A serialized message placed under a length-delimited field tag is a valid encoding of that
+(repeated) message field, so a ``LookupResponse`` is the stored account bytes and the stored
+device bytes, each behind a tag and a length. Unit tests check every function here against
+the protobuf runtime's own parse.
+"""
+
+_WIRE_TYPE_LEN = 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_TAGS = {number: _varint((number << 3) | _WIRE_TYPE_LEN) for number in range(1, 16)}
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field (message, bytes or string) with a field number below 16."""
+    return _TAGS[number] + _varint(len(payload)) + payload
+
+
+def lookup_response(account: bytes, devices: list[bytes]) -> bytes:
+    """``LookupResponse{account = 1, repeated devices = 2}`` from stored bytes."""
+    tag = _TAGS[2]
+    return field(1, account) + b"".join(tag + _varint(len(d)) + d for d in devices)
+
+
+def lookup_many_response(results: list[bytes], not_found: list[str]) -> bytes:
+    """``LookupManyResponse{repeated results = 1, repeated not_found = 2}``."""
+    tag = _TAGS[1]
+    framed = b"".join(tag + _varint(len(r)) + r for r in results)
+    return framed + b"".join(field(2, handle.encode()) for handle in not_found)
+
+
+def get_account_response(account: bytes) -> bytes:
+    """``GetAccountResponse{account = 1}`` (same shape as ``CreateAccountResponse``)."""
+    return field(1, account)

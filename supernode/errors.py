@@ -1,0 +1,42 @@
+"""The errors a supernode returns to clients.
+
+Domain code raises these; the gRPC edge (``supernode.rpc.status``) maps each class to one
+status code in one table. Every message names the offending field and the reason, because
+the person reading it is an app developer looking at a failed call.
+"""
+
+
+class SupernodeError(Exception):
+    """A request the supernode refuses. The message is shown to the client verbatim."""
+
+
+class InvalidArgument(SupernodeError):
+    """The request is malformed: a field is missing, too long, or out of range."""
+
+
+class Unauthenticated(SupernodeError):
+    """The bearer token is missing, expired, or was not issued by this supernode."""
+
+
+class PermissionDenied(SupernodeError):
+    """The caller proved an identity, but not the one that owns what it tries to change."""
+
+
+class NotFound(SupernodeError):
+    """The named account does not exist."""
+
+
+class AlreadyExists(SupernodeError):
+    """The handle is taken."""
+
+
+class FailedPrecondition(SupernodeError):
+    """The request is well formed but stale: a replayed or older device record."""
+
+
+class ResourceExhausted(SupernodeError):
+    """A size, count or rate limit was hit."""
+
+
+class Unavailable(SupernodeError):
+    """The supernode cannot serve the request now (shutting down, store closed)."""

@@ -1,0 +1,19 @@
+"""Bearer-token extraction from call metadata."""
+
+import grpc
+
+from supernode.errors import Unauthenticated
+from supernode.sessions import Session, SessionAuthority
+
+_PREFIX = "bearer "
+
+
+def session_of(context: grpc.aio.ServicerContext, authority: SessionAuthority) -> Session:
+    """The caller's session, from ``authorization: Bearer <token>``; UNAUTHENTICATED if none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            if not text[: len(_PREFIX)].lower() == _PREFIX:
+                raise Unauthenticated("authorization: expected 'Bearer <token>'")
+            return authority.authenticate(text[len(_PREFIX) :].strip())
+    raise Unauthenticated("authorization: missing bearer token, log in first")

@@ -1,0 +1,117 @@
+"""The ``supernode.v1`` account, session and presence services."""
+
+import grpc
+
+from supernode.directory import wire
+from supernode.directory.accounts import Accounts
+from supernode.directory.presence import Presence
+from supernode.metrics import Metrics
+from supernode.rpc.auth import session_of
+from supernode.rpc.unary import unary_handler
+from supernode.sessions import SessionAuthority
+from supernode.v1 import directory_pb2 as pb
+
+ACCOUNT_SERVICE = "supernode.v1.AccountService"
+SESSION_SERVICE = "supernode.v1.SessionService"
+PRESENCE_SERVICE = "supernode.v1.PresenceService"
+SERVICE_NAMES = (ACCOUNT_SERVICE, SESSION_SERVICE, PRESENCE_SERVICE)
+
+Context = grpc.aio.ServicerContext
+
+
+class DirectoryApi:
+    """Translates calls to domain operations; owns no state of its own."""
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        presence: Presence,
+        sessions: SessionAuthority,
+        metrics: Metrics,
+    ) -> None:
+        self._accounts = accounts
+        self._presence = presence
+        self._sessions = sessions
+        self._metrics = metrics
+
+    def register(self, server: grpc.aio.Server) -> None:
+        for service, methods in self._method_handlers().items():
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+            server.add_registered_method_handlers(service, methods)
+
+    def _method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+        m = self._metrics
+        return {
+            ACCOUNT_SERVICE: {
+                "CreateAccount": unary_handler(
+                    "CreateAccount", pb.CreateAccountRequest, self.create_account, m
+                ),
+                "GetAccount": unary_handler("GetAccount", pb.GetAccountRequest, self.get_account, m),
+            },
+            SESSION_SERVICE: {
+                "GetChallenge": unary_handler(
+                    "GetChallenge", pb.GetChallengeRequest, self.get_challenge, m
+                ),
+                "Login": unary_handler("Login", pb.LoginRequest, self.login, m),
+            },
+            PRESENCE_SERVICE: {
+                "RegisterDevice": unary_handler(
+                    "RegisterDevice", pb.RegisterDeviceRequest, self.register_device, m
+                ),
+                "UnregisterDevice": unary_handler(
+                    "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m
+                ),
+                "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m),
+                "LookupMany": unary_handler("LookupMany", pb.LookupManyRequest, self.lookup_many, m),
+            },
+        }
+
+    # ------------------------------------------------------------------ accounts
+
+    def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
+        account = self._accounts.create(request.account, request.signature)
+        return wire.get_account_response(self._accounts.get(account.handle))
+
+    def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
+        return wire.get_account_response(self._accounts.get(request.handle))
+
+    # ------------------------------------------------------------------ sessions
+
+    def get_challenge(self, request: pb.GetChallengeRequest, context: Context) -> pb.GetChallengeResponse:
+        self._accounts.get(request.handle)  # NOT_FOUND early: no challenge for nobody
+        challenge, expires_at_ms = self._sessions.challenge(request.handle)
+        return pb.GetChallengeResponse(challenge=challenge, expires_at_ms=expires_at_ms)
+
+    def login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        account_key = self._accounts.account_key(request.handle)
+        issued = self._sessions.login(
+            request.handle, request.challenge, request.signature, account_key
+        )
+        return pb.LoginResponse(token=issued.token, expires_at_ms=issued.expires_at_ms)
+
+    # ------------------------------------------------------------------ presence
+
+    def register_device(
+        self, request: pb.RegisterDeviceRequest, context: Context
+    ) -> pb.RegisterDeviceResponse:
+        session = session_of(context, self._sessions)
+        registration = self._presence.register(session.handle, request.signed)
+        return pb.RegisterDeviceResponse(
+            expires_at_ms=registration.expires_at_ms, ttl_seconds=registration.ttl_seconds
+        )
+
+    def unregister_device(
+        self, request: pb.UnregisterDeviceRequest, context: Context
+    ) -> pb.UnregisterDeviceResponse:
+        session = session_of(context, self._sessions)
+        return pb.UnregisterDeviceResponse(
+            removed=self._presence.unregister(session.handle, request.device_id)
+        )
+
+    def lookup(self, request: pb.LookupRequest, context: Context) -> bytes:
+        session_of(context, self._sessions)
+        return self._presence.lookup(request.handle)
+
+    def lookup_many(self, request: pb.LookupManyRequest, context: Context) -> bytes:
+        session_of(context, self._sessions)
+        return self._presence.lookup_many(request.handles)

@@ -1,0 +1,315 @@
+"""The supernode's embedded RocksDB store: the only module that imports rocksdict.
+
+Key layout (one column family per kind of data; all integers big-endian so that byte order
+is numeric order):
+
+``accounts``  ``handle`` -> serialized ``supernode.v1.Account`` exactly as its creator signed it.
+``devices``   ``handle 0x00 device_id`` -> header ``expires_at_ms:u64 seq:u64`` + payload.
+              The payload is a serialized ``supernode.v1.Device`` exactly as lookups serve
+              it; an empty payload is a tombstone that remembers the seq of a removed
+              device until it too expires. Handles never contain 0x00, so all devices of a
+              handle are one prefix scan.
+``expiry``    ``expires_at_ms:u64 handle 0x00 device_id`` -> empty. The expiry index: the
+              sweeper reads it from the start up to now. RocksDB's own TTL mode is
+              database-wide and returns expired data until compaction, so leases are ours.
+``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes).
+
+Each logical change (create an account, put a record, expire it) is one atomic WriteBatch
+through the WAL, so a ``kill -9`` loses nothing that was acknowledged. With
+``sync_writes`` the WAL is also fsynced before the call returns, which covers power loss.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+ACCOUNTS = "accounts"
+DEVICES = "devices"
+EXPIRY = "expiry"
+META = "meta"
+COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, META)
+
+_HEADER = struct.Struct(">QQ")
+HEADER_BYTES = _HEADER.size
+_U64 = struct.Struct(">Q")
+_ACCOUNTS_TOTAL = b"accounts_total"
+
+
+class StoreError(Exception):
+    """The data directory cannot be opened or used (locked by another process, corrupt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSlot:
+    """What the store remembers of one device: its lease end, its seq, and whether it is live."""
+
+    expires_at_ms: int
+    seq: int
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryEntry:
+    expires_at_ms: int
+    handle: str
+    device_id: str
+
+
+def device_key(handle: str, device_id: str) -> bytes:
+    return f"{handle}\x00{device_id}".encode()
+
+
+def _handle_prefix(handle: str) -> bytes:
+    return handle.encode() + b"\x00"
+
+
+def _expiry_key(expires_at_ms: int, handle: str, device_id: str) -> bytes:
+    return _U64.pack(expires_at_ms) + device_key(handle, device_id)
+
+
+def _options(block_cache: Cache | None = None) -> Options:
+    options = Options(raw_mode=True)
+    if block_cache is not None:
+        table = BlockBasedOptions()
+        table.set_block_cache(block_cache)
+        table.set_bloom_filter(10, False)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
+    return options
+
+
+class Store:
+    """RocksDB-backed storage of accounts, device records, the expiry index and metadata."""
+
+    def __init__(
+        self, path: Path, *, sync_writes: bool = False, block_cache_bytes: int = 256 << 20
+    ) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        cache = Cache(block_cache_bytes)
+        options = _options(cache)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        options.set_max_background_jobs(2)
+        try:
+            self._db = Rdict(
+                str(path),
+                options=options,
+                column_families={name: _options(cache) for name in COLUMN_FAMILIES},
+                access_type=AccessType.read_write(),
+            )
+        except Exception as exc:  # rocksdict raises plain Exception for lock and corruption
+            raise StoreError(f"cannot open data directory {path}: {exc}") from exc
+        self._accounts = self._db.get_column_family(ACCOUNTS)
+        self._devices = self._db.get_column_family(DEVICES)
+        self._expiry = self._db.get_column_family(EXPIRY)
+        self._meta = self._db.get_column_family(META)
+        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._write_options = WriteOptions()
+        self._write_options.sync = sync_writes
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Flush memtables and release the lock, so the next open needs no WAL replay."""
+        if self._closed:
+            return
+        self._closed = True
+        self._db.flush_wal(True)
+        self._db.flush(True)
+        self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def size_bytes(self) -> int:
+        """On-disk SST bytes plus live memtables, across column families."""
+        total = 0
+        for cf in (self._accounts, self._devices, self._expiry, self._meta):
+            for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
+                total += cf.property_int_value(prop) or 0
+        return total
+
+    def _write(self, batch: WriteBatch) -> None:
+        self._db.write(batch, self._write_options)
+
+    def _batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, name: str) -> bytes | None:
+        value: bytes | None = self._meta.get(name.encode())
+        return value
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        batch = self._batch()
+        batch.put(name.encode(), value, self._handles[META])
+        self._write(batch)
+
+    # ------------------------------------------------------------------ accounts
+
+    def get_account(self, handle: str) -> bytes | None:
+        value: bytes | None = self._accounts.get(handle.encode())
+        return value
+
+    def get_accounts(self, handles: list[str]) -> list[bytes | None]:
+        values: list[bytes | None] = self._accounts[[h.encode() for h in handles]]
+        return values
+
+    def insert_account(self, handle: str, account: bytes) -> bool:
+        """Store a new account; False if the handle is taken. Callers serialize writes."""
+        key = handle.encode()
+        if self._accounts.get(key) is not None:
+            return False
+        batch = self._batch()
+        batch.put(key, account, self._handles[ACCOUNTS])
+        batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
+        self._write(batch)
+        return True
+
+    def account_count(self) -> int:
+        raw = self._meta.get(_ACCOUNTS_TOTAL)
+        return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+    # ------------------------------------------------------------------ devices
+
+    def device_slot(self, handle: str, device_id: str) -> DeviceSlot | None:
+        value = self._devices.get(device_key(handle, device_id))
+        if value is None:
+            return None
+        expires_at_ms, seq = _HEADER.unpack_from(value)
+        return DeviceSlot(expires_at_ms, seq, len(value) > HEADER_BYTES)
+
+    def put_device(
+        self,
+        handle: str,
+        device_id: str,
+        *,
+        seq: int,
+        expires_at_ms: int,
+        device: bytes,
+        previous: DeviceSlot | None,
+    ) -> None:
+        """Write a live record (``device`` non-empty) or a tombstone (``device`` empty).
+
+        Replaces ``previous``'s expiry-index entry in the same batch, so the index never
+        points at a lease that no longer exists.
+        """
+        batch = self._batch()
+        if previous is not None:
+            batch.delete(_expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY])
+        batch.put(
+            device_key(handle, device_id),
+            _HEADER.pack(expires_at_ms, seq) + device,
+            self._handles[DEVICES],
+        )
+        batch.put(_expiry_key(expires_at_ms, handle, device_id), b"", self._handles[EXPIRY])
+        self._write(batch)
+
+    def delete_device(self, handle: str, device_id: str, previous: DeviceSlot) -> None:
+        batch = self._batch()
+        batch.delete(_expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY])
+        batch.delete(device_key(handle, device_id), self._handles[DEVICES])
+        self._write(batch)
+
+    def delete_expiry_entry(self, entry: ExpiryEntry) -> None:
+        batch = self._batch()
+        batch.delete(
+            _expiry_key(entry.expires_at_ms, entry.handle, entry.device_id), self._handles[EXPIRY]
+        )
+        self._write(batch)
+
+    def live_devices(self, handle: str, now_ms: int) -> list[bytes]:
+        """Serialized ``Device`` messages of a handle whose lease has not ended, key order."""
+        prefix = _handle_prefix(handle)
+        found: list[bytes] = []
+        iterator = self._devices.iter()
+        iterator.seek(prefix)
+        while iterator.valid():
+            if not iterator.key().startswith(prefix):
+                break
+            value: bytes = iterator.value()
+            if len(value) > HEADER_BYTES and _U64.unpack_from(value)[0] > now_ms:
+                found.append(value[HEADER_BYTES:])
+            iterator.next()
+        return found
+
+    def device_count(self, handle: str) -> int:
+        """Devices of a handle with a stored record or tombstone (live or not yet swept)."""
+        prefix = _handle_prefix(handle)
+        count = 0
+        iterator = self._devices.iter()
+        iterator.seek(prefix)
+        while iterator.valid() and iterator.key().startswith(prefix):
+            if len(iterator.value()) > HEADER_BYTES:
+                count += 1
+            iterator.next()
+        return count
+
+    def count_live_devices(self, now_ms: int) -> int:
+        """A full scan: used once at start-up to seed the devices-online gauge."""
+        count = 0
+        iterator = self._devices.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            value = iterator.value()
+            if len(value) > HEADER_BYTES and _U64.unpack_from(value)[0] > now_ms:
+                count += 1
+            iterator.next()
+        return count
+
+    def due_expiries(self, now_ms: int, limit: int) -> list[ExpiryEntry]:
+        """Expiry-index entries with ``expires_at_ms <= now_ms``, oldest first."""
+        entries: list[ExpiryEntry] = []
+        read_options = ReadOptions()
+        read_options.set_iterate_upper_bound(_U64.pack(now_ms + 1))
+        iterator = self._expiry.iter(read_options)
+        iterator.seek_to_first()
+        while iterator.valid() and len(entries) < limit:
+            key: bytes = iterator.key()
+            handle, _, device_id = key[_U64.size :].decode().partition("\x00")
+            entries.append(ExpiryEntry(_U64.unpack_from(key)[0], handle, device_id))
+            iterator.next()
+        return entries
+
+    def raw_device_value(self, handle: str, device_id: str) -> bytes | None:
+        """The stored bytes of a device; for tests and repair tools, never the hot path."""
+        value: bytes | None = self._devices.get(device_key(handle, device_id))
+        return value
+
+    def put_raw_device_value(self, handle: str, device_id: str, value: bytes) -> None:
+        """Overwrite a device's stored bytes; for tests that forge records behind our back."""
+        batch = self._batch()
+        batch.put(device_key(handle, device_id), value, self._handles[DEVICES])
+        self._write(batch)
+
+    def dump(self) -> dict[str, dict[bytes, bytes]]:
+        """Every key and value of every column family; for tests that prove nothing changed."""
+        dumped: dict[str, dict[bytes, bytes]] = {}
+        for name, cf in zip(
+            COLUMN_FAMILIES, (self._accounts, self._devices, self._expiry, self._meta), strict=True
+        ):
+            iterator = cf.iter()
+            iterator.seek_to_first()
+            entries: dict[bytes, bytes] = {}
+            while iterator.valid():
+                entries[iterator.key()] = iterator.value()
+                iterator.next()
+            dumped[name] = entries
+        return dumped
