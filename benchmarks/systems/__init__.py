@@ -1,0 +1,1 @@
+"""The systems a benchmark run compares, each behind :class:`benchmarks.systems.base.System`."""
