@@ -132,6 +132,8 @@ class Store:
         self._db.flush_wal(True)
         self._db.flush(True)
         self._db.close()
+        # Column-family objects keep the database (and its LOCK file) alive until dropped.
+        del self._accounts, self._devices, self._expiry, self._meta, self._handles
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,232 @@
+"""Presence rules over a real RocksDB store in a temporary directory, with an injected clock."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client_sdk.identity import Identity
+from client_sdk.transport import sign_account
+from supernode.directory.accounts import Accounts
+from supernode.directory.lease import LeasePolicy
+from supernode.directory.presence import Change, Presence
+from supernode.directory.validation import Limits
+from supernode.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from supernode.store import Store
+from supernode.v1 import directory_pb2 as pb
+from tests.unit.factories import NOW_MS, device_record, signed
+
+POLICY = LeasePolicy(min_ttl_seconds=1, max_ttl_seconds=100, default_ttl_seconds=10,
+                     max_clock_skew_seconds=30)  # fmt: skip
+LIMITS = Limits(max_devices_per_handle=3, max_lookup_many=5)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW_MS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, Change]] = []
+
+    def device_changed(self, handle: str, device_id: str, change: Change) -> None:
+        self.changes.append((handle, device_id, change))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "db", block_cache_bytes=1 << 20)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def accounts(store: Store, clock: Clock) -> Accounts:
+    return Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def presence(store: Store, accounts: Accounts, clock: Clock, recorder: Recorder) -> Presence:
+    return Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
+                    node_name="n1", observers=[recorder])  # fmt: skip
+
+
+@pytest.fixture
+def alice(accounts: Accounts, clock: Clock) -> Identity:
+    return _create(accounts, "alice", clock)
+
+
+def _create(accounts: Accounts, handle: str, clock: Clock) -> Identity:
+    identity = Identity.generate()
+    request = sign_account(identity, handle, handle.title())
+    body = pb.Account.FromString(request.account)
+    body.created_at_ms = clock.now
+    raw = body.SerializeToString()
+    from supernode.directory.records import CREATE_ACCOUNT_DOMAIN
+
+    accounts.create(raw, identity.sign(CREATE_ACCOUNT_DOMAIN, raw))
+    return identity
+
+
+def _lookup(presence: Presence, handle: str) -> pb.LookupResponse:
+    return pb.LookupResponse.FromString(presence.lookup(handle))
+
+
+def test_register_then_lookup_returns_the_signed_record(presence: Presence, alice: Identity) -> None:
+    sent = signed(alice, device_record())
+    registration = presence.register("alice", sent)
+    assert registration.ttl_seconds == 60
+    response = _lookup(presence, "alice")
+    assert response.account.handle == "alice"
+    assert [d.signed for d in response.devices] == [sent]
+    assert response.devices[0].expires_at_ms == NOW_MS + 60_000
+    assert response.devices[0].attached_supernode == "n1"
+    assert presence.online == 1
+
+
+def test_ttl_is_clamped(presence: Presence, alice: Identity) -> None:
+    assert presence.register("alice", signed(alice, device_record(ttl_seconds=10**6))).ttl_seconds == 100
+
+
+def test_renewal_needs_a_higher_seq(presence: Presence, alice: Identity, recorder: Recorder) -> None:
+    presence.register("alice", signed(alice, device_record(seq=5)))
+    with pytest.raises(FailedPrecondition, match=r"record\.seq: 5 is not greater than the stored 5"):
+        presence.register("alice", signed(alice, device_record(seq=5)))
+    with pytest.raises(FailedPrecondition):
+        presence.register("alice", signed(alice, device_record(seq=4)))
+    presence.register("alice", signed(alice, device_record(seq=6)))
+    assert [c for _, _, c in recorder.changes] == [Change.ONLINE, Change.UPDATED]
+    assert presence.online == 1
+
+
+def test_lease_ends_and_sweep_buries_then_purges(
+    presence: Presence, alice: Identity, clock: Clock, store: Store, recorder: Recorder
+) -> None:
+    presence.register("alice", signed(alice, device_record(ttl_seconds=2)))
+    clock.now += 1_999
+    assert len(_lookup(presence, "alice").devices) == 1
+    clock.now += 1
+    assert _lookup(presence, "alice").devices == []  # gone before any sweep
+    assert presence.sweep().expired == 1
+    assert recorder.changes[-1] == ("alice", "phone", Change.EXPIRED)
+    assert presence.online == 0
+    slot = store.device_slot("alice", "phone")
+    assert slot is not None and not slot.live and slot.seq == 1
+    clock.now += POLICY.tombstone_retention_ms
+    assert presence.sweep().purged == 1
+    assert store.device_slot("alice", "phone") is None
+    assert store.dump()["expiry"] == {}
+
+
+def test_tombstone_blocks_replay_of_unregistered_record(presence: Presence, alice: Identity) -> None:
+    record = signed(alice, device_record(seq=3))
+    presence.register("alice", record)
+    assert presence.unregister("alice", "phone")
+    assert _lookup(presence, "alice").devices == []
+    with pytest.raises(FailedPrecondition):
+        presence.register("alice", record)
+    assert not presence.unregister("alice", "phone")
+    presence.register("alice", signed(alice, device_record(seq=4)))
+    assert len(_lookup(presence, "alice").devices) == 1
+
+
+def test_renewal_moves_the_expiry_index(presence: Presence, alice: Identity, store: Store, clock: Clock) -> None:
+    presence.register("alice", signed(alice, device_record(seq=1, ttl_seconds=5)))
+    clock.now += 4_000
+    presence.register("alice", signed(alice, device_record(seq=2, ttl_seconds=5, issued_at_ms=clock.now)))
+    assert len(store.dump()["expiry"]) == 1
+    clock.now += 2_000  # past the first lease, inside the second
+    assert presence.sweep().expired == 0
+    assert len(_lookup(presence, "alice").devices) == 1
+
+
+def test_record_for_another_handle_is_denied(presence: Presence, accounts: Accounts, alice: Identity, clock: Clock) -> None:
+    _create(accounts, "bob", clock)
+    with pytest.raises(PermissionDenied, match="belongs to 'alice'"):
+        presence.register("alice", signed(alice, device_record(handle="bob")))
+
+
+def test_record_signed_by_another_key_is_denied(presence: Presence, alice: Identity, store: Store) -> None:
+    before = store.dump()
+    with pytest.raises(PermissionDenied, match="account key of 'alice'"):
+        presence.register("alice", signed(Identity.generate(), device_record()))
+    assert store.dump() == before
+
+
+def test_skewed_records_are_refused(presence: Presence, alice: Identity) -> None:
+    with pytest.raises(InvalidArgument, match="past"):
+        presence.register("alice", signed(alice, device_record(issued_at_ms=NOW_MS - 31_000)))
+    with pytest.raises(InvalidArgument, match="future"):
+        presence.register("alice", signed(alice, device_record(issued_at_ms=NOW_MS + 31_000)))
+
+
+def test_device_limit(presence: Presence, alice: Identity) -> None:
+    for n in range(3):
+        presence.register("alice", signed(alice, device_record(device_id=f"d{n}")))
+    with pytest.raises(ResourceExhausted, match="3 devices"):
+        presence.register("alice", signed(alice, device_record(device_id="d3")))
+    presence.register("alice", signed(alice, device_record(device_id="d0", seq=2)))  # renewal ok
+
+
+def test_lookup_unknown_and_offline(presence: Presence, alice: Identity) -> None:
+    with pytest.raises(NotFound, match="no account 'nobody'"):
+        presence.lookup("nobody")
+    assert _lookup(presence, "alice").devices == []
+
+
+def test_lookup_many(presence: Presence, accounts: Accounts, alice: Identity, clock: Clock) -> None:
+    bob = _create(accounts, "bob", clock)
+    presence.register("alice", signed(alice, device_record()))
+    presence.register("bob", signed(bob, device_record(handle="bob", device_id="a")))
+    presence.register("bob", signed(bob, device_record(handle="bob", device_id="b")))
+    response = pb.LookupManyResponse.FromString(presence.lookup_many(["bob", "ghost", "alice"]))
+    assert [(r.account.handle, len(r.devices)) for r in response.results] == [("bob", 2), ("alice", 1)]
+    assert list(response.not_found) == ["ghost"]
+    with pytest.raises(ResourceExhausted, match="at most 5"):
+        presence.lookup_many(["alice"] * 6)
+    with pytest.raises(InvalidArgument, match=r"handles\[1\]"):
+        presence.lookup_many(["alice", "BAD"])
+
+
+def test_duplicate_account(accounts: Accounts, alice: Identity, clock: Clock) -> None:
+    with pytest.raises(AlreadyExists, match="'alice' is taken"):
+        _create(accounts, "alice", clock)
+    assert accounts.count() == 1
+
+
+def test_online_count_survives_reopen(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "db"
+    store = Store(path, block_cache_bytes=1 << 20)
+    accounts = Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
+    identity = _create(accounts, "alice", clock)
+    presence = Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n")
+    presence.register("alice", signed(identity, device_record(device_id="a")))
+    presence.register("alice", signed(identity, device_record(device_id="b", ttl_seconds=1)))
+    store.close()
+    clock.now += 1_000
+    reopened = Store(path, block_cache_bytes=1 << 20)
+    again = Presence(reopened, Accounts(reopened, limits=LIMITS, policy=POLICY, clock_ms=clock),
+                     policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n")  # fmt: skip
+    assert again.online == 1
+    reopened.close()
