@@ -25,7 +25,7 @@ gen: $(GENERATED)
 
 ## Start one supernode with an embedded RocksDB in ./data (no other setup).
 run: gen
-	$(BIN)/supernode serve --data-dir data
+	$(BIN)/supernode serve --data-dir data $(RUN_ARGS)
 
 ## The whole test suite (what .ci/run runs).
 test: gen

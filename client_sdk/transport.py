@@ -31,7 +31,9 @@ def sign_account(
         discoverable=discoverable,
         created_at_ms=now_ms(),
     ).SerializeToString()
-    return pb.CreateAccountRequest(account=body, signature=identity.sign(CREATE_ACCOUNT_DOMAIN, body))
+    return pb.CreateAccountRequest(
+        account=body, signature=identity.sign(CREATE_ACCOUNT_DOMAIN, body)
+    )
 
 
 def sign_device_record(identity: Identity, record: pb.DeviceRecord) -> pb.SignedDeviceRecord:
@@ -45,9 +47,9 @@ class DirectoryConnection:
     def __init__(self, target: str, *, options: Sequence[tuple[str, int | str]] = ()) -> None:
         self.target = target
         self.channel = grpc.aio.insecure_channel(target, options=list(options))
-        self.accounts = rpc.AccountServiceStub(self.channel)
-        self.sessions = rpc.SessionServiceStub(self.channel)
-        self.presence = rpc.PresenceServiceStub(self.channel)
+        self.accounts = rpc.AccountServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.sessions = rpc.SessionServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.presence = rpc.PresenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.token: str | None = None
 
     async def close(self) -> None:
@@ -66,13 +68,15 @@ class DirectoryConnection:
     async def create_account(
         self, identity: Identity, handle: str, display_name: str = "", discoverable: bool = True
     ) -> pb.Account:
-        response = await self.accounts.CreateAccount(
+        response: pb.CreateAccountResponse = await self.accounts.CreateAccount(
             sign_account(identity, handle, display_name, discoverable)
         )
         return response.account
 
     async def get_account(self, handle: str) -> pb.Account:
-        response = await self.accounts.GetAccount(pb.GetAccountRequest(handle=handle))
+        response: pb.GetAccountResponse = await self.accounts.GetAccount(
+            pb.GetAccountRequest(handle=handle)
+        )
         return response.account
 
     async def login(self, identity: Identity, handle: str) -> pb.LoginResponse:

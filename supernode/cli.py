@@ -30,18 +30,26 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument("--config", type=Path, help="TOML file with [server], [lease], [limits] tables")
+    serve.add_argument(
+        "--config", type=Path, help="TOML file with [server], [lease], [limits] tables"
+    )
     for section, name, kind, default in setting_names():
         help_text = f"{section}.{name} (env {env_name(section, name)})"
         dest = f"{section}.{name}"
         if kind is bool:
             serve.add_argument(
-                flag_name(section, name), dest=dest, action=argparse.BooleanOptionalAction,
-                default=None, help=f"{help_text}; default {default}",
+                flag_name(section, name),
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text}; default {default}",
             )
         else:
             serve.add_argument(
-                flag_name(section, name), dest=dest, default=None, metavar=kind.__name__.upper(),
+                flag_name(section, name),
+                dest=dest,
+                default=None,
+                metavar=kind.__name__.upper(),
                 help=f"{help_text}; default {default}",
             )
     return parser

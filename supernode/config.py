@@ -64,7 +64,11 @@ def setting_names() -> list[tuple[str, str, type[Any], Any]]:
 
 
 def env_name(section: str, name: str) -> str:
-    return f"SUPERNODE_{name.upper()}" if section == "server" else f"SUPERNODE_{section.upper()}_{name.upper()}"
+    return (
+        f"SUPERNODE_{name.upper()}"
+        if section == "server"
+        else f"SUPERNODE_{section.upper()}_{name.upper()}"
+    )
 
 
 def flag_name(section: str, name: str) -> str:

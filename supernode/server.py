@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
 import time
@@ -116,6 +117,7 @@ class Supernode:
             "supernode ready %s",
             json.dumps(
                 {
+                    "pid": os.getpid(),
                     "grpc": f"{host}:{self.grpc_port}",
                     "metrics": f"{metrics_host}:{self.metrics_port}",
                     "data_dir": str(settings.data_dir),
@@ -132,7 +134,11 @@ class Supernode:
             try:
                 result = presence.sweep()
                 if result.expired or result.purged:
-                    log.debug("swept %d expired leases, purged %d tombstones", result.expired, result.purged)
+                    log.debug(
+                        "swept %d expired leases, purged %d tombstones",
+                        result.expired,
+                        result.purged,
+                    )
                     if result.expired + result.purged >= 10_000:
                         await asyncio.sleep(0)  # more are due: keep going, but let calls in
                         continue
@@ -168,10 +174,14 @@ async def serve(config: Config) -> None:
     await node.start()
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[None] = loop.create_future()
+
+    def request_stop(signum: signal.Signals) -> None:
+        log.info("got %s", signum.name)
+        if not stopping.done():
+            stopping.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(
-            signum, lambda s=signum: stopping.done() or stopping.set_result(log.info("got %s", signal.Signals(s).name))
-        )
+        loop.add_signal_handler(signum, request_stop, signum)
     await stopping
     await node.stop()
 

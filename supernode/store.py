@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from rocksdict import (
     AccessType,
@@ -171,8 +172,8 @@ class Store:
         return value
 
     def get_accounts(self, handles: list[str]) -> list[bytes | None]:
-        values: list[bytes | None] = self._accounts[[h.encode() for h in handles]]
-        return values
+        values = self._accounts[[h.encode() for h in handles]]
+        return cast(list[bytes | None], values)
 
     def insert_account(self, handle: str, account: bytes) -> bool:
         """Store a new account; False if the handle is taken. Callers serialize writes."""
@@ -215,7 +216,9 @@ class Store:
         """
         batch = self._batch()
         if previous is not None:
-            batch.delete(_expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY])
+            batch.delete(
+                _expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY]
+            )
         batch.put(
             device_key(handle, device_id),
             _HEADER.pack(expires_at_ms, seq) + device,

@@ -53,8 +53,12 @@ class Accounts:
     def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
         account = parse_account(account_raw, self._limits)
         check_signature_length("signature", signature)
-        lease.check_issued_at(account.created_at_ms, self._clock_ms(), self._policy, "account.created_at_ms")
-        if not signature_is_valid(account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature):
+        lease.check_issued_at(
+            account.created_at_ms, self._clock_ms(), self._policy, "account.created_at_ms"
+        )
+        if not signature_is_valid(
+            account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature
+        ):
             raise PermissionDenied("signature: does not verify with account.account_key")
         if not self._registry.insert_account(account.handle, account_raw):
             raise AlreadyExists(f"account.handle: {account.handle!r} is taken")

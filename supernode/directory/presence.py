@@ -133,13 +133,18 @@ class Presence:
                 "(a replayed or out-of-order record)"
             )
         was_live = slot is not None and slot.live
-        if not was_live and self._store.device_count(record.handle) >= self._limits.max_devices_per_handle:
+        if (
+            not was_live
+            and self._store.device_count(record.handle) >= self._limits.max_devices_per_handle
+        ):
             raise ResourceExhausted(
                 f"record.device_id: {record.handle!r} already has "
                 f"{self._limits.max_devices_per_handle} devices, the most allowed"
             )
         account_key = self._accounts.account_key(record.handle)
-        if not signature_is_valid(account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature):
+        if not signature_is_valid(
+            account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature
+        ):
             raise PermissionDenied(
                 f"signed.signature: does not verify with the account key of {record.handle!r}"
             )
@@ -224,4 +229,3 @@ class Presence:
                 self._store.delete_device(entry.handle, entry.device_id, slot)
                 purged += 1
         return SweepResult(expired, purged)
-

@@ -43,7 +43,8 @@ def check_device_id(field: str, device_id: str) -> None:
         raise InvalidArgument(f"{field}: required")
     if DEVICE_ID_PATTERN.fullmatch(device_id) is None:
         raise InvalidArgument(
-            f"{field}: {device_id[:70]!r} is not a device id (1-64 characters of A-Z, a-z, 0-9, '_', '-')"
+            f"{field}: {device_id[:70]!r} is not a device id "
+            "(1-64 characters of A-Z, a-z, 0-9, '_', '-')"
         )
 
 

@@ -1,5 +1,7 @@
 """The ``supernode.v1`` account, session and presence services."""
 
+from typing import TypeAlias
+
 import grpc
 
 from supernode.directory import wire
@@ -16,7 +18,7 @@ SESSION_SERVICE = "supernode.v1.SessionService"
 PRESENCE_SERVICE = "supernode.v1.PresenceService"
 SERVICE_NAMES = (ACCOUNT_SERVICE, SESSION_SERVICE, PRESENCE_SERVICE)
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class DirectoryApi:
@@ -36,7 +38,9 @@ class DirectoryApi:
 
     def register(self, server: grpc.aio.Server) -> None:
         for service, methods in self._method_handlers().items():
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, methods),)
+            )
             server.add_registered_method_handlers(service, methods)
 
     def _method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
@@ -46,7 +50,9 @@ class DirectoryApi:
                 "CreateAccount": unary_handler(
                     "CreateAccount", pb.CreateAccountRequest, self.create_account, m
                 ),
-                "GetAccount": unary_handler("GetAccount", pb.GetAccountRequest, self.get_account, m),
+                "GetAccount": unary_handler(
+                    "GetAccount", pb.GetAccountRequest, self.get_account, m
+                ),
             },
             SESSION_SERVICE: {
                 "GetChallenge": unary_handler(
@@ -62,7 +68,9 @@ class DirectoryApi:
                     "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m
                 ),
                 "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m),
-                "LookupMany": unary_handler("LookupMany", pb.LookupManyRequest, self.lookup_many, m),
+                "LookupMany": unary_handler(
+                    "LookupMany", pb.LookupManyRequest, self.lookup_many, m
+                ),
             },
         }
 
@@ -77,7 +85,9 @@ class DirectoryApi:
 
     # ------------------------------------------------------------------ sessions
 
-    def get_challenge(self, request: pb.GetChallengeRequest, context: Context) -> pb.GetChallengeResponse:
+    def get_challenge(
+        self, request: pb.GetChallengeRequest, context: Context
+    ) -> pb.GetChallengeResponse:
         self._accounts.get(request.handle)  # NOT_FOUND early: no challenge for nobody
         challenge, expires_at_ms = self._sessions.challenge(request.handle)
         return pb.GetChallengeResponse(challenge=challenge, expires_at_ms=expires_at_ms)

@@ -35,7 +35,7 @@ Behavior = Callable[[RequestT, grpc.aio.ServicerContext], bytes | Message]
 
 def status_of(error: errors.SupernodeError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
+        code = STATUS_OF.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.UNKNOWN

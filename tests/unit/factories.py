@@ -7,9 +7,14 @@ from supernode.v1 import directory_pb2 as pb
 NOW_MS = 1_700_000_000_000
 
 
-def device_record(handle: str = "alice", device_id: str = "phone", seq: int = 1,
-                  issued_at_ms: int = NOW_MS, ttl_seconds: int = 60,
-                  **fields: object) -> pb.DeviceRecord:  # fmt: skip
+def device_record(
+    handle: str = "alice",
+    device_id: str = "phone",
+    seq: int = 1,
+    issued_at_ms: int = NOW_MS,
+    ttl_seconds: int = 60,
+    **fields: object,
+) -> pb.DeviceRecord:
     values: dict[str, object] = {
         "handle": handle,
         "device_id": device_id,
@@ -19,8 +24,12 @@ def device_record(handle: str = "alice", device_id: str = "phone", seq: int = 1,
         "transport_key": b"t" * 32,
         "status": pb.DEVICE_STATUS_ONLINE,
         "endpoints": [
-            pb.Endpoint(address="192.0.2.1", port=4000, protocol=pb.TRANSPORT_PROTOCOL_UDP,
-                        type=pb.CANDIDATE_TYPE_HOST)  # fmt: skip
+            pb.Endpoint(
+                address="192.0.2.1",
+                port=4000,
+                protocol=pb.TRANSPORT_PROTOCOL_UDP,
+                type=pb.CANDIDATE_TYPE_HOST,
+            )
         ],
         "capabilities": ["audio"],
     }

@@ -8,8 +8,9 @@ from supernode.directory.lease import (
 )
 from supernode.errors import InvalidArgument
 
-POLICY = LeasePolicy(min_ttl_seconds=10, max_ttl_seconds=600, default_ttl_seconds=60,
-                     max_clock_skew_seconds=30)  # fmt: skip
+POLICY = LeasePolicy(
+    min_ttl_seconds=10, max_ttl_seconds=600, default_ttl_seconds=60, max_clock_skew_seconds=30
+)
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,9 @@ from supernode.store import Store
 from supernode.v1 import directory_pb2 as pb
 from tests.unit.factories import NOW_MS, device_record, signed
 
-POLICY = LeasePolicy(min_ttl_seconds=1, max_ttl_seconds=100, default_ttl_seconds=10,
-                     max_clock_skew_seconds=30)  # fmt: skip
+POLICY = LeasePolicy(
+    min_ttl_seconds=1, max_ttl_seconds=100, default_ttl_seconds=10, max_clock_skew_seconds=30
+)
 LIMITS = Limits(max_devices_per_handle=3, max_lookup_many=5)
 
 
@@ -68,8 +69,15 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def presence(store: Store, accounts: Accounts, clock: Clock, recorder: Recorder) -> Presence:
-    return Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
-                    node_name="n1", observers=[recorder])  # fmt: skip
+    return Presence(
+        store,
+        accounts,
+        policy=POLICY,
+        limits=LIMITS,
+        clock_ms=clock,
+        node_name="n1",
+        observers=[recorder],
+    )
 
 
 @pytest.fixture
@@ -93,7 +101,9 @@ def _lookup(presence: Presence, handle: str) -> pb.LookupResponse:
     return pb.LookupResponse.FromString(presence.lookup(handle))
 
 
-def test_register_then_lookup_returns_the_signed_record(presence: Presence, alice: Identity) -> None:
+def test_register_then_lookup_returns_the_signed_record(
+    presence: Presence, alice: Identity
+) -> None:
     sent = signed(alice, device_record())
     registration = presence.register("alice", sent)
     assert registration.ttl_seconds == 60
@@ -106,12 +116,19 @@ def test_register_then_lookup_returns_the_signed_record(presence: Presence, alic
 
 
 def test_ttl_is_clamped(presence: Presence, alice: Identity) -> None:
-    assert presence.register("alice", signed(alice, device_record(ttl_seconds=10**6))).ttl_seconds == 100
+    assert (
+        presence.register("alice", signed(alice, device_record(ttl_seconds=10**6))).ttl_seconds
+        == 100
+    )
 
 
-def test_renewal_needs_a_higher_seq(presence: Presence, alice: Identity, recorder: Recorder) -> None:
+def test_renewal_needs_a_higher_seq(
+    presence: Presence, alice: Identity, recorder: Recorder
+) -> None:
     presence.register("alice", signed(alice, device_record(seq=5)))
-    with pytest.raises(FailedPrecondition, match=r"record\.seq: 5 is not greater than the stored 5"):
+    with pytest.raises(
+        FailedPrecondition, match=r"record\.seq: 5 is not greater than the stored 5"
+    ):
         presence.register("alice", signed(alice, device_record(seq=5)))
     with pytest.raises(FailedPrecondition):
         presence.register("alice", signed(alice, device_record(seq=4)))
@@ -139,7 +156,9 @@ def test_lease_ends_and_sweep_buries_then_purges(
     assert store.dump()["expiry"] == {}
 
 
-def test_tombstone_blocks_replay_of_unregistered_record(presence: Presence, alice: Identity) -> None:
+def test_tombstone_blocks_replay_of_unregistered_record(
+    presence: Presence, alice: Identity
+) -> None:
     record = signed(alice, device_record(seq=3))
     presence.register("alice", record)
     assert presence.unregister("alice", "phone")
@@ -151,23 +170,31 @@ def test_tombstone_blocks_replay_of_unregistered_record(presence: Presence, alic
     assert len(_lookup(presence, "alice").devices) == 1
 
 
-def test_renewal_moves_the_expiry_index(presence: Presence, alice: Identity, store: Store, clock: Clock) -> None:
+def test_renewal_moves_the_expiry_index(
+    presence: Presence, alice: Identity, store: Store, clock: Clock
+) -> None:
     presence.register("alice", signed(alice, device_record(seq=1, ttl_seconds=5)))
     clock.now += 4_000
-    presence.register("alice", signed(alice, device_record(seq=2, ttl_seconds=5, issued_at_ms=clock.now)))
+    presence.register(
+        "alice", signed(alice, device_record(seq=2, ttl_seconds=5, issued_at_ms=clock.now))
+    )
     assert len(store.dump()["expiry"]) == 1
     clock.now += 2_000  # past the first lease, inside the second
     assert presence.sweep().expired == 0
     assert len(_lookup(presence, "alice").devices) == 1
 
 
-def test_record_for_another_handle_is_denied(presence: Presence, accounts: Accounts, alice: Identity, clock: Clock) -> None:
+def test_record_for_another_handle_is_denied(
+    presence: Presence, accounts: Accounts, alice: Identity, clock: Clock
+) -> None:
     _create(accounts, "bob", clock)
     with pytest.raises(PermissionDenied, match="belongs to 'alice'"):
         presence.register("alice", signed(alice, device_record(handle="bob")))
 
 
-def test_record_signed_by_another_key_is_denied(presence: Presence, alice: Identity, store: Store) -> None:
+def test_record_signed_by_another_key_is_denied(
+    presence: Presence, alice: Identity, store: Store
+) -> None:
     before = store.dump()
     with pytest.raises(PermissionDenied, match="account key of 'alice'"):
         presence.register("alice", signed(Identity.generate(), device_record()))
@@ -201,7 +228,10 @@ def test_lookup_many(presence: Presence, accounts: Accounts, alice: Identity, cl
     presence.register("bob", signed(bob, device_record(handle="bob", device_id="a")))
     presence.register("bob", signed(bob, device_record(handle="bob", device_id="b")))
     response = pb.LookupManyResponse.FromString(presence.lookup_many(["bob", "ghost", "alice"]))
-    assert [(r.account.handle, len(r.devices)) for r in response.results] == [("bob", 2), ("alice", 1)]
+    assert [(r.account.handle, len(r.devices)) for r in response.results] == [
+        ("bob", 2),
+        ("alice", 1),
+    ]
     assert list(response.not_found) == ["ghost"]
     with pytest.raises(ResourceExhausted, match="at most 5"):
         presence.lookup_many(["alice"] * 6)
@@ -220,13 +250,21 @@ def test_online_count_survives_reopen(tmp_path: Path, clock: Clock) -> None:
     store = Store(path, block_cache_bytes=1 << 20)
     accounts = Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
     identity = _create(accounts, "alice", clock)
-    presence = Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n")
+    presence = Presence(
+        store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n"
+    )
     presence.register("alice", signed(identity, device_record(device_id="a")))
     presence.register("alice", signed(identity, device_record(device_id="b", ttl_seconds=1)))
     store.close()
     clock.now += 1_000
     reopened = Store(path, block_cache_bytes=1 << 20)
-    again = Presence(reopened, Accounts(reopened, limits=LIMITS, policy=POLICY, clock_ms=clock),
-                     policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n")  # fmt: skip
+    again = Presence(
+        reopened,
+        Accounts(reopened, limits=LIMITS, policy=POLICY, clock_ms=clock),
+        policy=POLICY,
+        limits=LIMITS,
+        clock_ms=clock,
+        node_name="n",
+    )
     assert again.online == 1
     reopened.close()

@@ -23,7 +23,7 @@ def test_valid_handles(handle: str) -> None:
 
 @pytest.mark.parametrize("handle", ["", "ab", "x" * 33, "Alice", "al ice", "al\x00ice", "josé"])
 def test_invalid_handles_name_the_field(handle: str) -> None:
-    with pytest.raises(InvalidArgument, match="^handle: "):
+    with pytest.raises(InvalidArgument, match=r"^handle: "):
         check_handle("handle", handle)
 
 

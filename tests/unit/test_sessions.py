@@ -21,13 +21,16 @@ def clock() -> Clock:
 
 @pytest.fixture
 def authority(clock: Clock) -> SessionAuthority:
-    return SessionAuthority(b"s" * 32, clock_ms=clock, token_ttl_seconds=60, challenge_ttl_seconds=5)
+    return SessionAuthority(
+        b"s" * 32, clock_ms=clock, token_ttl_seconds=60, challenge_ttl_seconds=5
+    )
 
 
 def _login(authority: SessionAuthority, identity: Identity, handle: str = "alice") -> str:
     challenge, _ = authority.challenge(handle)
-    return authority.login(handle, challenge, identity.sign(LOGIN_DOMAIN, challenge),
-                           identity.public_key).token  # fmt: skip
+    return authority.login(
+        handle, challenge, identity.sign(LOGIN_DOMAIN, challenge), identity.public_key
+    ).token
 
 
 def test_signed_challenge_gives_a_token_for_the_handle(authority: SessionAuthority) -> None:
@@ -73,16 +76,18 @@ def test_challenge_expires(authority: SessionAuthority, clock: Clock) -> None:
     challenge, _ = authority.challenge("alice")
     clock.now += 5_000
     with pytest.raises(Unauthenticated, match="expired"):
-        authority.login("alice", challenge, identity.sign(LOGIN_DOMAIN, challenge),
-                        identity.public_key)  # fmt: skip
+        authority.login(
+            "alice", challenge, identity.sign(LOGIN_DOMAIN, challenge), identity.public_key
+        )
 
 
 def test_challenge_is_bound_to_its_handle(authority: SessionAuthority) -> None:
     identity = Identity.generate()
     challenge, _ = authority.challenge("alice")
     with pytest.raises(Unauthenticated, match="this handle"):
-        authority.login("mallory", challenge, identity.sign(LOGIN_DOMAIN, challenge),
-                        identity.public_key)  # fmt: skip
+        authority.login(
+            "mallory", challenge, identity.sign(LOGIN_DOMAIN, challenge), identity.public_key
+        )
 
 
 def test_wrong_key_signature_is_denied(authority: SessionAuthority) -> None:

@@ -43,7 +43,9 @@ def test_lookup_response_framing_matches_protobuf(
     missing=st.lists(st.from_regex(r"[a-z0-9]{3,10}", fullmatch=True), max_size=4),
 )
 def test_lookup_many_framing_matches_protobuf(handles: list[str], missing: list[str]) -> None:
-    results = [pb.LookupResponse(account=_account(h, h), devices=[_device(3, b"x")]) for h in handles]
+    results = [
+        pb.LookupResponse(account=_account(h, h), devices=[_device(3, b"x")]) for h in handles
+    ]
     framed = wire.lookup_many_response([r.SerializeToString() for r in results], missing)
     assert pb.LookupManyResponse.FromString(framed) == pb.LookupManyResponse(
         results=results, not_found=missing
@@ -59,6 +61,9 @@ def test_long_payload_uses_multibyte_length() -> None:
 
 def test_get_account_response_framing() -> None:
     account = _account("bob", "Bob")
-    assert pb.GetAccountResponse.FromString(
-        wire.get_account_response(account.SerializeToString())
-    ).account == account
+    assert (
+        pb.GetAccountResponse.FromString(
+            wire.get_account_response(account.SerializeToString())
+        ).account
+        == account
+    )

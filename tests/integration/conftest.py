@@ -1,0 +1,50 @@
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from client_sdk.identity import Identity
+from client_sdk.transport import DirectoryConnection
+from tests.integration.process import SupernodeProcess
+
+
+@pytest.fixture
+def start_supernode(tmp_path: Path) -> Iterator[Callable[..., SupernodeProcess]]:
+    """Start supernodes (on ``tmp_path/data`` unless told otherwise); all killed at the end."""
+    started: list[SupernodeProcess] = []
+
+    def start(*args: str, data_dir: Path | None = None) -> SupernodeProcess:
+        node = SupernodeProcess(data_dir or tmp_path / "data", *args).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def supernode(start_supernode: Callable[..., SupernodeProcess]) -> SupernodeProcess:
+    return start_supernode("--lease-min-ttl-seconds", "1", "--sweep-interval-seconds", "0.2")
+
+
+@pytest.fixture
+async def connect(supernode: SupernodeProcess) -> AsyncIterator[Callable[[], DirectoryConnection]]:
+    opened: list[DirectoryConnection] = []
+
+    def open_connection() -> DirectoryConnection:
+        connection = DirectoryConnection(supernode.grpc_target)
+        opened.append(connection)
+        return connection
+
+    yield open_connection
+    for connection in opened:
+        await connection.close()
+
+
+async def new_user(connection: DirectoryConnection, handle: str) -> Identity:
+    """Create an account and log the connection in as it."""
+    identity = Identity.generate()
+    await connection.create_account(identity, handle, handle.title())
+    await connection.login(identity, handle)
+    return identity

@@ -1,0 +1,92 @@
+"""Real supernode processes on loopback for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+_READY = re.compile(r"supernode ready (\{.*\})")
+
+
+class SupernodeProcess:
+    """``supernode serve`` in a subprocess on free loopback ports, with its log captured."""
+
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[str] | None = None
+        self.grpc_target = ""
+        self.metrics_url = ""
+        self.log: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> SupernodeProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "supernode.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            *self.extra_args,
+        ]
+        self.log = []
+        self.process = subprocess.Popen(
+            command,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._read_log, args=(ready,), daemon=True).start()
+        if not ready.wait(timeout) or not self.grpc_target:
+            self.kill()
+            raise RuntimeError("supernode did not become ready:\n" + "".join(self.log))
+        return self
+
+    def _read_log(self, ready: threading.Event) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+            match = _READY.search(line)
+            if match:
+                info = json.loads(match.group(1))
+                self.grpc_target = info["grpc"]
+                self.metrics_url = f"http://{info['metrics']}/metrics"
+                ready.set()
+        ready.set()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the exit code of a graceful shutdown."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.log):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in log:\n" + "".join(self.log))

@@ -1,0 +1,250 @@
+"""Acceptance 5: every bad input gets its status and message, and the store is unchanged.
+
+The store is dumped (every column family) with the node stopped, the node is restarted on
+the same data, every bad request is sent, the node is stopped again and the store dumped
+again: the two dumps must be equal.
+"""
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client_sdk.identity import Identity
+from client_sdk.transport import DirectoryConnection, now_ms, sign_account, sign_device_record
+from supernode.directory.records import CREATE_ACCOUNT_DOMAIN, LOGIN_DOMAIN
+from supernode.store import Store
+from supernode.v1 import directory_pb2 as pb
+from tests.integration.conftest import new_user
+from tests.integration.process import SupernodeProcess
+from tests.integration.records import device
+from tests.integration.waiting import eventually
+
+Code = grpc.StatusCode
+
+
+async def expect(call: Awaitable[object], code: grpc.StatusCode, pattern: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, caught.value.details()
+    assert re.search(pattern, caught.value.details() or ""), caught.value.details()
+
+
+def dump(data_dir: Path) -> dict[str, dict[bytes, bytes]]:
+    store = Store(data_dir, block_cache_bytes=1 << 20)
+    try:
+        return store.dump()
+    finally:
+        store.close()
+
+
+async def test_bad_inputs_are_refused_and_change_nothing(
+    start_supernode: Callable[..., SupernodeProcess], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    node = start_supernode(data_dir=data_dir)
+    async with (
+        DirectoryConnection(node.grpc_target) as alice_conn,
+        DirectoryConnection(node.grpc_target) as bob_conn,
+    ):
+        alice = await new_user(alice_conn, "alice")
+        bob = await new_user(bob_conn, "bob")
+        await alice_conn.register_device(device(alice, "alice", "phone", seq=5))
+        await bob_conn.register_device(device(bob, "bob", "tablet", seq=1))
+        alice_token = alice_conn.token
+    assert node.terminate() == 0
+    before = dump(data_dir)
+
+    node = start_supernode(data_dir=data_dir)
+    async with DirectoryConnection(node.grpc_target) as conn:
+        conn.token = alice_token  # tokens survive a restart: the secret is in the store
+        await catalogue(conn, alice, bob)
+    assert node.terminate() == 0
+    assert dump(data_dir) == before
+
+
+async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -> None:
+    # --- malformed handles and requests
+    await expect(conn.lookup("Not A Handle"), Code.INVALID_ARGUMENT, r"^handle: .*not a handle")
+    await expect(conn.lookup("ab"), Code.INVALID_ARGUMENT, r"^handle:")
+    await expect(conn.get_account(""), Code.INVALID_ARGUMENT, r"^handle: required")
+    await expect(conn.lookup_many(["alice", "BAD!"]), Code.INVALID_ARGUMENT, r"^handles\[1\]:")
+    raw_lookup = conn.channel.unary_unary("/supernode.v1.PresenceService/Lookup")
+    await expect(
+        raw_lookup(b"\xff\xff\xff\xff", metadata=conn.metadata),
+        Code.INVALID_ARGUMENT,
+        r"request: not a serialized supernode\.v1\.LookupRequest",
+    )
+    await expect(
+        conn.presence.RegisterDevice(pb.RegisterDeviceRequest(), metadata=conn.metadata),
+        Code.INVALID_ARGUMENT,
+        r"^record\.handle: required",
+    )
+
+    # --- oversized fields and messages
+    await expect(
+        conn.lookup("a" * 70_000), Code.RESOURCE_EXHAUSTED, r"(?i)larger than max|too large"
+    )
+    await expect(
+        conn.lookup_many(["alice"] * 1001),
+        Code.RESOURCE_EXHAUSTED,
+        r"handles: 1001 given, at most 1000",
+    )
+    await expect(
+        conn.create_account(Identity.generate(), "longname", "x" * 65),
+        Code.INVALID_ARGUMENT,
+        r"account\.display_name: 65 characters",
+    )
+    endpoints = [pb.Endpoint(address="198.18.0.1", port=1, protocol=1, type=1)] * 17
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=6, endpoints=endpoints)),
+        Code.INVALID_ARGUMENT,
+        r"record\.endpoints: 17 given, at most 16",
+    )
+    await expect(
+        conn.register_device(device(alice, "alice", "p" * 65, seq=6)),
+        Code.INVALID_ARGUMENT,
+        r"record\.device_id",
+    )
+
+    # --- signatures and keys
+    good = device(alice, "alice", "phone", seq=6)
+    flipped = pb.SignedDeviceRecord(
+        record=good.record, signature=bytes([good.signature[0] ^ 1]) + good.signature[1:]
+    )
+    await expect(
+        conn.register_device(flipped), Code.PERMISSION_DENIED, r"signed\.signature: does not verify"
+    )
+    unsigned = pb.SignedDeviceRecord(record=good.record)
+    await expect(
+        conn.register_device(unsigned), Code.INVALID_ARGUMENT, r"signed\.signature: 0 bytes"
+    )
+    await expect(
+        conn.register_device(device(bob, "alice", "phone", seq=6)),
+        Code.PERMISSION_DENIED,
+        r"account key of 'alice'",
+    )
+    await expect(
+        conn.register_device(device(bob, "bob", "tablet", seq=9)),
+        Code.PERMISSION_DENIED,
+        r"record\.handle: 'bob', but this session belongs to 'alice'",
+    )
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=6, transport_key=b"short")),
+        Code.INVALID_ARGUMENT,
+        r"record\.transport_key: 5 bytes",
+    )
+
+    # --- replays and clocks
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=5)),
+        Code.FAILED_PRECONDITION,
+        r"record\.seq: 5 is not greater than the stored 5",
+    )
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=2)),
+        Code.FAILED_PRECONDITION,
+        r"record\.seq: 2",
+    )
+    for offset, word in ((-3_600_000, "past"), (3_600_000, "future")):
+        await expect(
+            conn.register_device(
+                device(alice, "alice", "phone", seq=7, issued_at_ms=now_ms() + offset)
+            ),
+            Code.INVALID_ARGUMENT,
+            rf"record\.issued_at_ms: \d+ s in the {word}",
+        )
+
+    # --- tokens
+    token = conn.token
+    conn.token = None
+    await expect(conn.lookup("alice"), Code.UNAUTHENTICATED, r"missing bearer token")
+    await expect(conn.register_device(good), Code.UNAUTHENTICATED, r"missing bearer token")
+    assert token is not None
+    conn.token = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    await expect(conn.lookup("alice"), Code.UNAUTHENTICATED, r"not issued by this supernode")
+    conn.token = "garbage!"
+    await expect(conn.unregister_device("phone"), Code.UNAUTHENTICATED, r"malformed")
+    await expect(
+        conn.presence.Lookup(
+            pb.LookupRequest(handle="alice"), metadata=(("authorization", "Basic x"),)
+        ),
+        Code.UNAUTHENTICATED,
+        r"expected 'Bearer <token>'",
+    )
+    conn.token = token
+
+    # --- unknown handles and duplicates
+    await expect(conn.lookup("nobody"), Code.NOT_FOUND, r"no account 'nobody'")
+    await expect(conn.get_account("nobody"), Code.NOT_FOUND, r"no account 'nobody'")
+    await expect(
+        conn.sessions.GetChallenge(pb.GetChallengeRequest(handle="nobody")),
+        Code.NOT_FOUND,
+        r"nobody",
+    )
+    await expect(
+        conn.create_account(Identity.generate(), "alice"), Code.ALREADY_EXISTS, r"'alice' is taken"
+    )
+
+    # --- account creation and login without proof of the key
+    request = sign_account(Identity.generate(), "mallory")
+    forged = pb.CreateAccountRequest(
+        account=request.account,
+        signature=Identity.generate().sign(CREATE_ACCOUNT_DOMAIN, request.account),
+    )
+    await expect(
+        conn.accounts.CreateAccount(forged), Code.PERMISSION_DENIED, r"signature: does not verify"
+    )
+    stale = pb.Account.FromString(request.account)
+    stale.created_at_ms -= 86_400_000
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=stale.SerializeToString(), signature=request.signature)
+        ),
+        Code.INVALID_ARGUMENT,
+        r"account\.created_at_ms: \d+ s in the past",
+    )
+    challenge = await conn.sessions.GetChallenge(pb.GetChallengeRequest(handle="alice"))
+    await expect(
+        conn.sessions.Login(
+            pb.LoginRequest(
+                handle="alice",
+                challenge=challenge.challenge,
+                signature=bob.sign(LOGIN_DOMAIN, challenge.challenge),
+            )
+        ),
+        Code.PERMISSION_DENIED,
+        r"account key of 'alice'",
+    )
+    await expect(
+        conn.sessions.Login(
+            pb.LoginRequest(handle="alice", challenge=b"x" * 57, signature=b"s" * 64)
+        ),
+        Code.UNAUTHENTICATED,
+        r"challenge: not issued",
+    )
+    await expect(
+        conn.register_device(sign_device_record(alice, pb.DeviceRecord())),
+        Code.INVALID_ARGUMENT,
+        r"record\.handle: required",
+    )
+
+
+async def test_expired_token_is_refused(start_supernode: Callable[..., SupernodeProcess]) -> None:
+    node = start_supernode("--token-ttl-seconds", "1")
+    async with DirectoryConnection(node.grpc_target) as conn:
+        await new_user(conn, "alice")
+        await conn.lookup("alice")
+
+        async def refused() -> bool:
+            try:
+                await conn.lookup("alice")
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == Code.UNAUTHENTICATED
+                assert "expired" in (error.details() or "")
+                return True
+            return False
+
+        await eventually(refused)
