@@ -80,7 +80,7 @@ class Dataset:
                 capabilities=["audio", "video"],
                 endpoints=[
                     pb.Endpoint(
-                        address=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                        address=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",  # noqa: E501
                         port=rng.randrange(1024, 65535),
                         protocol=pb.TRANSPORT_PROTOCOL_UDP,
                         type=pb.CANDIDATE_TYPE_HOST,
@@ -107,6 +107,8 @@ class Dataset:
             devices.append((device_id, 1, device))
         return UserRecords(handle, account, devices)
 
-    def users_iter(self, now_ms: int, start: int = 0, stop: int | None = None) -> Iterator[UserRecords]:
+    def users_iter(
+        self, now_ms: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[UserRecords]:
         for index in range(start, self.users if stop is None else stop):
             yield self.user(index, now_ms)
