@@ -12,6 +12,12 @@ is numeric order):
 ``expiry``    ``expires_at_ms:u64 handle 0x00 device_id`` -> empty. The expiry index: the
               sweeper reads it from the start up to now. RocksDB's own TTL mode is
               database-wide and returns expired data until compaction, so leases are ours.
+``views``     ``handle`` -> ``min_expires_at_ms:u64`` + the payloads of the handle's live
+              devices, already framed as field 2 of ``supernode.v1.LookupResponse``. A
+              materialized view for the lookup hot path (one point read instead of an
+              iterator), rewritten in the same WriteBatch as every change to the handle's
+              devices. When ``min_expires_at_ms`` has passed, a lease ended and the sweeper
+              has not buried it yet: readers fall back to the ``devices`` scan.
 ``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes).
 
 Each logical change (create an account, put a record, expire it) is one atomic WriteBatch
@@ -37,11 +43,14 @@ from rocksdict import (
     WriteOptions,
 )
 
+from supernode.directory import wire
+
 ACCOUNTS = "accounts"
 DEVICES = "devices"
 EXPIRY = "expiry"
+VIEWS = "views"
 META = "meta"
-COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, META)
+COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, VIEWS, META)
 
 _HEADER = struct.Struct(">QQ")
 HEADER_BYTES = _HEADER.size
@@ -117,6 +126,7 @@ class Store:
         self._accounts = self._db.get_column_family(ACCOUNTS)
         self._devices = self._db.get_column_family(DEVICES)
         self._expiry = self._db.get_column_family(EXPIRY)
+        self._views = self._db.get_column_family(VIEWS)
         self._meta = self._db.get_column_family(META)
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = WriteOptions()
@@ -134,7 +144,7 @@ class Store:
         self._db.flush(True)
         self._db.close()
         # Column-family objects keep the database (and its LOCK file) alive until dropped.
-        del self._accounts, self._devices, self._expiry, self._meta, self._handles
+        del self._accounts, self._devices, self._expiry, self._views, self._meta, self._handles
 
     @property
     def closed(self) -> bool:
@@ -143,10 +153,14 @@ class Store:
     def size_bytes(self) -> int:
         """On-disk SST bytes plus live memtables, across column families."""
         total = 0
-        for cf in (self._accounts, self._devices, self._expiry, self._meta):
+        for cf in self._families():
             for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
                 total += cf.property_int_value(prop) or 0
         return total
+
+    def _families(self) -> tuple[Rdict, ...]:
+        """Column-family objects in ``COLUMN_FAMILIES`` order."""
+        return (self._accounts, self._devices, self._expiry, self._views, self._meta)
 
     def _write(self, batch: WriteBatch) -> None:
         self._db.write(batch, self._write_options)
@@ -219,19 +233,58 @@ class Store:
             batch.delete(
                 _expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY]
             )
-        batch.put(
-            device_key(handle, device_id),
-            _HEADER.pack(expires_at_ms, seq) + device,
-            self._handles[DEVICES],
-        )
+        value = _HEADER.pack(expires_at_ms, seq) + device
+        batch.put(device_key(handle, device_id), value, self._handles[DEVICES])
         batch.put(_expiry_key(expires_at_ms, handle, device_id), b"", self._handles[EXPIRY])
+        self._put_view(batch, handle, device_key(handle, device_id), value)
         self._write(batch)
 
     def delete_device(self, handle: str, device_id: str, previous: DeviceSlot) -> None:
         batch = self._batch()
         batch.delete(_expiry_key(previous.expires_at_ms, handle, device_id), self._handles[EXPIRY])
         batch.delete(device_key(handle, device_id), self._handles[DEVICES])
+        self._put_view(batch, handle, device_key(handle, device_id), None)
         self._write(batch)
+
+    def _put_view(
+        self, batch: WriteBatch, handle: str, changed_key: bytes, changed_value: bytes | None
+    ) -> None:
+        """Add the handle's rebuilt lookup view, as it will be once ``batch`` is written."""
+        values: dict[bytes, bytes] = {}
+        prefix = _handle_prefix(handle)
+        iterator = self._devices.iter()
+        iterator.seek(prefix)
+        while iterator.valid() and iterator.key().startswith(prefix):
+            values[iterator.key()] = iterator.value()
+            iterator.next()
+        if changed_value is None:
+            values.pop(changed_key, None)
+        else:
+            values[changed_key] = changed_value
+        live = [v for _, v in sorted(values.items()) if len(v) > HEADER_BYTES]
+        if not live:
+            batch.delete(handle.encode(), self._handles[VIEWS])
+            return
+        min_expires = min(_U64.unpack_from(v)[0] for v in live)
+        framed = wire.repeated_field(2, [v[HEADER_BYTES:] for v in live])
+        batch.put(handle.encode(), _U64.pack(min_expires) + framed, self._handles[VIEWS])
+
+    def lookup_views(self, handles: list[str], now_ms: int) -> list[bytes | None]:
+        """Per handle, its live devices framed as ``LookupResponse`` field 2, or None when the
+        view is stale (a lease ended, not yet swept): then ask :meth:`live_devices`.
+
+        One multi-get for all handles; a handle with no live device gets ``b""``.
+        """
+        views = cast(list[bytes | None], self._views[[h.encode() for h in handles]])
+        out: list[bytes | None] = []
+        for view in views:
+            if view is None:
+                out.append(b"")
+            elif _U64.unpack_from(view)[0] > now_ms:
+                out.append(view[_U64.size :])
+            else:
+                out.append(None)
+        return out
 
     def delete_expiry_entry(self, entry: ExpiryEntry) -> None:
         batch = self._batch()
@@ -302,14 +355,13 @@ class Store:
         """Overwrite a device's stored bytes; for tests that forge records behind our back."""
         batch = self._batch()
         batch.put(device_key(handle, device_id), value, self._handles[DEVICES])
+        self._put_view(batch, handle, device_key(handle, device_id), value)
         self._write(batch)
 
     def dump(self) -> dict[str, dict[bytes, bytes]]:
         """Every key and value of every column family; for tests that prove nothing changed."""
         dumped: dict[str, dict[bytes, bytes]] = {}
-        for name, cf in zip(
-            COLUMN_FAMILIES, (self._accounts, self._devices, self._expiry, self._meta), strict=True
-        ):
+        for name, cf in zip(COLUMN_FAMILIES, self._families(), strict=True):
             iterator = cf.iter()
             iterator.seek_to_first()
             entries: dict[bytes, bytes] = {}

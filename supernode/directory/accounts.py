@@ -72,6 +72,10 @@ class Accounts:
             raise NotFound(f"handle: no account {handle!r}")
         return raw
 
+    def find(self, handle: str) -> bytes | None:
+        """The stored account bytes or None, without validating the handle (hot path)."""
+        return self._registry.get_account(handle)
+
     def get_many(self, handles: list[str]) -> list[bytes | None]:
         return self._registry.get_accounts(handles)
 

@@ -25,7 +25,7 @@ from supernode.directory.validation import (
     check_handle,
     check_signature_length,
 )
-from supernode.errors import FailedPrecondition, PermissionDenied, ResourceExhausted
+from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 from supernode.store import DeviceSlot, ExpiryEntry
 from supernode.v1 import directory_pb2 as pb
 
@@ -49,6 +49,8 @@ class PresenceStore(Protocol):
     def delete_expiry_entry(self, entry: ExpiryEntry) -> None: ...
 
     def live_devices(self, handle: str, now_ms: int) -> list[bytes]: ...
+
+    def lookup_views(self, handles: list[str], now_ms: int) -> list[bytes | None]: ...
 
     def device_count(self, handle: str) -> int: ...
 
@@ -188,9 +190,16 @@ class Presence:
         self.online -= 1
 
     def lookup(self, handle: str) -> bytes:
-        """A serialized ``LookupResponse``: the account and its live devices, as stored."""
-        account = self._accounts.get(handle)
-        return wire.lookup_response(account, self._store.live_devices(handle, self._clock_ms()))
+        """A serialized ``LookupResponse``: the account and its live devices, as stored.
+
+        The handle is validated only when no account has it: a stored handle was valid
+        when created, so the hot path skips the pattern match.
+        """
+        account = self._accounts.find(handle)
+        if account is None:
+            check_handle("handle", handle)
+            raise NotFound(f"handle: no account {handle!r}")
+        return wire.lookup_response_framed(account, self._devices_framed([handle])[0])
 
     def lookup_many(self, handles: Sequence[str]) -> bytes:
         """A serialized ``LookupManyResponse``; unknown handles go to ``not_found``."""
@@ -198,20 +207,36 @@ class Presence:
             raise ResourceExhausted(
                 f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call"
             )
-        for index, handle in enumerate(handles):
-            check_handle(f"handles[{index}]", handle)
-        now_ms = self._clock_ms()
-        results: list[bytes] = []
-        not_found: list[str] = []
-        accounts = self._accounts.get_many(list(handles))
-        for handle, account in zip(handles, accounts, strict=True):
+        wanted = list(handles)
+        accounts = self._accounts.get_many(wanted)
+        for index, (handle, account) in enumerate(zip(wanted, accounts, strict=True)):
             if account is None:
-                not_found.append(handle)
-            else:
-                results.append(
-                    wire.lookup_response(account, self._store.live_devices(handle, now_ms))
-                )
+                check_handle(f"handles[{index}]", handle)
+        found = [h for h, a in zip(wanted, accounts, strict=True) if a is not None]
+        results = [
+            wire.lookup_response_framed(account, devices)
+            for account, devices in zip(
+                (a for a in accounts if a is not None), self._devices_framed(found), strict=True
+            )
+        ]
+        not_found = [h for h, a in zip(wanted, accounts, strict=True) if a is None]
         return wire.lookup_many_response(results, not_found)
+
+    def _devices_framed(self, handles: list[str]) -> list[bytes]:
+        """Live devices per handle, framed as ``LookupResponse.devices``.
+
+        The store's per-handle view answers unless a lease in it has ended and is not yet
+        swept; then the devices are filtered one by one, so an expired record is never
+        returned.
+        """
+        now_ms = self._clock_ms()
+        views = self._store.lookup_views(handles, now_ms)
+        return [
+            view
+            if view is not None
+            else wire.repeated_field(2, self._store.live_devices(handle, now_ms))
+            for handle, view in zip(handles, views, strict=True)
+        ]
 
     def sweep(self, limit: int = 10_000) -> SweepResult:
         """Turn ended leases into tombstones and drop tombstones past their retention."""

@@ -26,17 +26,25 @@ def field(number: int, payload: bytes) -> bytes:
     return _TAGS[number] + _varint(len(payload)) + payload
 
 
+def repeated_field(number: int, payloads: list[bytes]) -> bytes:
+    """A repeated length-delimited field: each payload behind the same tag."""
+    tag = _TAGS[number]
+    return b"".join(tag + _varint(len(p)) + p for p in payloads)
+
+
 def lookup_response(account: bytes, devices: list[bytes]) -> bytes:
     """``LookupResponse{account = 1, repeated devices = 2}`` from stored bytes."""
-    tag = _TAGS[2]
-    return field(1, account) + b"".join(tag + _varint(len(d)) + d for d in devices)
+    return field(1, account) + repeated_field(2, devices)
+
+
+def lookup_response_framed(account: bytes, framed_devices: bytes) -> bytes:
+    """The same, with the devices already framed by ``repeated_field(2, ...)``."""
+    return field(1, account) + framed_devices
 
 
 def lookup_many_response(results: list[bytes], not_found: list[str]) -> bytes:
     """``LookupManyResponse{repeated results = 1, repeated not_found = 2}``."""
-    tag = _TAGS[1]
-    framed = b"".join(tag + _varint(len(r)) + r for r in results)
-    return framed + b"".join(field(2, handle.encode()) for handle in not_found)
+    return repeated_field(1, results) + repeated_field(2, [h.encode() for h in not_found])
 
 
 def get_account_response(account: bytes) -> bytes:

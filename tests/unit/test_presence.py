@@ -268,3 +268,31 @@ def test_online_count_survives_reopen(tmp_path: Path, clock: Clock) -> None:
     )
     assert again.online == 1
     reopened.close()
+
+
+def test_lookup_view_matches_a_full_scan_through_every_change(
+    presence: Presence, alice: Identity, store: Store, clock: Clock
+) -> None:
+    def served() -> list[bytes]:
+        return [d.SerializeToString() for d in _lookup(presence, "alice").devices]
+
+    def scanned() -> list[bytes]:
+        return store.live_devices("alice", clock.now)
+
+    steps = [
+        lambda: presence.register("alice", signed(alice, device_record(device_id="b", seq=1))),
+        lambda: presence.register("alice", signed(alice, device_record(device_id="a", seq=1))),
+        lambda: presence.register(
+            "alice", signed(alice, device_record(device_id="b", seq=2, ttl_seconds=3))
+        ),
+        lambda: presence.unregister("alice", "a"),
+        lambda: presence.register("alice", signed(alice, device_record(device_id="a", seq=2))),
+        lambda: presence.sweep(),
+    ]
+    for step in steps:
+        step()
+        assert served() == scanned()
+    clock.now += 3_000  # b's lease ends; the view is stale until the sweep
+    assert served() == scanned() and len(served()) == 1
+    presence.sweep()
+    assert served() == scanned() and len(served()) == 1
