@@ -90,6 +90,15 @@ class Metrics:
             ["change"],
             registry=self.registry,
         )
+        self.watchers = Gauge(
+            "supernode_watch_subscribers", "Open presence watch streams.", registry=self.registry
+        )
+        self.notification_delay = Histogram(
+            "supernode_watch_notification_delay_seconds",
+            "Time from a committed presence change to its event being written to a watcher.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._change_children = {c: self._device_changes.labels(c.value) for c in Change}
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -103,13 +112,17 @@ class Metrics:
         accounts: Callable[[], float],
         devices_online: Callable[[], float],
         store_size: Callable[[], float],
+        watchers: Callable[[], float],
     ) -> None:
         """Read these values at scrape time rather than keeping copies in step."""
+        self.watchers.set_function(watchers)
         self.accounts.set_function(accounts)
         self.devices_online.set_function(devices_online)
         self.store_size.set_function(store_size)
 
-    def device_changed(self, handle: str, device_id: str, change: Change) -> None:
+    def device_changed(
+        self, handle: str, device_id: str, change: Change, device: bytes | None
+    ) -> None:
         self._change_children[change].inc()
         if change is Change.EXPIRED:
             self.lease_expirations.inc()

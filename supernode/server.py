@@ -23,11 +23,16 @@ from grpc_reflection.v1alpha import reflection
 from supernode.config import Config, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
+from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
-from supernode.rpc.directory import SERVICE_NAMES, DirectoryApi
+from supernode.ratelimit import TokenBuckets
+from supernode.rpc.directory import DirectoryApi
+from supernode.rpc.handlers import ServiceHandlers, register_services
+from supernode.rpc.search import SearchApi
+from supernode.rpc.watch import WatchApi
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
-from supernode.v1 import directory_pb2
+from supernode.v1 import directory_pb2, search_pb2
 
 log = logging.getLogger("supernode")
 
@@ -53,6 +58,7 @@ class Supernode:
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.presence: Presence | None = None
+        self.hub: WatchHub | None = None
 
     async def start(self) -> None:
         settings = self.config.server
@@ -62,10 +68,6 @@ class Supernode:
             block_cache_bytes=settings.block_cache_mib << 20,
         )
         self._store = store
-        secret = store.get_meta(_TOKEN_SECRET)
-        if secret is None:
-            secret = secrets.token_bytes(SECRET_BYTES)
-            store.put_meta(_TOKEN_SECRET, secret)
         max_message = self.config.limits.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -79,38 +81,19 @@ class Supernode:
         if self.grpc_port == 0:
             raise OSError(f"listen: cannot bind {settings.listen}")
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
-        accounts = Accounts(
-            store, limits=self.config.limits, policy=self.config.lease, clock_ms=wall_clock_ms
+        accounts, presence = self._build_directory(store)
+        registered = register_services(
+            server, *self._build_apis(store, accounts, presence).values()
         )
-        presence = Presence(
-            store,
-            accounts,
-            policy=self.config.lease,
-            limits=self.config.limits,
-            clock_ms=wall_clock_ms,
-            node_name=self.node_name,
-            observers=[self.metrics],
-        )
-        self.presence = presence
-        sessions = SessionAuthority(
-            secret, clock_ms=wall_clock_ms, token_ttl_seconds=settings.token_ttl_seconds
-        )
-        self.metrics.watch_gauges(
-            accounts=accounts.count,
-            devices_online=lambda: presence.online,
-            store_size=lambda: 0 if store.closed else store.size_bytes(),
-        )
-
-        DirectoryApi(accounts, presence, sessions, self.metrics).register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self._server = server
         await server.start()
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
         self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
-        for service in (*SERVICE_NAMES, ""):
+        for service in (*registered, ""):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
         log.info(
@@ -127,6 +110,60 @@ class Supernode:
                 }
             ),
         )
+
+    def _build_directory(self, store: Store) -> tuple[Accounts, Presence]:
+        config = self.config
+        accounts = Accounts(
+            store, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms
+        )
+        self.hub = WatchHub(
+            clock=time.monotonic,
+            history=config.limits.watch_history_events,
+            queue_limit=config.limits.watch_queue_events,
+            max_handles=config.limits.max_watch_handles,
+            max_watches_per_session=config.limits.max_watches_per_session,
+        )
+        presence = Presence(
+            store,
+            accounts,
+            policy=config.lease,
+            limits=config.limits,
+            clock_ms=wall_clock_ms,
+            node_name=self.node_name,
+            observers=[self.metrics, self.hub],
+        )
+        self.presence = presence
+        hub = self.hub
+        self.metrics.watch_gauges(
+            accounts=accounts.count,
+            devices_online=lambda: presence.online,
+            store_size=lambda: 0 if store.closed else store.size_bytes(),
+            watchers=lambda: hub.watchers,
+        )
+        return accounts, presence
+
+    def _build_apis(
+        self, store: Store, accounts: Accounts, presence: Presence
+    ) -> dict[str, ServiceHandlers]:
+        config = self.config
+        secret = store.get_meta(_TOKEN_SECRET)
+        if secret is None:
+            secret = secrets.token_bytes(SECRET_BYTES)
+            store.put_meta(_TOKEN_SECRET, secret)
+        sessions = SessionAuthority(
+            secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
+        )
+        buckets = TokenBuckets(
+            rate=config.limits.search_rate_per_second,
+            burst=config.limits.search_burst,
+            clock=time.monotonic,
+        )
+        assert self.hub is not None
+        return {
+            "directory": DirectoryApi(accounts, presence, sessions, self.metrics).method_handlers(),
+            "watch": WatchApi(self.hub, presence, sessions, self.metrics).method_handlers(),
+            "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
+        }
 
     async def _sweep_forever(self, presence: Presence) -> None:
         interval = self.config.server.sweep_interval_seconds
@@ -153,6 +190,8 @@ class Supernode:
         self._stopped.set()
         log.info("supernode stopping: draining in-flight calls")
         await self._health.enter_graceful_shutdown()
+        if self.hub is not None:
+            self.hub.close()  # watch streams end with UNAVAILABLE instead of holding the drain
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
         if self._sweeper is not None:
@@ -186,5 +225,5 @@ async def serve(config: Config) -> None:
     await node.stop()
 
 
-# Keep the descriptor module imported so reflection can describe the services.
-_ = directory_pb2.DESCRIPTOR
+# Keep the descriptor modules imported so reflection can describe the services.
+_ = (directory_pb2.DESCRIPTOR, search_pb2.DESCRIPTOR)

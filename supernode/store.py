@@ -18,6 +18,9 @@ is numeric order):
               iterator), rewritten in the same WriteBatch as every change to the handle's
               devices. When ``min_expires_at_ms`` has passed, a lease ended and the sweeper
               has not buried it yet: readers fall back to the ``devices`` scan.
+``search``    ``term 0x00 handle`` -> empty. Folded index terms (handle, display-name words) of
+              discoverable accounts, written in the account's own WriteBatch; a query is a
+              prefix scan.
 ``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes).
 
 Each logical change (create an account, put a record, expire it) is one atomic WriteBatch
@@ -28,6 +31,7 @@ through the WAL, so a ``kill -9`` loses nothing that was acknowledged. With
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -49,8 +53,9 @@ ACCOUNTS = "accounts"
 DEVICES = "devices"
 EXPIRY = "expiry"
 VIEWS = "views"
+SEARCH = "search"
 META = "meta"
-COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, VIEWS, META)
+COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, VIEWS, SEARCH, META)
 
 _HEADER = struct.Struct(">QQ")
 HEADER_BYTES = _HEADER.size
@@ -127,6 +132,7 @@ class Store:
         self._devices = self._db.get_column_family(DEVICES)
         self._expiry = self._db.get_column_family(EXPIRY)
         self._views = self._db.get_column_family(VIEWS)
+        self._search = self._db.get_column_family(SEARCH)
         self._meta = self._db.get_column_family(META)
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = WriteOptions()
@@ -144,7 +150,8 @@ class Store:
         self._db.flush(True)
         self._db.close()
         # Column-family objects keep the database (and its LOCK file) alive until dropped.
-        del self._accounts, self._devices, self._expiry, self._views, self._meta, self._handles
+        del self._accounts, self._devices, self._expiry, self._views, self._search, self._meta
+        del self._handles
 
     @property
     def closed(self) -> bool:
@@ -160,7 +167,7 @@ class Store:
 
     def _families(self) -> tuple[Rdict, ...]:
         """Column-family objects in ``COLUMN_FAMILIES`` order."""
-        return (self._accounts, self._devices, self._expiry, self._views, self._meta)
+        return (self._accounts, self._devices, self._expiry, self._views, self._search, self._meta)
 
     def _write(self, batch: WriteBatch) -> None:
         self._db.write(batch, self._write_options)
@@ -189,16 +196,38 @@ class Store:
         values = self._accounts[[h.encode() for h in handles]]
         return cast(list[bytes | None], values)
 
-    def insert_account(self, handle: str, account: bytes) -> bool:
-        """Store a new account; False if the handle is taken. Callers serialize writes."""
+    def insert_account(self, handle: str, account: bytes, search_terms: Sequence[str] = ()) -> bool:
+        """Store a new account and its search terms; False if the handle is taken.
+
+        Callers serialize writes (one event loop), so check-then-write cannot race.
+        """
         key = handle.encode()
         if self._accounts.get(key) is not None:
             return False
         batch = self._batch()
         batch.put(key, account, self._handles[ACCOUNTS])
+        for term in search_terms:
+            batch.put(f"{term}\x00{handle}".encode(), b"", self._handles[SEARCH])
         batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
         self._write(batch)
         return True
+
+    def search_handles(self, term_prefix: str, max_entries: int) -> list[str]:
+        """Handles indexed under a term starting with ``term_prefix``, in term order, unique,
+        reading at most ``max_entries`` index entries (bounds the work of short queries)."""
+        prefix = term_prefix.encode()
+        handles: dict[str, None] = {}
+        iterator = self._search.iter()
+        iterator.seek(prefix)
+        read = 0
+        while iterator.valid() and read < max_entries:
+            key: bytes = iterator.key()
+            if not key.startswith(prefix):
+                break
+            handles[key.rpartition(b"\x00")[2].decode()] = None
+            read += 1
+            iterator.next()
+        return list(handles)
 
     def account_count(self) -> int:
         raw = self._meta.get(_ACCOUNTS_TOTAL)

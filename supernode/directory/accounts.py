@@ -5,18 +5,18 @@ create-if-absent transaction plus a local mirror) while a single node uses Rocks
 directly; :class:`supernode.store.Store` satisfies the protocol as it is.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
-from supernode.directory import lease
+from supernode.directory import lease, search
 from supernode.directory.records import (
     CREATE_ACCOUNT_DOMAIN,
     parse_account,
     signature_is_valid,
 )
 from supernode.directory.validation import Limits, check_handle, check_signature_length
-from supernode.errors import AlreadyExists, NotFound, PermissionDenied
+from supernode.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from supernode.v1 import directory_pb2 as pb
 
 
@@ -27,7 +27,11 @@ class AccountRegistry(Protocol):
 
     def get_accounts(self, handles: list[str]) -> list[bytes | None]: ...
 
-    def insert_account(self, handle: str, account: bytes) -> bool: ...
+    def insert_account(
+        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+    ) -> bool: ...
+
+    def search_handles(self, term_prefix: str, max_entries: int) -> list[str]: ...
 
     def account_count(self) -> int: ...
 
@@ -60,7 +64,10 @@ class Accounts:
             account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature
         ):
             raise PermissionDenied("signature: does not verify with account.account_key")
-        if not self._registry.insert_account(account.handle, account_raw):
+        terms = (
+            search.index_terms(account.handle, account.display_name) if account.discoverable else []
+        )
+        if not self._registry.insert_account(account.handle, account_raw, terms):
             raise AlreadyExists(f"account.handle: {account.handle!r} is taken")
         return account
 
@@ -86,3 +93,27 @@ class Accounts:
 
     def count(self) -> int:
         return self._registry.account_count()
+
+    def search(self, query: str, limit: int) -> list[bytes]:
+        """Discoverable accounts matching ``query``, best first, at most ``limit``."""
+        folded = search.normalize_query(query)
+        if len(folded) < self._limits.search_min_query_chars:
+            raise InvalidArgument(
+                f"query: {len(folded)} characters after folding, "
+                f"at least {self._limits.search_min_query_chars} needed"
+            )
+        if len(folded) > 64:
+            raise InvalidArgument(f"query: {len(folded)} characters, at most 64")
+        limit = min(limit or self._limits.search_default_results, self._limits.search_max_results)
+        # Scanning a bounded window keeps a one-letter-wide query from reading the whole index.
+        candidates = self._registry.search_handles(search.scan_term(folded), 50 * limit + 100)
+        scored: list[tuple[search.Scored, bytes]] = []
+        for raw in self._registry.get_accounts(candidates):
+            if raw is None:
+                continue
+            account = pb.Account.FromString(raw)
+            match = search.score(folded, account.handle, account.display_name)
+            if match is not None and account.discoverable:
+                scored.append((match, raw))
+        scored.sort(key=lambda pair: pair[0])
+        return [raw for _, raw in scored[:limit]]

@@ -69,7 +69,11 @@ class Change(enum.Enum):
 
 
 class PresenceObserver(Protocol):
-    def device_changed(self, handle: str, device_id: str, change: Change) -> None: ...
+    """Told of every committed change; ``device`` is the serialized ``Device`` when live."""
+
+    def device_changed(
+        self, handle: str, device_id: str, change: Change, device: bytes | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +114,11 @@ class Presence:
     def add_observer(self, observer: PresenceObserver) -> None:
         self._observers.append(observer)
 
-    def _notify(self, handle: str, device_id: str, change: Change) -> None:
+    def _notify(
+        self, handle: str, device_id: str, change: Change, device: bytes | None = None
+    ) -> None:
         for observer in self._observers:
-            observer.device_changed(handle, device_id, change)
+            observer.device_changed(handle, device_id, change, device)
 
     def register(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Registration:
         """Store a new or renewed record for the session's own account.
@@ -165,7 +171,12 @@ class Presence:
         )
         if not was_live:
             self.online += 1
-        self._notify(record.handle, record.device_id, Change.UPDATED if was_live else Change.ONLINE)
+        self._notify(
+            record.handle,
+            record.device_id,
+            Change.UPDATED if was_live else Change.ONLINE,
+            device,
+        )
         return Registration(expires_at_ms, ttl)
 
     def unregister(self, session_handle: str, device_id: str) -> bool:

@@ -26,6 +26,15 @@ class Limits:
     max_capabilities: int = 16
     max_devices_per_handle: int = 16
     max_lookup_many: int = 1000
+    search_min_query_chars: int = 2
+    search_default_results: int = 10
+    search_max_results: int = 50
+    search_rate_per_second: float = 2.0
+    search_burst: int = 10
+    max_watch_handles: int = 1000
+    max_watches_per_session: int = 8
+    watch_queue_events: int = 1024
+    watch_history_events: int = 100_000
 
 
 def check_handle(field: str, handle: str) -> None:

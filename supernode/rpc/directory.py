@@ -9,14 +9,13 @@ from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
-from supernode.rpc.unary import unary_handler
+from supernode.rpc.handlers import unary_handler
 from supernode.sessions import SessionAuthority
 from supernode.v1 import directory_pb2 as pb
 
 ACCOUNT_SERVICE = "supernode.v1.AccountService"
 SESSION_SERVICE = "supernode.v1.SessionService"
 PRESENCE_SERVICE = "supernode.v1.PresenceService"
-SERVICE_NAMES = (ACCOUNT_SERVICE, SESSION_SERVICE, PRESENCE_SERVICE)
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -36,14 +35,7 @@ class DirectoryApi:
         self._sessions = sessions
         self._metrics = metrics
 
-    def register(self, server: grpc.aio.Server) -> None:
-        for service, methods in self._method_handlers().items():
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(service, methods),)
-            )
-            server.add_registered_method_handlers(service, methods)
-
-    def _method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
         m = self._metrics
         return {
             ACCOUNT_SERVICE: {

@@ -41,7 +41,9 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[str, str, Change]] = []
 
-    def device_changed(self, handle: str, device_id: str, change: Change) -> None:
+    def device_changed(
+        self, handle: str, device_id: str, change: Change, device: bytes | None
+    ) -> None:
         self.changes.append((handle, device_id, change))
 
 

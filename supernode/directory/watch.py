@@ -1,0 +1,166 @@
+"""Presence watch: a change log with positions, and bounded per-watcher queues.
+
+Pure state, no sockets and no event loop: the gRPC stream handler wraps it. Every presence
+change gets the next revision of this node's epoch (a random id per process start) and is
+kept in a bounded history, so a watcher that reconnects with its last position receives
+exactly what it missed, or, when that position is older than the history or from another
+epoch, is told to take a fresh snapshot. Nothing is ever silently skipped.
+
+Snapshot consistency: the server runs on one event loop and takes the snapshot in the
+same step as :meth:`WatchHub.subscribe`, so no change falls between the two.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from supernode.directory.presence import Change
+from supernode.errors import InvalidArgument, ResourceExhausted
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    revision: int
+    handle: str
+    device_id: str
+    change: Change
+    device: bytes | None  # serialized Device for ONLINE and UPDATED
+    committed_at: float  # monotonic seconds, for the notification-delay histogram
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One watch stream's view of the hub. ``wake`` is called when there is news."""
+
+    session_id: bytes
+    handles: frozenset[str]
+    wake: Callable[[], None]
+    queue_limit: int
+    pending: deque[ChangeEvent] = field(default_factory=deque)
+    overflowed: bool = False
+    closed: bool = False
+
+    def offer(self, event: ChangeEvent) -> None:
+        if self.overflowed or self.closed:
+            return
+        if len(self.pending) >= self.queue_limit:
+            # The consumer fell behind: cut it off instead of buffering without bound.
+            self.overflowed = True
+            self.pending.clear()
+        else:
+            self.pending.append(event)
+        self.wake()
+
+    def drain(self) -> list[ChangeEvent]:
+        events = list(self.pending)
+        self.pending.clear()
+        return events
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """How a new watch stream begins: a gapless resumption with its backlog, or a snapshot."""
+
+    subscription: Subscription
+    resumed: bool
+    backlog: list[ChangeEvent]
+    revision: int  # the position the stream starts from
+
+
+class WatchHub:
+    """The node's change log and its watchers. Implements ``PresenceObserver``."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        history: int,
+        queue_limit: int,
+        max_handles: int,
+        max_watches_per_session: int,
+        epoch: str | None = None,
+    ) -> None:
+        self.epoch = epoch or secrets.token_hex(8)
+        self.revision = 0
+        self._clock = clock
+        self._history: deque[ChangeEvent] = deque(maxlen=history)
+        self._queue_limit = queue_limit
+        self._max_handles = max_handles
+        self._max_watches = max_watches_per_session
+        self._by_handle: dict[str, set[Subscription]] = {}
+        self._by_session: dict[bytes, set[Subscription]] = {}
+        self.closed = False
+
+    @property
+    def watchers(self) -> int:
+        return sum(len(s) for s in self._by_session.values())
+
+    def device_changed(
+        self, handle: str, device_id: str, change: Change, device: bytes | None
+    ) -> None:
+        self.revision += 1
+        event = ChangeEvent(self.revision, handle, device_id, change, device, self._clock())
+        self._history.append(event)
+        for subscription in self._by_handle.get(handle, ()):
+            subscription.offer(event)
+
+    def subscribe(
+        self,
+        session_id: bytes,
+        handles: Iterable[str],
+        wake: Callable[[], None],
+        *,
+        epoch: str = "",
+        revision: int = 0,
+    ) -> Start:
+        wanted = frozenset(handles)
+        if not wanted:
+            raise InvalidArgument("handles: at least one handle to watch")
+        if len(wanted) > self._max_handles:
+            raise InvalidArgument(
+                f"handles: {len(wanted)} given, at most {self._max_handles} per watch"
+            )
+        mine = self._by_session.setdefault(session_id, set())
+        if len(mine) >= self._max_watches:
+            raise ResourceExhausted(
+                f"watch: this session already has {len(mine)} watches, at most {self._max_watches}"
+            )
+        subscription = Subscription(session_id, wanted, wake, self._queue_limit)
+        mine.add(subscription)
+        for handle in wanted:
+            self._by_handle.setdefault(handle, set()).add(subscription)
+        if self._holds(epoch, revision):
+            backlog = [e for e in self._history if e.revision > revision and e.handle in wanted]
+            return Start(subscription, True, backlog, revision)
+        return Start(subscription, False, [], self.revision)
+
+    def _holds(self, epoch: str, revision: int) -> bool:
+        """Whether every change after ``revision`` of ``epoch`` is still in the history."""
+        if epoch != self.epoch or revision > self.revision:
+            return False
+        oldest = self._history[0].revision if self._history else self.revision + 1
+        return revision >= oldest - 1
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.closed = True
+        for handle in subscription.handles:
+            watchers = self._by_handle.get(handle)
+            if watchers is not None:
+                watchers.discard(subscription)
+                if not watchers:
+                    del self._by_handle[handle]
+        mine = self._by_session.get(subscription.session_id)
+        if mine is not None:
+            mine.discard(subscription)
+            if not mine:
+                del self._by_session[subscription.session_id]
+
+    def close(self) -> None:
+        """Shutting down: wake every watcher so its stream can end with UNAVAILABLE."""
+        self.closed = True
+        for subscriptions in list(self._by_session.values()):
+            for subscription in list(subscriptions):
+                subscription.wake()

@@ -1,0 +1,139 @@
+"""One wrapper per kind of method: parse, call, map errors, record metrics.
+
+Deliberately not interceptors: an interceptor costs a coroutine and a context object per
+call, while these wrappers are bound once per method at start-up.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from supernode import errors
+from supernode.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# The one table from domain errors to gRPC status codes.
+STATUS_OF: dict[type[errors.SupernodeError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+RequestT = TypeVar("RequestT", bound=Message)
+Behavior = Callable[[RequestT, grpc.aio.ServicerContext], bytes | Message]
+
+
+StreamBehavior = Callable[[RequestT, grpc.aio.ServicerContext], AsyncIterator[bytes]]
+
+
+def _parser(request_type: type[RequestT]) -> Callable[[bytes], RequestT]:
+    parse = request_type.FromString
+    type_name = request_type.DESCRIPTOR.full_name
+
+    def parse_or_refuse(raw: bytes) -> RequestT:
+        try:
+            return parse(raw)
+        except DecodeError as exc:
+            raise errors.InvalidArgument(f"request: not a serialized {type_name}") from exc
+
+    return parse_or_refuse
+
+
+def status_of(error: errors.SupernodeError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        code = STATUS_OF.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def unary_handler(
+    method: str,
+    request_type: type[RequestT],
+    behavior: Behavior[RequestT],
+    metrics: Metrics,
+) -> grpc.RpcMethodHandler:
+    """A gRPC method handler over raw bytes that runs the synchronous ``behavior``."""
+    parse = _parser(request_type)
+    rpc_metrics = metrics.rpc(method)
+
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started = perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            response: Any = behavior(parse(raw), context)
+            return response if isinstance(response, bytes) else response.SerializeToString()
+        except errors.SupernodeError as exc:
+            code = status_of(exc)
+            message = str(exc)
+        except Exception:
+            log.exception("%s failed", method)
+            code = grpc.StatusCode.INTERNAL
+            message = "internal error (logged by the supernode)"
+        finally:
+            rpc_metrics.observe(code, perf_counter() - started)
+        await context.abort(code, message)
+        raise AssertionError("unreachable: abort raises")
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def server_stream_handler(
+    method: str,
+    request_type: type[RequestT],
+    behavior: StreamBehavior[RequestT],
+    metrics: Metrics,
+) -> grpc.RpcMethodHandler:
+    """A server-streaming handler over raw bytes; ``behavior`` yields serialized messages."""
+    parse = _parser(request_type)
+    rpc_metrics = metrics.rpc(method)
+
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        started = perf_counter()
+        code = grpc.StatusCode.OK
+        message = ""
+        try:
+            async for response in behavior(parse(raw), context):
+                yield response
+        except errors.SupernodeError as exc:
+            code = status_of(exc)
+            message = str(exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away
+            raise
+        except Exception:
+            log.exception("%s failed", method)
+            code = grpc.StatusCode.INTERNAL
+            message = "internal error (logged by the supernode)"
+        finally:
+            rpc_metrics.observe(code, perf_counter() - started)
+        if code is not grpc.StatusCode.OK:
+            await context.abort(code, message)
+
+    return grpc.unary_stream_rpc_method_handler(handle)
+
+
+ServiceHandlers = dict[str, dict[str, grpc.RpcMethodHandler]]
+
+
+def register_services(server: grpc.aio.Server, *parts: ServiceHandlers) -> list[str]:
+    """Register method handlers (several parts may add methods to one service)."""
+    services: ServiceHandlers = {}
+    for part in parts:
+        for service, methods in part.items():
+            services.setdefault(service, {}).update(methods)
+    for service, methods in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+        server.add_registered_method_handlers(service, methods)
+    return list(services)

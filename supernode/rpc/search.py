@@ -1,0 +1,42 @@
+"""``SearchService``: account search, rate limited per session against scraping."""
+
+import grpc
+
+from supernode.directory import wire
+from supernode.directory.accounts import Accounts
+from supernode.errors import ResourceExhausted
+from supernode.metrics import Metrics
+from supernode.ratelimit import TokenBuckets
+from supernode.rpc.auth import session_of
+from supernode.rpc.handlers import unary_handler
+from supernode.sessions import SessionAuthority
+from supernode.v1 import search_pb2
+
+SEARCH_SERVICE = "supernode.v1.SearchService"
+
+
+class SearchApi:
+    def __init__(
+        self, accounts: Accounts, sessions: SessionAuthority, buckets: TokenBuckets
+    ) -> None:
+        self._accounts = accounts
+        self._sessions = sessions
+        self._buckets = buckets
+
+    def search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> bytes:
+        session = session_of(context, self._sessions)
+        if not self._buckets.allow(session.session_id):
+            raise ResourceExhausted(
+                f"search: rate limit reached, retry in "
+                f"{self._buckets.retry_after(session.session_id):.1f} s"
+            )
+        found = self._accounts.search(request.query, request.limit)
+        # SearchResponse{repeated Account accounts = 1}: stored bytes, framed.
+        return wire.repeated_field(1, found)
+
+    def method_handlers(self, metrics: Metrics) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+        return {
+            SEARCH_SERVICE: {
+                "Search": unary_handler("Search", search_pb2.SearchRequest, self.search, metrics)
+            }
+        }
