@@ -29,6 +29,8 @@ class ServerSettings:
 
     listen: str = "127.0.0.1:7700"
     metrics_listen: str = "127.0.0.1:9700"
+    # UDP STUN binding responder; an empty string turns it off.
+    stun_listen: str = "127.0.0.1:3478"
     data_dir: Path = Path("data")
     node_name: str = ""
     sync_writes: bool = False

@@ -99,6 +99,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._stun = Counter(
+            "supernode_stun_requests",
+            "STUN datagrams received, by outcome (answered, dropped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._stun_children = {o: self._stun.labels(o) for o in ("answered", "dropped")}
         self._change_children = {c: self._device_changes.labels(c.value) for c in Change}
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -126,6 +133,9 @@ class Metrics:
         self._change_children[change].inc()
         if change is Change.EXPIRED:
             self.lease_expirations.inc()
+
+    def count_stun(self, outcome: str) -> None:
+        self._stun_children[outcome].inc()
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve ``/metrics`` from a daemon thread; returns the bound port."""

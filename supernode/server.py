@@ -26,6 +26,7 @@ from supernode.directory.presence import Presence
 from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
 from supernode.ratelimit import TokenBuckets
+from supernode.rendezvous.stun import start_stun
 from supernode.rpc.directory import DirectoryApi
 from supernode.rpc.handlers import ServiceHandlers, register_services
 from supernode.rpc.search import SearchApi
@@ -59,6 +60,8 @@ class Supernode:
         self._stopped = asyncio.Event()
         self.presence: Presence | None = None
         self.hub: WatchHub | None = None
+        self._stun: asyncio.DatagramTransport | None = None
+        self.stun_port = 0
 
     async def start(self) -> None:
         settings = self.config.server
@@ -93,6 +96,13 @@ class Supernode:
         await server.start()
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
         self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
+        stun_address = ""
+        if settings.stun_listen:
+            stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
+            self._stun, self.stun_port = await start_stun(
+                stun_host, stun_port, self.metrics.count_stun
+            )
+            stun_address = f"{stun_host}:{self.stun_port}"
         for service in (*registered, ""):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
@@ -103,6 +113,7 @@ class Supernode:
                     "pid": os.getpid(),
                     "grpc": f"{host}:{self.grpc_port}",
                     "metrics": f"{metrics_host}:{self.metrics_port}",
+                    "stun": stun_address,
                     "data_dir": str(settings.data_dir),
                     "node": self.node_name,
                     "accounts": accounts.count(),
@@ -199,6 +210,8 @@ class Supernode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self.metrics.stop_http()
+        if self._stun is not None:
+            self._stun.close()
         if self._store is not None:
             self._store.close()
         log.info("supernode stopped cleanly")

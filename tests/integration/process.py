@@ -25,6 +25,7 @@ class SupernodeProcess:
         self.process: subprocess.Popen[str] | None = None
         self.grpc_target = ""
         self.metrics_url = ""
+        self.stun_address = ""
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
@@ -38,6 +39,8 @@ class SupernodeProcess:
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
+            "127.0.0.1:0",
+            "--stun-listen",
             "127.0.0.1:0",
             *self.extra_args,
         ]
@@ -65,6 +68,7 @@ class SupernodeProcess:
                 info = json.loads(match.group(1))
                 self.grpc_target = info["grpc"]
                 self.metrics_url = f"http://{info['metrics']}/metrics"
+                self.stun_address = str(info["stun"])
                 ready.set()
         ready.set()
 

@@ -22,7 +22,10 @@ def test_readme_names_the_two_commands() -> None:
 
 
 def test_make_run_serves(tmp_path: Path) -> None:
-    args = f"--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir {tmp_path / 'data'}"
+    args = (
+        "--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --stun-listen 127.0.0.1:0 "
+        f"--data-dir {tmp_path / 'data'}"
+    )
     process = subprocess.Popen(
         ["make", "-C", str(REPO), "run", f"RUN_ARGS={args}"],
         stderr=subprocess.PIPE,
