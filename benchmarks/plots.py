@@ -1,0 +1,123 @@
+"""The two charts of a run, drawn to PNG with matplotlib's Agg renderer (no display needed).
+
+``latency_vs_throughput.png``: every open-loop point of every system and workload, p50
+solid and p99 dashed, against the throughput actually achieved. Log-log: systems differ by
+orders of magnitude in ops/s (a batch call carries 100 keys) and in tail latency.
+
+``percentile_spectrum.png``: the whole latency distribution at one load that every system
+sustains (the ``common`` phase; without it, each system at 50 % of its own maximum), one
+panel per batch size, x = 1/(1-p) on a log scale so the tail gets room.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as Chart
+
+from benchmarks import histogram as hist
+from benchmarks.figures import Figure, RunResult
+from benchmarks.plan import COMMON, SWEEP
+
+_MARKERS = {1: "o", 10: "s", 100: "^"}
+_PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
+_DPI = 120
+
+
+def _save(fig: Chart, path: Path) -> Path:
+    """Render with Agg explicitly: no pyplot, so no global state and no display lookup."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _colors(systems: list[str]) -> dict[str, str]:
+    palette = itertools.cycle(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
+    return {system: next(palette) for system in systems}
+
+
+def _series(figures: list[Figure]) -> dict[tuple[str, str], list[Figure]]:
+    series: dict[tuple[str, str], list[Figure]] = defaultdict(list)
+    for figure in figures:
+        series[figure.key].append(figure)
+    for points in series.values():
+        points.sort(key=lambda f: f.achieved_rate)
+    return series
+
+
+def latency_vs_throughput(run: RunResult, path: Path) -> Path:
+    points = [
+        f for f in run.figures if f.phase in (SWEEP, COMMON) and f.failure is None and f.completed
+    ]
+    colors = _colors(run.info.systems)
+    fig = Chart(figsize=(11, 6.5))
+    ax = fig.subplots()
+    for (system, workload), series in sorted(_series(points).items()):
+        x = [f.achieved_rate for f in series]
+        style = {
+            "color": colors.get(system, "black"),
+            "marker": _MARKERS.get(series[0].batch, "D"),
+            "markersize": 4,
+        }
+        ax.plot(x, [f.p50_us / 1000 for f in series], "-", label=f"{system} {workload}", **style)
+        ax.plot(x, [f.p99_us / 1000 for f in series], "--", alpha=0.7, **style)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved throughput (operations/s; a batch operation fetches many keys)")
+    ax.set_ylabel("latency from scheduled send (ms)")
+    ax.set_title("Latency vs throughput, open loop: p50 solid, p99 dashed")
+    ax.grid(True, which="both", alpha=0.3)
+    if points:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def spectrum_figures(run: RunResult) -> tuple[list[Figure], str]:
+    """The points to compare and a caption: the common load, else 50 % of each maximum."""
+    common = [f for f in run.figures if f.phase == COMMON and f.completed]
+    if common:
+        return common, "at a common load (same ops/s for every system of a batch size)"
+    half = [f for f in run.figures if f.phase == SWEEP and f.rate_label == "50%" and f.completed]
+    return half, "at 50% of each system's own maximum"
+
+
+def _to_x(percentile: float) -> float:
+    return 1.0 / (1.0 - percentile / 100.0)
+
+
+def percentile_spectrum(run: RunResult, path: Path) -> Path:
+    figures, caption = spectrum_figures(run)
+    batches = sorted({f.batch for f in figures}) or [1]
+    colors = _colors(run.info.systems)
+    fig = Chart(figsize=(5.5 * len(batches), 5))
+    axes = fig.subplots(1, len(batches), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        for figure in sorted((f for f in figures if f.batch == batch), key=lambda f: f.key):
+            points = [(p, v) for p, v in hist.spectrum(hist.decode(figure.histogram)) if p < 100]
+            if not points:
+                continue
+            label = f"{figure.system} {figure.workload} @ {figure.achieved_rate:,.0f}/s"
+            ax.plot(
+                [_to_x(p) for p, _ in points],
+                [v / 1000 for _, v in points],
+                color=colors.get(figure.system, "black"),
+                label=label,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([_to_x(p) for p in _PERCENTILE_TICKS])
+        ax.set_xticklabels([f"{p:g}%" for p in _PERCENTILE_TICKS])
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{batch} key{'s' if batch > 1 else ''} per operation")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Latency percentile spectrum {caption}")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,389 @@
+"""``python -m benchmarks.run``: measure every system, write the report, print the headline.
+
+Full mode (the default) loads a million users into each system, finds each workload's
+closed-loop maximum, sweeps open-loop load from 10 % to 120 % of it, measures unloaded
+ping-pong latency and compares all systems at one common load; about half an hour on two
+cores. ``--quick`` (CI) uses 200 users and about one second per point.
+
+Data is generated once (see ``benchmarks.generate``); all systems run side by side for the
+whole run and points are interleaved across them (see ``benchmarks.plan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import importlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import generate
+from benchmarks.dataset import LEASE_MS, Dataset
+from benchmarks.figures import Figure, Memory, RunInfo, RunResult, failed_figure, measured_figure
+from benchmarks.headline import headlines
+from benchmarks.keys import DISTRIBUTIONS, UNIFORM
+from benchmarks.loadgen import (
+    ARRIVALS,
+    CLOSED,
+    OPEN,
+    POISSON,
+    GeneratorPool,
+    LoadgenError,
+    LoadSpec,
+    pingpong,
+)
+from benchmarks.plan import (
+    COMMON,
+    FULL_FRACTIONS,
+    QUICK_FRACTIONS,
+    SATURATION,
+    SWEEP,
+    UNLOADED,
+    Rate,
+    common_rates,
+    fraction_rates,
+    interleave,
+    open_loop_concurrency,
+    parse_rates,
+    saturation_concurrency,
+)
+from benchmarks.procstat import total_cpu_seconds, total_peak_rss_bytes
+from benchmarks.report import RESULTS_DIR, write_report
+from benchmarks.systems.base import ClientSpec, System
+
+# name -> (module, class); imported only when selected, so one missing system module
+# does not stop runs of the others (but selecting it is an error).
+SYSTEMS: dict[str, tuple[str, str]] = {
+    "supernode": ("benchmarks.systems.supernode", "SupernodeSystem"),
+    "grpc-echo": ("benchmarks.systems.echo", "EchoSystem"),
+    "etcd": ("benchmarks.systems.etcd", "EtcdSystem"),
+    "redis": ("benchmarks.systems.redis", "RedisSystem"),
+}
+# Per point on top of warm-up and duration: connecting, starting, draining, collecting.
+_POINT_OVERHEAD_S = 1.5
+
+
+class SetupError(Exception):
+    """The run cannot start as asked (unknown or unavailable system, bad option)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    users: int
+    seed: int
+    systems: list[str]
+    duration_s: float
+    warmup_s: float
+    rates: list[Rate]
+    processes: int
+    connections: int
+    key_dist: str
+    arrivals: str
+    common: bool
+    quick: bool
+    out: Path
+
+
+def load_system(name: str) -> System:
+    if name not in SYSTEMS:
+        raise SetupError(f"unknown system {name!r}: choose from {', '.join(SYSTEMS)}")
+    module_name, class_name = SYSTEMS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SetupError(
+            f"system {name!r} is not available ({exc}); leave it out with --systems"
+        ) from exc
+    system: System = getattr(module, class_name)()
+    return system
+
+
+class PointRunner:
+    """Runs one point and turns its result into a figure, charging server CPU to it."""
+
+    def __init__(self, pool: GeneratorPool, systems: dict[str, System], total: int) -> None:
+        self._pool = pool
+        self._systems = systems
+        self._total = total
+        self._done = 0
+        self.figures: list[Figure] = []
+
+    async def measure(self, spec: LoadSpec, phase: str, label: str) -> Figure:
+        pids = self._systems[spec.client.system].server_pids()
+        cpu_before = total_cpu_seconds(pids)
+        try:
+            result = await asyncio.to_thread(self._pool.run, spec)
+        except LoadgenError as exc:
+            figure = failed_figure(spec, phase, label, str(exc).strip().splitlines()[-1])
+        else:
+            cpu = total_cpu_seconds(pids) - cpu_before
+            figure = measured_figure(spec, phase, label, result, cpu)
+        self.figures.append(figure)
+        self._done += 1
+        print(self._progress(figure), flush=True)
+        return figure
+
+    def _progress(self, f: Figure) -> str:
+        head = (
+            f"[{self._done:3d}/{self._total}] {f.phase:10s} {f.system:9s} {f.workload:18s} "
+            f"{f.rate_label:>9s}"
+        )
+        if f.failure is not None:
+            return f"{head}  FAILED: {f.failure}"
+        errors = f"  errors {f.errors}" if f.errors else ""
+        return (
+            f"{head}  {f.achieved_rate:9,.0f} ops/s  p50 {f.p50_us / 1000:7.2f} ms  "
+            f"p99 {f.p99_us / 1000:7.2f} ms{errors}"
+        )
+
+
+def _spec(settings: Settings, client: ClientSpec, mode: str, **options: Any) -> LoadSpec:
+    return LoadSpec(
+        client,
+        mode,
+        settings.duration_s,
+        warmup_s=settings.warmup_s,
+        users=settings.users,
+        seed=settings.seed,
+        key_dist=settings.key_dist,
+        arrivals=settings.arrivals,
+        **options,
+    )
+
+
+def point_count(settings: Settings, workloads: int) -> int:
+    return workloads * (2 + len(settings.rates) + (1 if settings.common else 0))
+
+
+async def measure_all(
+    runner: PointRunner, settings: Settings, workloads_by_system: Sequence[Sequence[ClientSpec]]
+) -> None:
+    """The four phases of :mod:`benchmarks.plan`, each interleaved across systems."""
+    clients = interleave(workloads_by_system)
+    processes = settings.processes
+    for client in clients:
+        spec = pingpong(
+            client,
+            settings.duration_s,
+            warmup_s=settings.warmup_s,
+            users=settings.users,
+            seed=settings.seed,
+            key_dist=settings.key_dist,
+        )
+        await runner.measure(spec, UNLOADED, "c=1")
+
+    maxima: dict[tuple[str, str], float] = {}
+    for client in clients:
+        in_flight = saturation_concurrency(client.batch)
+        spec = _spec(
+            settings,
+            client,
+            CLOSED,
+            concurrency=in_flight,
+            connections=min(settings.connections, in_flight),
+            processes=processes,
+        )
+        figure = await runner.measure(spec, SATURATION, f"c={in_flight}")
+        maxima[figure.key] = figure.achieved_rate
+
+    def open_loop(client: ClientSpec, rate: float) -> LoadSpec:
+        in_flight = open_loop_concurrency(client.batch)
+        return _spec(
+            settings,
+            client,
+            OPEN,
+            rate=rate,
+            concurrency=in_flight,
+            connections=min(settings.connections, in_flight),
+            processes=processes,
+        )
+
+    for rate in settings.rates:
+        for client in clients:
+            target = rate.ops_per_s(maxima.get((client.system, client.workload), 0.0))
+            if target > 0:  # no maximum (the saturation point failed): nothing to sweep
+                await runner.measure(open_loop(client, target), SWEEP, rate.label)
+
+    if settings.common:
+        batches = {(c.system, c.workload): c.batch for c in clients}
+        rates = common_rates(maxima, batches)
+        for client in clients:
+            if client.batch in rates:
+                rate = rates[client.batch]
+                await runner.measure(open_loop(client, rate), COMMON, f"{rate:,.0f}/s")
+
+
+def _machine() -> dict[str, str]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
+    import grpc
+
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
+    started_at = _now()
+    machine = _machine()
+    systems = [load_system(name) for name in settings.systems]  # fail before slow work
+    dataset = Dataset(settings.users, settings.seed)
+    await asyncio.to_thread(generate.ensure_cached, dataset)
+    notes: list[str] = []
+    running: list[System] = []
+    memory: list[Memory] = []
+    try:
+        for system in systems:
+            began = time.monotonic()
+            print(f"starting {system.name} with {settings.users:,} users ...", flush=True)
+            await system.start(dataset)
+            running.append(system)
+            print(f"  {system.name} ready in {time.monotonic() - began:.1f} s", flush=True)
+        workloads = [system.workloads() for system in running]
+        total = point_count(settings, sum(len(w) for w in workloads))
+        estimate = total * (settings.warmup_s + settings.duration_s + _POINT_OVERHEAD_S)
+        print(f"{total} points, about {estimate / 60:.1f} min", flush=True)
+        if estimate * 1000 > 0.9 * LEASE_MS:
+            notes.append(
+                f"the run was estimated at {estimate / 60:.0f} min: supernode device leases "
+                f"({LEASE_MS // 60_000} min) may have ended before its last points"
+            )
+            print(f"warning: {notes[-1]}", file=sys.stderr)
+        with GeneratorPool(settings.processes) as pool:
+            runner = PointRunner(pool, {s.name: s for s in running}, total)
+            await measure_all(runner, settings, workloads)
+        memory = [
+            Memory(s.name, total_peak_rss_bytes(s.server_pids()), settings.users) for s in running
+        ]
+    finally:
+        for system in reversed(running):
+            try:
+                await system.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"warning: stopping {system.name} failed: {exc}", file=sys.stderr)
+    info = RunInfo(
+        started_at=started_at,
+        finished_at=_now(),
+        command=list(argv),
+        users=settings.users,
+        seed=settings.seed,
+        key_dist=settings.key_dist,
+        arrivals=settings.arrivals,
+        processes=settings.processes,
+        duration_s=settings.duration_s,
+        warmup_s=settings.warmup_s,
+        quick=settings.quick,
+        systems=[s.name for s in running],
+        machine=machine,
+        notes=notes,
+    )
+    return RunResult(info, runner.figures, memory)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Lookup latency and throughput of the supernode against baselines.",
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="CI mode: 200 users, ~1 s per point, 3 points")
+    add("--users", type=int, help="users in the data set (default 1000000; quick 200)")
+    add("--seed", type=int, default=1, help="data set seed")
+    add("--systems", default=",".join(SYSTEMS), help="comma-separated, from: " + ", ".join(SYSTEMS))
+    add("--duration", type=float, help="measured seconds per point (default 10; quick 1)")
+    add("--warmup", type=float, help="unmeasured seconds before each point (default 2; quick 0.25)")
+    rates_help = (
+        "sweep: percentages of each maximum and/or absolute ops/s, e.g. 10%%,50%%,120%% or "
+        "500,1000 (default 10,25,50,75,90,100,120%%; quick 50%%)"
+    )
+    add("--rates", help=rates_help)
+    add("--processes", type=int, default=1, help="load-generator processes")
+    add("--connections", type=int, default=4, help="client connections in total per point")
+    add("--key-dist", choices=DISTRIBUTIONS, default=UNIFORM, help="which users are looked up")
+    add("--arrivals", choices=ARRIVALS, default=POISSON, help="open-loop arrival process")
+    add("--no-common", action="store_true", help="skip the common-load comparison points")
+    add("--out", type=Path, default=RESULTS_DIR, help="results go to OUT/<timestamp>/")
+    return parser
+
+
+def settings_from_args(argv: Sequence[str]) -> Settings:
+    args = _parser().parse_args(argv)
+    quick = bool(args.quick)
+    try:
+        rates = parse_rates(args.rates) if args.rates else None
+    except ValueError as exc:
+        raise SetupError(f"--rates: {exc}") from exc
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    for name in systems:
+        if name not in SYSTEMS:
+            raise SetupError(f"--systems: unknown {name!r}; choose from {', '.join(SYSTEMS)}")
+    settings = Settings(
+        users=args.users or (200 if quick else 1_000_000),
+        seed=args.seed,
+        systems=systems,
+        duration_s=args.duration or (1.0 if quick else 10.0),
+        warmup_s=args.warmup if args.warmup is not None else (0.25 if quick else 2.0),
+        rates=rates or fraction_rates(QUICK_FRACTIONS if quick else FULL_FRACTIONS),
+        processes=args.processes,
+        connections=args.connections,
+        key_dist=args.key_dist,
+        arrivals=args.arrivals,
+        common=not (quick or args.no_common),
+        quick=quick,
+        out=args.out,
+    )
+    if settings.users < 1 or settings.processes < 1 or settings.connections < 1:
+        raise SetupError("--users, --processes and --connections must be at least 1")
+    if not systems:
+        raise SetupError("--systems: none selected")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = settings_from_args(argv)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            result = asyncio.run(run(settings, argv))
+        else:
+            result = uvloop.run(run(settings, argv))
+    except SetupError as exc:
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 2
+    directory = write_report(result, settings.out)
+    print()
+    for item in headlines(result):
+        print(f"{item.label}: {item.text}   ({item.detail})")
+    print(f"\nresults: {directory}")
+    failed = [f for f in result.figures if f.failure is not None]
+    if failed:
+        print(f"{len(failed)} point(s) failed; see results.md", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The framework ceiling: a bare ``grpc.aio`` server that answers every call with fixed bytes.
+
+Same framework, options, event loop (uvloop) and raw-bytes generic handlers as the
+supernode, but no parsing, no authentication, no storage and no metrics: whatever the
+supernode achieves is a fraction of what this achieves on the same machine in the same run.
+Replies are sized like the supernode's answers (mean lookup response of the data set, and
+``LookupManyResponse`` of 10 and 100 of them), so batch workloads have a ceiling too.
+
+Run as ``python -m benchmarks.systems.echo --port 0 --payload 1=578 --payload 10=5810``;
+it prints ``{"port": N}`` on stdout once it is serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+
+import grpc
+
+from benchmarks import generate
+from benchmarks.dataset import Dataset
+from benchmarks.systems.base import ClientSpec
+from benchmarks.systems.grpc_raw import SERVER_OPTIONS, RawUnaryClient, request_encoder
+from benchmarks.systems.process import ServerProcess
+from supernode.directory import wire
+
+SERVICE = "bench.Echo"
+BATCHES = (1, 10, 100)
+_READY = re.compile(r'\{"port": (\d+)\}')
+
+
+def method_name(batch: int) -> str:
+    return f"Echo{batch}"
+
+
+def workload_name(batch: int) -> str:
+    return "echo" if batch == 1 else f"echo-{batch}"
+
+
+def reply_size(lookup_response_bytes: int, batch: int) -> int:
+    """Bytes of the supernode's answer for ``batch`` handles (framing included)."""
+    one = bytes(lookup_response_bytes)
+    return len(one) if batch == 1 else len(wire.lookup_many_response([one] * batch, []))
+
+
+class EchoClient(RawUnaryClient):
+    def __init__(self, spec: ClientSpec) -> None:
+        super().__init__(
+            spec.target, f"/{SERVICE}/{method_name(spec.batch)}", request_encoder(spec.batch)
+        )
+
+
+class EchoSystem:
+    name = "grpc-echo"
+
+    def __init__(self) -> None:
+        self._process: ServerProcess | None = None
+        self._target = ""
+        self._sizes: dict[int, int] = {}
+
+    async def start(self, dataset: Dataset) -> None:
+        size = await asyncio.to_thread(generate.lookup_response_size, dataset)
+        self._sizes = {batch: reply_size(size, batch) for batch in BATCHES}
+        argv = [sys.executable, "-m", "benchmarks.systems.echo", "--port", "0"]
+        for batch, nbytes in self._sizes.items():
+            argv += ["--payload", f"{batch}={nbytes}"]
+        self._process = ServerProcess(argv, _READY, stream="stdout")
+        port = int((await self._process.wait_ready(30.0)).group(1))
+        self._target = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._process is not None:
+            await self._process.stop()
+            self._process = None
+
+    def server_pids(self) -> list[int]:
+        return [] if self._process is None else [self._process.pid]
+
+    def workloads(self) -> list[ClientSpec]:
+        return [
+            ClientSpec(
+                self.name,
+                workload_name(batch),
+                self._target,
+                batch,
+                {"reply_bytes": str(self._sizes[batch])},
+            )
+            for batch in BATCHES
+        ]
+
+
+# ---------------------------------------------------------------------- the server process
+
+
+def _payloads(specs: list[str]) -> dict[int, bytes]:
+    payloads = {}
+    for spec in specs:
+        batch, _, size = spec.partition("=")
+        payloads[int(batch)] = bytes(int(size))
+    return payloads
+
+
+async def serve(port: int, payloads: dict[int, bytes]) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handlers = {}
+    for batch, payload in payloads.items():
+
+        async def reply(request: bytes, context: object, payload: bytes = payload) -> bytes:
+            return payload
+
+        handlers[method_name(batch)] = grpc.unary_unary_rpc_method_handler(reply)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(json.dumps({"port": bound}), flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    await server.stop(1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="gRPC echo server: the framework ceiling")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--payload", action="append", default=[], metavar="BATCH=BYTES",
+        help="reply size for method Echo<BATCH>; repeat for each batch size",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    import uvloop
+
+    uvloop.run(serve(args.port, _payloads(args.payload)))
+
+
+if __name__ == "__main__":
+    main()

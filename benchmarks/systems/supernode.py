@@ -1,0 +1,158 @@
+"""The system under test: one ``supernode serve`` process over a pre-loaded data directory.
+
+Registering a million users through the API would take hours of signature checks, so the
+data set is written straight into a fresh RocksDB directory with ``supernode.store.Store``
+(the same calls the server makes on registration) before the server starts. Clients then
+authenticate as one real account, created and logged in through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import generate
+from benchmarks.dataset import LEASE_MS, Dataset
+from benchmarks.systems.base import ClientSpec
+from benchmarks.systems.grpc_raw import RawUnaryClient, bearer, request_encoder
+from benchmarks.systems.process import ServerProcess
+from client_sdk.identity import Identity
+from client_sdk.transport import DirectoryConnection
+from supernode.directory import search
+from supernode.store import Store
+from supernode.v1 import directory_pb2 as pb
+
+PRESENCE = "/supernode.v1.PresenceService"
+BATCHES = (1, 10, 100)
+# Not of the data set's form (userNNNNNNNNN), so it never collides with a loaded user.
+BENCH_HANDLE = "bench-client"
+_READY = re.compile(r"supernode ready (\{.*\})")
+# Opening a large store counts every live device once; allow for ten million users.
+_READY_TIMEOUT_S = 600.0
+
+
+def workload_name(batch: int) -> str:
+    return "lookup" if batch == 1 else f"lookup-many-{batch}"
+
+
+def method_path(batch: int) -> str:
+    return f"{PRESENCE}/Lookup" if batch == 1 else f"{PRESENCE}/LookupMany"
+
+
+def search_terms(account_raw: bytes) -> list[str]:
+    """The index terms ``Accounts.create`` would store with this account."""
+    account = pb.Account.FromString(account_raw)
+    if not account.discoverable:
+        return []
+    return search.index_terms(account.handle, account.display_name)
+
+
+def load_store(data_dir: Path, dataset: Dataset, lease_from_ms: int) -> int:
+    """Write every user of ``dataset`` into a new store at ``data_dir``; returns the count.
+
+    The same writes as registering through the API (account with its search terms, then
+    each device with no previous record), minus the signature checks.
+    """
+    store = Store(data_dir)
+    loaded = 0
+    try:
+        for chunk in generate.user_chunks(dataset, lease_from_ms=lease_from_ms):
+            for user in chunk:
+                if not store.insert_account(user.handle, user.account, search_terms(user.account)):
+                    raise ValueError(f"{data_dir}: {user.handle} loaded twice")
+                for device_id, seq, device in user.devices:
+                    store.put_device(
+                        user.handle,
+                        device_id,
+                        seq=seq,
+                        expires_at_ms=pb.Device.FromString(device).expires_at_ms,
+                        device=device,
+                        previous=None,
+                    )
+            loaded += len(chunk)
+    finally:
+        store.close()
+    return loaded
+
+
+def _server_argv(data_dir: Path) -> list[str]:
+    """The installed ``supernode`` script beside this interpreter, else the module."""
+    script = Path(sys.executable).with_name("supernode")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
+    return [
+        *command,
+        "serve",
+        "--data-dir", str(data_dir),
+        "--listen", "127.0.0.1:0",
+        "--metrics-listen", "127.0.0.1:0",
+        "--lease-max-ttl-seconds", "3600",
+    ]  # fmt: skip
+
+
+class SupernodeClient(RawUnaryClient):
+    def __init__(self, spec: ClientSpec) -> None:
+        super().__init__(
+            spec.target,
+            method_path(spec.batch),
+            request_encoder(spec.batch),
+            bearer(spec.options["token"]),
+        )
+
+
+class SupernodeSystem:
+    name = "supernode"
+
+    def __init__(self) -> None:
+        self._process: ServerProcess | None = None
+        self._data_dir: Path | None = None
+        self._target = ""
+        self._token = ""
+        self.loaded_users = 0
+        self.load_seconds = 0.0
+        self.lease_until_ms = 0
+
+    async def start(self, dataset: Dataset) -> None:
+        self._data_dir = Path(tempfile.mkdtemp(prefix="bench-supernode-"))
+        started = time.monotonic()
+        lease_from_ms = generate.now_ms()
+        self.loaded_users = await asyncio.to_thread(
+            load_store, self._data_dir / "db", dataset, lease_from_ms
+        )
+        self.load_seconds = time.monotonic() - started
+        self.lease_until_ms = lease_from_ms + LEASE_MS
+        self._process = ServerProcess(_server_argv(self._data_dir / "db"), _READY)
+        ready = json.loads((await self._process.wait_ready(_READY_TIMEOUT_S)).group(1))
+        self._target = ready["grpc"]
+        self._token = await self._login()
+
+    async def _login(self) -> str:
+        """A real account and session: lookups pay the same token check as any client's."""
+        identity = Identity.generate()
+        async with DirectoryConnection(self._target) as connection:
+            await connection.create_account(identity, BENCH_HANDLE, "Benchmark client")
+            await connection.login(identity, BENCH_HANDLE)
+            assert connection.token is not None
+            return connection.token
+
+    async def stop(self) -> None:
+        if self._process is not None:
+            await self._process.stop()
+            self._process = None
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def server_pids(self) -> list[int]:
+        return [] if self._process is None else [self._process.pid]
+
+    def workloads(self) -> list[ClientSpec]:
+        return [
+            ClientSpec(self.name, workload_name(b), self._target, b, {"token": self._token})
+            for b in BATCHES
+        ]
