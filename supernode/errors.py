@@ -38,5 +38,13 @@ class ResourceExhausted(SupernodeError):
     """A size, count or rate limit was hit."""
 
 
+class DeadlineExceeded(SupernodeError):
+    """Waited for another party (a callee's answer, a relay peer) longer than allowed."""
+
+
+class Aborted(SupernodeError):
+    """Superseded by a newer request of the same kind (a second Listen for one device)."""
+
+
 class Unavailable(SupernodeError):
     """The supernode cannot serve the request now (shutting down, store closed)."""

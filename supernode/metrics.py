@@ -99,6 +99,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.listeners = Gauge(
+            "supernode_rendezvous_listeners",
+            "Devices with an open Listen stream (reachable for offers).",
+            registry=self.registry,
+        )
+        self.relay_sessions = Gauge(
+            "supernode_relay_sessions",
+            "Relay sessions with both sides joined.",
+            registry=self.registry,
+        )
+        self.relay_bytes = Counter(
+            "supernode_relay_bytes",
+            "Datagram bytes forwarded by the relay.",
+            registry=self.registry,
+        )
         self._stun = Counter(
             "supernode_stun_requests",
             "STUN datagrams received, by outcome (answered, dropped).",

@@ -12,21 +12,21 @@ class TokenBuckets:
     def __init__(
         self, *, rate: float, burst: float, clock: Callable[[], float], max_keys: int = 100_000
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate limit: need rate > 0 and burst >= 1")
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate limit: need rate > 0 and burst > 0")
         self._rate = rate
         self._burst = burst
         self._clock = clock
         self._max_keys = max_keys
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
-    def allow(self, key: Hashable) -> bool:
-        """Take one token for ``key``; False when its bucket is empty."""
+    def allow(self, key: Hashable, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens for ``key``; False (taking none) when it has fewer."""
         now = self._clock()
         tokens, last = self._buckets.pop(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        allowed = tokens >= cost
+        self._buckets[key] = (tokens - cost if allowed else tokens, now)
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return allowed

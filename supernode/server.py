@@ -26,14 +26,18 @@ from supernode.directory.presence import Presence
 from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
 from supernode.ratelimit import TokenBuckets
+from supernode.rendezvous.relay import RelayHub, RelayLimits
+from supernode.rendezvous.signaling import Switchboard
 from supernode.rendezvous.stun import start_stun
+from supernode.rendezvous.tickets import TicketAuthority
 from supernode.rpc.directory import DirectoryApi
 from supernode.rpc.handlers import ServiceHandlers, register_services
+from supernode.rpc.rendezvous import RendezvousApi
 from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
-from supernode.v1 import directory_pb2, search_pb2
+from supernode.v1 import directory_pb2, rendezvous_pb2, search_pb2
 
 log = logging.getLogger("supernode")
 
@@ -60,6 +64,8 @@ class Supernode:
         self._stopped = asyncio.Event()
         self.presence: Presence | None = None
         self.hub: WatchHub | None = None
+        self.switchboard: Switchboard | None = None
+        self.relay: RelayHub | None = None
         self._stun: asyncio.DatagramTransport | None = None
         self.stun_port = 0
 
@@ -174,12 +180,53 @@ class Supernode:
             "directory": DirectoryApi(accounts, presence, sessions, self.metrics).method_handlers(),
             "watch": WatchApi(self.hub, presence, sessions, self.metrics).method_handlers(),
             "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
+            "rendezvous": self._build_rendezvous(store, secret, sessions),
         }
+
+    def _build_rendezvous(
+        self, store: Store, secret: bytes, sessions: SessionAuthority
+    ) -> ServiceHandlers:
+        limits = self.config.limits
+        tickets = TicketAuthority(
+            secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
+        )
+
+        def is_live(handle: str, device_id: str) -> bool:
+            slot = store.device_slot(handle, device_id)
+            return slot is not None and slot.live and slot.expires_at_ms > wall_clock_ms()
+
+        self.switchboard = Switchboard(
+            tickets,
+            TokenBuckets(
+                rate=limits.offer_rate_per_second, burst=limits.offer_burst, clock=time.monotonic
+            ),
+            is_live=is_live,
+            clock_ms=wall_clock_ms,
+            answer_timeout_ms=limits.answer_timeout_ms,
+        )
+        self.relay = RelayHub(
+            tickets,
+            RelayLimits(
+                max_bytes=limits.relay_max_bytes,
+                max_bytes_per_second=limits.relay_max_bytes_per_second,
+                idle_timeout_seconds=limits.relay_idle_timeout_seconds,
+            ),
+            clock=time.monotonic,
+            count_bytes=self.metrics.relay_bytes.inc,
+        )
+        switchboard, relay = self.switchboard, self.relay
+        self.metrics.listeners.set_function(lambda: switchboard.listening)
+        self.metrics.relay_sessions.set_function(lambda: relay.sessions)
+        return RendezvousApi(
+            self.switchboard, self.relay, sessions, self.metrics, wall_clock_ms
+        ).method_handlers()
 
     async def _sweep_forever(self, presence: Presence) -> None:
         interval = self.config.server.sweep_interval_seconds
         while True:
             try:
+                if self.relay is not None:
+                    self.relay.sweep(wall_clock_ms())
                 result = presence.sweep()
                 if result.expired or result.purged:
                     log.debug(
@@ -203,6 +250,10 @@ class Supernode:
         await self._health.enter_graceful_shutdown()
         if self.hub is not None:
             self.hub.close()  # watch streams end with UNAVAILABLE instead of holding the drain
+        if self.switchboard is not None:
+            self.switchboard.close()
+        if self.relay is not None:
+            self.relay.close()
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
         if self._sweeper is not None:
@@ -239,4 +290,4 @@ async def serve(config: Config) -> None:
 
 
 # Keep the descriptor modules imported so reflection can describe the services.
-_ = (directory_pb2.DESCRIPTOR, search_pb2.DESCRIPTOR)
+_ = (directory_pb2.DESCRIPTOR, search_pb2.DESCRIPTOR, rendezvous_pb2.DESCRIPTOR)

@@ -35,6 +35,13 @@ class Limits:
     max_watches_per_session: int = 8
     watch_queue_events: int = 1024
     watch_history_events: int = 100_000
+    offer_rate_per_second: float = 2.0
+    offer_burst: int = 20
+    answer_timeout_ms: int = 10_000
+    relay_ticket_ttl_seconds: int = 60
+    relay_max_bytes: int = 256 << 20
+    relay_max_bytes_per_second: int = 4 << 20
+    relay_idle_timeout_seconds: float = 30.0
 
 
 def check_handle(field: str, handle: str) -> None:

@@ -5,8 +5,9 @@ call, while these wrappers are bound once per method at start-up.
 """
 
 import asyncio
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from supernode import errors
-from supernode.metrics import Metrics
+from supernode.metrics import Metrics, RpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,14 @@ STATUS_OF: dict[type[errors.SupernodeError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
 }
 
 RequestT = TypeVar("RequestT", bound=Message)
-Behavior = Callable[[RequestT, grpc.aio.ServicerContext], bytes | Message]
+Behavior = Callable[
+    [RequestT, grpc.aio.ServicerContext], bytes | Message | Awaitable[bytes | Message]
+]
 
 
 StreamBehavior = Callable[[RequestT, grpc.aio.ServicerContext], AsyncIterator[bytes]]
@@ -64,15 +69,22 @@ def unary_handler(
     behavior: Behavior[RequestT],
     metrics: Metrics,
 ) -> grpc.RpcMethodHandler:
-    """A gRPC method handler over raw bytes that runs the synchronous ``behavior``."""
+    """A gRPC method handler over raw bytes around ``behavior``.
+
+    Most behaviors are synchronous (storage is a local RocksDB call); those that wait for
+    another party (a callee's answer) are coroutines.
+    """
     parse = _parser(request_type)
     rpc_metrics = metrics.rpc(method)
+    waits = inspect.iscoroutinefunction(behavior)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = perf_counter()
         code = grpc.StatusCode.OK
         try:
             response: Any = behavior(parse(raw), context)
+            if waits:
+                response = await response
             return response if isinstance(response, bytes) else response.SerializeToString()
         except errors.SupernodeError as exc:
             code = status_of(exc)
@@ -100,28 +112,63 @@ def server_stream_handler(
     rpc_metrics = metrics.rpc(method)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        started = perf_counter()
-        code = grpc.StatusCode.OK
-        message = ""
-        try:
+        async def responses() -> AsyncIterator[bytes]:
             async for response in behavior(parse(raw), context):
                 yield response
-        except errors.SupernodeError as exc:
-            code = status_of(exc)
-            message = str(exc)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away
-            raise
-        except Exception:
-            log.exception("%s failed", method)
-            code = grpc.StatusCode.INTERNAL
-            message = "internal error (logged by the supernode)"
-        finally:
-            rpc_metrics.observe(code, perf_counter() - started)
-        if code is not grpc.StatusCode.OK:
-            await context.abort(code, message)
+
+        async for response in _observed(method, responses(), rpc_metrics, context):
+            yield response
 
     return grpc.unary_stream_rpc_method_handler(handle)
+
+
+async def _observed(
+    method: str,
+    responses: AsyncIterator[bytes],
+    rpc_metrics: RpcMetrics,
+    context: grpc.aio.ServicerContext,
+) -> AsyncIterator[bytes]:
+    """Relay a stream's responses; map its errors to statuses and record its metrics."""
+    started = perf_counter()
+    code = grpc.StatusCode.OK
+    message = ""
+    try:
+        async for response in responses:
+            yield response
+    except errors.SupernodeError as exc:
+        code = status_of(exc)
+        message = str(exc)
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED  # the client went away
+        raise
+    except Exception:
+        log.exception("%s failed", method)
+        code = grpc.StatusCode.INTERNAL
+        message = "internal error (logged by the supernode)"
+    finally:
+        rpc_metrics.observe(code, perf_counter() - started)
+    if code is not grpc.StatusCode.OK:
+        await context.abort(code, message)
+
+
+StreamStreamBehavior = Callable[
+    [AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[bytes]
+]
+
+
+def stream_stream_handler(
+    method: str, behavior: StreamStreamBehavior, metrics: Metrics
+) -> grpc.RpcMethodHandler:
+    """A bidirectional handler over raw frames; ``behavior`` parses them itself."""
+    rpc_metrics = metrics.rpc(method)
+
+    async def handle(
+        frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for response in _observed(method, behavior(frames, context), rpc_metrics, context):
+            yield response
+
+    return grpc.stream_stream_rpc_method_handler(handle)
 
 
 ServiceHandlers = dict[str, dict[str, grpc.RpcMethodHandler]]

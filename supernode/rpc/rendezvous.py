@@ -1,0 +1,231 @@
+"""``RendezvousService`` (signaling) and ``RelayService`` over the rendezvous core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TypeAlias
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from supernode.directory.validation import check_device_id, check_handle
+from supernode.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    SupernodeError,
+)
+from supernode.metrics import Metrics
+from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
+from supernode.rendezvous.signaling import Answer, Switchboard
+from supernode.rendezvous.tickets import Endpoint
+from supernode.rpc.auth import session_of
+from supernode.rpc.handlers import (
+    ServiceHandlers,
+    server_stream_handler,
+    stream_stream_handler,
+    unary_handler,
+)
+from supernode.sessions import SessionAuthority
+from supernode.v1 import rendezvous_pb2 as pb
+
+RENDEZVOUS_SERVICE = "supernode.v1.RendezvousService"
+RELAY_SERVICE = "supernode.v1.RelayService"
+Context: TypeAlias = grpc.aio.ServicerContext
+
+_RELAY_QUEUE = 256  # datagrams buffered towards one side before new ones are dropped
+
+
+class RendezvousApi:
+    def __init__(
+        self,
+        switchboard: Switchboard,
+        relay: RelayHub,
+        sessions: SessionAuthority,
+        metrics: Metrics,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._switchboard = switchboard
+        self._relay = relay
+        self._sessions = sessions
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+
+    def method_handlers(self) -> ServiceHandlers:
+        m = self._metrics
+        return {
+            RENDEZVOUS_SERVICE: {
+                "Listen": server_stream_handler("Listen", pb.ListenRequest, self.listen, m),
+                "Connect": unary_handler("Connect", pb.ConnectRequest, self.connect, m),
+                "Answer": unary_handler("Answer", pb.AnswerRequest, self.answer, m),
+            },
+            RELAY_SERVICE: {"Relay": stream_stream_handler("Relay", self.relay, m)},
+        }
+
+    # ------------------------------------------------------------------ signaling
+
+    async def listen(self, request: pb.ListenRequest, context: Context) -> AsyncIterator[bytes]:
+        session = session_of(context, self._sessions)
+        check_device_id("device_id", request.device_id)
+        offers: deque[pb.IncomingOffer] = deque()
+        ended: list[SupernodeError] = []
+        news = asyncio.Event()
+
+        def deliver(offer: pb.IncomingOffer) -> None:
+            offers.append(offer)
+            news.set()
+
+        def end(error: SupernodeError) -> None:
+            ended.append(error)
+            news.set()
+
+        listener = self._switchboard.listen(
+            Endpoint(session.handle, request.device_id), deliver, end
+        )
+        try:
+            yield pb.Signal(
+                ready=pb.ListenReady(answer_timeout_ms=self._switchboard.answer_timeout_ms)
+            ).SerializeToString()
+            while True:
+                await news.wait()
+                news.clear()
+                while offers:
+                    yield pb.Signal(offer=offers.popleft()).SerializeToString()
+                if ended:
+                    raise ended[0]
+        finally:
+            self._switchboard.stop_listening(listener)
+
+    async def connect(self, request: pb.ConnectRequest, context: Context) -> pb.ConnectResponse:
+        session = session_of(context, self._sessions)
+        check_handle("handle", request.handle)
+        check_device_id("device_id", request.device_id)
+        check_device_id("from_device_id", request.from_device_id)
+        answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def resolve(answer: Answer) -> None:
+            if not answered.done():
+                answered.set_result(answer)
+
+        pending = self._switchboard.offer(
+            session.session_id,
+            Endpoint(session.handle, request.from_device_id),
+            Endpoint(request.handle, request.device_id),
+            request.payload,
+            resolve,
+        )
+        try:
+            answer = await asyncio.wait_for(answered, self._switchboard.answer_timeout_ms / 1000)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"connect: {request.handle}/{request.device_id} did not answer in "
+                f"{self._switchboard.answer_timeout_ms} ms"
+            ) from exc
+        finally:
+            self._switchboard.forget(pending.offer_id)
+        if answer.reject:
+            raise PermissionDenied(f"connect: declined by the callee: {answer.reason[:200]}")
+        return pb.ConnectResponse(
+            offer_id=pending.offer_id, payload=answer.payload, relay_ticket=pending.relay_ticket
+        )
+
+    def answer(self, request: pb.AnswerRequest, context: Context) -> pb.AnswerResponse:
+        session = session_of(context, self._sessions)
+        self._switchboard.answer(
+            session.handle,
+            request.offer_id,
+            Answer(request.payload, request.reject, request.reason),
+        )
+        return pb.AnswerResponse()
+
+    # ------------------------------------------------------------------ relay
+
+    async def relay(self, frames: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        session = session_of(context, self._sessions)
+        first = await _next_frame(frames)
+        if first is None or not first.HasField("join"):
+            raise InvalidArgument("join: the first frame must be a RelayJoin")
+        check_device_id("join.device_id", first.join.device_id)
+        outbound: deque[bytes] = deque()
+        ended: list[SupernodeError | None] = []
+        paired: list[bool] = []
+        news = asyncio.Event()
+
+        def ready() -> None:
+            paired.append(True)
+            news.set()
+
+        def send(datagram: bytes) -> None:
+            if len(outbound) < _RELAY_QUEUE:  # beyond that, drop: QUIC recovers
+                outbound.append(datagram)
+                news.set()
+
+        def end(error: SupernodeError | None) -> None:
+            ended.append(error)
+            news.set()
+
+        hub = self._relay
+        relay, index = hub.join(
+            first.join.ticket,
+            session.handle,
+            first.join.device_id,
+            RelaySide(ready, send, end),
+            self._clock_ms(),
+        )
+        reader = asyncio.create_task(self._pump(frames, relay, index, end))
+        announced = False
+        try:
+            while True:
+                if paired and not announced:
+                    announced = True
+                    yield pb.RelayFrame(
+                        ready=pb.RelayReady(
+                            max_bytes=hub.limits.max_bytes,
+                            max_bytes_per_second=hub.limits.max_bytes_per_second,
+                            idle_timeout_ms=int(hub.limits.idle_timeout_seconds * 1000),
+                        )
+                    ).SerializeToString()
+                while outbound:
+                    yield pb.RelayFrame(datagram=outbound.popleft()).SerializeToString()
+                if ended:
+                    if ended[0] is not None:
+                        raise ended[0]
+                    return
+                await news.wait()
+                news.clear()
+        finally:
+            reader.cancel()
+            # The other side ends for the same reason (limits), or cleanly if this one left.
+            hub.leave(relay, index, ended[0] if ended else None)
+
+    async def _pump(
+        self,
+        frames: AsyncIterator[bytes],
+        relay: RelaySession,
+        index: int,
+        end: Callable[[SupernodeError | None], None],
+    ) -> None:
+        """Read this side's datagrams and hand them to the other side."""
+        try:
+            while True:
+                frame = await _next_frame(frames)
+                if frame is None:
+                    end(None)  # this side closed its half: the session is over
+                    return
+                if frame.HasField("datagram"):
+                    self._relay.forward(relay, index, frame.datagram)
+        except SupernodeError as error:
+            end(error)
+
+
+async def _next_frame(frames: AsyncIterator[bytes]) -> pb.RelayFrame | None:
+    try:
+        raw = await anext(frames)
+    except StopAsyncIteration:
+        return None
+    try:
+        return pb.RelayFrame.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidArgument("request: not a serialized supernode.v1.RelayFrame") from exc
