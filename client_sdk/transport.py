@@ -1,7 +1,8 @@
 """The thin gRPC layer of the SDK: signs what must be signed, attaches the bearer token.
 
 It speaks generated protobuf types; the app-facing client (with renewal, verification and
-pinning) builds on it.
+pinning) builds on it. Every unary call takes an optional ``deadline`` in seconds, sent as
+the gRPC deadline, so the server also stops working on a call the client gave up on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from client_sdk.identity import Identity
 from supernode.directory.records import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
 from supernode.v1 import directory_pb2 as pb
 from supernode.v1 import directory_pb2_grpc as rpc
+from supernode.v1 import search_pb2, search_pb2_grpc
 
 
 def now_ms() -> int:
@@ -50,6 +52,7 @@ class DirectoryConnection:
         self.accounts = rpc.AccountServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.sessions = rpc.SessionServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.presence = rpc.PresenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.search_service = search_pb2_grpc.SearchServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.token: str | None = None
 
     async def close(self) -> None:
@@ -66,51 +69,88 @@ class DirectoryConnection:
         return () if self.token is None else (("authorization", f"Bearer {self.token}"),)
 
     async def create_account(
-        self, identity: Identity, handle: str, display_name: str = "", discoverable: bool = True
+        self,
+        identity: Identity,
+        handle: str,
+        display_name: str = "",
+        discoverable: bool = True,
+        *,
+        deadline: float | None = None,
     ) -> pb.Account:
         response: pb.CreateAccountResponse = await self.accounts.CreateAccount(
-            sign_account(identity, handle, display_name, discoverable)
+            sign_account(identity, handle, display_name, discoverable), timeout=deadline
         )
         return response.account
 
-    async def get_account(self, handle: str) -> pb.Account:
+    async def get_account(self, handle: str, *, deadline: float | None = None) -> pb.Account:
         response: pb.GetAccountResponse = await self.accounts.GetAccount(
-            pb.GetAccountRequest(handle=handle)
+            pb.GetAccountRequest(handle=handle), timeout=deadline
         )
         return response.account
 
-    async def login(self, identity: Identity, handle: str) -> pb.LoginResponse:
-        challenge = await self.sessions.GetChallenge(pb.GetChallengeRequest(handle=handle))
+    async def login(
+        self, identity: Identity, handle: str, *, deadline: float | None = None
+    ) -> pb.LoginResponse:
+        challenge = await self.sessions.GetChallenge(
+            pb.GetChallengeRequest(handle=handle), timeout=deadline
+        )
         response: pb.LoginResponse = await self.sessions.Login(
             pb.LoginRequest(
                 handle=handle,
                 challenge=challenge.challenge,
                 signature=identity.sign(LOGIN_DOMAIN, challenge.challenge),
-            )
+            ),
+            timeout=deadline,
         )
         self.token = response.token
         return response
 
-    async def register_device(self, signed: pb.SignedDeviceRecord) -> pb.RegisterDeviceResponse:
+    async def register_device(
+        self, signed: pb.SignedDeviceRecord, *, deadline: float | None = None
+    ) -> pb.RegisterDeviceResponse:
         response: pb.RegisterDeviceResponse = await self.presence.RegisterDevice(
-            pb.RegisterDeviceRequest(signed=signed), metadata=self.metadata
+            pb.RegisterDeviceRequest(signed=signed), metadata=self.metadata, timeout=deadline
         )
         return response
 
-    async def unregister_device(self, device_id: str) -> bool:
+    async def unregister_device(self, device_id: str, *, deadline: float | None = None) -> bool:
         response = await self.presence.UnregisterDevice(
-            pb.UnregisterDeviceRequest(device_id=device_id), metadata=self.metadata
+            pb.UnregisterDeviceRequest(device_id=device_id),
+            metadata=self.metadata,
+            timeout=deadline,
         )
         return bool(response.removed)
 
-    async def lookup(self, handle: str) -> pb.LookupResponse:
+    async def lookup(self, handle: str, *, deadline: float | None = None) -> pb.LookupResponse:
         response: pb.LookupResponse = await self.presence.Lookup(
-            pb.LookupRequest(handle=handle), metadata=self.metadata
+            pb.LookupRequest(handle=handle), metadata=self.metadata, timeout=deadline
         )
         return response
 
-    async def lookup_many(self, handles: Sequence[str]) -> pb.LookupManyResponse:
+    async def lookup_many(
+        self, handles: Sequence[str], *, deadline: float | None = None
+    ) -> pb.LookupManyResponse:
         response: pb.LookupManyResponse = await self.presence.LookupMany(
-            pb.LookupManyRequest(handles=handles), metadata=self.metadata
+            pb.LookupManyRequest(handles=handles), metadata=self.metadata, timeout=deadline
         )
         return response
+
+    async def search(
+        self, query: str, limit: int = 0, *, deadline: float | None = None
+    ) -> search_pb2.SearchResponse:
+        response: search_pb2.SearchResponse = await self.search_service.Search(
+            search_pb2.SearchRequest(query=query, limit=limit),
+            metadata=self.metadata,
+            timeout=deadline,
+        )
+        return response
+
+    def watch(
+        self, handles: Sequence[str], epoch: str = "", revision: int = 0
+    ) -> grpc.aio.UnaryStreamCall:
+        """Open a watch stream (no deadline: it lives until cancelled or cut off)."""
+        call: grpc.aio.UnaryStreamCall = self.presence.Watch(
+            pb.WatchRequest(handles=handles, epoch=epoch, revision=revision),
+            metadata=self.metadata,
+        )
+        return call

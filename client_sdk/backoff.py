@@ -1,0 +1,44 @@
+"""Exponential backoff with jitter: how long to wait before the next attempt.
+
+Pure: the caller passes the attempt number and a ``random.Random``, so schedules are tested
+without clocks. Jitter keeps thousands of clients that lost the same supernode from
+reconnecting in lockstep when it comes back.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry ``n`` (0-based): ``initial * multiplier**n`` capped at ``maximum``,
+    then scaled by a uniform factor in ``[1 - jitter, 1]``."""
+
+    initial_seconds: float = 0.1
+    maximum_seconds: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_seconds <= self.maximum_seconds:
+            raise ValueError("backoff: need 0 < initial_seconds <= maximum_seconds")
+        if self.multiplier < 1:
+            raise ValueError("backoff: multiplier must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("backoff: jitter must lie in [0, 1]")
+
+    def ceiling(self, attempt: int) -> float:
+        """The delay before jitter; grows until it reaches ``maximum_seconds``."""
+        # Compare exponents instead of computing multiplier**attempt for huge attempts.
+        delay = self.initial_seconds
+        for _ in range(max(0, attempt)):
+            delay *= self.multiplier
+            if delay >= self.maximum_seconds:
+                return self.maximum_seconds
+        return min(delay, self.maximum_seconds)
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = self.ceiling(attempt)
+        return ceiling * (1.0 - self.jitter * rng.random())

@@ -1,0 +1,329 @@
+"""``Client``: what an app uses to be on the directory and to find others on it.
+
+One client acts for one account (``identity`` + ``handle``) against one or more supernode
+addresses (``targets``; it fails over between them). It registers the app's devices and
+keeps their leases alive in the background, and it looks others up, searches and watches,
+returning our own verified types: a device record reaches the app only after its signature
+checked out against the account key pinned for its handle.
+
+    async with Client(["127.0.0.1:7700"], identity, "alice") as client:
+        await client.create_account("Alice")
+        await client.register_device("laptop", transport_key=key, endpoints=[...])
+        bob = await client.lookup("bob")
+        async for event in client.watch(["bob"]): ...
+
+Closing (or leaving the ``async with``) stops renewals and watches, unregisters the devices
+(so peers see them go offline at once rather than when their lease ends) and closes the
+channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from client_sdk.config import ClientConfig
+from client_sdk.convert import search_result_from_pb
+from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
+from client_sdk.identity import Identity
+from client_sdk.pins import PinStore
+from client_sdk.renewal import DeviceLease, DeviceSpec
+from client_sdk.session import Session
+from client_sdk.transport import DirectoryConnection
+from client_sdk.types import (
+    Account,
+    DeviceStatus,
+    Endpoint,
+    Presence,
+    Registration,
+    SearchResult,
+)
+from client_sdk.verify import verify_account, verify_presence
+from client_sdk.watch import Watch
+from supernode.v1 import directory_pb2 as pb
+
+RenewalErrorHandler = Callable[[str, SupernodeError], None]
+
+
+class Client:
+    """The async SDK client for one account. Use as ``async with Client(...) as client``.
+
+    ``clock`` (wall-clock seconds) and ``rng`` are injectable for tests; ``pin_store``
+    defaults to pins kept in memory (pass ``PinStore.file(path)`` to keep them).
+    ``on_renewal_error(device_id, error)`` is told about background renewal failures,
+    which are otherwise only logged and retried.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str] | str,
+        identity: Identity,
+        handle: str,
+        *,
+        pin_store: PinStore | None = None,
+        config: ClientConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_renewal_error: RenewalErrorHandler | None = None,
+    ) -> None:
+        self.config = config or ClientConfig()
+        self.pins = pin_store or PinStore.in_memory()
+        self._session = Session(
+            [targets] if isinstance(targets, str) else targets,
+            identity,
+            handle,
+            self.config,
+            clock_ms=lambda: int(clock() * 1000),
+            rng=rng or random.Random(),
+        )
+        self._on_renewal_error = on_renewal_error
+        self._leases: dict[str, DeviceLease] = {}
+        self._watches: set[Watch] = set()
+        self._closed = False
+
+    @property
+    def handle(self) -> str:
+        return self._session.handle
+
+    @property
+    def identity(self) -> Identity:
+        return self._session.identity
+
+    @property
+    def current_target(self) -> str:
+        """The supernode the client talks to now (it moves on when one fails)."""
+        return self._session.current_target
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the client is closed")
+
+    # ------------------------------------------------------------------ account
+
+    async def create_account(self, display_name: str = "", *, discoverable: bool = True) -> Account:
+        """Create this client's account (signed by its key: proof of possession).
+
+        Idempotent for the same key: if the handle already belongs to our key (an earlier
+        run, or a retry whose first answer was lost), that account is returned; if it
+        belongs to another key, ``AlreadyExists``.
+        """
+        self._check_open()
+
+        async def create(connection: DirectoryConnection, deadline: float) -> Account:
+            account = await connection.create_account(
+                self.identity, self.handle, display_name, discoverable, deadline=deadline
+            )
+            return verify_account(account, self.pins, self.handle)
+
+        try:
+            return await self._session.call(create, authenticated=False)
+        except AlreadyExists:
+            existing = await self._get_account_unpinned(self.handle)
+            if existing.account_key != self.identity.public_key:
+                raise
+            return verify_account(existing, self.pins, self.handle)
+
+    async def _get_account_unpinned(self, handle: str) -> pb.Account:
+        async def get(connection: DirectoryConnection, deadline: float) -> pb.Account:
+            return await connection.get_account(handle, deadline=deadline)
+
+        return await self._session.call(get, authenticated=False)
+
+    async def get_account(self, handle: str) -> Account:
+        """A handle's public account (its key pinned on first use, ``KeyChanged`` after)."""
+        self._check_open()
+        return verify_account(await self._get_account_unpinned(handle), self.pins, handle)
+
+    async def login(self) -> None:
+        """Log in now. Optional: every call logs in (and re-logs in) by itself."""
+        self._check_open()
+        await self._session.connection()
+
+    # ------------------------------------------------------------------ own devices
+
+    async def register_device(
+        self,
+        device_id: str,
+        *,
+        transport_key: bytes,
+        endpoints: Iterable[Endpoint] = (),
+        status: DeviceStatus = DeviceStatus.ONLINE,
+        capabilities: Iterable[str] = (),
+        ttl: int | None = None,
+    ) -> Registration:
+        """Publish a signed record for one of this account's devices and keep it alive.
+
+        ``ttl`` (seconds) is a request: the supernode clamps it and the granted value is
+        in the returned ``Registration``. Renewal then runs in the background until
+        :meth:`unregister_device` or :meth:`close`. Registering a device id again
+        replaces its record.
+        """
+        self._check_open()
+        spec = DeviceSpec(
+            device_id=device_id,
+            transport_key=transport_key,
+            endpoints=tuple(endpoints),
+            status=status,
+            capabilities=tuple(capabilities),
+            ttl_seconds=self.config.default_ttl_seconds if ttl is None else ttl,
+        )
+        existing = self._leases.get(device_id)
+        if existing is not None:
+            return await existing.update(spec)
+        lease = DeviceLease(self._session, spec, self._report_renewal_error)
+        registration = await lease.register()
+        self._leases[device_id] = lease
+        lease.start()
+        return registration
+
+    async def update_device(
+        self,
+        device_id: str,
+        *,
+        status: DeviceStatus | None = None,
+        endpoints: Iterable[Endpoint] | None = None,
+        capabilities: Iterable[str] | None = None,
+        transport_key: bytes | None = None,
+    ) -> Registration:
+        """Publish a change to a registered device now (fields left ``None`` stay)."""
+        lease = self._lease(device_id)
+        spec = lease.spec
+        return await lease.update(
+            dataclasses.replace(
+                spec,
+                status=spec.status if status is None else status,
+                endpoints=spec.endpoints if endpoints is None else tuple(endpoints),
+                capabilities=spec.capabilities if capabilities is None else tuple(capabilities),
+                transport_key=spec.transport_key if transport_key is None else transport_key,
+            )
+        )
+
+    async def update_status(self, device_id: str, status: DeviceStatus) -> Registration:
+        return await self.update_device(device_id, status=status)
+
+    def registration(self, device_id: str) -> Registration | None:
+        """The latest lease granted to one of our devices (renewals update it)."""
+        lease = self._leases.get(device_id)
+        return None if lease is None else lease.registration
+
+    async def unregister_device(self, device_id: str) -> bool:
+        """Stop renewing and remove the device now; False if it was already gone."""
+        self._check_open()
+        lease = self._leases.pop(device_id, None)
+        if lease is not None:
+            await lease.stop()
+        return await self._unregister(device_id)
+
+    async def _unregister(
+        self, device_id: str, *, attempts: int | None = None, deadline: float | None = None
+    ) -> bool:
+        async def unregister(connection: DirectoryConnection, deadline: float) -> bool:
+            return await connection.unregister_device(device_id, deadline=deadline)
+
+        return await self._session.call(unregister, attempts=attempts, deadline=deadline)
+
+    def _lease(self, device_id: str) -> DeviceLease:
+        self._check_open()
+        lease = self._leases.get(device_id)
+        if lease is None:
+            raise KeyError(f"device {device_id!r} is not registered by this client")
+        return lease
+
+    def _report_renewal_error(self, lease: DeviceLease, error: SupernodeError) -> None:
+        if self._on_renewal_error is not None:
+            self._on_renewal_error(lease.device_id, error)
+
+    # ------------------------------------------------------------------ others
+
+    async def lookup(self, handle: str) -> Presence:
+        """A handle's account and live devices, every record verified; ``NotFound`` if
+        there is no such account."""
+        self._check_open()
+
+        async def lookup(connection: DirectoryConnection, deadline: float) -> Presence:
+            return verify_presence(
+                await connection.lookup(handle, deadline=deadline), self.pins, handle
+            )
+
+        return await self._session.call(lookup)
+
+    async def lookup_many(self, handles: Sequence[str]) -> dict[str, Presence | None]:
+        """Several handles in one call, in the order given; ``None`` for no such account."""
+        self._check_open()
+        wanted = list(dict.fromkeys(handles))
+
+        async def lookup_many(
+            connection: DirectoryConnection, deadline: float
+        ) -> dict[str, Presence | None]:
+            response = await connection.lookup_many(wanted, deadline=deadline)
+            found: dict[str, Presence | None] = dict.fromkeys(wanted)
+            for result in response.results:
+                handle = result.account.handle
+                if handle not in found:
+                    raise SignatureError(f"lookup_many: served {handle!r}, which was not asked")
+                found[handle] = verify_presence(result, self.pins, handle)
+            return found
+
+        return await self._session.call(lookup_many)
+
+    async def search(self, query: str, limit: int = 0) -> list[SearchResult]:
+        """Discoverable accounts matching ``query`` (handle prefix or display-name word
+        prefix, case- and accent-insensitive), best first; ``limit`` 0 means the
+        server's default. Rate limited by the server: ``RateLimited``."""
+        self._check_open()
+
+        async def search(connection: DirectoryConnection, deadline: float) -> list[SearchResult]:
+            response = await connection.search(query, limit, deadline=deadline)
+            return [search_result_from_pb(account) for account in response.accounts]
+
+        return await self._session.call(search)
+
+    def watch(self, handles: Iterable[str]) -> Watch:
+        """Follow the presence of ``handles``: ``async for event in client.watch([...])``.
+
+        Starts at once (in the background) with a snapshot; see ``Watch`` and
+        ``PresenceEvent`` for what the events mean across reconnects.
+        """
+        self._check_open()
+        watch = Watch(
+            self._session, self.pins, handles, self.get_account, on_close=self._watches.discard
+        )
+        self._watches.add(watch)
+        return watch
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Stop watches and renewals, unregister our devices (within
+        ``config.close_deadline_seconds``), close the channels. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for watch in list(self._watches):
+            await watch.close()
+        leases = list(self._leases.values())
+        self._leases.clear()
+        for lease in leases:
+            await lease.stop()
+        if self.config.unregister_on_close and leases:
+            budget = self.config.close_deadline_seconds
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(budget):
+                    await asyncio.gather(
+                        *(
+                            self._unregister(lease.device_id, attempts=2, deadline=budget)
+                            for lease in leases
+                        ),
+                        return_exceptions=True,  # best effort: the lease ends anyway
+                    )
+        await self._session.close()

@@ -1,0 +1,114 @@
+"""The one exception hierarchy of the SDK, and the one table from gRPC status codes to it.
+
+Apps catch our classes, never ``grpc.RpcError``: the transport is an implementation detail,
+and each class says what the caller can do about it (fix the input, log in, slow down, try
+later, stop trusting a peer). Every error raised for a server status carries the server's
+message verbatim, because it names the refused field and the reason.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SupernodeError(Exception):
+    """Base of everything the SDK raises on purpose.
+
+    ``code`` is the gRPC status the server answered with, or ``None`` for SDK-side checks.
+    """
+
+    code: grpc.StatusCode | None = None
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(SupernodeError):
+    """The server refused a field (malformed, too long, clock skew); the message names it."""
+
+
+class Unauthenticated(SupernodeError):
+    """The server did not accept our session, even after logging in again."""
+
+
+class PermissionDenied(SupernodeError):
+    """We proved an identity, but not the one that owns what we tried to change."""
+
+
+class NotFound(SupernodeError):
+    """No such account (or, after a server lost its data, our own account is gone)."""
+
+
+class AlreadyExists(SupernodeError):
+    """The handle is taken by another account key."""
+
+
+class Stale(SupernodeError):
+    """FAILED_PRECONDITION: a replayed or older device record (its ``seq`` is not higher)."""
+
+
+class RateLimited(SupernodeError):
+    """RESOURCE_EXHAUSTED: a rate, size or count limit; back off or ask for less."""
+
+
+class Unavailable(SupernodeError):
+    """No target answered within the retry budget (down, unreachable, or timing out)."""
+
+
+class Closed(SupernodeError):
+    """The client (or the watch) was closed; nothing more will be done through it."""
+
+
+class SignatureError(SupernodeError):
+    """A device record served to us does not verify with its account's key.
+
+    Either a supernode (or something between it and us) altered the record, or the
+    record is not for the handle it was served under. Never use such a record.
+    """
+
+
+class KeyChanged(SupernodeError):
+    """The account key served for a handle differs from the key pinned on first use.
+
+    This is what a substituted account looks like. If the user really rotated their key,
+    the app confirms that out of band and calls ``PinStore.forget(handle)``.
+    """
+
+    def __init__(self, handle: str, pinned: bytes, served: bytes) -> None:
+        super().__init__(
+            f"account key of {handle!r} changed: pinned {pinned.hex()[:16]}..., "
+            f"served {served.hex()[:16]}..."
+        )
+        self.handle = handle
+        self.pinned = pinned
+        self.served = served
+
+
+# The one table from gRPC status codes to SDK errors. Codes not listed (INTERNAL, UNKNOWN,
+# ...) become the base class, still carrying the code and the server's message.
+ERROR_FOR_STATUS: dict[grpc.StatusCode, type[SupernodeError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: Stale,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def error_from_status(code: grpc.StatusCode, details: str | None) -> SupernodeError:
+    """The SDK error for a status the server (or the channel) answered with."""
+    cls = ERROR_FOR_STATUS.get(code, SupernodeError)
+    message = details or code.name.lower().replace("_", " ")
+    return cls(message, code=code)
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> SupernodeError:
+    return error_from_status(exc.code(), exc.details())

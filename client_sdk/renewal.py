@@ -1,0 +1,157 @@
+"""One of our devices on the directory: sign its record, register it, keep its lease alive.
+
+A lease ends unless renewed, and a renewal is just a re-registration with a higher ``seq``,
+so the same code path serves the first registration, every renewal, a status change, and
+recovery after a supernode restart or a lost token (``Session.call`` logs in again; the
+record is re-signed with a fresh ``seq`` and ``issued_at`` on every attempt, so a retry is
+never refused as a replay). Renewal runs in a background task at a jittered fraction of
+the granted TTL; a failure is retried with backoff, but never later than the lease's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client_sdk.convert import device_record_pb
+from client_sdk.errors import Closed, SupernodeError
+from client_sdk.session import Session
+from client_sdk.timing import next_seq, renewal_delay, retry_delay
+from client_sdk.transport import DirectoryConnection, sign_device_record
+from client_sdk.types import DeviceStatus, Endpoint, Registration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What a device publishes about itself; every registration signs the current spec."""
+
+    device_id: str
+    transport_key: bytes
+    endpoints: tuple[Endpoint, ...] = ()
+    status: DeviceStatus = DeviceStatus.ONLINE
+    capabilities: tuple[str, ...] = ()
+    ttl_seconds: int = 60
+
+
+class DeviceLease:
+    """Keeps one device registered until :meth:`stop`.
+
+    ``registration`` is the latest lease granted; ``last_error`` the latest renewal
+    failure (cleared by the next success), for apps that surface connectivity.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        spec: DeviceSpec,
+        on_error: Callable[[DeviceLease, SupernodeError], None] | None = None,
+    ) -> None:
+        self._session = session
+        self.spec = spec
+        self._on_error = on_error
+        self._last_seq = 0
+        self._lock = asyncio.Lock()  # one registration at a time, so seqs arrive in order
+        self._reschedule = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0  # consecutive failed registrations; 0 after a success
+        self.registration: Registration | None = None
+        self.last_error: SupernodeError | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.spec.device_id
+
+    async def register(self) -> Registration:
+        """Sign the current spec and register it now (first registration or an update)."""
+        async with self._lock:
+            try:
+                registration = await self._session.call(self._register_once)
+            except SupernodeError as exc:
+                self._failures += 1
+                self.last_error = exc
+                raise
+            self.registration = registration
+            self._failures = 0
+            self.last_error = None
+            return registration
+
+    async def _register_once(
+        self, connection: DirectoryConnection, deadline: float
+    ) -> Registration:
+        session = self._session
+        now_ms = session.clock_ms()
+        self._last_seq = next_seq(self._last_seq, now_ms)
+        record = device_record_pb(
+            handle=session.handle,
+            device_id=self.spec.device_id,
+            seq=self._last_seq,
+            issued_at_ms=now_ms,
+            ttl_seconds=self.spec.ttl_seconds,
+            endpoints=self.spec.endpoints,
+            transport_key=self.spec.transport_key,
+            status=self.spec.status,
+            capabilities=self.spec.capabilities,
+        )
+        signed = sign_device_record(session.identity, record)
+        response = await connection.register_device(signed, deadline=deadline)
+        return Registration(
+            self.spec.device_id, self._last_seq, response.ttl_seconds, response.expires_at_ms
+        )
+
+    async def update(self, spec: DeviceSpec) -> Registration:
+        """Publish a changed spec (status, endpoints, ...) now and restart the renewal timer.
+
+        If publishing fails, the error is raised and the renewal task keeps retrying the
+        new spec with backoff.
+        """
+        if spec.device_id != self.spec.device_id:
+            raise ValueError("a lease keeps its device id")
+        self.spec = spec
+        try:
+            return await self.register()
+        finally:
+            self._reschedule.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._renew_forever(), name=f"renew {self.device_id}")
+
+    async def stop(self) -> None:
+        """Stop renewing (the lease then runs out unless the device is unregistered)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _next_delay(self) -> float:
+        session = self._session
+        registration = self.registration
+        if self._failures == 0 and registration is not None:
+            return renewal_delay(registration.ttl_seconds, session.rng, session.config.renew_window)
+        return retry_delay(
+            session.config.backoff.delay(self._failures - 1, session.rng),
+            None if registration is None else registration.expires_at_ms,
+            session.clock_ms(),
+        )
+
+    async def _renew_forever(self) -> None:
+        while True:
+            self._reschedule.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._next_delay()):
+                    await self._reschedule.wait()
+                continue  # update() registered just now (or failed): a new period starts
+            try:
+                await self.register()
+            except Closed:
+                return
+            except SupernodeError as exc:
+                log.warning("renewing device %r failed (%s); retrying", self.device_id, exc)
+                if self._on_error is not None:
+                    self._on_error(self, exc)

@@ -1,0 +1,55 @@
+"""What to do after a failed attempt: the retry rules, as a pure function of the status.
+
+Only failures that say nothing about the request itself are retried: the target is down
+or slow (UNAVAILABLE, DEADLINE_EXCEEDED: try the next target after a backoff), or our
+token is no longer accepted (UNAUTHENTICATED: log in again once, then retry at once).
+Everything else is the server's answer to this request, and retrying would get the same.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class Action(enum.Enum):
+    FAILOVER = "failover"  # move to the next target, back off, try again
+    RELOGIN = "relogin"  # drop the token, log in, try again now
+    FAIL = "fail"  # raise the mapped error
+
+
+def after_failure(code: grpc.StatusCode, *, authenticated: bool, relogged_in: bool) -> Action:
+    if code in FAILOVER_CODES:
+        return Action.FAILOVER
+    if code == grpc.StatusCode.UNAUTHENTICATED and authenticated and not relogged_in:
+        # A supernode restarted with a fresh secret, a token expired early, or we failed
+        # over to a node that does not know our session: one fresh login settles it.
+        return Action.RELOGIN
+    return Action.FAIL
+
+
+class StreamAction(enum.Enum):
+    RESUME = "resume"  # reconnect to the same target now, from the last position
+    FAILOVER = "failover"
+    RELOGIN = "relogin"
+    FAIL = "fail"
+
+
+def after_stream_failure(
+    code: grpc.StatusCode, *, received: bool, relogged_in: bool
+) -> StreamAction:
+    """What a watch does when its stream ends with ``code``.
+
+    RESOURCE_EXHAUSTED after the stream delivered something is the supernode cutting off a
+    reader that fell behind: resume at once (before the stream started, it is a watch
+    limit and final). CANCELLED that we did not ask for is the server or a proxy dropping
+    the stream, so it is treated like UNAVAILABLE.
+    """
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and received:
+        return StreamAction.RESUME
+    if code == grpc.StatusCode.CANCELLED:
+        return StreamAction.FAILOVER
+    return StreamAction(after_failure(code, authenticated=True, relogged_in=relogged_in).value)

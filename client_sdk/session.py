@@ -1,0 +1,177 @@
+"""A logged-in presence on the supernodes of ``targets``: channels, tokens, retries, failover.
+
+Every unary call of the client goes through :meth:`Session.call`, the one place that knows
+how to retry: a per-attempt gRPC deadline, failover to the next target on UNAVAILABLE or
+DEADLINE_EXCEEDED with jittered exponential backoff, and one fresh login when a token is
+refused. Tokens are kept per target (independent supernodes have independent secrets) and
+renewed by logging in again shortly before they expire, so the app never handles them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+
+from client_sdk.config import ClientConfig
+from client_sdk.errors import Closed, Unavailable, error_from_rpc
+from client_sdk.identity import Identity
+from client_sdk.retry import Action, after_failure
+from client_sdk.timing import token_refresh_at_ms
+from client_sdk.transport import DirectoryConnection
+
+T = TypeVar("T")
+# One attempt of a call: gets the connection to use and the deadline (seconds) to pass on.
+Operation = Callable[[DirectoryConnection, float], Awaitable[T]]
+
+
+@dataclass
+class _Target:
+    address: str
+    connection: DirectoryConnection | None = None
+    refresh_at_ms: int = 0
+    login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Session:
+    """Channels to every target (opened lazily) and the account's login on each."""
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        identity: Identity,
+        handle: str,
+        config: ClientConfig,
+        *,
+        clock_ms: Callable[[], int],
+        rng: random.Random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        addresses = list(dict.fromkeys(targets))
+        if not addresses:
+            raise ValueError("targets: at least one supernode address (host:port)")
+        self._targets = [_Target(address) for address in addresses]
+        self._current = 0
+        self.identity = identity
+        self.handle = handle
+        self.config = config
+        self.clock_ms = clock_ms
+        self.rng = rng
+        self._sleep = sleep
+        self._closed = False
+
+    @property
+    def current_target(self) -> str:
+        return self._targets[self._current].address
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _target(self, address: str) -> _Target:
+        return next(t for t in self._targets if t.address == address)
+
+    def _connection(self, target: _Target) -> DirectoryConnection:
+        if target.connection is None:
+            target.connection = DirectoryConnection(
+                target.address, options=self.config.channel_options
+            )
+        return target.connection
+
+    def failover(self, from_address: str) -> None:
+        """Move on to the next target, unless a concurrent call has moved already."""
+        if self._targets[self._current].address == from_address:
+            self._current = (self._current + 1) % len(self._targets)
+
+    def forget_token(self, address: str) -> None:
+        target = self._target(address)
+        target.refresh_at_ms = 0
+        if target.connection is not None:
+            target.connection.token = None
+
+    async def backoff(self, failures: int) -> None:
+        await self._sleep(self.config.backoff.delay(failures, self.rng))
+
+    async def _ready(
+        self, target: _Target, authenticated: bool, deadline: float
+    ) -> DirectoryConnection:
+        connection = self._connection(target)
+        if authenticated and self._needs_login(target, connection):
+            async with target.login_lock:  # concurrent calls share one login
+                if self._needs_login(target, connection):
+                    response = await connection.login(self.identity, self.handle, deadline=deadline)
+                    margin_ms = int(self.config.token_refresh_margin_seconds * 1000)
+                    target.refresh_at_ms = token_refresh_at_ms(
+                        self.clock_ms(), response.expires_at_ms, margin_ms
+                    )
+        return connection
+
+    def _needs_login(self, target: _Target, connection: DirectoryConnection) -> bool:
+        return connection.token is None or self.clock_ms() >= target.refresh_at_ms
+
+    async def call(
+        self,
+        operation: Operation[T],
+        *,
+        authenticated: bool = True,
+        attempts: int | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """Run ``operation`` until it succeeds, fails for good, or attempts run out.
+
+        Raises the mapped ``SupernodeError`` for an answer, or ``Unavailable`` when no
+        target answered in ``attempts`` tries.
+        """
+        attempts = attempts or self.config.max_attempts
+        deadline = deadline or self.config.call_deadline_seconds
+        relogged_in = False
+        failures = 0
+        last: grpc.aio.AioRpcError | None = None
+        while failures < attempts:
+            if self._closed:
+                raise Closed("the client is closed")
+            target = self._targets[self._current]
+            try:
+                connection = await self._ready(target, authenticated, deadline)
+                return await operation(connection, deadline)
+            except grpc.aio.AioRpcError as exc:
+                action = after_failure(
+                    exc.code(), authenticated=authenticated, relogged_in=relogged_in
+                )
+                if action is Action.FAIL:
+                    raise error_from_rpc(exc) from exc
+                last = exc
+                if action is Action.RELOGIN:
+                    relogged_in = True
+                    self.forget_token(target.address)
+                    continue
+                self.failover(target.address)
+                failures += 1
+                if failures < attempts:
+                    await self.backoff(failures - 1)
+        assert last is not None
+        raise Unavailable(
+            f"no supernode answered in {attempts} attempts "
+            f"({', '.join(t.address for t in self._targets)}); last: "
+            f"{last.code().name} {last.details() or ''}".rstrip(),
+            code=last.code(),
+        )
+
+    async def connection(self) -> DirectoryConnection:
+        """A logged-in connection to the current target, for opening a stream on it."""
+
+        async def ready(connection: DirectoryConnection, deadline: float) -> DirectoryConnection:
+            return connection
+
+        return await self.call(ready)
+
+    async def close(self) -> None:
+        self._closed = True
+        for target in self._targets:
+            if target.connection is not None:
+                await target.connection.close()
+                target.connection = None

@@ -1,0 +1,65 @@
+"""Check what a supernode serves before the app sees it.
+
+A supernode stores and serves device records but cannot sign them: each record is signed by
+its account key, and the account key is pinned on first use (``client_sdk.pins``). So for
+every record we check, in this order: the account is the one we asked for, its key is the
+pinned one, the signature verifies with it (the same ``signature_is_valid`` and domain the
+supernode uses on write), and the record names the handle (and device) it was served under,
+so a valid record of one user cannot be passed off as another's.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from client_sdk.convert import account_from_pb, device_from_pb
+from client_sdk.errors import SignatureError
+from client_sdk.pins import PinStore
+from client_sdk.types import Account, Device, Presence
+from supernode.directory.records import DEVICE_RECORD_DOMAIN, signature_is_valid
+from supernode.v1 import directory_pb2 as pb
+
+
+def verify_account(account: pb.Account, pins: PinStore, expected_handle: str) -> Account:
+    """The account, once it is the one asked for and its key matches the pin (or is
+    pinned now). Raises ``SignatureError`` or ``KeyChanged``."""
+    if account.handle != expected_handle:
+        raise SignatureError(
+            f"asked for {expected_handle!r}, the supernode answered with {account.handle!r}"
+        )
+    pins.check(account.handle, account.account_key)
+    return account_from_pb(account)
+
+
+def verify_device(
+    device: pb.Device, account_key: bytes, handle: str, device_id: str | None = None
+) -> Device:
+    """The public ``Device`` for a served record that verifies, else ``SignatureError``."""
+    signed = device.signed
+    if not signature_is_valid(account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature):
+        raise SignatureError(
+            f"a device record served for {handle!r} does not verify with its account key"
+        )
+    record = pb.DeviceRecord()
+    try:
+        record.ParseFromString(signed.record)
+    except DecodeError as exc:  # signed garbage: only the account key holder could do that
+        raise SignatureError(f"a signed device record of {handle!r} does not decode") from exc
+    if record.handle != handle:
+        raise SignatureError(
+            f"a record signed for {record.handle!r} was served as a device of {handle!r}"
+        )
+    if device_id is not None and record.device_id != device_id:
+        raise SignatureError(
+            f"the record of device {record.device_id!r} was served as {handle!r}/{device_id!r}"
+        )
+    return device_from_pb(record, device)
+
+
+def verify_presence(response: pb.LookupResponse, pins: PinStore, expected_handle: str) -> Presence:
+    """A lookup result (also a snapshot entry) with every device verified."""
+    account = verify_account(response.account, pins, expected_handle)
+    devices = tuple(
+        verify_device(device, account.account_key, account.handle) for device in response.devices
+    )
+    return Presence(account, devices)

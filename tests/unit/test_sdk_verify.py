@@ -1,0 +1,73 @@
+"""What a supernode serves is checked against the account key before the app sees it."""
+
+import pytest
+
+from client_sdk.errors import KeyChanged, SignatureError
+from client_sdk.identity import Identity
+from client_sdk.pins import PinStore
+from client_sdk.types import CandidateType, DeviceStatus, Endpoint, TransportProtocol
+from client_sdk.verify import verify_account, verify_device, verify_presence
+from supernode.v1 import directory_pb2 as pb
+from tests.unit.sdk_factories import account, lookup, served_device
+
+BOB = Identity.generate()
+MALLORY = Identity.generate()
+
+
+def test_a_valid_record_becomes_a_public_device() -> None:
+    served = served_device(BOB, "bob", "phone", seq=7, status=pb.DEVICE_STATUS_AWAY)
+    device = verify_device(served, BOB.public_key, "bob", "phone")
+    assert (device.handle, device.device_id, device.seq) == ("bob", "phone", 7)
+    assert device.status is DeviceStatus.AWAY
+    assert device.endpoints == (
+        Endpoint("192.0.2.1", 4000, TransportProtocol.UDP, CandidateType.HOST),
+    )
+    assert device.capabilities == ("audio",)
+    assert device.record == served.signed.record and device.signature == served.signed.signature
+    assert device.attached_supernode == "n1"
+
+
+def test_a_record_signed_by_another_key_is_refused() -> None:
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_device(served_device(MALLORY, "bob"), BOB.public_key, "bob")
+
+
+def test_a_tampered_record_is_refused() -> None:
+    served = served_device(BOB, "bob")
+    record = pb.DeviceRecord.FromString(served.signed.record)
+    record.endpoints[0].address = "203.0.113.66"  # a supernode redirecting calls to itself
+    served.signed.record = record.SerializeToString()
+    with pytest.raises(SignatureError):
+        verify_device(served, BOB.public_key, "bob")
+
+
+def test_a_valid_record_of_another_device_or_handle_cannot_be_passed_off() -> None:
+    with pytest.raises(SignatureError, match="served as"):
+        verify_device(served_device(BOB, "bob", "laptop"), BOB.public_key, "bob", "phone")
+    # Bob's own key signed a record naming "bobby": not a device of "bob".
+    with pytest.raises(SignatureError, match="served as a device of"):
+        verify_device(served_device(BOB, "bobby"), BOB.public_key, "bob")
+
+
+def test_presence_verifies_every_device_and_pins_the_key() -> None:
+    pins = PinStore.in_memory()
+    response = lookup(BOB, "bob", served_device(BOB, "bob", "a"), served_device(BOB, "bob", "b"))
+    presence = verify_presence(response, pins, "bob")
+    assert [d.device_id for d in presence.devices] == ["a", "b"]
+    assert presence.handle == "bob" and pins.pinned("bob") == BOB.public_key
+    forged = lookup(BOB, "bob", served_device(BOB, "bob", "a"), served_device(MALLORY, "bob", "b"))
+    with pytest.raises(SignatureError):
+        verify_presence(forged, pins, "bob")
+
+
+def test_a_substituted_account_key_raises_key_changed_even_if_records_match_it() -> None:
+    pins = PinStore.in_memory()
+    verify_presence(lookup(BOB, "bob"), pins, "bob")
+    substituted = lookup(MALLORY, "bob", served_device(MALLORY, "bob"))
+    with pytest.raises(KeyChanged):
+        verify_presence(substituted, pins, "bob")
+
+
+def test_an_account_other_than_the_one_asked_for_is_refused() -> None:
+    with pytest.raises(SignatureError, match="asked for 'bob'"):
+        verify_account(account(MALLORY, "mallory"), PinStore.in_memory(), "bob")
