@@ -1,0 +1,263 @@
+"""QUIC over our own datagram paths: aioquic's sans-IO ``QuicConnection`` and a thin
+asyncio shell (the aioquic/aioice model: protocol core takes datagrams and time, returns
+datagrams and events).
+
+Streams are presented as ``asyncio.StreamReader`` plus a small writer; datagrams as a
+queue. TLS 1.3 inside QUIC authenticates the callee (the QUIC server) by its certificate,
+pinned to the transport key of its signed record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
+from aioquic.quic.packet import pull_quic_header
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client_sdk.p2p.certificates import PEER_SERVER_NAME, pem
+
+ALPN = "supernode-p2p/1"
+# The one logical peer address QUIC ever sees, whatever path carries the datagrams.
+PEER_ADDRESS = ("192.0.0.170", 1)
+_KEEPALIVE_SECONDS = 10.0
+_WINDOW = 16 << 20  # FINDINGS: larger flow-control windows for real latencies
+
+
+class QuicClosed(Exception):
+    """The QUIC connection ended; the message says why (TLS alerts included)."""
+
+    def __init__(self, reason: str, error_code: int = 0) -> None:
+        super().__init__(reason)
+        self.error_code = error_code
+
+
+def client_configuration(peer_certificate: x509.Certificate) -> QuicConfiguration:
+    """Caller side: trust exactly the callee's pinned certificate."""
+    configuration = _configuration(is_client=True)
+    configuration.verify_mode = ssl.CERT_REQUIRED
+    configuration.cadata = pem(peer_certificate)
+    configuration.server_name = PEER_SERVER_NAME
+    return configuration
+
+
+def server_configuration(
+    certificate: x509.Certificate, private_key: Ed25519PrivateKey
+) -> QuicConfiguration:
+    configuration = _configuration(is_client=False)
+    configuration.certificate = certificate
+    configuration.private_key = private_key
+    return configuration
+
+
+def _configuration(*, is_client: bool) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        idle_timeout=60.0,
+        max_datagram_frame_size=65536,
+        max_data=_WINDOW,
+        max_stream_data=_WINDOW,
+    )
+
+
+class QuicStreamWriter:
+    """The sending half of one QUIC stream, shaped like ``asyncio.StreamWriter``."""
+
+    def __init__(self, session: QuicSession, stream_id: int) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        self._session.send_stream_data(self.stream_id, data, end_stream=False)
+
+    def write_eof(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._session.send_stream_data(self.stream_id, b"", end_stream=True)
+
+    def close(self) -> None:
+        self.write_eof()
+
+    async def drain(self) -> None:
+        await self._session.drain()
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+
+@dataclass
+class _Stream:
+    reader: asyncio.StreamReader
+    writer: QuicStreamWriter
+
+
+class QuicSession:
+    """One QUIC connection driven over ``send`` (a datagram path) and ``receive``."""
+
+    def __init__(self, quic: QuicConnection, send: Callable[[bytes], None]) -> None:
+        self._quic = quic
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._streams: dict[int, _Stream] = {}
+        self.handshake: asyncio.Future[None] = self._loop.create_future()
+        self.incoming_streams: asyncio.Queue[tuple[asyncio.StreamReader, QuicStreamWriter]] = (
+            asyncio.Queue()
+        )
+        self.datagrams: asyncio.Queue[bytes] = asyncio.Queue()
+        self.closed: asyncio.Future[QuicClosed] = self._loop.create_future()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def connect(
+        cls, configuration: QuicConfiguration, send: Callable[[bytes], None]
+    ) -> QuicSession:
+        session = cls(QuicConnection(configuration=configuration), send)
+        session._quic.connect(PEER_ADDRESS, now=session._loop.time())
+        session._transmit()
+        return session
+
+    @classmethod
+    def accept(
+        cls, configuration: QuicConfiguration, first_datagram: bytes, send: Callable[[bytes], None]
+    ) -> QuicSession:
+        """The server side, created from the client's first datagram."""
+        header = pull_quic_header(
+            Buffer(data=first_datagram), host_cid_length=configuration.connection_id_length
+        )
+        quic = QuicConnection(
+            configuration=configuration,
+            original_destination_connection_id=header.destination_cid,
+        )
+        session = cls(quic, send)
+        session.receive(first_datagram)
+        return session
+
+    # ------------------------------------------------------------------ I/O in
+
+    def receive(self, datagram: bytes) -> None:
+        self._quic.receive_datagram(datagram, PEER_ADDRESS, now=self._loop.time())
+        self._process()
+
+    def _process(self) -> None:
+        while (event := self._quic.next_event()) is not None:
+            self._handle(event)
+        self._transmit()
+
+    def _handle(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted):
+            if not self.handshake.done():
+                self.handshake.set_result(None)
+            self._schedule_keepalive()
+        elif isinstance(event, StreamDataReceived):
+            stream = self._stream(event.stream_id, incoming=True)
+            if event.data:
+                stream.reader.feed_data(event.data)
+            if event.end_stream:
+                stream.reader.feed_eof()
+        elif isinstance(event, StreamReset):
+            stream = self._stream(event.stream_id, incoming=True)
+            stream.reader.set_exception(ConnectionResetError(f"stream {event.stream_id} reset"))
+        elif isinstance(event, DatagramFrameReceived):
+            self.datagrams.put_nowait(event.data)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated(
+                QuicClosed(event.reason_phrase or f"error 0x{event.error_code:x}", event.error_code)
+            )
+
+    def _terminated(self, reason: QuicClosed) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(reason)
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        for stream in self._streams.values():
+            if not stream.reader.at_eof():
+                stream.reader.set_exception(ConnectionResetError(str(reason)))
+        for handle in (self._timer, self._keepalive):
+            if handle is not None:
+                handle.cancel()
+
+    def _stream(self, stream_id: int, *, incoming: bool) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = _Stream(asyncio.StreamReader(limit=1 << 20), QuicStreamWriter(self, stream_id))
+            self._streams[stream_id] = stream
+            if incoming:
+                self.incoming_streams.put_nowait((stream.reader, stream.writer))
+        return stream
+
+    # ------------------------------------------------------------------ I/O out
+
+    def _transmit(self) -> None:
+        for data, _ in self._quic.datagrams_to_send(now=self._loop.time()):
+            self._send(data)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = self._quic.get_timer()
+        if at is not None and not self.closed.done():
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._quic.handle_timer(now=self._loop.time())
+        self._process()
+
+    def _schedule_keepalive(self) -> None:
+        # aioquic sends no keepalives of its own; NAT bindings and the relay need traffic.
+        def ping() -> None:
+            if self.closed.done():
+                return
+            self._quic.send_ping(0)
+            self._transmit()
+            self._keepalive = self._loop.call_later(_KEEPALIVE_SECONDS, ping)
+
+        self._keepalive = self._loop.call_later(_KEEPALIVE_SECONDS, ping)
+
+    # ------------------------------------------------------------------ API
+
+    def open_stream(self) -> tuple[asyncio.StreamReader, QuicStreamWriter]:
+        if self.closed.done():
+            raise self.closed.result()
+        stream = self._stream(self._quic.get_next_available_stream_id(), incoming=False)
+        return stream.reader, stream.writer
+
+    def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        if self.closed.done():
+            raise self.closed.result()
+        self._quic.send_stream_data(stream_id, data, end_stream)
+        self._transmit()
+
+    def send_datagram(self, data: bytes) -> None:
+        if self.closed.done():
+            raise self.closed.result()
+        self._quic.send_datagram_frame(data)
+        self._transmit()
+
+    async def drain(self) -> None:
+        """Let the event loop run so queued packets go out and acknowledgements come in."""
+        await asyncio.sleep(0)
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        if not self.closed.done():
+            self._quic.close(error_code=error_code, reason_phrase=reason)
+            self._transmit()
+            self._terminated(QuicClosed(reason or "closed locally", error_code))
