@@ -6,6 +6,7 @@ import pytest
 from client_sdk.identity import Identity
 from client_sdk.transport import DirectoryConnection
 from tests.integration.process import SupernodeProcess
+from tests.integration.sdk_support import Clients, open_clients
 
 
 @pytest.fixture
@@ -48,3 +49,10 @@ async def new_user(connection: DirectoryConnection, handle: str) -> Identity:
     await connection.create_account(identity, handle, handle.title())
     await connection.login(identity, handle)
     return identity
+
+
+@pytest.fixture
+async def sdk_clients() -> AsyncIterator[Clients]:
+    """SDK clients (``client_sdk.Client``) opened by a test; all closed at its end."""
+    async with open_clients() as opened:
+        yield opened

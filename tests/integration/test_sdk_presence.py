@@ -1,0 +1,194 @@
+"""The SDK against real supernodes: watch, automatic renewal, restarts, a dead app.
+
+Acceptance tests 1-4 of the client SDK. Every supernode is a real process on loopback,
+restarted with SIGKILL on the same data dir and port where a test needs it.
+"""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from client_sdk import DeviceStatus, Endpoint, EventKind, Identity, OfflineReason, PresenceEvent
+from tests.integration.process import SupernodeProcess
+from tests.integration.sdk_support import (
+    FAST_LEASES,
+    Clients,
+    Collector,
+    StartSupernode,
+    restart_on_same_port,
+    unique,
+)
+from tests.integration.waiting import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = Identity.generate().public_key
+
+
+def is_change(kind: EventKind, device_id: str) -> Callable[[PresenceEvent], bool]:
+    return lambda e: e.kind is kind and e.device_id == device_id
+
+
+async def test_watch_delivers_snapshot_then_each_change_in_order(
+    supernode: SupernodeProcess, sdk_clients: Clients
+) -> None:
+    target = supernode.grpc_target
+    alice = await sdk_clients.user(target, "alice")
+    bob = await sdk_clients.user(target, "bob")
+    watch = Collector(alice.watch([bob.handle]))
+    await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+
+    await bob.register_device("phone", transport_key=KEY, endpoints=[Endpoint("192.0.2.7", 5000)])
+    await bob.update_status("phone", DeviceStatus.AWAY)
+    assert await bob.unregister_device("phone")
+    await watch.wait_for(is_change(EventKind.OFFLINE, "phone"))
+
+    kinds = [(e.kind, e.device.status if e.device else e.reason) for e in watch.events]
+    assert kinds == [
+        (EventKind.SNAPSHOT, None),
+        (EventKind.ONLINE, DeviceStatus.ONLINE),
+        (EventKind.UPDATED, DeviceStatus.AWAY),
+        (EventKind.OFFLINE, OfflineReason.UNREGISTERED),
+    ]
+    snapshot = watch.events[0].snapshot
+    assert snapshot is not None and snapshot[bob.handle].devices == ()
+    assert not watch.events[0].after_gap
+    online = watch.events[1].device
+    assert online is not None and online.endpoints == (Endpoint("192.0.2.7", 5000),)
+    assert online.transport_key == KEY and online.handle == bob.handle
+    revisions = [e.position.revision for e in watch.events]
+    assert revisions == sorted(revisions) and len(set(revisions[1:])) == 3
+    await watch.close()
+
+
+async def test_a_dead_app_goes_offline_when_its_lease_runs_out(
+    supernode: SupernodeProcess, sdk_clients: Clients
+) -> None:
+    alice = await sdk_clients.user(supernode.grpc_target, "alice")
+    bob_handle = unique("bob")
+    watch = Collector(alice.watch([bob_handle]))  # before Bob's account even exists
+    first = await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+    assert first.not_found == (bob_handle,)
+
+    app = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.sdk_device_app",
+        supernode.grpc_target,
+        bob_handle,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert app.stdout is not None
+        line = await asyncio.wait_for(app.stdout.readline(), 60)
+        assert line.decode().strip() == "registered ttl=1", line
+        await watch.wait_for(is_change(EventKind.ONLINE, "phone"))
+        # The SDK in the app renews the 1 s lease by itself: let a few renewals arrive.
+        await watch.wait_for(lambda e: sum(x.kind is EventKind.UPDATED for x in watch.events) >= 3)
+        app.send_signal(signal.SIGKILL)
+        await app.wait()
+        killed_at = time.monotonic()
+    finally:
+        if app.returncode is None:
+            app.kill()
+            await app.wait()
+
+    offline = await watch.wait_for(is_change(EventKind.OFFLINE, "phone"))
+    waited = time.monotonic() - killed_at
+    assert offline.reason is OfflineReason.EXPIRED
+    # TTL 1 s + sweep 0.2 s, plus scheduling slack on a shared machine.
+    assert waited < 1.0 + 0.2 + 1.0, waited
+    assert watch.events.index(offline) == len(watch.events) - 1  # nothing after it
+    await watch.close()
+
+
+async def test_watch_survives_a_supernode_restart_and_flags_the_resnapshot(
+    start_supernode: StartSupernode, sdk_clients: Clients
+) -> None:
+    node = start_supernode(*FAST_LEASES)
+    target = node.grpc_target
+    alice = await sdk_clients.user(target, "alice")
+    bob = await sdk_clients.user(target, "bob")
+    watch = Collector(alice.watch([bob.handle]))
+    await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+    await bob.register_device("phone", transport_key=KEY, ttl=60)
+    await watch.wait_for(is_change(EventKind.ONLINE, "phone"))
+    before = len(watch.events)
+
+    restart_on_same_port(start_supernode, node)
+    # Right after the restart, racing Alice's reconnect: this lands either in the
+    # re-snapshot (and its gap_changes) or as a live event after it; never nowhere.
+    await bob.register_device("laptop", transport_key=KEY, ttl=60)
+    gap = await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT and e.after_gap)
+    assert gap.position.epoch != watch.events[0].position.epoch  # a new server epoch
+    assert gap.snapshot is not None
+    assert {d.device_id for d in gap.snapshot[bob.handle].devices} <= {"phone", "laptop"}
+
+    # After the re-snapshot: changes arrive live again, in order.
+    await bob.update_status("phone", DeviceStatus.BUSY)
+    await bob.unregister_device("laptop")
+    await watch.wait_for(is_change(EventKind.OFFLINE, "laptop"))
+    await watch.wait_for(
+        lambda e: (
+            e.kind is EventKind.UPDATED
+            and e.device is not None
+            and e.device.status is DeviceStatus.BUSY
+        )
+    )
+    after = watch.events[before:]
+    laptop_online = [
+        e
+        for e in (*after, *gap.gap_changes)
+        if e.kind is EventKind.ONLINE and e.device_id == "laptop"
+    ]
+    assert len(laptop_online) == 1  # delivered exactly once: live or in gap_changes
+    assert [e.kind for e in after if e.device_id == "laptop"][-1] is EventKind.OFFLINE
+    assert alice.current_target == target
+    await watch.close()
+
+
+async def test_devices_stay_online_with_no_app_code_and_come_back_after_a_restart(
+    start_supernode: StartSupernode, sdk_clients: Clients
+) -> None:
+    node = start_supernode(*FAST_LEASES)
+    target = node.grpc_target
+    bob = await sdk_clients.user(target, "bob")
+    alice = await sdk_clients.user(target, "alice")
+    registration = await bob.register_device("phone", transport_key=KEY, ttl=1)
+    assert registration.ttl_seconds == 1
+
+    # Over four lease periods, every lookup finds the device, renewed again and again.
+    seqs: set[int] = set()
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 4 * registration.ttl_seconds
+    while loop.time() < until:
+        presence = await alice.lookup(bob.handle)
+        assert [d.device_id for d in presence.devices] == ["phone"]
+        seqs.add(presence.devices[0].seq)
+        await asyncio.sleep(0.1)
+    assert len(seqs) >= 4, seqs
+
+    # The supernode dies and stays down until the lease has run out...
+    node.kill()
+    last = bob.registration("phone")
+    assert last is not None
+
+    async def lease_over() -> bool:
+        # One more TTL covers a renewal the server took but never acknowledged.
+        return time.time() * 1000 > last.expires_at_ms + 1200
+
+    await eventually(lease_over, within=5)
+    restart_on_same_port(start_supernode, node)
+
+    # ...and the SDK re-registers the device on its own once it is back.
+    async def back_online() -> bool:
+        devices = (await alice.lookup(bob.handle)).devices
+        return bool(devices) and devices[0].seq > max(seqs)
+
+    await eventually(back_online, within=15)
+    assert bob.registration("phone") != last
