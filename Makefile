@@ -40,5 +40,13 @@ lint: gen
 typecheck: gen
 	$(BIN)/mypy
 
+## Lookup benchmarks against a gRPC echo ceiling, etcd and Redis (README "Benchmarks").
+## Full run: 1M users, ~30 min. Extra options: make bench BENCH_ARGS="--users 10000".
+bench: gen
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: gen
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) supernode/v1/*_pb2*.py supernode/v1/*_pb2*.pyi .pytest_cache .mypy_cache

@@ -1,8 +1,9 @@
 """The two charts of a run, drawn to PNG with matplotlib's Agg renderer (no display needed).
 
-``latency_vs_throughput.png``: every open-loop point of every system and workload, p50
-solid and p99 dashed, against the throughput actually achieved. Log-log: systems differ by
-orders of magnitude in ops/s (a batch call carries 100 keys) and in tail latency.
+``latency_vs_throughput.png``: the open-loop sweep of every system and workload (one colour
+family per system), p50 solid and p99 dashed, against the throughput actually achieved.
+Log-log: systems differ by orders of magnitude in ops/s (a batch call carries 100 keys) and
+in tail latency.
 
 ``percentile_spectrum.png``: the whole latency distribution at one load that every system
 sustains (the ``common`` phase; without it, each system at 50 % of its own maximum), one
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,6 +26,8 @@ from benchmarks.figures import Figure, RunResult
 from benchmarks.plan import COMMON, SWEEP
 
 _MARKERS = {1: "o", 10: "s", 100: "^"}
+# One colour family per system; a system's workloads are shades of it, darkest first.
+_FAMILIES = ("Blues", "Oranges", "Greens", "Reds", "Purples", "Greys")
 _PERCENTILE_TICKS = (50.0, 90.0, 99.0, 99.9, 99.99)
 _DPI = 120
 
@@ -40,26 +44,39 @@ def _colors(systems: list[str]) -> dict[str, str]:
     return {system: next(palette) for system in systems}
 
 
+def _shades(run: RunResult, keys: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
+    families = dict(zip(run.info.systems, itertools.cycle(_FAMILIES), strict=False))
+    by_system: dict[str, list[str]] = defaultdict(list)
+    for system, workload in keys:
+        by_system[system].append(workload)
+    shades: dict[tuple[str, str], object] = {}
+    for system, workloads in by_system.items():
+        cmap = matplotlib.colormaps[families.get(system, "Greys")]
+        for index, workload in enumerate(workloads):
+            shades[(system, workload)] = cmap(0.9 - 0.45 * index / max(1, len(workloads) - 1))
+    return shades
+
+
 def _series(figures: list[Figure]) -> dict[tuple[str, str], list[Figure]]:
+    """Points per workload in sweep order (offered load), whatever throughput they reached."""
     series: dict[tuple[str, str], list[Figure]] = defaultdict(list)
     for figure in figures:
         series[figure.key].append(figure)
     for points in series.values():
-        points.sort(key=lambda f: f.achieved_rate)
+        points.sort(key=lambda f: f.target_rate or 0.0)
     return series
 
 
 def latency_vs_throughput(run: RunResult, path: Path) -> Path:
-    points = [
-        f for f in run.figures if f.phase in (SWEEP, COMMON) and f.failure is None and f.completed
-    ]
-    colors = _colors(run.info.systems)
+    points = [f for f in run.figures if f.phase == SWEEP and f.failure is None and f.completed]
+    series_by_key = _series(points)
+    shades = _shades(run, list(series_by_key))
     fig = Chart(figsize=(11, 6.5))
     ax = fig.subplots()
-    for (system, workload), series in sorted(_series(points).items()):
+    for (system, workload), series in series_by_key.items():
         x = [f.achieved_rate for f in series]
-        style = {
-            "color": colors.get(system, "black"),
+        style: dict[str, Any] = {
+            "color": shades[(system, workload)],
             "marker": _MARKERS.get(series[0].batch, "D"),
             "markersize": 4,
         }

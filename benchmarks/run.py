@@ -214,11 +214,11 @@ async def measure_all(
 
     if settings.common:
         batches = {(c.system, c.workload): c.batch for c in clients}
-        rates = common_rates(maxima, batches)
+        common = common_rates(maxima, batches)
         for client in clients:
-            if client.batch in rates:
-                rate = rates[client.batch]
-                await runner.measure(open_loop(client, rate), COMMON, f"{rate:,.0f}/s")
+            if client.batch in common:
+                same = common[client.batch]
+                await runner.measure(open_loop(client, same), COMMON, f"{same:,.0f}/s")
 
 
 def _machine() -> dict[str, str]:

@@ -48,15 +48,16 @@ class ServerProcess:
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._ready = threading.Event()
         self._match: re.Match[str] | None = None
-        pipe = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        pipe[stream] = subprocess.PIPE
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream {stream!r}: expected stdout or stderr")
         self._process = subprocess.Popen(
             self.argv,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
             text=True,
             preexec_fn=_die_with_parent,
-            **pipe,
         )
         out = self._process.stdout if stream == "stdout" else self._process.stderr
         assert out is not None
@@ -65,7 +66,8 @@ class ServerProcess:
 
     @property
     def pid(self) -> int:
-        return self._process.pid
+        pid: int = self._process.pid
+        return pid
 
     def _drain(self, out: object) -> None:
         for line in out:  # type: ignore[attr-defined]
@@ -108,4 +110,5 @@ class ServerProcess:
                 await asyncio.to_thread(self._process.wait, grace)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self._process.returncode
+        code: int = self._process.returncode
+        return code

@@ -91,6 +91,7 @@ def _server_argv(data_dir: Path) -> list[str]:
         "--data-dir", str(data_dir),
         "--listen", "127.0.0.1:0",
         "--metrics-listen", "127.0.0.1:0",
+        "--stun-listen", "127.0.0.1:0",  # never the fixed default port: it may be taken
         "--lease-max-ttl-seconds", "3600",
     ]  # fmt: skip
 
