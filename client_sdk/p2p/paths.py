@@ -96,12 +96,10 @@ class RelayPath:
         """Join the relay session and wait until the peer has joined too."""
         outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-        async def frames() -> AsyncIterator[bytes]:
-            yield pb.RelayFrame(
-                join=pb.RelayJoin(ticket=ticket, device_id=device_id)
-            ).SerializeToString()
+        async def frames() -> AsyncIterator[pb.RelayFrame]:
+            yield pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id))
             while (datagram := await outgoing.get()) is not None:
-                yield pb.RelayFrame(datagram=datagram).SerializeToString()
+                yield pb.RelayFrame(datagram=datagram)
 
         call = stub.Relay(frames(), metadata=metadata)  # type: ignore[attr-defined]
         try:

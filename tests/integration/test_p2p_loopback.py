@@ -1,0 +1,115 @@
+"""Peer-to-peer connections between two SDK agents on one host (the NAT lab covers NATs)."""
+
+import asyncio
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client_sdk.p2p.connection import PeerConnection
+from client_sdk.p2p.connector import P2PSettings
+from client_sdk.p2p.errors import PeerAuthenticationFailed, PeerKeyMismatch, PeerOffline
+from tests.integration.metrics import sample
+from tests.integration.p2p_support import P2PUser, agent_with_key, p2p_user
+from tests.integration.process import SupernodeProcess
+
+MIB = 1 << 20
+
+
+def stun_of(node: SupernodeProcess) -> tuple[str, int]:
+    host, port = node.stun_address.rsplit(":", 1)
+    return host, int(port)
+
+
+async def first_incoming(user: P2PUser) -> PeerConnection:
+    async for connection in user.agent.incoming():
+        return connection
+    raise AssertionError("listener ended")
+
+
+async def exchange(caller: PeerConnection, callee: PeerConnection, marker: bytes) -> None:
+    """1 MiB each way over one stream, byte-identical (checked by hash)."""
+    payload_out = (marker * (MIB // len(marker) + 1))[:MIB]
+    payload_back = bytes(reversed(payload_out))
+    reader, writer = caller.open_stream()
+    writer.write(payload_out)
+    writer.write_eof()
+    peer_reader, peer_writer = await asyncio.wait_for(callee.accept_stream(), 20)
+    received = await asyncio.wait_for(peer_reader.read(), 60)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload_out).digest()
+    peer_writer.write(payload_back)
+    peer_writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 60) == payload_back
+    caller.send_datagram(b"datagram")
+    assert await asyncio.wait_for(callee.receive_datagram(), 10) == b"datagram"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "relay-only"])
+async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -> None:
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=direct)
+    alice = await p2p_user(supernode.grpc_target, "alice", settings)
+    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    try:
+        accepting = asyncio.create_task(first_incoming(bob))
+        await asyncio.sleep(0.3)  # let bob's Listen stream open (connect fails fast otherwise)
+        caller = await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        callee = await asyncio.wait_for(accepting, 30)
+        assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
+        assert caller.path == callee.path == ("direct" if direct else "relay")
+        await exchange(caller, callee, b"MARKER-plaintext-must-not-appear ")
+        relayed = sample(supernode.metrics(), "supernode_relay_bytes_total")
+        if direct:
+            assert relayed == 0
+        else:
+            assert relayed > 2 * MIB  # everything went through the relay, encrypted
+        await caller.close()
+        await asyncio.wait_for(callee.wait_closed(), 10)
+    finally:
+        await alice.client.close()
+        await bob.client.close()
+
+
+async def test_offline_peer_fails_fast(supernode: SupernodeProcess) -> None:
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    alice = await p2p_user(supernode.grpc_target, "alice", settings)
+    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    try:
+        with pytest.raises(PeerOffline, match="not listening"):
+            await asyncio.wait_for(alice.agent.connect("bob"), 10)
+    finally:
+        await alice.client.close()
+        await bob.client.close()
+
+
+async def test_callee_presenting_another_key_is_refused(supernode: SupernodeProcess) -> None:
+    """What a swapped certificate looks like to the caller: a key that is not the record's."""
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    alice = await p2p_user(supernode.grpc_target, "alice", settings)
+    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    bob.agent = agent_with_key(bob, Ed25519PrivateKey.generate())  # record still has the old key
+    try:
+        accepting = asyncio.create_task(first_incoming(bob))
+        await asyncio.sleep(0.3)
+        with pytest.raises(PeerKeyMismatch, match="transport key"):
+            await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        accepting.cancel()
+    finally:
+        await alice.client.close()
+        await bob.client.close()
+
+
+async def test_caller_without_its_records_key_is_refused(supernode: SupernodeProcess) -> None:
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    alice = await p2p_user(supernode.grpc_target, "alice", settings)
+    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    alice.agent = agent_with_key(alice, Ed25519PrivateKey.generate())
+    try:
+        accepting = asyncio.create_task(first_incoming(bob))
+        await asyncio.sleep(0.3)
+        with pytest.raises(PeerAuthenticationFailed):
+            await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        assert not accepting.done()  # bob refused it and keeps listening
+        accepting.cancel()
+    finally:
+        await alice.client.close()
+        await bob.client.close()
