@@ -12,6 +12,7 @@ from client_sdk.p2p.errors import PeerAuthenticationFailed, PeerKeyMismatch, Pee
 from tests.integration.metrics import sample
 from tests.integration.p2p_support import P2PUser, agent_with_key, p2p_user
 from tests.integration.process import SupernodeProcess
+from tests.integration.tap import RecordingProxy
 
 MIB = 1 << 20
 
@@ -113,3 +114,31 @@ async def test_caller_without_its_records_key_is_refused(supernode: SupernodePro
     finally:
         await alice.client.close()
         await bob.client.close()
+
+
+async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> None:
+    """Everything both peers exchanged with the supernode, recorded: no plaintext marker."""
+    marker = b"MARKER-7f3a-plaintext "
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    alice_tap = await RecordingProxy(supernode.grpc_target).start()
+    bob_tap = await RecordingProxy(supernode.grpc_target).start()
+    alice = await p2p_user(alice_tap.address, "alice", settings)
+    bob = await p2p_user(bob_tap.address, "bob", settings)
+    try:
+        accepting = asyncio.create_task(first_incoming(bob))
+        await asyncio.sleep(0.3)
+        caller = await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        callee = await asyncio.wait_for(accepting, 30)
+        assert caller.path == "relay"
+        await exchange(caller, callee, marker)
+        await caller.close()
+    finally:
+        await alice.client.close()
+        await bob.client.close()
+        await alice_tap.close()
+        await bob_tap.close()
+    assert b"Alice" in alice_tap.recorded  # the tap does see what is sent in the clear
+    for tap in (alice_tap, bob_tap):
+        assert len(tap.recorded) > 2 * MIB  # the megabytes did cross this connection...
+        assert marker not in tap.recorded  # ...but only as ciphertext
+        assert marker[:12] not in tap.recorded
