@@ -15,6 +15,9 @@ SUPERNODE = "supernode"
 ECHO = "grpc-echo"
 ETCD = "etcd"
 MIB = 1 << 20
+# Below this many users the server's fixed memory (interpreter, gRPC, block cache
+# reservations) dwarfs the data and a per-million extrapolation would mislead.
+RSS_MIN_USERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,7 @@ def _rss_per_million(run: RunResult) -> Headline:
     memory = next((m for m in run.memory if m.system == SUPERNODE and m.peak_rss_bytes), None)
     if memory is None:
         return Headline(key, label, None, "MiB", "supernode not measured")
-    detail = (
-        f"peak RSS {memory.peak_rss_bytes / MIB:,.0f} MiB with {memory.users:,} users "
-        "(fixed overhead dominates below ~1M users)"
-    )
+    detail = f"peak RSS {memory.peak_rss_bytes / MIB:,.0f} MiB with {memory.users:,} users"
+    if memory.users < RSS_MIN_USERS:
+        return Headline(key, label, None, "MiB", f"{detail}: too few users to extrapolate")
     return Headline(key, label, memory.per_million_users_bytes / MIB, "MiB", detail)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import math
 import multiprocessing
 import random
 import time
@@ -401,22 +400,32 @@ def _process_main(conn: Connection) -> None:
 
 
 class LoadgenError(RuntimeError):
-    """A generator process failed, died or stopped answering."""
+    """A point could not be measured: a generator process failed, died or stopped answering."""
+
+
+class _GeneratorLost(LoadgenError):
+    """A generator process died or stopped answering: the pool must be respawned."""
 
 
 class GeneratorPool:
     """Generator processes spawned once and reused for every point of a run.
 
     Spawning costs a second of imports per process; a full run has over a hundred points.
+    A process that dies or stops answering gets the whole pool respawned, so a late answer
+    can never be mistaken for the next point's.
     """
 
     def __init__(self, processes: int) -> None:
-        context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context("spawn")
+        self._size = processes
         self._conns: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
-        for index in range(processes):
-            parent, child = context.Pipe()
-            process = context.Process(
+        self._spawn()
+
+    def _spawn(self) -> None:
+        for index in range(self._size):
+            parent, child = self._context.Pipe()
+            process = self._context.Process(
                 target=_process_main, args=(child,), name=f"loadgen-{index}", daemon=True
             )
             process.start()
@@ -426,29 +435,43 @@ class GeneratorPool:
 
     @property
     def size(self) -> int:
-        return len(self._processes)
+        return self._size
 
     def _receive(self, index: int, timeout: float) -> Any:
         conn = self._conns[index]
         try:
             if not conn.poll(timeout):
-                raise LoadgenError(f"generator {index} silent for {timeout:.0f} s")
+                raise _GeneratorLost(f"generator {index} silent for {timeout:.0f} s")
             return conn.recv()
         except (EOFError, OSError) as exc:
-            raise LoadgenError(f"generator {index} died: {exc}") from exc
+            raise _GeneratorLost(f"generator {index} died: {exc}") from exc
+
+    def _send(self, index: int, message: object) -> None:
+        try:
+            self._conns[index].send(message)
+        except OSError as exc:
+            raise _GeneratorLost(f"generator {index} died: {exc}") from exc
 
     def run(self, spec: LoadSpec) -> PointResult:
+        """Run ``spec`` on the first ``spec.processes`` generators; LoadgenError if it failed."""
         if spec.processes > self.size:
             raise ValueError(f"{spec.processes} processes asked, the pool has {self.size}")
-        used = range(spec.processes)
+        try:
+            return self._run(spec, range(spec.processes))
+        except _GeneratorLost:
+            self._shutdown()
+            self._spawn()
+            raise
+
+    def _run(self, spec: LoadSpec, used: range) -> PointResult:
         for index in used:
-            self._conns[index].send((spec, index))
+            self._send(index, (spec, index))
         replies = [self._receive(index, _SETUP_TIMEOUT_S) for index in used]
         failures = [reply for reply in replies if isinstance(reply, _Failure)]
         start_wall = None if failures else time.time() + _START_DELAY_S
         for index, reply in zip(used, replies, strict=True):
             if reply == _READY:
-                self._conns[index].send(start_wall)
+                self._send(index, start_wall)  # None: the point is off, close the clients
         if failures:
             raise LoadgenError("\n".join(f"{f.where}:\n{f.text}" for f in failures))
         timeout = _START_DELAY_S + spec.warmup_s + spec.duration_s + spec.drain_s + 60
@@ -458,7 +481,7 @@ class GeneratorPool:
             raise LoadgenError("\n".join(f"{f.where}:\n{f.text}" for f in failures))
         return merge_results(results)
 
-    def close(self) -> None:
+    def _shutdown(self) -> None:
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.send(None)
@@ -469,14 +492,14 @@ class GeneratorPool:
                 process.join()
         for conn in self._conns:
             conn.close()
+        self._conns.clear()
+        self._processes.clear()
+
+    def close(self) -> None:
+        self._shutdown()
 
     def __enter__(self) -> GeneratorPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def expected_requests(spec: LoadSpec) -> int:
-    """Requests an open-loop point schedules (for progress estimates)."""
-    return math.ceil(spec.rate * (spec.warmup_s + spec.duration_s))

@@ -22,6 +22,8 @@ from benchmarks.keys import make_sampler, scatter_factor, zipf_cdf
 from benchmarks.loadgen import (
     CLOSED,
     OPEN,
+    GeneratorPool,
+    LoadgenError,
     LoadSpec,
     PointResult,
     constant_schedule,
@@ -277,6 +279,14 @@ async def test_open_loop_charges_a_stall_to_every_request_due_during_it() -> Non
     assert slow(open_result) >= 10
 
 
+def test_generator_pool_reports_a_failed_point_and_stays_usable() -> None:
+    spec = pingpong(ClientSpec("no-such-system", "x", "nowhere"), 0.1)
+    with GeneratorPool(1) as pool:
+        for _ in range(2):  # the failure left the protocol in step: the next point runs too
+            with pytest.raises(LoadgenError, match="unknown system 'no-such-system'"):
+                pool.run(spec)
+
+
 def test_load_specs_are_validated() -> None:
     with pytest.raises(ValueError, match="rate"):
         LoadSpec(_client(), OPEN, 1.0)
@@ -403,7 +413,7 @@ def _synthetic_run() -> RunResult:
         systems=["supernode", "grpc-echo", "etcd"],
         machine={"cpus": "2"},
     )
-    return RunResult(info, figures, [Memory("supernode", 200 << 20, 10_000)])
+    return RunResult(info, figures, [Memory("supernode", 300 << 20, 200_000)])
 
 
 def test_headline_ratios_come_from_the_run() -> None:
@@ -413,7 +423,14 @@ def test_headline_ratios_come_from_the_run() -> None:
     assert values["p99_at_half_max_ms"] == pytest.approx(3.08, rel=0.01)
     assert values["lookup_many_100_vs_etcd_txn_100"] == pytest.approx(1000 * 100 / (1600 * 100))
     assert values["lookup_many_100_vs_echo_100"] is None  # not measured: said, not invented
-    assert values["rss_per_million_users_mib"] == pytest.approx(200 * 100)
+    assert values["rss_per_million_users_mib"] == pytest.approx(300 * 5)
+
+
+def test_memory_per_million_users_needs_enough_users() -> None:
+    run = _synthetic_run()
+    small = RunResult(run.info, run.figures, [Memory("supernode", 80 << 20, 10_000)])
+    (rss,) = [h for h in headlines(small) if h.key == "rss_per_million_users_mib"]
+    assert rss.value is None and "80 MiB with 10,000 users" in rss.detail
 
 
 def test_report_writes_json_markdown_and_charts(tmp_path: Path) -> None:
