@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from client_sdk.convert import device_record_pb
 from client_sdk.errors import Closed, SupernodeError
 from client_sdk.session import Session
-from client_sdk.timing import next_seq, renewal_delay, retry_delay
+from client_sdk.timing import next_renewal_delay, next_seq
 from client_sdk.transport import DirectoryConnection, sign_device_record
 from client_sdk.types import DeviceStatus, Endpoint, Registration
 
@@ -132,12 +132,14 @@ class DeviceLease:
     def _next_delay(self) -> float:
         session = self._session
         registration = self.registration
-        if self._failures == 0 and registration is not None:
-            return renewal_delay(registration.ttl_seconds, session.rng, session.config.renew_window)
-        return retry_delay(
-            session.config.backoff.delay(self._failures - 1, session.rng),
-            None if registration is None else registration.expires_at_ms,
-            session.clock_ms(),
+        return next_renewal_delay(
+            granted_ttl_seconds=None if registration is None else registration.ttl_seconds,
+            expires_at_ms=None if registration is None else registration.expires_at_ms,
+            failures=self._failures,
+            now_ms=session.clock_ms(),
+            backoff=session.config.backoff,
+            rng=session.rng,
+            window=session.config.renew_window,
         )
 
     async def _renew_forever(self) -> None:

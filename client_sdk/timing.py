@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from client_sdk.backoff import Backoff
+
 # Renew between these fractions of the granted TTL: late enough not to waste calls, early
 # enough that a renewal can fail and be retried (with backoff) before the lease ends.
 RENEW_WINDOW = (0.5, 0.7)
@@ -40,6 +42,27 @@ def retry_delay(
     if remaining <= minimum:
         return backoff_delay
     return max(minimum, min(backoff_delay, remaining - minimum))
+
+
+def next_renewal_delay(
+    *,
+    granted_ttl_seconds: int | None,
+    expires_at_ms: int | None,
+    failures: int,
+    now_ms: int,
+    backoff: Backoff,
+    rng: random.Random,
+    window: tuple[float, float] = RENEW_WINDOW,
+) -> float:
+    """How long a device lease waits before its next registration attempt.
+
+    After a success (``failures == 0``): a jittered fraction of the granted TTL. After
+    ``failures`` failed attempts in a row: the backoff for that many, cut short so that one
+    more attempt happens before the current lease (if any) ends.
+    """
+    if failures == 0 and granted_ttl_seconds is not None:
+        return renewal_delay(granted_ttl_seconds, rng, window)
+    return retry_delay(backoff.delay(max(0, failures - 1), rng), expires_at_ms, now_ms)
 
 
 def next_seq(last_seq: int, now_ms: int) -> int:

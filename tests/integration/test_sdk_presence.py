@@ -12,10 +12,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from client_sdk import DeviceStatus, Endpoint, EventKind, Identity, OfflineReason, PresenceEvent
+from client_sdk import (
+    Client,
+    DeviceStatus,
+    Endpoint,
+    EventKind,
+    Identity,
+    OfflineReason,
+    PresenceEvent,
+)
+from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import (
     FAST_LEASES,
+    TEST_CONFIG,
     Clients,
     Collector,
     StartSupernode,
@@ -192,3 +202,37 @@ async def test_devices_stay_online_with_no_app_code_and_come_back_after_a_restar
 
     await eventually(back_online, within=15)
     assert bob.registration("phone") != last
+
+
+async def test_tokens_are_renewed_and_a_refused_token_is_replaced_transparently(
+    start_supernode: StartSupernode, sdk_clients: Clients
+) -> None:
+    """Tokens live 2 s here. Bob's client refreshes his before they expire; Alice's clock
+    runs 30 s late, so she believes an expired token is fresh: the supernode refuses it
+    and her client logs in again by itself. Neither app sees an error."""
+    node = start_supernode(*FAST_LEASES, "--token-ttl-seconds", "2")
+    bob = await sdk_clients.user(node.grpc_target, "bob")
+    alice_late = Client(
+        node.grpc_target,
+        Identity.generate(),
+        unique("alice"),
+        config=TEST_CONFIG,
+        clock=lambda: time.time() - 30,
+    )
+    sdk_clients.opened.append(alice_late)
+    await alice_late.create_account("Alice")
+    await bob.register_device("phone", transport_key=KEY, ttl=1)
+
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 3 * 2  # three token lifetimes
+    while loop.time() < until:
+        assert [d.device_id for d in (await alice_late.lookup(bob.handle)).devices] == ["phone"]
+        await asyncio.sleep(0.2)
+
+    text = node.metrics()
+    assert sample(text, "supernode_rpc_requests_total", method="Lookup", code="UNAUTHENTICATED")
+    assert sample(text, "supernode_rpc_requests_total", method="Login", code="OK") >= 5
+    # Bob's clock is right: his client always logged in before the token ran out.
+    assert not sample(
+        text, "supernode_rpc_requests_total", method="RegisterDevice", code="UNAUTHENTICATED"
+    )

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from client_sdk.backoff import Backoff
 from client_sdk.timing import (
     RENEW_WINDOW,
+    next_renewal_delay,
     next_seq,
     renewal_delay,
     retry_delay,
@@ -87,6 +88,26 @@ def test_retry_after_failure_never_waits_past_the_lease() -> None:
     # Lease already over (or none yet): plain backoff.
     assert retry_delay(3.0, expires_at_ms=now - 1, now_ms=now) == 3.0
     assert retry_delay(3.0, expires_at_ms=None, now_ms=now) == 3.0
+
+
+def test_a_lease_renews_on_schedule_and_retries_failures_before_it_ends() -> None:
+    backoff = Backoff(initial_seconds=1.0, maximum_seconds=8.0, jitter=0.0)
+    now = 5_000_000
+
+    def delay(failures: int, ttl: int | None = 10, expires_in_ms: int | None = 10_000) -> float:
+        return next_renewal_delay(
+            granted_ttl_seconds=ttl,
+            expires_at_ms=None if expires_in_ms is None else now + expires_in_ms,
+            failures=failures,
+            now_ms=now,
+            backoff=backoff,
+            rng=random.Random(3),
+        )
+
+    assert 5.0 <= delay(0) <= 7.0  # healthy: within the renewal window
+    assert [delay(n, expires_in_ms=None) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert delay(4, expires_in_ms=3_000) == pytest.approx(2.95)  # one try before it lapses
+    assert delay(0, ttl=None, expires_in_ms=None) == 1.0  # never registered: just back off
 
 
 def test_seq_follows_the_clock_and_never_repeats() -> None:
