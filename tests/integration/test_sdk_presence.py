@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from client_sdk import (
@@ -236,3 +237,43 @@ async def test_tokens_are_renewed_and_a_refused_token_is_replaced_transparently(
     assert not sample(
         text, "supernode_rpc_requests_total", method="RegisterDevice", code="UNAUTHENTICATED"
     )
+
+
+async def test_a_watcher_cut_off_for_reading_slowly_resumes_without_losing_a_change(
+    start_supernode: StartSupernode, sdk_clients: Clients
+) -> None:
+    """The app stops reading while Bob changes 400 times; the supernode's queue for the
+    watcher (8 events) overflows and it cuts the stream. The SDK resumes from its last
+    position, and the app then reads every change, in order, with no gap snapshot."""
+    node = start_supernode(*FAST_LEASES, "--limits-watch-queue-events", "8")
+    # Small HTTP/2 windows, so a reader that stops reading pushes back on the server soon.
+    small_windows = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384))
+    config = replace(TEST_CONFIG, watch_buffer=1, channel_options=small_windows)
+    alice = await sdk_clients.user(node.grpc_target, "alice", config=config)
+    bob = await sdk_clients.user(node.grpc_target, "bob")
+    watch = alice.watch([bob.handle])
+    first = await anext(watch)
+    assert first.kind is EventKind.SNAPSHOT
+
+    await bob.register_device("phone", transport_key=KEY, ttl=60)
+    changes = 400
+    for index in range(changes):
+        status = DeviceStatus.AWAY if index % 2 else DeviceStatus.BUSY
+        await bob.update_status("phone", status)
+    registration = bob.registration("phone")
+    assert registration is not None
+    last_seq = registration.seq
+
+    seqs: list[int] = []
+    async with asyncio.timeout(30):
+        async for event in watch:
+            assert event.kind in (EventKind.ONLINE, EventKind.UPDATED), event
+            assert event.device is not None
+            seqs.append(event.device.seq)
+            if event.device.seq == last_seq:
+                break
+    assert len(seqs) == changes + 1 and seqs == sorted(seqs)
+    assert watch.reconnects >= 1  # it was cut off, and resumed
+    text = node.metrics()
+    assert sample(text, "supernode_rpc_requests_total", method="Watch", code="RESOURCE_EXHAUSTED")
+    await watch.close()
