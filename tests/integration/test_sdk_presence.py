@@ -13,14 +13,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from client_sdk import (
     Client,
     DeviceStatus,
     Endpoint,
     EventKind,
     Identity,
+    InvalidArgument,
     OfflineReason,
     PresenceEvent,
+    RateLimited,
 )
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess
@@ -277,3 +281,19 @@ async def test_a_watcher_cut_off_for_reading_slowly_resumes_without_losing_a_cha
     text = node.metrics()
     assert sample(text, "supernode_rpc_requests_total", method="Watch", code="RESOURCE_EXHAUSTED")
     await watch.close()
+
+
+async def test_watch_limits_reach_the_app_as_errors(
+    start_supernode: StartSupernode, sdk_clients: Clients
+) -> None:
+    node = start_supernode(
+        "--limits-max-watch-handles", "2", "--limits-max-watches-per-session", "1"
+    )
+    alice = await sdk_clients.user(node.grpc_target, "alice")
+    with pytest.raises(InvalidArgument, match="handles"):
+        await anext(alice.watch(["bob", "carol", "dave"]))
+    first = alice.watch(["bob"])
+    assert (await anext(first)).kind is EventKind.SNAPSHOT
+    with pytest.raises(RateLimited, match="watch"):
+        await anext(alice.watch(["carol"]))
+    await first.close()
