@@ -41,7 +41,7 @@ typecheck: gen
 	$(BIN)/mypy
 
 ## Lookup benchmarks against a gRPC echo ceiling, etcd and Redis (README "Benchmarks").
-## Full run: 1M users, ~30 min. Extra options: make bench BENCH_ARGS="--users 10000".
+## Full run: 1M users, ~40 min. Extra options: make bench BENCH_ARGS="--users 10000".
 bench: gen
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import histogram as hist
+from benchmarks import run as bench_run
 from benchmarks.dataset import LEASE_MS, Dataset
 from benchmarks.figures import Figure, Memory, RunInfo, RunResult, measured_figure, run_from_json
 from benchmarks.generate import restamp, user_chunks
@@ -50,7 +51,7 @@ from benchmarks.report import (
     THROUGHPUT_CHART,
     write_report,
 )
-from benchmarks.run import SetupError, settings_from_args
+from benchmarks.run import SetupError, load_system, settings_from_args
 from benchmarks.systems.base import ClientSpec
 from supernode.v1 import directory_pb2 as pb
 
@@ -338,6 +339,15 @@ def test_settings_quick_defaults_and_unknown_systems() -> None:
     assert len(full.rates) == 7 and full.common
     with pytest.raises(SetupError, match="unknown"):
         settings_from_args(["--systems", "supernode,mysql"])
+
+
+def test_a_selected_system_without_its_module_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(bench_run.SYSTEMS, "ghost", ("benchmarks.systems.ghost", "GhostSystem"))
+    with pytest.raises(SetupError, match="'ghost' is not available"):
+        load_system("ghost")
+    assert load_system("grpc-echo").name == "grpc-echo"
 
 
 # ---------------------------------------------------------------------- data set cache
