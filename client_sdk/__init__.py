@@ -26,6 +26,16 @@ from client_sdk.errors import (
     Unavailable,
 )
 from client_sdk.identity import Identity
+from client_sdk.p2p.connection import PeerConnection, PeerIdentity
+from client_sdk.p2p.connector import P2PSettings
+from client_sdk.p2p.errors import (
+    P2PError,
+    PeerAuthenticationFailed,
+    PeerDeclined,
+    PeerKeyMismatch,
+    PeerOffline,
+    PeerUnreachable,
+)
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch
 from client_sdk.transport import DirectoryConnection
@@ -64,6 +74,15 @@ __all__ = [
     "KeyChanged",
     "NotFound",
     "OfflineReason",
+    "P2PError",
+    "P2PSettings",
+    "PeerAuthenticationFailed",
+    "PeerConnection",
+    "PeerDeclined",
+    "PeerIdentity",
+    "PeerKeyMismatch",
+    "PeerOffline",
+    "PeerUnreachable",
     "PermissionDenied",
     "PinStore",
     "Presence",

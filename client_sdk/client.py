@@ -24,18 +24,25 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.config import ClientConfig
 from client_sdk.convert import search_result_from_pb
 from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
 from client_sdk.identity import Identity
+from client_sdk.p2p.connection import PeerConnection
+from client_sdk.p2p.connector import P2PAgent, P2PSettings
+from client_sdk.p2p.errors import PeerOffline
 from client_sdk.pins import PinStore
 from client_sdk.renewal import DeviceLease, DeviceSpec
 from client_sdk.session import Session
 from client_sdk.transport import DirectoryConnection
 from client_sdk.types import (
     Account,
+    Device,
     DeviceStatus,
     Endpoint,
     Presence,
@@ -84,6 +91,7 @@ class Client:
         self._leases: dict[str, DeviceLease] = {}
         self._watches: set[Watch] = set()
         self._closed = False
+        self._p2p: P2PAgent | None = None
 
     @property
     def handle(self) -> str:
@@ -300,6 +308,54 @@ class Client:
         )
         self._watches.add(watch)
         return watch
+
+    # ------------------------------------------------------------------ peer to peer
+
+    def enable_peer_to_peer(
+        self,
+        device_id: str,
+        transport_key: Ed25519PrivateKey,
+        settings: P2PSettings | None = None,
+    ) -> None:
+        """Connect to peers and accept their connections as ``device_id``.
+
+        The device's registered record must carry ``transport_key``'s public key: peers
+        check the QUIC certificate against it, so a supernode cannot stand in for us.
+        """
+        self._p2p = P2PAgent(
+            handle=self.handle,
+            device_id=device_id,
+            transport_key=transport_key,
+            signaling=self._signaling,
+            resolve=self._resolve_device,
+            settings=settings or P2PSettings(),
+        )
+
+    def _agent(self) -> P2PAgent:
+        self._check_open()
+        if self._p2p is None:
+            raise Closed("peer to peer is not enabled: call enable_peer_to_peer() first")
+        return self._p2p
+
+    async def connect(self, handle: str, device: str | None = None) -> PeerConnection:
+        """A connection to ``handle``'s ``device`` (any live one when None): direct when ICE
+        finds a path in time, else through the supernode's relay; ``conn.path`` tells."""
+        return await self._agent().connect(handle, device)
+
+    def incoming(self) -> AsyncIterator[PeerConnection]:
+        """Listen for peers while iterated: ``async for conn in client.incoming(): ...``."""
+        return self._agent().incoming()
+
+    async def _resolve_device(self, handle: str, device_id: str | None) -> Device:
+        presence = await self.lookup(handle)
+        candidates = [d for d in presence.devices if device_id in (None, d.device_id)]
+        if not candidates:
+            raise PeerOffline(f"{handle}/{device_id or '*'}: no live device")
+        return min(candidates, key=lambda d: d.status is not DeviceStatus.ONLINE)
+
+    async def _signaling(self) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+        connection = await self._session.connection()
+        return connection.channel, connection.metadata
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -19,6 +19,7 @@ EXPECTED = {
     "quickstart.py": ["alice found bob-", "/laptop: online at 192.0.2.10:40000/udp", "now busy"],
     "watch_presence.py": ["snapshot: {", "online: online", "updated: away", "(unregistered)"],
     "sync_script.py": ["watching myself: ['cli']", "own key pinned: True"],
+    "connect_peers.py": ["path: direct", "bob received 'hello over quic'", "'HELLO OVER QUIC'"],
 }
 
 

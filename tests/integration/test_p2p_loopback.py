@@ -6,11 +6,15 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk.p2p.connection import PeerConnection
-from client_sdk.p2p.connector import P2PSettings
-from client_sdk.p2p.errors import PeerAuthenticationFailed, PeerKeyMismatch, PeerOffline
+from client_sdk import (
+    P2PSettings,
+    PeerAuthenticationFailed,
+    PeerConnection,
+    PeerKeyMismatch,
+    PeerOffline,
+)
 from tests.integration.metrics import sample
-from tests.integration.p2p_support import P2PUser, agent_with_key, p2p_user
+from tests.integration.p2p_support import first_incoming, p2p_client
 from tests.integration.process import SupernodeProcess
 from tests.integration.tap import RecordingProxy
 
@@ -20,12 +24,6 @@ MIB = 1 << 20
 def stun_of(node: SupernodeProcess) -> tuple[str, int]:
     host, port = node.stun_address.rsplit(":", 1)
     return host, int(port)
-
-
-async def first_incoming(user: P2PUser) -> PeerConnection:
-    async for connection in user.agent.incoming():
-        return connection
-    raise AssertionError("listener ended")
 
 
 async def exchange(caller: PeerConnection, callee: PeerConnection, marker: bytes) -> None:
@@ -48,12 +46,12 @@ async def exchange(caller: PeerConnection, callee: PeerConnection, marker: bytes
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "relay-only"])
 async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=direct)
-    alice = await p2p_user(supernode.grpc_target, "alice", settings)
-    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    alice = await p2p_client(supernode.grpc_target, "alice", settings)
+    bob = await p2p_client(supernode.grpc_target, "bob", settings)
     try:
         accepting = asyncio.create_task(first_incoming(bob))
         await asyncio.sleep(0.3)  # let bob's Listen stream open (connect fails fast otherwise)
-        caller = await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        caller = await asyncio.wait_for(alice.connect("bob"), 30)
         callee = await asyncio.wait_for(accepting, 30)
         assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
         assert caller.path == callee.path == ("direct" if direct else "relay")
@@ -66,54 +64,54 @@ async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -
         await caller.close()
         await asyncio.wait_for(callee.wait_closed(), 10)
     finally:
-        await alice.client.close()
-        await bob.client.close()
+        await alice.close()
+        await bob.close()
 
 
 async def test_offline_peer_fails_fast(supernode: SupernodeProcess) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_user(supernode.grpc_target, "alice", settings)
-    bob = await p2p_user(supernode.grpc_target, "bob", settings)
+    alice = await p2p_client(supernode.grpc_target, "alice", settings)
+    bob = await p2p_client(supernode.grpc_target, "bob", settings)
     try:
         with pytest.raises(PeerOffline, match="not listening"):
-            await asyncio.wait_for(alice.agent.connect("bob"), 10)
+            await asyncio.wait_for(alice.connect("bob"), 10)
     finally:
-        await alice.client.close()
-        await bob.client.close()
+        await alice.close()
+        await bob.close()
 
 
 async def test_callee_presenting_another_key_is_refused(supernode: SupernodeProcess) -> None:
     """What a swapped certificate looks like to the caller: a key that is not the record's."""
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_user(supernode.grpc_target, "alice", settings)
-    bob = await p2p_user(supernode.grpc_target, "bob", settings)
-    bob.agent = agent_with_key(bob, Ed25519PrivateKey.generate())  # record still has the old key
+    alice = await p2p_client(supernode.grpc_target, "alice", settings)
+    bob = await p2p_client(supernode.grpc_target, "bob", settings)
+    bob.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)  # record: old key
     try:
         accepting = asyncio.create_task(first_incoming(bob))
         await asyncio.sleep(0.3)
         with pytest.raises(PeerKeyMismatch, match="transport key"):
-            await asyncio.wait_for(alice.agent.connect("bob"), 30)
+            await asyncio.wait_for(alice.connect("bob"), 30)
         accepting.cancel()
     finally:
-        await alice.client.close()
-        await bob.client.close()
+        await alice.close()
+        await bob.close()
 
 
 async def test_caller_without_its_records_key_is_refused(supernode: SupernodeProcess) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_user(supernode.grpc_target, "alice", settings)
-    bob = await p2p_user(supernode.grpc_target, "bob", settings)
-    alice.agent = agent_with_key(alice, Ed25519PrivateKey.generate())
+    alice = await p2p_client(supernode.grpc_target, "alice", settings)
+    bob = await p2p_client(supernode.grpc_target, "bob", settings)
+    alice.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)
     try:
         accepting = asyncio.create_task(first_incoming(bob))
         await asyncio.sleep(0.3)
         with pytest.raises(PeerAuthenticationFailed):
-            await asyncio.wait_for(alice.agent.connect("bob"), 30)
+            await asyncio.wait_for(alice.connect("bob"), 30)
         assert not accepting.done()  # bob refused it and keeps listening
         accepting.cancel()
     finally:
-        await alice.client.close()
-        await bob.client.close()
+        await alice.close()
+        await bob.close()
 
 
 async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> None:
@@ -122,19 +120,19 @@ async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> Non
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
     alice_tap = await RecordingProxy(supernode.grpc_target).start()
     bob_tap = await RecordingProxy(supernode.grpc_target).start()
-    alice = await p2p_user(alice_tap.address, "alice", settings)
-    bob = await p2p_user(bob_tap.address, "bob", settings)
+    alice = await p2p_client(alice_tap.address, "alice", settings)
+    bob = await p2p_client(bob_tap.address, "bob", settings)
     try:
         accepting = asyncio.create_task(first_incoming(bob))
         await asyncio.sleep(0.3)
-        caller = await asyncio.wait_for(alice.agent.connect("bob"), 30)
+        caller = await asyncio.wait_for(alice.connect("bob"), 30)
         callee = await asyncio.wait_for(accepting, 30)
         assert caller.path == "relay"
         await exchange(caller, callee, marker)
         await caller.close()
     finally:
-        await alice.client.close()
-        await bob.client.close()
+        await alice.close()
+        await bob.close()
         await alice_tap.close()
         await bob_tap.close()
     assert b"Alice" in alice_tap.recorded  # the tap does see what is sent in the clear
