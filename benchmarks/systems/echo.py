@@ -3,7 +3,8 @@
 Same framework, options, event loop (uvloop) and raw-bytes generic handlers as the
 supernode, but no parsing, no authentication, no storage and no metrics: whatever the
 supernode achieves is a fraction of what this achieves on the same machine in the same run.
-Replies are sized like the supernode's answers (mean lookup response of the data set, and
+Requests carry the same body and headers as the supernode clients' calls; replies are sized
+like the supernode's answers (mean lookup response of the data set, and
 ``LookupManyResponse`` of 10 and 100 of them), so batch workloads have a ceiling too.
 
 Run as ``python -m benchmarks.systems.echo --port 0 --payload 1=578 --payload 10=5810``;
@@ -24,12 +25,16 @@ import grpc
 from benchmarks import generate
 from benchmarks.dataset import Dataset
 from benchmarks.systems.base import ClientSpec
-from benchmarks.systems.grpc_raw import SERVER_OPTIONS, RawUnaryClient, request_encoder
+from benchmarks.systems.grpc_raw import SERVER_OPTIONS, RawUnaryClient, bearer, request_encoder
 from benchmarks.systems.process import ServerProcess
 from supernode.directory import wire
 
 SERVICE = "bench.Echo"
 BATCHES = (1, 10, 100)
+# Sent like the supernode clients' bearer token (same header, about the same length: a
+# session token for a 12-character handle is 82 characters), so the calls on the wire
+# differ only in what the server does with them. The echo server never reads it.
+_TOKEN = "e" * 82
 _READY = re.compile(r'\{"port": (\d+)\}')
 
 
@@ -50,7 +55,10 @@ def reply_size(lookup_response_bytes: int, batch: int) -> int:
 class EchoClient(RawUnaryClient):
     def __init__(self, spec: ClientSpec) -> None:
         super().__init__(
-            spec.target, f"/{SERVICE}/{method_name(spec.batch)}", request_encoder(spec.batch)
+            spec.target,
+            f"/{SERVICE}/{method_name(spec.batch)}",
+            request_encoder(spec.batch),
+            bearer(_TOKEN),
         )
 
 
