@@ -9,18 +9,19 @@ import contextlib
 class RecordingProxy:
     """Forwards 127.0.0.1:<port> to ``target`` and keeps every byte seen in both directions."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         host, port = target.rsplit(":", 1)
         self._target = (host, int(port))
+        self._listen = listen
         self.recorded = bytearray()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
 
     async def start(self) -> RecordingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.address = f"127.0.0.1:{port}"
+        self._server = await asyncio.start_server(self._serve, *self._listen)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.address = f"{host}:{port}"
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
