@@ -7,15 +7,22 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk import (
+    Identity,
     P2PSettings,
     PeerAuthenticationFailed,
     PeerConnection,
     PeerKeyMismatch,
     PeerOffline,
+    SignatureError,
 )
+from client_sdk.p2p.certificates import raw_public_key
+from client_sdk.transport import sign_device_record
+from supernode.store import Store
+from supernode.v1 import directory_pb2 as pb
 from tests.integration.metrics import sample
 from tests.integration.p2p_support import first_incoming, p2p_client
 from tests.integration.process import SupernodeProcess
+from tests.integration.sdk_support import StartSupernode, restart_on_same_port
 from tests.integration.tap import RecordingProxy
 
 MIB = 1 << 20
@@ -140,3 +147,35 @@ async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> Non
         assert len(tap.recorded) > 2 * MIB  # the megabytes did cross this connection...
         assert marker not in tap.recorded  # ...but only as ciphertext
         assert marker[:12] not in tap.recorded
+
+
+async def test_record_resigned_by_another_key_fails_connect(
+    start_supernode: StartSupernode, supernode: SupernodeProcess
+) -> None:
+    """A supernode (or its disk) swapping bob's transport key, signing with its own key."""
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    alice = await p2p_client(supernode.grpc_target, "alice", settings)
+    bob = await p2p_client(supernode.grpc_target, "bob", settings)
+    await alice.lookup("bob")  # alice pins bob's account key
+    node = supernode
+    mallory_account = Identity.generate()
+    mallory_transport = Ed25519PrivateKey.generate()
+    node.kill()
+    store = Store(node.data_dir)
+    try:
+        value = store.raw_device_value("bob", "dev")
+        assert value is not None
+        device = pb.Device.FromString(value[16:])
+        record = pb.DeviceRecord.FromString(device.signed.record)
+        record.transport_key = raw_public_key(mallory_transport.public_key())
+        device.signed.CopyFrom(sign_device_record(mallory_account, record))
+        store.put_raw_device_value("bob", "dev", value[:16] + device.SerializeToString())
+    finally:
+        store.close()
+    restart_on_same_port(start_supernode, node)
+    try:
+        with pytest.raises(SignatureError, match="does not verify"):
+            await asyncio.wait_for(alice.connect("bob", "dev"), 30)
+    finally:
+        await alice.close()
+        await bob.close()
