@@ -273,7 +273,7 @@ async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
             runner = PointRunner(pool, {s.name: s for s in running}, total)
             await measure_all(runner, settings, workloads)
         memory = [
-            Memory(s.name, total_peak_rss_bytes(s.server_pids()), settings.users) for s in running
+            Memory(s.name, total_peak_rss_bytes(s.server_pids()), settings.users) for s in systems
         ]
     finally:
         for system in reversed(running):
