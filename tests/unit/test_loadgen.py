@@ -237,7 +237,8 @@ def _client(batch: int = 1, users: int = 100) -> ClientSpec:
 
 
 async def test_closed_loop_counts_completions_and_passes_batches() -> None:
-    spec = LoadSpec(_client(batch=10), CLOSED, 0.2, warmup_s=0.05, concurrency=4, users=100)
+    # A window long enough that a stall of the shared machine cannot swallow it whole.
+    spec = LoadSpec(_client(batch=10), CLOSED, 1.0, warmup_s=0.05, concurrency=4, users=100)
     result = await run_in_process(spec, lambda s: FakeClient(s, delay=0.001))
     assert result.completed > 0 and result.error_count == 0
     assert result.total_completed >= result.completed
