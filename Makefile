@@ -29,13 +29,13 @@ run: gen
 
 ## The whole test suite (what .ci/run runs).
 test: gen
-	$(BIN)/ruff check supernode client_sdk tests benchmarks
+	$(BIN)/ruff check supernode client_sdk tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: gen
-	$(BIN)/ruff check supernode client_sdk tests benchmarks
-	$(BIN)/ruff format --check supernode client_sdk tests benchmarks
+	$(BIN)/ruff check supernode client_sdk tests benchmarks examples
+	$(BIN)/ruff format --check supernode client_sdk tests benchmarks examples
 
 typecheck: gen
 	$(BIN)/mypy

@@ -54,7 +54,8 @@ async def main(target: str, stun: tuple[str, int] | None) -> None:
             peer = connection.peer
             setup_ms = connection.setup_seconds * 1000
             print(
-                f"connected to {peer.handle}/{peer.device_id} path: {connection.path} in {setup_ms:.0f} ms"
+                f"connected to {peer.handle}/{peer.device_id} "
+                f"path: {connection.path} in {setup_ms:.0f} ms"
             )
             reader, writer = connection.open_stream()
             writer.write(b"hello over quic")
