@@ -12,13 +12,13 @@ Every system stores the same (key, value) pairs, read from the run's generate-on
 (:func:`benchmarks.generate.lookup_pairs`); :func:`load_items` streams any iterable of pairs
 into one or several systems.
 
-Load times measured on the 2-core machine (users of ~580 bytes; generation not included):
-Redis ~240k users/s and etcd ~76k users/s from pairs in memory (200k users: 0.8 s and 2.6 s);
-from the cache file, whose reading competes for the GIL, 10k users took 0.4 s (Redis) and
-0.7 s (etcd), 200k users 2.0 s and 4.1 s (6.6 s and 17 s while other benchmarks ran).
-1M users generated and loaded into both in one pass took 148 s (generation-bound).
-Expect 10M users to take 2-5 min per system once the cache exists (generating it costs ~20-30 min, once), and ~7 GB of memory for
-Redis and ~10 GB for etcd (its bbolt file is ~7 GB, mapped; raft entries on top).
+Load times measured on the 2-core machine (users of ~580 bytes; generation not included): Redis
+~240k users/s and etcd ~76k users/s from pairs in memory (200k users: 0.8 s and 2.6 s); from
+the cache file, whose reading competes for the GIL, 10k users took 0.4 s (Redis) and 0.7 s
+(etcd), 200k users 2.0 s and 4.1 s (6.6 s and 17 s while other benchmarks ran). 1M users
+generated and loaded into both in one pass took 148 s (generation-bound). Expect 10M users to
+take 2-5 min per system once the cache exists (generating it costs ~20-30 min, once), and ~7 GB
+of memory for Redis and ~10 GB for etcd (its bbolt file is ~7 GB, mapped; raft entries on top).
 """
 
 from __future__ import annotations
