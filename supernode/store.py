@@ -12,12 +12,12 @@ is numeric order):
 ``expiry``    ``expires_at_ms:u64 handle 0x00 device_id`` -> empty. The expiry index: the
               sweeper reads it from the start up to now. RocksDB's own TTL mode is
               database-wide and returns expired data until compaction, so leases are ours.
-``views``     ``handle`` -> ``min_expires_at_ms:u64`` + the payloads of the handle's live
-              devices, already framed as field 2 of ``supernode.v1.LookupResponse``. A
-              materialized view for the lookup hot path (one point read instead of an
-              iterator), rewritten in the same WriteBatch as every change to the handle's
-              devices. When ``min_expires_at_ms`` has passed, a lease ended and the sweeper
-              has not buried it yet: readers fall back to the ``devices`` scan.
+``views``     ``handle`` -> ``min_expires_at_ms:u64`` + the serialized
+              ``supernode.v1.LookupResponse`` (account and live devices) a lookup returns.
+              A materialized view for the hot path: one point read, no framing. Written
+              with the account and rewritten in the same WriteBatch as every change to the
+              handle's devices. When ``min_expires_at_ms`` has passed, a lease ended and the
+              sweeper has not buried it yet: readers fall back to the ``devices`` scan.
 ``search``    ``term 0x00 handle`` -> empty. Folded index terms (handle, display-name words) of
               discoverable accounts, written in the account's own WriteBatch; a query is a
               prefix scan.
@@ -61,6 +61,8 @@ _HEADER = struct.Struct(">QQ")
 HEADER_BYTES = _HEADER.size
 _U64 = struct.Struct(">Q")
 _ACCOUNTS_TOTAL = b"accounts_total"
+_NEVER_MS = (1 << 64) - 1  # a view with no live device never goes stale
+_NEVER = _U64.pack(_NEVER_MS)
 
 
 class StoreError(Exception):
@@ -206,6 +208,7 @@ class Store:
             return False
         batch = self._batch()
         batch.put(key, account, self._handles[ACCOUNTS])
+        batch.put(key, _NEVER + wire.lookup_response(account, []), self._handles[VIEWS])
         for term in search_terms:
             batch.put(f"{term}\x00{handle}".encode(), b"", self._handles[SEARCH])
         batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
@@ -291,29 +294,24 @@ class Store:
         else:
             values[changed_key] = changed_value
         live = [v for _, v in sorted(values.items()) if len(v) > HEADER_BYTES]
-        if not live:
-            batch.delete(handle.encode(), self._handles[VIEWS])
-            return
-        min_expires = min(_U64.unpack_from(v)[0] for v in live)
-        framed = wire.repeated_field(2, [v[HEADER_BYTES:] for v in live])
-        batch.put(handle.encode(), _U64.pack(min_expires) + framed, self._handles[VIEWS])
+        account = self._accounts.get(handle.encode())
+        if account is None:
+            return  # devices of an account that does not exist are never served
+        min_expires = min((_U64.unpack_from(v)[0] for v in live), default=_NEVER_MS)
+        response = wire.lookup_response(account, [v[HEADER_BYTES:] for v in live])
+        batch.put(handle.encode(), _U64.pack(min_expires) + response, self._handles[VIEWS])
 
-    def lookup_views(self, handles: list[str], now_ms: int) -> list[bytes | None]:
-        """Per handle, its live devices framed as ``LookupResponse`` field 2, or None when the
-        view is stale (a lease ended, not yet swept): then ask :meth:`live_devices`.
+    def fresh_lookup_responses(self, handles: list[str], now_ms: int) -> list[bytes | None]:
+        """Per handle, the serialized ``LookupResponse`` from its view: one multi-get.
 
-        One multi-get for all handles; a handle with no live device gets ``b""``.
+        None when there is no usable view: no such account, or a lease in the view has
+        ended and is not yet swept; the caller then takes the slow path.
         """
         views = cast(list[bytes | None], self._views[[h.encode() for h in handles]])
-        out: list[bytes | None] = []
-        for view in views:
-            if view is None:
-                out.append(b"")
-            elif _U64.unpack_from(view)[0] > now_ms:
-                out.append(view[_U64.size :])
-            else:
-                out.append(None)
-        return out
+        return [
+            view[_U64.size :] if view is not None and _U64.unpack_from(view)[0] > now_ms else None
+            for view in views
+        ]
 
     def delete_expiry_entry(self, entry: ExpiryEntry) -> None:
         batch = self._batch()

@@ -50,7 +50,7 @@ class PresenceStore(Protocol):
 
     def live_devices(self, handle: str, now_ms: int) -> list[bytes]: ...
 
-    def lookup_views(self, handles: list[str], now_ms: int) -> list[bytes | None]: ...
+    def fresh_lookup_responses(self, handles: list[str], now_ms: int) -> list[bytes | None]: ...
 
     def device_count(self, handle: str) -> int: ...
 
@@ -206,11 +206,13 @@ class Presence:
         The handle is validated only when no account has it: a stored handle was valid
         when created, so the hot path skips the pattern match.
         """
-        account = self._accounts.find(handle)
-        if account is None:
+        response = self._store.fresh_lookup_responses([handle], self._clock_ms())[0]
+        if response is None:
+            response = self._slow_lookup(handle)
+        if response is None:
             check_handle("handle", handle)
             raise NotFound(f"handle: no account {handle!r}")
-        return wire.lookup_response_framed(account, self._devices_framed([handle])[0])
+        return response
 
     def lookup_many(self, handles: Sequence[str]) -> bytes:
         """A serialized ``LookupManyResponse``; unknown handles go to ``not_found``."""
@@ -219,35 +221,26 @@ class Presence:
                 f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call"
             )
         wanted = list(handles)
-        accounts = self._accounts.get_many(wanted)
-        for index, (handle, account) in enumerate(zip(wanted, accounts, strict=True)):
-            if account is None:
+        results: list[bytes] = []
+        not_found: list[str] = []
+        fresh = self._store.fresh_lookup_responses(wanted, self._clock_ms())
+        for index, (handle, response) in enumerate(zip(wanted, fresh, strict=True)):
+            if response is None:
+                response = self._slow_lookup(handle)
+            if response is None:
                 check_handle(f"handles[{index}]", handle)
-        found = [h for h, a in zip(wanted, accounts, strict=True) if a is not None]
-        results = [
-            wire.lookup_response_framed(account, devices)
-            for account, devices in zip(
-                (a for a in accounts if a is not None), self._devices_framed(found), strict=True
-            )
-        ]
-        not_found = [h for h, a in zip(wanted, accounts, strict=True) if a is None]
+                not_found.append(handle)
+            else:
+                results.append(response)
         return wire.lookup_many_response(results, not_found)
 
-    def _devices_framed(self, handles: list[str]) -> list[bytes]:
-        """Live devices per handle, framed as ``LookupResponse.devices``.
-
-        The store's per-handle view answers unless a lease in it has ended and is not yet
-        swept; then the devices are filtered one by one, so an expired record is never
-        returned.
-        """
-        now_ms = self._clock_ms()
-        views = self._store.lookup_views(handles, now_ms)
-        return [
-            view
-            if view is not None
-            else wire.repeated_field(2, self._store.live_devices(handle, now_ms))
-            for handle, view in zip(handles, views, strict=True)
-        ]
+    def _slow_lookup(self, handle: str) -> bytes | None:
+        """Build the answer from the account and a devices scan that filters ended leases
+        (a view is stale until the sweeper buries them, or absent for unknown handles)."""
+        account = self._accounts.find(handle)
+        if account is None:
+            return None
+        return wire.lookup_response(account, self._store.live_devices(handle, self._clock_ms()))
 
     def sweep(self, limit: int = 10_000) -> SweepResult:
         """Turn ended leases into tombstones and drop tombstones past their retention."""

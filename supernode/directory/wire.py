@@ -37,11 +37,6 @@ def lookup_response(account: bytes, devices: list[bytes]) -> bytes:
     return field(1, account) + repeated_field(2, devices)
 
 
-def lookup_response_framed(account: bytes, framed_devices: bytes) -> bytes:
-    """The same, with the devices already framed by ``repeated_field(2, ...)``."""
-    return field(1, account) + framed_devices
-
-
 def lookup_many_response(results: list[bytes], not_found: list[str]) -> bytes:
     """``LookupManyResponse{repeated results = 1, repeated not_found = 2}``."""
     return repeated_field(1, results) + repeated_field(2, [h.encode() for h in not_found])
