@@ -38,6 +38,8 @@ class ServerSettings:
     sweep_interval_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
     block_cache_mib: int = 256
+    # Hot lookup answers kept in process memory (about 0.8 KB per user with 2 devices).
+    view_cache_mib: int = 256
     log_level: str = "INFO"
 
 

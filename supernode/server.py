@@ -75,6 +75,7 @@ class Supernode:
             settings.data_dir,
             sync_writes=settings.sync_writes,
             block_cache_bytes=settings.block_cache_mib << 20,
+            view_cache_bytes=settings.view_cache_mib << 20,
         )
         self._store = store
         max_message = self.config.limits.max_message_bytes

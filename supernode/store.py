@@ -108,11 +108,54 @@ def _options(block_cache: Cache | None = None) -> Options:
     return options
 
 
+class ViewCache:
+    """Recently read or written lookup views, in process memory, bounded by bytes.
+
+    Measured: inside a loaded server a RocksDB point read of a view costs 6-25 us (cold CPU
+    caches between calls; 1.7 us in a tight loop), a dict hit well under 1 us, and the
+    single-lookup path is within a few microseconds of the bare gRPC ceiling only with the
+    dict. Write-through (every view write updates it, on the one event-loop thread), so it
+    is never stale; oldest-inserted entries go first when over budget.
+    """
+
+    # Per-entry cost beyond the bytes: the key and value objects and the dict slot.
+    OVERHEAD_BYTES = 160
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.used_bytes = 0
+        self._entries: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._entries.get(key)
+
+    def put(self, key: bytes, view: bytes) -> None:
+        if self.budget_bytes <= 0:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.used_bytes -= len(old) + len(key) + self.OVERHEAD_BYTES
+        self._entries[key] = view
+        self.used_bytes += len(view) + len(key) + self.OVERHEAD_BYTES
+        while self.used_bytes > self.budget_bytes and self._entries:
+            oldest = next(iter(self._entries))
+            dropped = self._entries.pop(oldest)
+            self.used_bytes -= len(dropped) + len(oldest) + self.OVERHEAD_BYTES
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class Store:
     """RocksDB-backed storage of accounts, device records, the expiry index and metadata."""
 
     def __init__(
-        self, path: Path, *, sync_writes: bool = False, block_cache_bytes: int = 256 << 20
+        self,
+        path: Path,
+        *,
+        sync_writes: bool = False,
+        block_cache_bytes: int = 256 << 20,
+        view_cache_bytes: int = 0,
     ) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
@@ -140,6 +183,8 @@ class Store:
         self._write_options = WriteOptions()
         self._write_options.sync = sync_writes
         self._closed = False
+        self.view_cache = ViewCache(view_cache_bytes)
+        self._pending_views: list[tuple[bytes, bytes]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -172,7 +217,11 @@ class Store:
         return (self._accounts, self._devices, self._expiry, self._views, self._search, self._meta)
 
     def _write(self, batch: WriteBatch) -> None:
+        pending, self._pending_views = self._pending_views, []
         self._db.write(batch, self._write_options)
+        for key, view in pending:  # write-through once durable; new views enter when read
+            if self.view_cache.get(key) is not None:
+                self.view_cache.put(key, view)
 
     def _batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)
@@ -208,7 +257,7 @@ class Store:
             return False
         batch = self._batch()
         batch.put(key, account, self._handles[ACCOUNTS])
-        batch.put(key, _NEVER + wire.lookup_response(account, []), self._handles[VIEWS])
+        self._put_view_value(batch, key, _NEVER + wire.lookup_response(account, []))
         for term in search_terms:
             batch.put(f"{term}\x00{handle}".encode(), b"", self._handles[SEARCH])
         batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
@@ -299,7 +348,11 @@ class Store:
             return  # devices of an account that does not exist are never served
         min_expires = min((_U64.unpack_from(v)[0] for v in live), default=_NEVER_MS)
         response = wire.lookup_response(account, [v[HEADER_BYTES:] for v in live])
-        batch.put(handle.encode(), _U64.pack(min_expires) + response, self._handles[VIEWS])
+        self._put_view_value(batch, handle.encode(), _U64.pack(min_expires) + response)
+
+    def _put_view_value(self, batch: WriteBatch, key: bytes, view: bytes) -> None:
+        batch.put(key, view, self._handles[VIEWS])
+        self._pending_views.append((key, view))
 
     def fresh_lookup_responses(self, handles: list[str], now_ms: int) -> list[bytes | None]:
         """Per handle, the serialized ``LookupResponse`` from its view: one multi-get.
@@ -307,7 +360,16 @@ class Store:
         None when there is no usable view: no such account, or a lease in the view has
         ended and is not yet swept; the caller then takes the slow path.
         """
-        views = cast(list[bytes | None], self._views[[h.encode() for h in handles]])
+        keys = [h.encode() for h in handles]
+        cache = self.view_cache
+        views = [cache.get(key) for key in keys]
+        missing = [i for i, view in enumerate(views) if view is None]
+        if missing:
+            read = cast(list[bytes | None], self._views[[keys[i] for i in missing]])
+            for i, view in zip(missing, read, strict=True):
+                views[i] = view
+                if view is not None:
+                    cache.put(keys[i], view)
         return [
             view[_U64.size :] if view is not None and _U64.unpack_from(view)[0] > now_ms else None
             for view in views

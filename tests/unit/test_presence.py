@@ -298,3 +298,31 @@ def test_lookup_view_matches_a_full_scan_through_every_change(
     assert served() == scanned() and len(served()) == 1
     presence.sweep()
     assert served() == scanned() and len(served()) == 1
+
+
+def test_view_cache_is_write_through(tmp_path: Path, clock: Clock) -> None:
+    store = Store(tmp_path / "cached", block_cache_bytes=1 << 20, view_cache_bytes=1 << 20)
+    accounts = Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
+    identity = _create(accounts, "alice", clock)
+    presence = Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
+                        node_name="n")  # fmt: skip
+    assert _lookup(presence, "alice").devices == []  # read: now cached
+    assert len(store.view_cache) == 1
+    presence.register("alice", signed(identity, device_record(seq=1)))
+    assert len(_lookup(presence, "alice").devices) == 1  # the cached view was updated
+    presence.unregister("alice", "phone")
+    assert _lookup(presence, "alice").devices == []
+    store.close()
+
+
+def test_view_cache_stays_within_budget() -> None:
+    from supernode.store import ViewCache
+
+    cache = ViewCache(budget_bytes=3 * (100 + 4 + ViewCache.OVERHEAD_BYTES))
+    for n in range(5):
+        cache.put(f"k{n:03d}".encode(), b"v" * 100)
+    assert len(cache) == 3 and cache.used_bytes <= cache.budget_bytes
+    assert cache.get(b"k000") is None and cache.get(b"k004") == b"v" * 100
+    cache.put(b"k004", b"w" * 100)  # replacing does not grow it
+    assert len(cache) == 3 and cache.get(b"k004") == b"w" * 100
+    assert ViewCache(0).get(b"x") is None
