@@ -44,9 +44,11 @@ typecheck: gen
 ## Full run: 1M users, ~40 min. Extra options: make bench BENCH_ARGS="--users 10000".
 bench: gen
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.scenarios
 
 bench-quick: gen
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.scenarios --quick
 
 clean:
 	rm -rf $(VENV) supernode/v1/*_pb2*.py supernode/v1/*_pb2*.pyi .pytest_cache .mypy_cache

@@ -239,6 +239,7 @@ class P2PAgent:
                     task.add_done_callback(tasks.discard)
 
         reader = asyncio.create_task(read_offers())
+        getter: asyncio.Task[PeerConnection] | None = None
         try:
             while True:
                 getter = asyncio.create_task(accepted.get())
@@ -246,10 +247,11 @@ class P2PAgent:
                 if getter in done:
                     yield getter.result()
                     continue
-                getter.cancel()
                 reader.result()  # the Listen stream ended: raise its error, if any
                 return
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             call.cancel()
             for task in tasks:
