@@ -200,6 +200,12 @@ class Store:
         del self._accounts, self._devices, self._expiry, self._views, self._search, self._meta
         del self._handles
 
+    def compact(self) -> None:
+        """Compact every column family now (after a bulk import), so that reads do not
+        compete with background compaction once the node serves."""
+        for cf in self._families():
+            cf.compact_range(None, None)
+
     @property
     def closed(self) -> bool:
         return self._closed

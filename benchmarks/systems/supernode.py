@@ -76,6 +76,7 @@ def load_store(data_dir: Path, dataset: Dataset, lease_from_ms: int) -> int:
                         previous=None,
                     )
             loaded += len(chunk)
+        store.compact()  # as an operator would after a bulk import: no compaction mid-run
     finally:
         store.close()
     return loaded

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk import Client, Identity, P2PSettings, PeerConnection
@@ -24,3 +28,25 @@ async def first_incoming(client: Client) -> PeerConnection:
     async for connection in client.incoming():
         return connection
     raise AssertionError("the listener ended without a connection")
+
+
+@contextlib.asynccontextmanager
+async def alice_and_bob(
+    alice_target: str, settings: P2PSettings, bob_target: str | None = None
+) -> AsyncIterator[tuple[Client, Client]]:
+    """Two P2P-enabled clients ("alice", "bob"), closed on the way out."""
+    alice = await p2p_client(alice_target, "alice", settings)
+    bob = await p2p_client(bob_target or alice_target, "bob", settings)
+    try:
+        yield alice, bob
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def listening(client: Client) -> asyncio.Task[PeerConnection]:
+    """Start accepting one connection; returns once the Listen stream has had time to open
+    (an offer to a device not yet listening fails fast, by design)."""
+    accepting = asyncio.create_task(first_incoming(client))
+    await asyncio.sleep(0.3)
+    return accepting

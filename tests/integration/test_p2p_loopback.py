@@ -20,7 +20,7 @@ from client_sdk.transport import sign_device_record
 from supernode.store import Store
 from supernode.v1 import directory_pb2 as pb
 from tests.integration.metrics import sample
-from tests.integration.p2p_support import first_incoming, p2p_client
+from tests.integration.p2p_support import alice_and_bob, listening
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import StartSupernode, restart_on_same_port
 from tests.integration.tap import RecordingProxy
@@ -53,11 +53,8 @@ async def exchange(caller: PeerConnection, callee: PeerConnection, marker: bytes
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "relay-only"])
 async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=direct)
-    alice = await p2p_client(supernode.grpc_target, "alice", settings)
-    bob = await p2p_client(supernode.grpc_target, "bob", settings)
-    try:
-        accepting = asyncio.create_task(first_incoming(bob))
-        await asyncio.sleep(0.3)  # let bob's Listen stream open (connect fails fast otherwise)
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
+        accepting = await listening(bob)
         caller = await asyncio.wait_for(alice.connect("bob"), 30)
         callee = await asyncio.wait_for(accepting, 30)
         assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
@@ -70,55 +67,35 @@ async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -
             assert relayed > 2 * MIB  # everything went through the relay, encrypted
         await caller.close()
         await asyncio.wait_for(callee.wait_closed(), 10)
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_offline_peer_fails_fast(supernode: SupernodeProcess) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_client(supernode.grpc_target, "alice", settings)
-    bob = await p2p_client(supernode.grpc_target, "bob", settings)
-    try:
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, _bob):
         with pytest.raises(PeerOffline, match="not listening"):
             await asyncio.wait_for(alice.connect("bob"), 10)
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_callee_presenting_another_key_is_refused(supernode: SupernodeProcess) -> None:
     """What a swapped certificate looks like to the caller: a key that is not the record's."""
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_client(supernode.grpc_target, "alice", settings)
-    bob = await p2p_client(supernode.grpc_target, "bob", settings)
-    bob.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)  # record: old key
-    try:
-        accepting = asyncio.create_task(first_incoming(bob))
-        await asyncio.sleep(0.3)
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
+        bob.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)  # record: old key
+        accepting = await listening(bob)
         with pytest.raises(PeerKeyMismatch, match="transport key"):
             await asyncio.wait_for(alice.connect("bob"), 30)
         accepting.cancel()
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_caller_without_its_records_key_is_refused(supernode: SupernodeProcess) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_client(supernode.grpc_target, "alice", settings)
-    bob = await p2p_client(supernode.grpc_target, "bob", settings)
-    alice.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)
-    try:
-        accepting = asyncio.create_task(first_incoming(bob))
-        await asyncio.sleep(0.3)
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
+        alice.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)
+        accepting = await listening(bob)
         with pytest.raises(PeerAuthenticationFailed):
             await asyncio.wait_for(alice.connect("bob"), 30)
         assert not accepting.done()  # bob refused it and keeps listening
         accepting.cancel()
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> None:
@@ -127,19 +104,15 @@ async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> Non
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
     alice_tap = await RecordingProxy(supernode.grpc_target).start()
     bob_tap = await RecordingProxy(supernode.grpc_target).start()
-    alice = await p2p_client(alice_tap.address, "alice", settings)
-    bob = await p2p_client(bob_tap.address, "bob", settings)
     try:
-        accepting = asyncio.create_task(first_incoming(bob))
-        await asyncio.sleep(0.3)
-        caller = await asyncio.wait_for(alice.connect("bob"), 30)
-        callee = await asyncio.wait_for(accepting, 30)
-        assert caller.path == "relay"
-        await exchange(caller, callee, marker)
-        await caller.close()
+        async with alice_and_bob(alice_tap.address, settings, bob_tap.address) as (alice, bob):
+            accepting = await listening(bob)
+            caller = await asyncio.wait_for(alice.connect("bob"), 30)
+            callee = await asyncio.wait_for(accepting, 30)
+            assert caller.path == "relay"
+            await exchange(caller, callee, marker)
+            await caller.close()
     finally:
-        await alice.close()
-        await bob.close()
         await alice_tap.close()
         await bob_tap.close()
     assert b"Alice" in alice_tap.recorded  # the tap does see what is sent in the clear
@@ -154,28 +127,23 @@ async def test_record_resigned_by_another_key_fails_connect(
 ) -> None:
     """A supernode (or its disk) swapping bob's transport key, signing with its own key."""
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
-    alice = await p2p_client(supernode.grpc_target, "alice", settings)
-    bob = await p2p_client(supernode.grpc_target, "bob", settings)
-    await alice.lookup("bob")  # alice pins bob's account key
-    node = supernode
-    mallory_account = Identity.generate()
-    mallory_transport = Ed25519PrivateKey.generate()
-    node.kill()
-    store = Store(node.data_dir)
-    try:
-        value = store.raw_device_value("bob", "dev")
-        assert value is not None
-        device = pb.Device.FromString(value[16:])
-        record = pb.DeviceRecord.FromString(device.signed.record)
-        record.transport_key = raw_public_key(mallory_transport.public_key())
-        device.signed.CopyFrom(sign_device_record(mallory_account, record))
-        store.put_raw_device_value("bob", "dev", value[:16] + device.SerializeToString())
-    finally:
-        store.close()
-    restart_on_same_port(start_supernode, node)
-    try:
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, _bob):
+        await alice.lookup("bob")  # alice pins bob's account key
+        node = supernode
+        mallory_account = Identity.generate()
+        mallory_transport = Ed25519PrivateKey.generate()
+        node.kill()
+        store = Store(node.data_dir)
+        try:
+            value = store.raw_device_value("bob", "dev")
+            assert value is not None
+            device = pb.Device.FromString(value[16:])
+            record = pb.DeviceRecord.FromString(device.signed.record)
+            record.transport_key = raw_public_key(mallory_transport.public_key())
+            device.signed.CopyFrom(sign_device_record(mallory_account, record))
+            store.put_raw_device_value("bob", "dev", value[:16] + device.SerializeToString())
+        finally:
+            store.close()
+        restart_on_same_port(start_supernode, node)
         with pytest.raises(SignatureError, match="does not verify"):
             await asyncio.wait_for(alice.connect("bob", "dev"), 30)
-    finally:
-        await alice.close()
-        await bob.close()
