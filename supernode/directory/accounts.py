@@ -83,9 +83,6 @@ class Accounts:
         """The stored account bytes or None, without validating the handle (hot path)."""
         return self._registry.get_account(handle)
 
-    def get_many(self, handles: list[str]) -> list[bytes | None]:
-        return self._registry.get_accounts(handles)
-
     def _account_key(self, handle: str) -> bytes:
         account = pb.Account()
         account.ParseFromString(self.get(handle))

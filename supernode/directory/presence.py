@@ -111,9 +111,6 @@ class Presence:
         self._observers = list(observers)
         self.online = store.count_live_devices(clock_ms())
 
-    def add_observer(self, observer: PresenceObserver) -> None:
-        self._observers.append(observer)
-
     def _notify(
         self, handle: str, device_id: str, change: Change, device: bytes | None = None
     ) -> None:
