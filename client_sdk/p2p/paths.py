@@ -19,6 +19,8 @@ import grpc
 
 from supernode.v1 import rendezvous_pb2 as pb
 
+_DRAIN_SECONDS = 1.0
+
 
 class PathKind(enum.Enum):
     DIRECT = "direct"
@@ -67,6 +69,9 @@ class IcePath:
         return data
 
     async def close(self) -> None:
+        # Let queued datagrams (QUIC's CONNECTION_CLOSE among them) leave before the socket.
+        if self._sends:
+            await asyncio.wait(set(self._sends), timeout=_DRAIN_SECONDS)
         for task in list(self._sends):
             task.cancel()
         await self._connection.close()  # type: ignore[attr-defined]
@@ -78,10 +83,14 @@ class RelayPath:
     kind = PathKind.RELAY
 
     def __init__(
-        self, call: grpc.aio.StreamStreamCall, outgoing: asyncio.Queue[bytes | None]
+        self,
+        call: grpc.aio.StreamStreamCall,
+        outgoing: asyncio.Queue[bytes | None],
+        drained: asyncio.Event,
     ) -> None:
         self._call = call
         self._outgoing = outgoing
+        self._drained = drained
 
     @classmethod
     async def join(
@@ -95,11 +104,13 @@ class RelayPath:
     ) -> RelayPath:
         """Join the relay session and wait until the peer has joined too."""
         outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        drained = asyncio.Event()
 
         async def frames() -> AsyncIterator[pb.RelayFrame]:
             yield pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id))
             while (datagram := await outgoing.get()) is not None:
                 yield pb.RelayFrame(datagram=datagram)
+            drained.set()  # gRPC asks for the next frame only once the last one is written
 
         call = stub.Relay(frames(), metadata=metadata)  # type: ignore[attr-defined]
         try:
@@ -110,7 +121,7 @@ class RelayPath:
         if first is grpc.aio.EOF or not first.HasField("ready"):
             call.cancel()
             raise PathClosed("relay: the session ended before both peers joined")
-        return cls(call, outgoing)
+        return cls(call, outgoing, drained)
 
     def send(self, datagram: bytes) -> None:
         self._outgoing.put_nowait(datagram)
@@ -127,7 +138,11 @@ class RelayPath:
                 return bytes(frame.datagram)
 
     async def close(self) -> None:
+        # Half-close after the queued datagrams (QUIC's CONNECTION_CLOSE among them), so the
+        # peer learns at once that the connection ended instead of at its idle timeout.
         self._outgoing.put_nowait(None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), _DRAIN_SECONDS)
         self._call.cancel()
 
 
