@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -19,13 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _TAIL_LINES = 40
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the benchmark dies, so no server outlives it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped so the server gets SIGTERM when the benchmark dies (no orphans).
+
+    ``setpriv`` (util-linux, in every Debian) sets the death signal and then execs, so no
+    Python runs between fork and exec: a ``preexec_fn`` there is unsafe in a process
+    whose gRPC threads are running, and it aborted a redis-server start in a CI run.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else list(argv)
 
 
 class ServerProcessError(RuntimeError):
@@ -51,13 +55,12 @@ class ServerProcess:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream {stream!r}: expected stdout or stderr")
         self._process = subprocess.Popen(
-            self.argv,
+            _dying_with_parent(self.argv),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
             stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
             text=True,
-            preexec_fn=_die_with_parent,
         )
         out = self._process.stdout if stream == "stdout" else self._process.stderr
         assert out is not None
