@@ -58,8 +58,7 @@ class PeerConnection:
 
     async def close(self, reason: str = "") -> None:
         self._session.close(reason=reason or "closed by the app")
-        await asyncio.sleep(0)  # let the CONNECTION_CLOSE go out before the paths close
-        await self._switch.close()
+        await self._switch.close()  # the paths send what is queued (the CONNECTION_CLOSE) first
 
     async def wait_closed(self) -> str:
         return str(await self._session.closed)

@@ -136,7 +136,10 @@ class P2PAgent:
                 raise PeerKeyMismatch(str(exc)) from exc
 
             session_box: list[QuicSession] = []
-            switch = PathSwitch(lambda datagram: session_box[0].receive(datagram))
+            switch = PathSwitch(
+                lambda datagram: session_box[0].receive(datagram),
+                lambda reason: session_box[0].lost(reason) if session_box else None,
+            )
             await self._open_paths(
                 switch,
                 ice,
@@ -298,7 +301,13 @@ class P2PAgent:
             elif not first_datagram.done():
                 first_datagram.set_result(datagram)
 
-        switch = PathSwitch(on_datagram)
+        def on_lost(reason: str) -> None:
+            if session_box:
+                session_box[0].lost(reason)
+            elif not first_datagram.done():
+                first_datagram.set_exception(PathClosed(reason))
+
+        switch = PathSwitch(on_datagram, on_lost)
         try:
             await self._open_paths(switch, ice, remote, relay_stub, offer.relay_ticket, metadata)
             datagram = await asyncio.wait_for(first_datagram, self.settings.handshake_timeout)

@@ -138,21 +138,39 @@ class RelayPath:
                 return bytes(frame.datagram)
 
     async def close(self) -> None:
-        # Half-close after the queued datagrams (QUIC's CONNECTION_CLOSE among them), so the
-        # peer learns at once that the connection ended instead of at its idle timeout.
+        # Half-close after the queued datagrams (QUIC's CONNECTION_CLOSE among them) and let
+        # the relay end the call: the relay forwards everything it read before our end of
+        # stream, so the peer learns at once that the connection ended. Cancelling instead
+        # (RST_STREAM) may discard datagrams the relay has not read yet.
         self._outgoing.put_nowait(None)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), _DRAIN_SECONDS)
+        with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
+            await asyncio.wait_for(self._call_ended(), _DRAIN_SECONDS)
         self._call.cancel()
+
+    async def _call_ended(self) -> None:
+        await self._drained.wait()
+        await self._call.code()
 
 
 class PathSwitch:
-    """Many datagram paths presented as one; see the module docstring."""
+    """Many datagram paths presented as one; see the module docstring.
 
-    def __init__(self, on_datagram: Callable[[bytes], None]) -> None:
+    A path that ends (the relay session closed, ICE consent lost) hands over to a live one;
+    when the last one ends, ``on_lost`` tells the connection at once rather than leaving it
+    to QUIC's idle timeout.
+    """
+
+    def __init__(
+        self,
+        on_datagram: Callable[[bytes], None],
+        on_lost: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self._on_datagram = on_datagram
+        self._on_lost = on_lost
         self._paths: list[DatagramPath] = []
+        self._live: list[DatagramPath] = []
         self._readers: list[asyncio.Task[None]] = []
+        self._closing = False
         self.active: DatagramPath | None = None
 
     @property
@@ -161,24 +179,38 @@ class PathSwitch:
 
     def add(self, path: DatagramPath, *, activate: bool) -> None:
         self._paths.append(path)
+        self._live.append(path)
         self._readers.append(asyncio.create_task(self._read(path)))
         if activate or self.active is None:
             self.active = path
 
     async def _read(self, path: DatagramPath) -> None:
-        with contextlib.suppress(PathClosed, asyncio.CancelledError):
+        try:
             while True:
                 datagram = await path.recv()
                 self.active = path  # follow the path the peer is using
                 self._on_datagram(datagram)
+        except PathClosed as exc:
+            self._path_ended(path, str(exc))
+
+    def _path_ended(self, path: DatagramPath, reason: str) -> None:
+        self._live.remove(path)
+        if self.active is path:
+            self.active = self._live[-1] if self._live else None
+        if not self._live and not self._closing:
+            self._on_lost(reason)
 
     def send(self, datagram: bytes) -> None:
         if self.active is not None:
             self.active.send(datagram)
 
     async def close(self) -> None:
-        for reader in self._readers:
-            reader.cancel()
+        # Paths first, readers after: cancelling a pending gRPC read cancels the whole relay
+        # call, and with it the datagrams still queued for the peer.
+        self._closing = True
         for path in self._paths:
             with contextlib.suppress(Exception):
                 await path.close()
+        for reader in self._readers:
+            reader.cancel()
+        self.active = None

@@ -256,6 +256,17 @@ class QuicSession:
         """Let the event loop run so queued packets go out and acknowledgements come in."""
         await asyncio.sleep(0)
 
+    def lost(self, reason: str) -> None:
+        """Every path to the peer ended: nothing more can arrive, so close.
+
+        Through QUIC rather than at once: if the peer's CONNECTION_CLOSE came just before
+        its path ended, QUIC is draining and ends shortly with the peer's reason; otherwise
+        it ends after its closing period (a few round trips) with this one.
+        """
+        if not self.closed.done():
+            self._quic.close(reason_phrase=f"path lost: {reason}")
+            self._transmit()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         if not self.closed.done():
             self._quic.close(error_code=error_code, reason_phrase=reason)

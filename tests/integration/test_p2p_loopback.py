@@ -66,7 +66,22 @@ async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -
         else:
             assert relayed > 2 * MIB  # everything went through the relay, encrypted
         await caller.close()
-        await asyncio.wait_for(callee.wait_closed(), 10)
+        # The caller's own CONNECTION_CLOSE arrived (over whichever path), not a timeout.
+        assert await asyncio.wait_for(callee.wait_closed(), 10) == "closed by the app"
+
+
+async def test_losing_the_relay_ends_the_connection_at_once(supernode: SupernodeProcess) -> None:
+    """No other path left: both peers learn it now, not at QUIC's idle timeout."""
+    settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
+    async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
+        accepting = await listening(bob)
+        caller = await asyncio.wait_for(alice.connect("bob"), 30)
+        callee = await asyncio.wait_for(accepting, 30)
+        supernode.kill()
+        for connection in (caller, callee):
+            reason = await asyncio.wait_for(connection.wait_closed(), 10)
+            assert reason.startswith("path lost: relay"), reason
+            assert connection.path == "closed"
 
 
 async def test_offline_peer_fails_fast(supernode: SupernodeProcess) -> None:

@@ -73,7 +73,8 @@ def test_peers_connect_over_the_expected_path(
     done = caller.next_line(60)
     assert received["bytes"] == 1 << 20 and received["sha256"] == done["sent_sha256"]
     assert done["answer_ok"] is True
-    assert callee.next_line(60)["event"] == "closed"
+    closed = callee.next_line(60)
+    assert closed == {"event": "closed", "reason": "closed by the app"}, closed  # not a timeout
 
     tap.process.send_signal(signal.SIGTERM)
     tap.process.wait(30)
