@@ -325,4 +325,8 @@ def test_view_cache_stays_within_budget() -> None:
     assert cache.get(b"k000") is None and cache.get(b"k004") == b"v" * 100
     cache.put(b"k004", b"w" * 100)  # replacing does not grow it
     assert len(cache) == 3 and cache.get(b"k004") == b"w" * 100
+    assert cache.get(b"k002") is not None  # now the most recently used: k003 goes first
+    cache.put(b"k005", b"v" * 100)
+    assert cache.get(b"k003") is None and cache.get(b"k002") is not None
+    assert b"k005" in cache and len(cache) == 3
     assert ViewCache(0).get(b"x") is None
