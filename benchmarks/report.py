@@ -54,11 +54,11 @@ def write_report(run: RunResult, out_root: Path = RESULTS_DIR) -> Path:
 # ---------------------------------------------------------------------- Markdown
 
 
-def _ms(us: float) -> str:
+def format_ms(us: float) -> str:
     return f"{us / 1000:.3f}" if us < 10_000 else f"{us / 1000:,.1f}"
 
 
-def _rate(value: float | None) -> str:
+def format_rate(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
@@ -79,41 +79,41 @@ def _errors(figure: Figure) -> str:
 Column = tuple[str, Callable[[Figure], str]]
 
 _WHO: list[Column] = [("system", lambda f: f.system), ("workload", lambda f: f.workload)]
-_LATENCY: list[Column] = [
-    ("p50 ms", lambda f: _ms(f.p50_us)),
-    ("p90 ms", lambda f: _ms(f.p90_us)),
-    ("p99 ms", lambda f: _ms(f.p99_us)),
-    ("p99.9 ms", lambda f: _ms(f.p999_us)),
-    ("max ms", lambda f: _ms(f.max_us)),
+LATENCY: list[Column] = [
+    ("p50 ms", lambda f: format_ms(f.p50_us)),
+    ("p90 ms", lambda f: format_ms(f.p90_us)),
+    ("p99 ms", lambda f: format_ms(f.p99_us)),
+    ("p99.9 ms", lambda f: format_ms(f.p999_us)),
+    ("max ms", lambda f: format_ms(f.max_us)),
 ]
 _THROUGHPUT: list[Column] = [
-    ("ops/s", lambda f: _rate(f.achieved_rate)),
-    ("keys/s", lambda f: _rate(f.keys_per_s)),
+    ("ops/s", lambda f: format_rate(f.achieved_rate)),
+    ("keys/s", lambda f: format_rate(f.keys_per_s)),
 ]
-_COST: list[Column] = [
+COST: list[Column] = [
     ("server CPU s / 1000 ops", _cpu),
     ("errors", _errors),
 ]
 _OPEN_LOOP: list[Column] = [
     *_WHO,
     ("load", lambda f: f.rate_label),
-    ("target ops/s", lambda f: _rate(f.target_rate)),
+    ("target ops/s", lambda f: format_rate(f.target_rate)),
     *_THROUGHPUT,
-    *_LATENCY,
+    *LATENCY,
     ("unsent", lambda f: str(f.unsent)),
-    ("send lag p99 ms", lambda f: _ms(f.send_lag_p99_us)),
-    *_COST,
+    ("send lag p99 ms", lambda f: format_ms(f.send_lag_p99_us)),
+    *COST,
 ]
 SECTIONS: list[tuple[str, str, list[Column]]] = [
     (
         UNLOADED,
         "Unloaded latency (ping-pong: one request at a time)",
-        [*_WHO, *_THROUGHPUT, *_LATENCY, *_COST],
+        [*_WHO, *_THROUGHPUT, *LATENCY, *COST],
     ),
     (
         SATURATION,
         "Maximum throughput (closed loop, fixed requests in flight)",
-        [*_WHO, ("in flight", lambda f: str(f.concurrency)), *_THROUGHPUT, *_LATENCY, *_COST],
+        [*_WHO, ("in flight", lambda f: str(f.concurrency)), *_THROUGHPUT, *LATENCY, *COST],
     ),
     (SWEEP, "Latency vs offered load (open loop, % of each workload's maximum)", _OPEN_LOOP),
     (
@@ -124,14 +124,20 @@ SECTIONS: list[tuple[str, str, list[Column]]] = [
 ]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
+def figure_table(figures: Sequence[Figure], columns: Sequence[Column]) -> list[str]:
+    """One row per figure, one cell per column."""
+    rows = [[cell(f) for _, cell in columns] for f in figures]
+    return markdown_table([name for name, _ in columns], rows)
+
+
 def _headline_lines(items: list[Headline]) -> list[str]:
-    return _table(["figure", "value", "from"], [[h.label, h.text, h.detail] for h in items])
+    return markdown_table(["figure", "value", "from"], [[h.label, h.text, h.detail] for h in items])
 
 
 def markdown(run: RunResult) -> str:
@@ -162,8 +168,7 @@ def markdown(run: RunResult) -> str:
         figures = [f for f in run.figures if f.phase == phase]
         if not figures:
             continue
-        rows = [[cell(f) for _, cell in columns] for f in figures]
-        lines += [f"## {title}", "", *_table([name for name, _ in columns], rows), ""]
+        lines += [f"## {title}", "", *figure_table(figures, columns), ""]
     if run.memory:
         rows = [
             [
@@ -175,7 +180,7 @@ def markdown(run: RunResult) -> str:
             for m in run.memory
         ]
         header = ["system", "peak RSS MiB", "users", "MiB per 1M users"]
-        lines += ["## Server memory (peak RSS, VmHWM)", "", *_table(header, rows), ""]
+        lines += ["## Server memory (peak RSS, VmHWM)", "", *markdown_table(header, rows), ""]
     failed = [f for f in run.figures if f.failure is not None]
     if failed:
         lines += ["## Failed points", ""]

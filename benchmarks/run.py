@@ -20,10 +20,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks import generate
 from benchmarks.dataset import LEASE_MS, Dataset
@@ -68,7 +68,9 @@ SYSTEMS: dict[str, tuple[str, str]] = {
     "redis": ("benchmarks.systems.redis", "RedisSystem"),
 }
 # Per point on top of warm-up and duration: connecting, starting, draining, collecting.
-_POINT_OVERHEAD_S = 1.5
+POINT_OVERHEAD_S = 1.5
+
+T = TypeVar("T")
 
 
 class SetupError(Exception):
@@ -159,6 +161,32 @@ def _spec(settings: Settings, client: ClientSpec, mode: str, **options: Any) -> 
     )
 
 
+def unloaded_spec(settings: Settings, client: ClientSpec) -> LoadSpec:
+    """Ping-pong for ``client`` with the run's duration, warm-up and key choice."""
+    return pingpong(
+        client,
+        settings.duration_s,
+        warmup_s=settings.warmup_s,
+        users=settings.users,
+        seed=settings.seed,
+        key_dist=settings.key_dist,
+    )
+
+
+def open_loop_spec(settings: Settings, client: ClientSpec, rate: float) -> LoadSpec:
+    """Open loop at ``rate`` ops/s, with room for twice the saturation concurrency in flight."""
+    in_flight = open_loop_concurrency(client.batch)
+    return _spec(
+        settings,
+        client,
+        OPEN,
+        rate=rate,
+        concurrency=in_flight,
+        connections=min(settings.connections, in_flight),
+        processes=settings.processes,
+    )
+
+
 def point_count(settings: Settings, workloads: int) -> int:
     return workloads * (2 + len(settings.rates) + (1 if settings.common else 0))
 
@@ -168,17 +196,8 @@ async def measure_all(
 ) -> None:
     """The four phases of :mod:`benchmarks.plan`, each interleaved across systems."""
     clients = interleave(workloads_by_system)
-    processes = settings.processes
     for client in clients:
-        spec = pingpong(
-            client,
-            settings.duration_s,
-            warmup_s=settings.warmup_s,
-            users=settings.users,
-            seed=settings.seed,
-            key_dist=settings.key_dist,
-        )
-        await runner.measure(spec, UNLOADED, "c=1")
+        await runner.measure(unloaded_spec(settings, client), UNLOADED, "c=1")
 
     maxima: dict[tuple[str, str], float] = {}
     for client in clients:
@@ -189,28 +208,16 @@ async def measure_all(
             CLOSED,
             concurrency=in_flight,
             connections=min(settings.connections, in_flight),
-            processes=processes,
+            processes=settings.processes,
         )
         figure = await runner.measure(spec, SATURATION, f"c={in_flight}")
         maxima[figure.key] = figure.achieved_rate
-
-    def open_loop(client: ClientSpec, rate: float) -> LoadSpec:
-        in_flight = open_loop_concurrency(client.batch)
-        return _spec(
-            settings,
-            client,
-            OPEN,
-            rate=rate,
-            concurrency=in_flight,
-            connections=min(settings.connections, in_flight),
-            processes=processes,
-        )
 
     for rate in settings.rates:
         for client in clients:
             target = rate.ops_per_s(maxima.get((client.system, client.workload), 0.0))
             if target > 0:  # no maximum (the saturation point failed): nothing to sweep
-                await runner.measure(open_loop(client, target), SWEEP, rate.label)
+                await runner.measure(open_loop_spec(settings, client, target), SWEEP, rate.label)
 
     if settings.common:
         batches = {(c.system, c.workload): c.batch for c in clients}
@@ -218,10 +225,12 @@ async def measure_all(
         for client in clients:
             if client.batch in common:
                 same = common[client.batch]
-                await runner.measure(open_loop(client, same), COMMON, f"{same:,.0f}/s")
+                spec = open_loop_spec(settings, client, same)
+                await runner.measure(spec, COMMON, f"{same:,.0f}/s")
 
 
-def _machine() -> dict[str, str]:
+def describe_machine() -> dict[str, str]:
+    """What a reader needs to judge absolute figures: cores, CPU, versions, load at start."""
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
@@ -237,13 +246,13 @@ def _machine() -> dict[str, str]:
     }
 
 
-def _now() -> str:
+def timestamp() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
 async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
-    started_at = _now()
-    machine = _machine()
+    started_at = timestamp()
+    machine = describe_machine()
     systems = [load_system(name) for name in settings.systems]  # fail before slow work
     dataset = Dataset(settings.users, settings.seed)
     await asyncio.to_thread(generate.ensure_cached, dataset)
@@ -261,7 +270,7 @@ async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
             print(f"  {system.name} ready in {time.monotonic() - began:.1f} s", flush=True)
         workloads = [system.workloads() for system in systems]  # in the order asked for
         total = point_count(settings, sum(len(w) for w in workloads))
-        estimate = total * (settings.warmup_s + settings.duration_s + _POINT_OVERHEAD_S)
+        estimate = total * (settings.warmup_s + settings.duration_s + POINT_OVERHEAD_S)
         print(f"{total} points, about {estimate / 60:.1f} min", flush=True)
         if estimate * 1000 > 0.9 * LEASE_MS:
             notes.append(
@@ -283,7 +292,7 @@ async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
                 print(f"warning: stopping {system.name} failed: {exc}", file=sys.stderr)
     info = RunInfo(
         started_at=started_at,
-        finished_at=_now(),
+        finished_at=timestamp(),
         command=list(argv),
         users=settings.users,
         seed=settings.seed,
@@ -362,16 +371,20 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
     return settings
 
 
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop, the loop the generators use too (asyncio's where missing)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = settings_from_args(argv)
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-            result = asyncio.run(run(settings, argv))
-        else:
-            result = uvloop.run(run(settings, argv))
+        result = run_event_loop(run(settings, argv))
     except SetupError as exc:
         print(f"benchmarks: {exc}", file=sys.stderr)
         return 2
