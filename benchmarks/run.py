@@ -92,9 +92,10 @@ class Settings:
     common: bool
     quick: bool
     out: Path
+    supernode_workers: int = 1
 
 
-def load_system(name: str) -> System:
+def load_system(name: str, supernode_workers: int = 1) -> System:
     if name not in SYSTEMS:
         raise SetupError(f"unknown system {name!r}: choose from {', '.join(SYSTEMS)}")
     module_name, class_name = SYSTEMS[name]
@@ -104,7 +105,8 @@ def load_system(name: str) -> System:
         raise SetupError(
             f"system {name!r} is not available ({exc}); leave it out with --systems"
         ) from exc
-    system: System = getattr(module, class_name)()
+    options = {"workers": supernode_workers} if name == "supernode" else {}
+    system: System = getattr(module, class_name)(**options)
     return system
 
 
@@ -253,10 +255,16 @@ def timestamp() -> str:
 async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
     started_at = timestamp()
     machine = describe_machine()
-    systems = [load_system(name) for name in settings.systems]  # fail before slow work
+    # Fail before slow work.
+    systems = [load_system(name, settings.supernode_workers) for name in settings.systems]
     dataset = Dataset(settings.users, settings.seed)
     await asyncio.to_thread(generate.ensure_cached, dataset)
     notes: list[str] = []
+    if settings.supernode_workers > 1 and "supernode" in settings.systems:
+        notes.append(
+            f"the supernode ran as {settings.supernode_workers} processes (--workers): "
+            "its CPU and memory figures are their sums"
+        )
     running: list[System] = []
     memory: list[Memory] = []
     try:
@@ -330,6 +338,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--rates", help=rates_help)
     add("--processes", type=int, default=1, help="load-generator processes")
+    add(
+        "--supernode-workers",
+        type=int,
+        default=1,
+        help="processes serving the supernode's port (supernode serve --workers)",
+    )
     add("--connections", type=int, default=4, help="client connections in total per point")
     add("--key-dist", choices=DISTRIBUTIONS, default=UNIFORM, help="which users are looked up")
     add("--arrivals", choices=ARRIVALS, default=POISSON, help="open-loop arrival process")
@@ -363,7 +377,10 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
         common=not (quick or args.no_common),
         quick=quick,
         out=args.out,
+        supernode_workers=args.supernode_workers,
     )
+    if settings.supernode_workers < 1:
+        raise SetupError("--supernode-workers must be at least 1")
     if settings.users < 1 or settings.processes < 1 or settings.connections < 1:
         raise SetupError("--users, --processes and --connections must be at least 1")
     if not systems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Worker processes are started with fork+exec and never use gRPC before the exec, so
+    # gRPC's fork handlers have nothing to protect (and log a line on every start).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from supernode.server import serve  # grpc import deferred so --help stays fast
 
     try:

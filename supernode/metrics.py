@@ -130,6 +130,11 @@ class Metrics:
             "Relay sessions with both sides joined.",
             registry=self.registry,
         )
+        self.worker_restarts = Counter(
+            "supernode_worker_restarts",
+            "Worker processes that died and were started again (supernode.workers).",
+            registry=self.registry,
+        )
         self.relay_bytes = Counter(
             "supernode_relay_bytes",
             "Datagram bytes forwarded by the relay.",

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from supernode.config import Config, split_host_port
+from supernode.config import Config, as_flags, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
 from supernode.directory.watch import WatchHub
@@ -38,10 +38,33 @@ from supernode.rpc.watch import WatchApi
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
 from supernode.v1 import directory_pb2, rendezvous_pb2, search_pb2
+from supernode.workers.feed import ChangeFeed
+from supernode.workers.primary import (
+    REPLICATION_SERVICE,
+    WorkerPool,
+    private_address,
+    replication_handlers,
+)
 
 log = logging.getLogger("supernode")
 
-_TOKEN_SECRET = "token_secret"
+TOKEN_SECRET = "token_secret"
+# Every public service, as descriptors: what workers forward and reflection lists.
+PUBLIC_SERVICES = [
+    service
+    for module in (directory_pb2, search_pb2, rendezvous_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+]
+
+
+def server_options(config: Config, *, reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+        ("grpc.max_send_message_length", 64 << 20),
+        # Off for one process (a second node on the same port must fail, not share it);
+        # on with workers, which all bind the primary's port.
+        ("grpc.so_reuseport", int(reuse_port)),
+    ]
 
 
 def wall_clock_ms() -> int:
@@ -68,6 +91,8 @@ class Supernode:
         self.relay: RelayHub | None = None
         self._stun: asyncio.DatagramTransport | None = None
         self.stun_port = 0
+        self._private: grpc.aio.Server | None = None
+        self._workers: WorkerPool | None = None
 
     async def start(self) -> None:
         settings = self.config.server
@@ -78,29 +103,24 @@ class Supernode:
             view_cache_bytes=settings.view_cache_mib << 20,
         )
         self._store = store
-        max_message = self.config.limits.max_message_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_message),
-                ("grpc.max_send_message_length", 64 << 20),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        with_workers = settings.workers > 1
+        server = grpc.aio.server(options=server_options(self.config, reuse_port=with_workers))
         host, port = split_host_port(settings.listen, "listen")
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         if self.grpc_port == 0:
             raise OSError(f"listen: cannot bind {settings.listen}")
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
         accounts, presence = self._build_directory(store)
-        registered = register_services(
-            server, *self._build_apis(store, accounts, presence).values()
-        )
+        apis = list(self._build_apis(store, accounts, presence).values())
+        registered = register_services(server, *apis)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self._server = server
         await server.start()
+        if with_workers:
+            await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
         self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
         stun_address = ""
@@ -125,9 +145,31 @@ class Supernode:
                     "node": self.node_name,
                     "accounts": accounts.count(),
                     "devices_online": presence.online,
+                    "workers": [] if self._workers is None else list(self._workers.ready.values()),
                 }
             ),
         )
+
+    async def _start_workers(self, store: Store, apis: list[ServiceHandlers], listen: str) -> None:
+        """A private server (replication feed, and every public method for forwarded
+        calls) and the worker processes that use it."""
+        feed = ChangeFeed(store.sequence())
+        store.on_commit = feed.publish
+        private = grpc.aio.server(options=server_options(self.config, reuse_port=False))
+        address = private_address()
+        if private.add_insecure_port(address) == 0:
+            raise OSError(f"cannot bind the workers' private socket {address}")
+        register_services(private, *apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
+        await private.start()
+        self._private = private
+        self._workers = WorkerPool(
+            self.config.server.workers,
+            as_flags(self.config),
+            address,
+            listen,
+            on_restart=self.metrics.worker_restarts.inc,
+        )
+        await self._workers.start()
 
     def _build_directory(self, store: Store) -> tuple[Accounts, Presence]:
         config = self.config
@@ -164,10 +206,10 @@ class Supernode:
         self, store: Store, accounts: Accounts, presence: Presence
     ) -> dict[str, ServiceHandlers]:
         config = self.config
-        secret = store.get_meta(_TOKEN_SECRET)
+        secret = store.get_meta(TOKEN_SECRET)
         if secret is None:
             secret = secrets.token_bytes(SECRET_BYTES)
-            store.put_meta(_TOKEN_SECRET, secret)
+            store.put_meta(TOKEN_SECRET, secret)
         sessions = SessionAuthority(
             secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
         )
@@ -255,8 +297,12 @@ class Supernode:
             self.switchboard.close()
         if self.relay is not None:
             self.relay.close()
+        if self._workers is not None:
+            await self._workers.stop()  # they drain first: their forwarded calls end here
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
+        if self._private is not None:
+            await self._private.stop(1.0)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -288,7 +334,3 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, request_stop, signum)
     await stopping
     await node.stop()
-
-
-# Keep the descriptor modules imported so reflection can describe the services.
-_ = (directory_pb2.DESCRIPTOR, search_pb2.DESCRIPTOR, rendezvous_pb2.DESCRIPTOR)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -151,6 +151,15 @@ class ViewCache:
             oldest, dropped = self._entries.popitem(last=False)
             self.used_bytes -= len(dropped) + len(oldest) + self.OVERHEAD_BYTES
 
+    def discard(self, key: bytes) -> None:
+        view = self._entries.pop(key, None)
+        if view is not None:
+            self.used_bytes -= len(view) + len(key) + self.OVERHEAD_BYTES
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.used_bytes = 0
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -165,20 +174,30 @@ class Store:
         sync_writes: bool = False,
         block_cache_bytes: int = 256 << 20,
         view_cache_bytes: int = 0,
+        secondary_dir: Path | None = None,
     ) -> None:
+        """``secondary_dir``: open read-only as a RocksDB secondary of the store at ``path``
+        (another process's), keeping its own files there; :meth:`catch_up` follows."""
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        self.secondary = secondary_dir is not None
         cache = Cache(block_cache_bytes)
         options = _options(cache)
-        options.create_if_missing(True)
-        options.create_missing_column_families(True)
-        options.set_max_background_jobs(2)
+        if secondary_dir is None:
+            path.mkdir(parents=True, exist_ok=True)
+            options.create_if_missing(True)
+            options.create_missing_column_families(True)
+            options.set_max_background_jobs(2)
+            access = AccessType.read_write()
+        else:
+            secondary_dir.mkdir(parents=True, exist_ok=True)
+            options.set_max_open_files(-1)  # keep files the primary compacts away readable
+            access = AccessType.secondary(str(secondary_dir))
         try:
             self._db = Rdict(
                 str(path),
                 options=options,
                 column_families={name: _options(cache) for name in COLUMN_FAMILIES},
-                access_type=AccessType.read_write(),
+                access_type=access,
             )
         except Exception as exc:  # rocksdict raises plain Exception for lock and corruption
             raise StoreError(f"cannot open data directory {path}: {exc}") from exc
@@ -194,6 +213,9 @@ class Store:
         self._closed = False
         self.view_cache = ViewCache(view_cache_bytes)
         self._pending_views: list[tuple[bytes, bytes]] = []
+        # Told (sequence, changed view keys) after every committed write: the change feed
+        # that keeps worker processes' view caches in step (supernode.workers).
+        self.on_commit: Callable[[int, list[bytes]], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,8 +224,9 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._db.flush_wal(True)
-        self._db.flush(True)
+        if not self.secondary:
+            self._db.flush_wal(True)
+            self._db.flush(True)
         self._db.close()
         # Column-family objects keep the database (and its LOCK file) alive until dropped.
         del self._accounts, self._devices, self._expiry, self._views, self._search, self._meta
@@ -233,10 +256,31 @@ class Store:
 
     def _write(self, batch: WriteBatch) -> None:
         pending, self._pending_views = self._pending_views, []
+        if self.secondary:
+            raise StoreError(f"{self.path}: a secondary is read-only; writes go to the primary")
         self._db.write(batch, self._write_options)
         for key, view in pending:  # write-through once durable; new views enter when read
             if key in self.view_cache:
                 self.view_cache.put(key, view)
+        if self.on_commit is not None:
+            self.on_commit(self._db.latest_sequence_number(), [key for key, _ in pending])
+
+    # ------------------------------------------------------------------ following a primary
+
+    def sequence(self) -> int:
+        """The sequence number of the last write this store has (applied, for a secondary)."""
+        return int(self._db.latest_sequence_number())
+
+    def catch_up(self, changed_views: Sequence[bytes] | None) -> None:
+        """Secondary: apply the primary's writes so far, then drop the cached views they
+        changed, or every cached view for None (in that order: a read in between would
+        re-cache the old view)."""
+        self._db.try_catch_up_with_primary()
+        if changed_views is None:
+            self.view_cache.clear()
+            return
+        for key in changed_views:
+            self.view_cache.discard(key)
 
     def _batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)

@@ -82,7 +82,7 @@ def load_store(data_dir: Path, dataset: Dataset, lease_from_ms: int) -> int:
     return loaded
 
 
-def _server_argv(data_dir: Path) -> list[str]:
+def _server_argv(data_dir: Path, workers: int) -> list[str]:
     """The installed ``supernode`` script beside this interpreter, else the module."""
     script = Path(sys.executable).with_name("supernode")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
@@ -94,6 +94,7 @@ def _server_argv(data_dir: Path) -> list[str]:
         "--metrics-listen", "127.0.0.1:0",
         "--stun-listen", "127.0.0.1:0",  # never the fixed default port: it may be taken
         "--lease-max-ttl-seconds", "3600",
+        "--workers", str(workers),
     ]  # fmt: skip
 
 
@@ -110,7 +111,10 @@ class SupernodeClient(RawUnaryClient):
 class SupernodeSystem:
     name = "supernode"
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        """``workers``: processes serving the port (``supernode serve --workers``)."""
+        self.workers = workers
+        self._worker_pids: list[int] = []
         self._process: ServerProcess | None = None
         self._data_dir: Path | None = None
         self._target = ""
@@ -128,8 +132,9 @@ class SupernodeSystem:
         )
         self.load_seconds = time.monotonic() - started
         self.lease_until_ms = lease_from_ms + LEASE_MS
-        self._process = ServerProcess(_server_argv(self._data_dir / "db"), _READY)
+        self._process = ServerProcess(_server_argv(self._data_dir / "db", self.workers), _READY)
         ready = json.loads((await self._process.wait_ready(_READY_TIMEOUT_S)).group(1))
+        self._worker_pids = [int(worker["pid"]) for worker in ready.get("workers", [])]
         self._target = ready["grpc"]
         self._token = await self._login()
 
@@ -151,7 +156,8 @@ class SupernodeSystem:
             self._data_dir = None
 
     def server_pids(self) -> list[int]:
-        return [] if self._process is None else [self._process.pid]
+        """The primary and its workers: CPU and memory are charged to all of them."""
+        return [] if self._process is None else [self._process.pid, *self._worker_pids]
 
     def workloads(self) -> list[ClientSpec]:
         return [

@@ -101,7 +101,10 @@ class Presence:
         clock_ms: Callable[[], int],
         node_name: str,
         observers: Sequence[PresenceObserver] = (),
+        count_online: bool = True,
     ) -> None:
+        """``count_online``: scan the store once for the devices-online gauge (a worker
+        process, which only reads, skips it)."""
         self._store = store
         self._accounts = accounts
         self._policy = policy
@@ -109,7 +112,7 @@ class Presence:
         self._clock_ms = clock_ms
         self._node_name = node_name
         self._observers = list(observers)
-        self.online = store.count_live_devices(clock_ms())
+        self.online = store.count_live_devices(clock_ms()) if count_online else 0
 
     def _notify(
         self, handle: str, device_id: str, change: Change, device: bytes | None = None

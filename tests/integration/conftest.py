@@ -1,3 +1,4 @@
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +15,12 @@ def start_supernode(tmp_path: Path) -> Iterator[Callable[..., SupernodeProcess]]
     """Start supernodes (on ``tmp_path/data`` unless told otherwise); all killed at the end."""
     started: list[SupernodeProcess] = []
 
+    # SUPERNODE_TEST_WORKERS=N runs every node of the suite as a primary with workers.
+    workers = os.environ.get("SUPERNODE_TEST_WORKERS")
+    extra = ("--workers", workers) if workers else ()
+
     def start(*args: str, data_dir: Path | None = None) -> SupernodeProcess:
-        node = SupernodeProcess(data_dir or tmp_path / "data", *args).start()
+        node = SupernodeProcess(data_dir or tmp_path / "data", *extra, *args).start()
         started.append(node)
         return node
 

@@ -26,6 +26,7 @@ class SupernodeProcess:
         self.grpc_target = ""
         self.metrics_url = ""
         self.stun_address = ""
+        self.workers: list[dict[str, object]] = []
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
@@ -69,6 +70,7 @@ class SupernodeProcess:
                 self.grpc_target = info["grpc"]
                 self.metrics_url = f"http://{info['metrics']}/metrics"
                 self.stun_address = str(info["stun"])
+                self.workers = list(info.get("workers", []))
                 ready.set()
         ready.set()
 

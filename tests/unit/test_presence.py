@@ -19,7 +19,7 @@ from supernode.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from supernode.store import Store
+from supernode.store import Store, StoreError
 from supernode.v1 import directory_pb2 as pb
 from tests.unit.factories import NOW_MS, device_record, signed
 
@@ -330,3 +330,42 @@ def test_view_cache_stays_within_budget() -> None:
     assert cache.get(b"k003") is None and cache.get(b"k002") is not None
     assert b"k005" in cache and len(cache) == 3
     assert ViewCache(0).get(b"x") is None
+
+
+def test_a_secondary_follows_its_primary_through_catch_up(tmp_path: Path, clock: Clock) -> None:
+    """What a worker process does, in one process: read from a secondary of the store,
+    cache views, and apply the commit feed (catch up, then drop the changed views)."""
+    primary = Store(tmp_path / "db", block_cache_bytes=1 << 20)
+    commits: list[tuple[int, list[bytes]]] = []
+    primary.on_commit = lambda sequence, keys: commits.append((sequence, keys))
+    accounts = Accounts(primary, limits=LIMITS, policy=POLICY, clock_ms=clock)
+    identity = _create(accounts, "alice", clock)
+    presence = Presence(primary, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
+                        node_name="n")  # fmt: skip
+    secondary = Store(tmp_path / "db", block_cache_bytes=1 << 20, view_cache_bytes=1 << 20,
+                      secondary_dir=tmp_path / "secondary")  # fmt: skip
+    reader = Presence(
+        secondary,
+        Accounts(secondary, limits=LIMITS, policy=POLICY, clock_ms=clock),
+        policy=POLICY,
+        limits=LIMITS,
+        clock_ms=clock,
+        node_name="n",
+        count_online=False,
+    )
+    assert _lookup(reader, "alice").devices == []  # read, and now cached
+    commits.clear()
+    presence.register("alice", signed(identity, device_record(seq=1)))
+    ((sequence, keys),) = commits
+    assert keys == [b"alice"] and sequence == primary.sequence() > 0
+    assert _lookup(reader, "alice").devices == []  # not caught up: the cached view
+    secondary.catch_up(keys)
+    assert secondary.sequence() == sequence
+    assert len(_lookup(reader, "alice").devices) == 1
+    presence.unregister("alice", "phone")
+    secondary.catch_up(None)  # unknown changes: every cached view goes
+    assert _lookup(reader, "alice").devices == [] and len(secondary.view_cache) == 1
+    with pytest.raises(StoreError, match="read-only"):
+        secondary.put_meta("x", b"y")
+    secondary.close()
+    primary.close()

@@ -1,0 +1,111 @@
+"""Forward calls, byte for byte, from a worker to its primary.
+
+A generic handler: the request and response bytes are never parsed, the caller's metadata
+(its bearer token) and remaining deadline go along, and the primary's status, details and
+trailing metadata come back unchanged, so a client cannot tell which process served it.
+Cancelling the client's call cancels the forwarded one (grpc.aio cancels an RPC whose
+pending read is cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor
+
+
+# Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
+# forwarded; everything else is the caller's (its bearer token among them).
+def _forwarded(key: str) -> bool:
+    return not (key.startswith(("grpc-", ":")) or key == "user-agent")
+
+
+AfterUnary = Callable[[str], Awaitable[None]]
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple(
+        (key, value) for key, value in context.invocation_metadata() or () if _forwarded(key)
+    )
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(0.0, remaining)
+
+
+async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
+    trailing = exc.trailing_metadata()
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
+    await context.abort(exc.code(), exc.details() or "")
+
+
+class Forwarder:
+    """Method handlers that forward to ``channel`` (the primary)."""
+
+    def __init__(self, channel: grpc.aio.Channel, after_unary: AfterUnary) -> None:
+        self._channel = channel
+        self._after_unary = after_unary  # read-your-writes: wait to have caught up
+
+    def handlers(self, methods: Iterable[MethodDescriptor]) -> dict[str, dict[str, Any]]:
+        services: dict[str, dict[str, Any]] = {}
+        for method in methods:
+            path = f"/{method.containing_service.full_name}/{method.name}"
+            if method.client_streaming and method.server_streaming:
+                handler = self._stream_stream(path)
+            elif method.server_streaming:
+                handler = self._unary_stream(path)
+            elif not method.client_streaming:
+                handler = self._unary_unary(path)
+            else:
+                raise ValueError(f"{path}: client-streaming methods are not forwarded")
+            services.setdefault(method.containing_service.full_name, {})[method.name] = handler
+        return services
+
+    def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
+        call = self._channel.unary_unary(path)
+        after = self._after_unary
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                response: bytes = await call(
+                    request, metadata=_metadata(context), timeout=_timeout(context)
+                )
+            except grpc.aio.AioRpcError as exc:
+                await _relay_error(context, exc)
+                raise AssertionError("unreachable: abort raises") from exc
+            await after(path)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _unary_stream(self, path: str) -> grpc.RpcMethodHandler:
+        open_call = self._channel.unary_stream(path)
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+            call = open_call(request, metadata=_metadata(context), timeout=_timeout(context))
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as exc:
+                await _relay_error(context, exc)
+
+        return grpc.unary_stream_rpc_method_handler(handle)
+
+    def _stream_stream(self, path: str) -> grpc.RpcMethodHandler:
+        open_call = self._channel.stream_stream(path)
+
+        async def handle(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            call = open_call(requests, metadata=_metadata(context), timeout=_timeout(context))
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as exc:
+                await _relay_error(context, exc)
+
+        return grpc.stream_stream_rpc_method_handler(handle)

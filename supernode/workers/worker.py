@@ -1,0 +1,207 @@
+"""A worker process: serves lookups from a secondary of the primary's store, forwards the
+rest to the primary, follows the primary's change feed. Started by the primary
+(:class:`supernode.workers.primary.WorkerPool`), never by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from supernode.config import Config, load, split_host_port
+from supernode.directory.accounts import Accounts
+from supernode.directory.presence import Presence
+from supernode.metrics import Metrics
+from supernode.rpc.directory import ACCOUNT_SERVICE, PRESENCE_SERVICE, DirectoryApi
+from supernode.rpc.handlers import register_services
+from supernode.server import PUBLIC_SERVICES, TOKEN_SECRET, server_options, wall_clock_ms
+from supernode.sessions import SessionAuthority
+from supernode.store import Store
+from supernode.v1 import replication_pb2 as pb
+from supernode.v1 import replication_pb2_grpc as rpc
+from supernode.workers.primary import WorkerSpec
+from supernode.workers.proxy import Forwarder
+
+log = logging.getLogger("supernode.worker")
+
+# Answered here; every other public method goes to the primary.
+LOCAL_METHODS = {
+    PRESENCE_SERVICE: ("Lookup", "LookupMany"),
+    ACCOUNT_SERVICE: ("GetAccount",),
+}
+# Forwarded calls that change what lookups return: answered once this worker caught up.
+WRITES = frozenset(
+    {
+        f"/{ACCOUNT_SERVICE}/CreateAccount",
+        f"/{PRESENCE_SERVICE}/RegisterDevice",
+        f"/{PRESENCE_SERVICE}/UnregisterDevice",
+    }
+)
+_CATCH_UP_WAIT_S = 2.0
+_PRIMARY_LOST_S = 5.0  # no feed for this long: the primary is gone, and so is this worker
+_PR_SET_PDEATHSIG = 1
+
+
+class Follower:
+    """Applies the primary's change feed to the secondary store."""
+
+    def __init__(self, store: Store, stub: rpc.ReplicationServiceStub) -> None:
+        self._store = store
+        self._stub = stub
+        self.applied = 0
+        self._advanced = asyncio.Condition()
+        self.lost = asyncio.Event()
+
+    async def run(self, first: asyncio.Future[None]) -> None:
+        last_contact = time.monotonic()
+        while True:
+            try:
+                async for changes in self._stub.Follow(pb.FollowRequest()):
+                    self._store.catch_up(None if changes.reset else list(changes.keys))
+                    async with self._advanced:
+                        self.applied = max(self.applied, changes.sequence)
+                        self._advanced.notify_all()
+                    last_contact = time.monotonic()
+                    if not first.done():
+                        first.set_result(None)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("change feed: %s %s", exc.code().name, exc.details())
+            if time.monotonic() - last_contact > _PRIMARY_LOST_S:
+                self.lost.set()
+                return
+            await asyncio.sleep(0.2)
+
+    async def caught_up(self, method: str) -> None:
+        """After a forwarded write: wait until this worker has applied it."""
+        if method not in WRITES:
+            return
+        target = (await self._stub.Sequence(pb.SequenceRequest())).sequence
+        try:
+            async with self._advanced:
+                await asyncio.wait_for(
+                    self._advanced.wait_for(lambda: self.applied >= target), _CATCH_UP_WAIT_S
+                )
+        except TimeoutError:  # the feed lags: catch up directly, dropping the whole cache
+            self._store.catch_up(None)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the primary died before the line above
+        sys.exit(1)
+
+
+async def run(config: Config, spec: WorkerSpec) -> None:
+    settings = config.server
+    secondary_dir = settings.data_dir / "workers" / str(spec.index)
+    shutil.rmtree(secondary_dir, ignore_errors=True)
+    store = Store(
+        settings.data_dir,
+        block_cache_bytes=settings.block_cache_mib << 20,
+        view_cache_bytes=settings.view_cache_mib << 20,
+        secondary_dir=secondary_dir,
+    )
+    channel = grpc.aio.insecure_channel(spec.primary)
+    stub = rpc.ReplicationServiceStub(channel)  # type: ignore[no-untyped-call]
+    follower = Follower(store, stub)
+    first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    following = asyncio.create_task(follower.run(first))
+    await asyncio.wait_for(first, 30)  # caught up once before serving anything
+
+    metrics = Metrics()
+    secret = store.get_meta(TOKEN_SECRET)
+    if secret is None:
+        raise OSError("the primary has not stored its token secret")
+    sessions = SessionAuthority(
+        secret, clock_ms=wall_clock_ms, token_ttl_seconds=settings.token_ttl_seconds
+    )
+    accounts = Accounts(store, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms)
+    presence = Presence(
+        store,
+        accounts,
+        policy=config.lease,
+        limits=config.limits,
+        clock_ms=wall_clock_ms,
+        node_name=settings.node_name,
+        count_online=False,
+    )
+    directory = DirectoryApi(accounts, presence, sessions, metrics).method_handlers()
+    local = {
+        service: {name: directory[service][name] for name in names}
+        for service, names in LOCAL_METHODS.items()
+    }
+    forwarded = Forwarder(channel, follower.caught_up).handlers(
+        method
+        for service in PUBLIC_SERVICES
+        for method in service.methods
+        if method.name not in LOCAL_METHODS.get(service.full_name, ())
+    )
+    server = grpc.aio.server(options=server_options(config, reuse_port=True))
+    registered = register_services(server, forwarded, local)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if server.add_insecure_port(spec.listen) == 0:
+        raise OSError(f"worker {spec.index}: cannot bind {spec.listen}")
+    await server.start()
+    for service in (*registered, ""):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
+    bound_metrics = metrics.serve_http(metrics_host, metrics_port and metrics_port + spec.index)
+    ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}
+    log.info("supernode worker ready %s", json.dumps(ready))
+    os.write(spec.ready_fd, json.dumps(ready).encode() + b"\n")
+    os.close(spec.ready_fd)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    lost = asyncio.create_task(follower.lost.wait())
+    await asyncio.wait({lost, asyncio.create_task(stopping.wait())}, return_when="FIRST_COMPLETED")
+    if follower.lost.is_set():
+        log.error("worker %d: lost the primary; exiting", spec.index)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    await channel.close()
+    metrics.stop_http()
+    store.close()
+
+
+def main() -> int:
+    spec = WorkerSpec(**json.loads(os.environ["SUPERNODE_WORKER_SPEC"]))
+    _die_with_parent(spec.parent_pid)
+    config = load(environ={}, flags=json.loads(os.environ["SUPERNODE_WORKER_CONFIG"]))
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s[{spec.index}] %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        asyncio.run(run(config, spec))
+    else:
+        uvloop.run(run(config, spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

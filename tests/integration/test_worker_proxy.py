@@ -1,0 +1,147 @@
+"""The workers' forwarding proxy, in process: a stand-in primary with one method of each
+kind (unary, server stream, bidirectional stream) behind a forwarding server, on loopback.
+Bytes, metadata, deadlines, statuses and cancellation must pass through unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from supernode.v1 import directory_pb2, rendezvous_pb2
+from supernode.workers.proxy import Forwarder
+
+UNARY = directory_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name["CreateAccount"]
+SERVER_STREAM = directory_pb2.DESCRIPTOR.services_by_name["PresenceService"].methods_by_name[
+    "Watch"
+]
+BIDI = rendezvous_pb2.DESCRIPTOR.services_by_name["RelayService"].methods_by_name["Relay"]
+
+
+def path(method: object) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"  # type: ignore[attr-defined]
+
+
+class StandInPrimary:
+    def __init__(self) -> None:
+        self.seen_metadata: list[tuple[str, str | bytes]] = []
+        self.seen_deadline: float | None = None
+        self.stream_cancelled = asyncio.Event()
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.seen_metadata = list(context.invocation_metadata() or ())
+            self.seen_deadline = context.time_remaining()
+            if request == b"missing":
+                context.set_trailing_metadata((("why", "no such thing"),))
+                await context.abort(grpc.StatusCode.NOT_FOUND, "handle: no account 'missing'")
+            return request[::-1]
+
+        async def server_stream(
+            request: bytes, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            try:
+                for n in range(3):
+                    yield request + bytes([n])
+                await asyncio.sleep(3600)  # a watch: open until the client goes
+            except asyncio.CancelledError:
+                self.stream_cancelled.set()
+                raise
+
+        async def bidi(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            async for frame in requests:
+                yield frame.upper()
+            yield b"END"
+
+        return _ByPath(
+            {
+                path(UNARY): grpc.unary_unary_rpc_method_handler(unary),
+                path(SERVER_STREAM): grpc.unary_stream_rpc_method_handler(server_stream),
+                path(BIDI): grpc.stream_stream_rpc_method_handler(bidi),
+            }
+        )
+
+
+class _ByPath(grpc.GenericRpcHandler):
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = handlers
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(details.method)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[StandInPrimary, grpc.aio.Channel, list[str]]]:
+    primary = StandInPrimary()
+    primary_server = grpc.aio.server()
+    primary_server.add_generic_rpc_handlers((primary.handlers(),))
+    primary_port = primary_server.add_insecure_port("127.0.0.1:0")
+    await primary_server.start()
+    upstream = grpc.aio.insecure_channel(f"127.0.0.1:{primary_port}")
+    after: list[str] = []
+
+    async def record(method: str) -> None:
+        after.append(method)
+
+    services = Forwarder(upstream, record).handlers([UNARY, SERVER_STREAM, BIDI])
+    proxy_server = grpc.aio.server()
+    for service, methods in services.items():
+        proxy_server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, methods),)
+        )
+    proxy_port = proxy_server.add_insecure_port("127.0.0.1:0")
+    await proxy_server.start()
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}")
+    yield primary, client, after
+    await client.close()
+    await proxy_server.stop(None)
+    await upstream.close()
+    await primary_server.stop(None)
+
+
+async def test_unary_bytes_metadata_deadline_and_errors_pass_through(
+    setup: tuple[StandInPrimary, grpc.aio.Channel, list[str]],
+) -> None:
+    primary, client, after = setup
+    call = client.unary_unary(path(UNARY))
+    metadata = (("authorization", "Bearer token-1"), ("trace-bin", b"\x00\x01"))
+    assert await call(b"abc", metadata=metadata, timeout=30) == b"cba"
+    forwarded = dict(primary.seen_metadata)
+    assert forwarded["authorization"] == "Bearer token-1" and forwarded["trace-bin"] == b"\x00\x01"
+    # Forwarded (rounded to the grpc-timeout header's units), not dropped.
+    assert primary.seen_deadline is not None and 20 < primary.seen_deadline < 31
+    assert after == [path(UNARY)]  # the read-your-writes hook ran after success
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call(b"missing", timeout=30)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert refused.value.details() == "handle: no account 'missing'"
+    assert ("why", "no such thing") in tuple(refused.value.trailing_metadata() or ())
+    assert after == [path(UNARY)]  # not after a failure
+
+
+async def test_server_stream_passes_through_and_cancelling_reaches_the_primary(
+    setup: tuple[StandInPrimary, grpc.aio.Channel, list[str]],
+) -> None:
+    primary, client, _ = setup
+    stream = client.unary_stream(path(SERVER_STREAM))(b"w")
+    assert [await stream.read() for _ in range(3)] == [b"w\x00", b"w\x01", b"w\x02"]
+    stream.cancel()
+    await asyncio.wait_for(primary.stream_cancelled.wait(), 10)
+
+
+async def test_bidirectional_stream_passes_through_with_half_close(
+    setup: tuple[StandInPrimary, grpc.aio.Channel, list[str]],
+) -> None:
+    _, client, _ = setup
+
+    async def frames() -> AsyncIterator[bytes]:
+        for frame in (b"one", b"two"):
+            yield frame
+
+    call = client.stream_stream(path(BIDI))(frames())
+    assert [frame async for frame in call] == [b"ONE", b"TWO", b"END"]
+    assert await call.code() == grpc.StatusCode.OK

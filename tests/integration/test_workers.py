@@ -1,0 +1,171 @@
+"""One node on several processes (``--workers``): every connection, whichever process the
+kernel gave it to, sees the same directory; a client reads its own writes at once; a dead
+worker is replaced; stopping the primary stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+
+from client_sdk.identity import Identity
+from client_sdk.transport import DirectoryConnection
+from supernode.v1 import directory_pb2 as pb
+from tests.integration.conftest import new_user
+from tests.integration.metrics import sample
+from tests.integration.process import SupernodeProcess
+from tests.integration.records import device
+
+CONNECTIONS = 16  # each its own TCP connection: all on one process has odds 2**-15
+# Separate channels to one target share one connection unless told otherwise.
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+_SEQ = itertools.count(1)
+
+
+@pytest.fixture
+def node(start_supernode: Callable[..., SupernodeProcess]) -> SupernodeProcess:
+    return start_supernode("--workers", "2")
+
+
+@pytest.fixture
+async def connections(node: SupernodeProcess) -> AsyncIterator[list[DirectoryConnection]]:
+    opened = [
+        DirectoryConnection(node.grpc_target, options=OWN_CONNECTION) for _ in range(CONNECTIONS)
+    ]
+    yield opened
+    for connection in opened:
+        await connection.close()
+
+
+def metrics_urls(node: SupernodeProcess) -> list[str]:
+    return [node.metrics_url] + [f"http://{w['metrics']}/metrics" for w in node.workers]
+
+
+def lookups_served(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sample(text, "supernode_rpc_requests_total", method="Lookup", code="OK")
+
+
+async def device_ids(connection: DirectoryConnection, handle: str) -> list[str]:
+    devices = (await connection.lookup(handle)).devices
+    return sorted(pb.DeviceRecord.FromString(d.signed.record).device_id for d in devices)
+
+
+async def eventually(check: Callable[[], object], what: str, within: float = 10.0) -> None:
+    """Convergence of the other processes (a change feed), not a latency assertion."""
+    deadline = time.monotonic() + within
+    while not await check():  # type: ignore[misc]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def register(connection: DirectoryConnection, identity: Identity, device_id: str) -> None:
+    await connection.register_device(device(identity, "alice", device_id, seq=next(_SEQ)))
+
+
+async def test_every_connection_sees_one_directory(
+    node: SupernodeProcess, connections: list[DirectoryConnection]
+) -> None:
+    assert len(node.workers) == 1
+    writer, *readers = connections
+    identity = await new_user(writer, "alice")
+    await register(writer, identity, "phone")
+    assert await device_ids(writer, "alice") == ["phone"]  # its own write, at once
+    for reader in readers:
+        reader.token = writer.token
+
+    async def all_see(expected: list[str]) -> bool:
+        seen = await asyncio.gather(*(device_ids(c, "alice") for c in readers))
+        return all(ids == expected for ids in seen)
+
+    await eventually(lambda: all_see(["phone"]), "every connection sees the registration")
+    # Each process answered some of them: the lookups did not all go to the primary.
+    served = [lookups_served(url) for url in metrics_urls(node)]
+    assert all(count > 0 for count in served), served
+
+    other = readers[3]
+    await register(other, identity, "laptop")
+    assert await device_ids(other, "alice") == ["laptop", "phone"]  # read-your-writes
+    assert await other.unregister_device("phone")
+    assert await device_ids(other, "alice") == ["laptop"]
+    await eventually(lambda: all_see(["laptop"]), "every connection sees the unregister")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await readers[5].lookup("nobody")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_forwarded_errors_and_streams_are_the_primarys(
+    node: SupernodeProcess, connections: list[DirectoryConnection]
+) -> None:
+    first = connections[0]
+    identity = await new_user(first, "alice")
+    for connection in connections:
+        # Forwarded (CreateAccount): the primary's status and message, unchanged.
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await connection.create_account(identity, "alice")
+        assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "taken" in (taken.value.details() or "")
+        if connection is first:
+            continue  # logged in
+        # Answered locally (Lookup) without a token: the same check as the primary's.
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await connection.lookup("alice")
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A watch (server stream) through every connection gets the change made on another.
+    watcher = connections[7]
+    await watcher.login(identity, "alice")
+    stream = watcher.watch(["alice"])
+    snapshot = await asyncio.wait_for(stream.read(), 10)
+    assert isinstance(snapshot, pb.WatchEvent) and snapshot.HasField("snapshot")
+    await register(first, identity, "phone")
+    change = await asyncio.wait_for(stream.read(), 10)
+    assert isinstance(change, pb.WatchEvent) and change.HasField("change"), change
+    assert change.change.device_id == "phone"
+    stream.cancel()
+
+
+async def test_a_dead_worker_is_replaced_and_stopping_the_primary_stops_all(
+    node: SupernodeProcess,
+) -> None:
+    worker_pid = int(str(node.workers[0]["pid"]))
+    os.kill(worker_pid, signal.SIGKILL)
+    node.wait_for("worker 1 exited", timeout=10)
+
+    async def replaced() -> bool:
+        return len(worker_ready_lines(node)) == 2
+
+    await eventually(replaced, "a new worker is ready", within=30)
+    await eventually(lambda: _restarts(node), "the restart is counted")
+    new_pid = int(worker_ready_lines(node)[-1].split('"pid": ')[1].split(",")[0])
+    assert new_pid != worker_pid
+    async with DirectoryConnection(node.grpc_target, options=OWN_CONNECTION) as connection:
+        await new_user(connection, "alice")
+        assert (await connection.lookup("alice")).account.handle == "alice"
+    assert node.terminate() == 0
+    await eventually(lambda: _gone(new_pid), "the worker exits with the primary")
+
+
+def worker_ready_lines(node: SupernodeProcess) -> list[str]:
+    return [line for line in node.log if "supernode worker ready" in line]
+
+
+async def _restarts(node: SupernodeProcess) -> bool:
+    return sample(node.metrics(), "supernode_worker_restarts_total") >= 1
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
