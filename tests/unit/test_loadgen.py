@@ -432,6 +432,7 @@ def test_headline_ratios_come_from_the_run() -> None:
     assert values["lookup_max_vs_echo"] == pytest.approx(0.5)
     assert values["unloaded_p50_vs_echo"] == pytest.approx(1.5, rel=0.01)
     assert values["p99_at_half_max_ms"] == pytest.approx(3.08, rel=0.01)
+    assert values["grpc-echo_p99_at_half_max_ms"] == pytest.approx(2.08, rel=0.01)
     assert values["lookup_many_100_vs_etcd_txn_100"] == pytest.approx(1000 * 100 / (1600 * 100))
     assert values["lookup_many_100_vs_echo_100"] is None  # not measured: said, not invented
     assert values["rss_per_million_users_mib"] == pytest.approx(300 * 5)
