@@ -39,9 +39,9 @@ class ServerSettings:
     shutdown_grace_seconds: float = 10.0
     block_cache_mib: int = 256
     # Hot lookup answers kept in process memory (about 0.8 KB per user with 2 devices).
-    # 512 MiB holds about two thirds of a million users' answers (~0.8 KB each) and keeps a
-    # 1M-user node near 0.9 GiB RSS; measured with benchmarks/ (fewer RocksDB reads per
-    # lookup is what closes the gap to the bare gRPC ceiling).
+    # 512 MiB holds about two thirds of a million users' answers (~0.8 KB each); a 1M-user
+    # node peaked at 822 MiB RSS (benchmarks/baselines). Fewer RocksDB reads per lookup is
+    # what narrows the gap to the bare gRPC ceiling.
     view_cache_mib: int = 512
     # Processes serving the public port: this one (the primary, owner of the store) plus
     # workers answering lookups from a read-only secondary (see supernode.workers).
