@@ -87,11 +87,8 @@ class Forwarder:
 
         async def handle(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             call = open_call(request, metadata=_metadata(context), timeout=_timeout(context))
-            try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as exc:
-                await _relay_error(context, exc)
+            async for response in _responses(call, context):
+                yield response
 
         return grpc.unary_stream_rpc_method_handler(handle)
 
@@ -102,10 +99,19 @@ class Forwarder:
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
             call = open_call(requests, metadata=_metadata(context), timeout=_timeout(context))
-            try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as exc:
-                await _relay_error(context, exc)
+            async for response in _responses(call, context):
+                yield response
 
         return grpc.stream_stream_rpc_method_handler(handle)
+
+
+async def _responses(
+    call: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    """The primary's responses, then its status (an error status ends the client's call
+    with the same code, details and trailing metadata)."""
+    try:
+        async for response in call:
+            yield response
+    except grpc.aio.AioRpcError as exc:
+        await _relay_error(context, exc)
