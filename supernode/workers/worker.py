@@ -54,7 +54,7 @@ _PRIMARY_LOST_S = 5.0  # no feed for this long: the primary is gone, and so is t
 _PR_SET_PDEATHSIG = 1
 
 
-class Follower:
+class FeedApplier:
     """Applies the primary's change feed to the secondary store."""
 
     def __init__(self, store: Store, stub: rpc.ReplicationServiceStub) -> None:
@@ -116,7 +116,7 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     )
     channel = grpc.aio.insecure_channel(spec.primary)
     stub = rpc.ReplicationServiceStub(channel)  # type: ignore[no-untyped-call]
-    follower = Follower(store, stub)
+    follower = FeedApplier(store, stub)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     following = asyncio.create_task(follower.run(first))
     await asyncio.wait_for(first, 30)  # caught up once before serving anything

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -21,6 +20,7 @@ from tests.integration.conftest import new_user
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
+from tests.integration.waiting import eventually
 
 CONNECTIONS = 16  # each its own TCP connection: all on one process has odds 2**-15
 # Separate channels to one target share one connection unless told otherwise.
@@ -60,15 +60,6 @@ async def device_ids(connection: DirectoryConnection, handle: str) -> list[str]:
     return sorted(pb.DeviceRecord.FromString(d.signed.record).device_id for d in devices)
 
 
-async def eventually(check: Callable[[], object], what: str, within: float = 10.0) -> None:
-    """Convergence of the other processes (a change feed), not a latency assertion."""
-    deadline = time.monotonic() + within
-    while not await check():  # type: ignore[misc]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def register(connection: DirectoryConnection, identity: Identity, device_id: str) -> None:
     await connection.register_device(device(identity, "alice", device_id, seq=next(_SEQ)))
 
@@ -88,7 +79,7 @@ async def test_every_connection_sees_one_directory(
         seen = await asyncio.gather(*(device_ids(c, "alice") for c in readers))
         return all(ids == expected for ids in seen)
 
-    await eventually(lambda: all_see(["phone"]), "every connection sees the registration")
+    await eventually(lambda: all_see(["phone"]), 10, "every connection sees the registration")
     # Each process answered some of them: the lookups did not all go to the primary.
     served = [lookups_served(url) for url in metrics_urls(node)]
     assert all(count > 0 for count in served), served
@@ -98,7 +89,7 @@ async def test_every_connection_sees_one_directory(
     assert await device_ids(other, "alice") == ["laptop", "phone"]  # read-your-writes
     assert await other.unregister_device("phone")
     assert await device_ids(other, "alice") == ["laptop"]
-    await eventually(lambda: all_see(["laptop"]), "every connection sees the unregister")
+    await eventually(lambda: all_see(["laptop"]), 10, "every connection sees the unregister")
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await readers[5].lookup("nobody")
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -144,15 +135,15 @@ async def test_a_dead_worker_is_replaced_and_stopping_the_primary_stops_all(
     async def replaced() -> bool:
         return len(worker_ready_lines(node)) == 2
 
-    await eventually(replaced, "a new worker is ready", within=30)
-    await eventually(lambda: _restarts(node), "the restart is counted")
+    await eventually(replaced, 30, "a new worker is ready")
+    await eventually(lambda: _restarts(node), 10, "the restart is counted")
     new_pid = int(worker_ready_lines(node)[-1].split('"pid": ')[1].split(",")[0])
     assert new_pid != worker_pid
     async with DirectoryConnection(node.grpc_target, options=OWN_CONNECTION) as connection:
         await new_user(connection, "alice")
         assert (await connection.lookup("alice")).account.handle == "alice"
     assert node.terminate() == 0
-    await eventually(lambda: _gone(new_pid), "the worker exits with the primary")
+    await eventually(lambda: _gone(new_pid), 10, "the worker exits with the primary")
 
 
 def worker_ready_lines(node: SupernodeProcess) -> list[str]:
