@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PROTOS := $(wildcard protos/supernode/v1/*.proto)
-GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
+PROTOS := $(wildcard protos/supernode/v1/*.proto protos/supernode/internal/v1/*.proto)
+GEN_STAMP := client_sdk/protocol/v1/.generated
+LINTED := protos supernode client_sdk tests benchmarks examples
 
 .PHONY: all run test test-quick lint typecheck gen bench bench-quick bench-scale clean
 
@@ -16,12 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# The gRPC code is generated, never committed (see .gitignore).
-supernode/v1/%_pb2.py: protos/supernode/v1/%.proto $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. \
-		--grpc_python_out=. $<
+# The gRPC code is generated, never committed (see .gitignore): public protos into
+# client_sdk/protocol/v1, internal ones into supernode/internal/v1, by the same hook that
+# builds the wheels (the editable install already ran it; this re-runs it when a proto changes).
+$(GEN_STAMP): $(PROTOS) protos/build_hook.py $(STAMP)
+	$(BIN)/python protos/build_hook.py >/dev/null
+	touch $@
 
-gen: $(GENERATED)
+gen: $(GEN_STAMP)
 
 ## Start one supernode with an embedded RocksDB in ./data (no other setup).
 run: gen
@@ -29,13 +32,13 @@ run: gen
 
 ## The whole test suite (what .ci/run runs).
 test: gen
-	$(BIN)/ruff check supernode client_sdk tests benchmarks examples
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: gen
-	$(BIN)/ruff check supernode client_sdk tests benchmarks examples
-	$(BIN)/ruff format --check supernode client_sdk tests benchmarks examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: gen
 	$(BIN)/mypy
@@ -57,4 +60,5 @@ bench-scale: gen
 	$(BIN)/python -m benchmarks.scale $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) supernode/v1/*_pb2*.py supernode/v1/*_pb2*.pyi .pytest_cache .mypy_cache
+	rm -rf $(VENV) client_sdk/protocol/v1/*_pb2*.py* client_sdk/protocol/v1/.generated \
+		supernode/internal/v1/*_pb2*.py* .pytest_cache .mypy_cache

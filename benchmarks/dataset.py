@@ -15,9 +15,9 @@ from functools import cached_property
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.identity import Identity
+from client_sdk.protocol import wire
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_device_record
-from supernode.directory import wire
-from supernode.v1 import directory_pb2 as pb
 
 # Distinct account keys, reused round-robin: key generation is not what we measure.
 _IDENTITIES = 64

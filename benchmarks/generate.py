@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dataset import LEASE_MS, Dataset, UserRecords
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2 as pb
 
 CACHE_DIR = Path(__file__).resolve().parent / "results" / ".cache"
 CHUNK_USERS = 2_000

@@ -300,8 +300,6 @@ async def run_load(
     end = measure_from + spec.duration_s
     recorder = _Recorder(measure_from)
     in_flight = share(spec.concurrency, index, spec.processes)
-    gc.collect()
-    gc.freeze()  # what exists now is never garbage: keep it out of collections during the run
     cpu_before = time.process_time()
     if spec.mode == OPEN:
         rate = spec.rate / spec.processes
@@ -321,8 +319,23 @@ async def run_load(
             for w in range(in_flight)
         ]
     await asyncio.gather(*workers)
-    gc.unfreeze()
     return recorder.result(end, time.process_time() - cpu_before)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Collect, then keep what exists out of collections until the run is over.
+
+    Entered before a run's start time is fixed: a full collection takes ~0.1 s in a test
+    process and longer in a loaded generator, and done after the start was fixed it made
+    every generator start late by that much (and swallowed a short window whole).
+    """
+    gc.collect()
+    gc.freeze()  # what exists now is never garbage
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def _connect(spec: LoadSpec, index: int, factory: ClientFactory) -> list[LookupClient]:
@@ -342,7 +355,8 @@ async def run_in_process(spec: LoadSpec, factory: ClientFactory = make_client) -
     spec = dataclasses.replace(spec, processes=1)
     clients = await _connect(spec, 0, factory)
     try:
-        return await run_load(spec, clients, 0, perf_counter() + 0.01)
+        with frozen_heap():
+            return await run_load(spec, clients, 0, perf_counter() + 0.01)
     finally:
         await _close(clients)
 
@@ -377,11 +391,12 @@ async def _serve_points(conn: Connection) -> None:
             continue
         reply: PointResult | _Failure | None = None
         try:
-            conn.send(_READY)
-            start_wall = await loop.run_in_executor(None, conn.recv)
-            if start_wall is not None:
-                start = perf_counter() + (start_wall - time.time())
-                reply = await run_load(spec, clients, index, start)
+            with frozen_heap():
+                conn.send(_READY)
+                start_wall = await loop.run_in_executor(None, conn.recv)
+                if start_wall is not None:
+                    start = perf_counter() + (start_wall - time.time())
+                    reply = await run_load(spec, clients, index, start)
         except Exception:
             reply = _Failure(f"generator {index} run", traceback.format_exc())
         finally:

@@ -34,8 +34,8 @@ from benchmarks.report import RESULTS_DIR, run_directory
 from benchmarks.systems.process import ServerProcess
 from client_sdk import Client, Identity, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection, now_ms, sign_device_record
-from supernode.v1 import directory_pb2 as pb
 
 _READY = re.compile(r"supernode ready (\{.*\})")
 

@@ -37,6 +37,7 @@ from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PAgent, P2PSettings
 from client_sdk.p2p.errors import PeerOffline
 from client_sdk.pins import PinStore
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.renewal import DeviceLease, DeviceSpec
 from client_sdk.session import Session
 from client_sdk.transport import DirectoryConnection
@@ -51,7 +52,6 @@ from client_sdk.types import (
 )
 from client_sdk.verify import verify_account, verify_presence
 from client_sdk.watch import Watch
-from supernode.v1 import directory_pb2 as pb
 
 RenewalErrorHandler = Callable[[str, SupernodeError], None]
 

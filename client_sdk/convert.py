@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import (
     Account,
     CandidateType,
@@ -19,7 +20,6 @@ from client_sdk.types import (
     SearchResult,
     TransportProtocol,
 )
-from supernode.v1 import directory_pb2 as pb
 
 _STATUS_TO_PB = {
     DeviceStatus.ONLINE: pb.DEVICE_STATUS_ONLINE,

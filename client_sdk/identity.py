@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from supernode.directory.records import signing_payload
+from client_sdk.protocol.signing import signing_payload
 
 
 @dataclass(frozen=True)

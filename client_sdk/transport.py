@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import grpc
 
 from client_sdk.identity import Identity
-from supernode.directory.records import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
-from supernode.v1 import directory_pb2 as pb
-from supernode.v1 import directory_pb2_grpc as rpc
-from supernode.v1 import search_pb2, search_pb2_grpc
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2_grpc as rpc
+from client_sdk.protocol.v1 import search_pb2, search_pb2_grpc
 
 
 def now_ms() -> int:

@@ -15,9 +15,9 @@ from google.protobuf.message import DecodeError
 from client_sdk.convert import account_from_pb, device_from_pb
 from client_sdk.errors import SignatureError
 from client_sdk.pins import PinStore
+from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import Account, Device, Presence
-from supernode.directory.records import DEVICE_RECORD_DOMAIN, signature_is_valid
-from supernode.v1 import directory_pb2 as pb
 
 
 def verify_account(account: pb.Account, pins: PinStore, expected_handle: str) -> Account:

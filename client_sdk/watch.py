@@ -23,11 +23,11 @@ import grpc
 
 from client_sdk.errors import Unavailable, error_from_rpc
 from client_sdk.pins import PinStore
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.retry import StreamAction, after_stream_failure
 from client_sdk.session import Session
 from client_sdk.types import Account, Presence, PresenceEvent, WatchPosition
 from client_sdk.watch_state import WatchState
-from supernode.v1 import directory_pb2 as pb
 
 log = logging.getLogger(__name__)
 

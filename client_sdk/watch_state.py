@@ -16,6 +16,7 @@ from types import MappingProxyType
 from client_sdk.convert import reason_from_pb
 from client_sdk.errors import SignatureError, SupernodeError
 from client_sdk.pins import PinStore
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import (
     Account,
     Device,
@@ -26,7 +27,6 @@ from client_sdk.types import (
     WatchPosition,
 )
 from client_sdk.verify import verify_device, verify_presence
-from supernode.v1 import directory_pb2 as pb
 
 _KIND = {
     pb.CHANGE_KIND_ONLINE: EventKind.ONLINE,

@@ -5,13 +5,19 @@ status code in one table. Every message names the offending field and the reason
 the person reading it is an app developer looking at a failed call.
 """
 
+from client_sdk.protocol.errors import InvalidField as InvalidField
+
 
 class SupernodeError(Exception):
     """A request the supernode refuses. The message is shown to the client verbatim."""
 
 
-class InvalidArgument(SupernodeError):
-    """The request is malformed: a field is missing, too long, or out of range."""
+class InvalidArgument(SupernodeError, InvalidField):
+    """The request is malformed: a field is missing, too long, or out of range.
+
+    The shared protocol layer's field checks raise its base, ``InvalidField``; both are
+    answered with ``INVALID_ARGUMENT`` (``REFUSALS`` is what the edge catches).
+    """
 
 
 class Unauthenticated(SupernodeError):
@@ -48,3 +54,8 @@ class Aborted(SupernodeError):
 
 class Unavailable(SupernodeError):
     """The supernode cannot serve the request now (shutting down, store closed)."""
+
+
+# Everything the gRPC edge answers with a deliberate status: our own errors, and the shared
+# protocol layer's field errors (a refused field of a request or a signed body).
+REFUSALS: tuple[type[Exception], ...] = (SupernodeError, InvalidField)

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
 from supernode.config import Config, as_flags, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
@@ -37,7 +38,6 @@ from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
-from supernode.v1 import directory_pb2, rendezvous_pb2, search_pb2
 from supernode.workers.feed import ChangeFeed
 from supernode.workers.primary import (
     REPLICATION_SERVICE,

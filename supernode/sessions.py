@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supernode.directory.records import LOGIN_DOMAIN, signature_is_valid
-from supernode.directory.validation import check_handle, check_signature_length
+from client_sdk.protocol.signing import LOGIN_DOMAIN, signature_is_valid
+from client_sdk.protocol.validation import check_handle, check_signature_length
 from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 _TOKEN_VERSION = 1

@@ -48,7 +48,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from supernode.directory import wire
+from client_sdk.protocol import wire
 
 ACCOUNTS = "accounts"
 DEVICES = "devices"

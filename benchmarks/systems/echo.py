@@ -27,7 +27,7 @@ from benchmarks.dataset import Dataset
 from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.grpc_raw import SERVER_OPTIONS, RawUnaryClient, bearer, request_encoder
 from benchmarks.systems.process import ServerProcess
-from supernode.directory import wire
+from client_sdk.protocol import wire
 
 SERVICE = "bench.Echo"
 BATCHES = (1, 10, 100)

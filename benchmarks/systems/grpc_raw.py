@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from benchmarks.dataset import Dataset
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2 as pb
 
 # The channel options of supernode/server.py's grpc.aio.server, mirrored so the echo
 # server is the same framework configured the same way (keep the two in step).

@@ -23,10 +23,10 @@ from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.grpc_raw import RawUnaryClient, bearer, request_encoder
 from benchmarks.systems.process import ServerProcess
 from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
 from supernode.directory import search
 from supernode.store import Store
-from supernode.v1 import directory_pb2 as pb
 
 PRESENCE = "/supernode.v1.PresenceService"
 BATCHES = (1, 10, 100)

@@ -39,9 +39,9 @@ from client_sdk.p2p.errors import (
 from client_sdk.p2p.ice import IceAgent, limit_stun_retries
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rpc
 from client_sdk.types import Device
-from supernode.v1 import rendezvous_pb2 as pb
-from supernode.v1 import rendezvous_pb2_grpc as rpc
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import grpc
 
-from supernode.v1 import rendezvous_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 
 _DRAIN_SECONDS = 1.0
 

@@ -9,15 +9,13 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
+from client_sdk.protocol.records import parse_account
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle, check_signature_length
 from supernode.directory import lease, search
-from supernode.directory.records import (
-    CREATE_ACCOUNT_DOMAIN,
-    parse_account,
-    signature_is_valid,
-)
-from supernode.directory.validation import Limits, check_handle, check_signature_length
+from supernode.directory.validation import Limits
 from supernode.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
-from supernode.v1 import directory_pb2 as pb
 
 
 class AccountRegistry(Protocol):

@@ -11,23 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from supernode.directory import lease, wire
+from client_sdk.protocol import wire
+from client_sdk.protocol.records import parse_device_record, supersedes
+from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_device_id, check_handle, check_signature_length
+from supernode.directory import lease
 from supernode.directory.accounts import Accounts
-from supernode.directory.records import (
-    DEVICE_RECORD_DOMAIN,
-    parse_device_record,
-    signature_is_valid,
-    supersedes,
-)
-from supernode.directory.validation import (
-    Limits,
-    check_device_id,
-    check_handle,
-    check_signature_length,
-)
+from supernode.directory.validation import Limits
 from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 from supernode.store import DeviceSlot, ExpiryEntry
-from supernode.v1 import directory_pb2 as pb
 
 
 class PresenceStore(Protocol):

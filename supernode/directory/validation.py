@@ -1,19 +1,10 @@
-"""Field rules shared by every request that names a handle, device or display name.
+"""The size and count limits a supernode holds requests to (its operators tune them).
 
-Each check raises :class:`InvalidArgument` with the field name first, so a client can tell
-which of its inputs was refused and why.
+The field rules themselves (handles, device ids, keys, signed bodies) are the wire contract's
+and live in ``client_sdk.protocol.validation``, shared with the SDK.
 """
 
-import re
 from dataclasses import dataclass
-
-from supernode.errors import InvalidArgument
-
-HANDLE_PATTERN = re.compile(r"[a-z0-9._-]{3,32}")
-DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-CAPABILITY_PATTERN = re.compile(r"[a-z0-9._/-]{1,64}")
-ED25519_KEY_BYTES = 32
-ED25519_SIGNATURE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -42,46 +33,3 @@ class Limits:
     relay_max_bytes: int = 256 << 20
     relay_max_bytes_per_second: int = 4 << 20
     relay_idle_timeout_seconds: float = 30.0
-
-
-def check_handle(field: str, handle: str) -> None:
-    if not handle:
-        raise InvalidArgument(f"{field}: required")
-    if HANDLE_PATTERN.fullmatch(handle) is None:
-        raise InvalidArgument(
-            f"{field}: {handle[:40]!r} is not a handle "
-            "(3-32 characters of lowercase a-z, 0-9, '.', '_', '-')"
-        )
-
-
-def check_device_id(field: str, device_id: str) -> None:
-    if not device_id:
-        raise InvalidArgument(f"{field}: required")
-    if DEVICE_ID_PATTERN.fullmatch(device_id) is None:
-        raise InvalidArgument(
-            f"{field}: {device_id[:70]!r} is not a device id "
-            "(1-64 characters of A-Z, a-z, 0-9, '_', '-')"
-        )
-
-
-def check_display_name(field: str, name: str, limits: Limits) -> None:
-    if len(name) > limits.max_display_name_chars:
-        raise InvalidArgument(
-            f"{field}: {len(name)} characters, at most {limits.max_display_name_chars} allowed"
-        )
-    if any(not ch.isprintable() for ch in name):
-        raise InvalidArgument(f"{field}: contains control or unprintable characters")
-
-
-def check_key(field: str, key: bytes) -> None:
-    if len(key) != ED25519_KEY_BYTES:
-        raise InvalidArgument(
-            f"{field}: {len(key)} bytes, an Ed25519 public key is {ED25519_KEY_BYTES}"
-        )
-
-
-def check_signature_length(field: str, signature: bytes) -> None:
-    if len(signature) != ED25519_SIGNATURE_BYTES:
-        raise InvalidArgument(
-            f"{field}: {len(signature)} bytes, an Ed25519 signature is {ED25519_SIGNATURE_BYTES}"
-        )

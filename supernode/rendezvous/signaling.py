@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from supernode.errors import (
     Aborted,
     FailedPrecondition,
@@ -22,7 +23,6 @@ from supernode.errors import (
 )
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
-from supernode.v1 import rendezvous_pb2 as pb
 
 
 @dataclass(eq=False)

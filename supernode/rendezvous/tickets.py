@@ -13,8 +13,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from supernode.errors import DeadlineExceeded, InvalidArgument, PermissionDenied
-from supernode.v1 import rendezvous_pb2 as pb
 
 _MAC_BYTES = 32
 _VERSION = 1

@@ -4,14 +4,14 @@ from typing import TypeAlias
 
 import grpc
 
-from supernode.directory import wire
+from client_sdk.protocol import wire
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
 from supernode.sessions import SessionAuthority
-from supernode.v1 import directory_pb2 as pb
 
 ACCOUNT_SERVICE = "supernode.v1.AccountService"
 SESSION_SERVICE = "supernode.v1.SessionService"

@@ -20,8 +20,8 @@ from supernode.metrics import Metrics, RpcMetrics
 log = logging.getLogger(__name__)
 
 # The one table from domain errors to gRPC status codes.
-STATUS_OF: dict[type[errors.SupernodeError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    errors.InvalidField: grpc.StatusCode.INVALID_ARGUMENT,  # also errors.InvalidArgument
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -55,7 +55,7 @@ def _parser(request_type: type[RequestT]) -> Callable[[bytes], RequestT]:
     return parse_or_refuse
 
 
-def status_of(error: errors.SupernodeError) -> grpc.StatusCode:
+def status_of(error: Exception) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         code = STATUS_OF.get(cls)
         if code is not None:
@@ -86,7 +86,7 @@ def unary_handler(
             if waits:
                 response = await response
             return response if isinstance(response, bytes) else response.SerializeToString()
-        except errors.SupernodeError as exc:
+        except errors.REFUSALS as exc:
             code = status_of(exc)
             message = str(exc)
         except Exception:
@@ -135,7 +135,7 @@ async def _observed(
     try:
         async for response in responses:
             yield response
-    except errors.SupernodeError as exc:
+    except errors.REFUSALS as exc:
         code = status_of(exc)
         message = str(exc)
     except asyncio.CancelledError:

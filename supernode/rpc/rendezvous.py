@@ -10,7 +10,8 @@ from typing import TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
-from supernode.directory.validation import check_device_id, check_handle
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
+from client_sdk.protocol.validation import check_device_id, check_handle
 from supernode.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -29,7 +30,6 @@ from supernode.rpc.handlers import (
     unary_handler,
 )
 from supernode.sessions import SessionAuthority
-from supernode.v1 import rendezvous_pb2 as pb
 
 RENDEZVOUS_SERVICE = "supernode.v1.RendezvousService"
 RELAY_SERVICE = "supernode.v1.RelayService"

@@ -2,7 +2,8 @@
 
 import grpc
 
-from supernode.directory import wire
+from client_sdk.protocol import wire
+from client_sdk.protocol.v1 import search_pb2
 from supernode.directory.accounts import Accounts
 from supernode.errors import ResourceExhausted
 from supernode.metrics import Metrics
@@ -10,7 +11,6 @@ from supernode.ratelimit import TokenBuckets
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
 from supernode.sessions import SessionAuthority
-from supernode.v1 import search_pb2
 
 SEARCH_SERVICE = "supernode.v1.SearchService"
 

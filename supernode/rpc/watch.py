@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle
 from supernode.directory.presence import Change, Presence
-from supernode.directory.validation import check_handle
 from supernode.directory.watch import ChangeEvent, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
@@ -15,7 +16,6 @@ from supernode.rpc.auth import session_of
 from supernode.rpc.directory import PRESENCE_SERVICE
 from supernode.rpc.handlers import server_stream_handler
 from supernode.sessions import SessionAuthority
-from supernode.v1 import directory_pb2 as pb
 
 _KINDS = {
     Change.ONLINE: (pb.CHANGE_KIND_ONLINE, pb.OFFLINE_REASON_UNSPECIFIED),

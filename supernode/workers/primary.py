@@ -21,13 +21,13 @@ from typing import Any
 
 import grpc
 
+from supernode.internal.v1 import replication_pb2 as pb
 from supernode.store import Store
-from supernode.v1 import replication_pb2 as pb
 from supernode.workers.feed import ChangeFeed
 
 log = logging.getLogger("supernode.workers")
 
-REPLICATION_SERVICE = "supernode.v1.ReplicationService"
+REPLICATION_SERVICE = "supernode.internal.v1.ReplicationService"
 _READY_TIMEOUT_S = 120.0  # opening a secondary of a large store replays its manifest
 _RESTART_PAUSE_S = 1.0
 _STOP_GRACE_S = 15.0

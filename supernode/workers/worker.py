@@ -23,14 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from supernode.config import Config, load, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
+from supernode.internal.v1 import replication_pb2 as pb
+from supernode.internal.v1 import replication_pb2_grpc as rpc
 from supernode.metrics import Metrics
 from supernode.rpc.directory import ACCOUNT_SERVICE, PRESENCE_SERVICE, DirectoryApi
 from supernode.rpc.handlers import register_services
 from supernode.server import PUBLIC_SERVICES, TOKEN_SECRET, server_options, wall_clock_ms
 from supernode.sessions import SessionAuthority
 from supernode.store import Store
-from supernode.v1 import replication_pb2 as pb
-from supernode.v1 import replication_pb2_grpc as rpc
 from supernode.workers.primary import WorkerSpec
 from supernode.workers.proxy import Forwarder
 

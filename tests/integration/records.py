@@ -1,8 +1,8 @@
 """Device records as a real app would build them, for integration tests."""
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import now_ms, sign_device_record
-from supernode.v1 import directory_pb2 as pb
 
 
 def device(

@@ -13,10 +13,10 @@ import grpc
 import pytest
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, LOGIN_DOMAIN
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection, now_ms, sign_account, sign_device_record
-from supernode.directory.records import CREATE_ACCOUNT_DOMAIN, LOGIN_DOMAIN
 from supernode.store import Store
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.conftest import new_user
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device

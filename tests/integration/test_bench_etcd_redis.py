@@ -15,7 +15,7 @@ from benchmarks.services import ManagedServerSystem, load_items
 from benchmarks.systems.base import make_client
 from benchmarks.systems.etcd import EtcdClient, EtcdSystem
 from benchmarks.systems.redis import RedisClient, RedisSystem
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2 as pb
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a first run may apt-get install
 

@@ -6,9 +6,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
-from supernode.directory.records import DEVICE_RECORD_DOMAIN, signature_is_valid
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.conftest import new_user
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device

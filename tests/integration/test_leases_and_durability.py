@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
 from supernode.store import Store
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.conftest import new_user
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess

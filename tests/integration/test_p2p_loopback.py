@@ -16,9 +16,9 @@ from client_sdk import (
     SignatureError,
 )
 from client_sdk.p2p.certificates import raw_public_key
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_device_record
 from supernode.store import Store
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.metrics import sample
 from tests.integration.p2p_support import alice_and_bob, listening
 from tests.integration.process import SupernodeProcess

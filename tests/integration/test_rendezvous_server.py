@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rpc
 from client_sdk.transport import DirectoryConnection
-from supernode.v1 import rendezvous_pb2 as pb
-from supernode.v1 import rendezvous_pb2_grpc as rpc
 from tests.integration.conftest import new_user
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from client_sdk import Endpoint, EventKind, Identity, KeyChanged, PinStore, SignatureError
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.store import Store
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.sdk_support import (
     FAST_LEASES,
     TEST_CONFIG,

@@ -7,9 +7,9 @@ import grpc
 import pytest
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import search_pb2, search_pb2_grpc
 from client_sdk.transport import DirectoryConnection
-from supernode.v1 import directory_pb2 as pb
-from supernode.v1 import search_pb2, search_pb2_grpc
 from tests.integration.conftest import new_user
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess

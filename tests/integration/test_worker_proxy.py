@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from supernode.v1 import directory_pb2, rendezvous_pb2
+from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
 from supernode.workers.proxy import Forwarder
 
 UNARY = directory_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name["CreateAccount"]

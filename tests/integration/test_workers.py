@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
-from supernode.v1 import directory_pb2 as pb
 from tests.integration.conftest import new_user
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess

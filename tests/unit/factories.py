@@ -1,8 +1,8 @@
 """Builders of valid requests for unit tests; each test then breaks one thing."""
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_device_record
-from supernode.v1 import directory_pb2 as pb
 
 NOW_MS = 1_700_000_000_000
 

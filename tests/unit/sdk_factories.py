@@ -1,7 +1,7 @@
 """Served protobuf messages (accounts, devices, watch events) for SDK unit tests."""
 
 from client_sdk.identity import Identity
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from tests.unit.factories import NOW_MS, device_record, signed
 
 

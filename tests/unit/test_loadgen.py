@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import math
 import random
 import statistics
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -53,7 +55,7 @@ from benchmarks.report import (
 )
 from benchmarks.run import SetupError, load_system, settings_from_args
 from benchmarks.systems.base import ClientSpec
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import directory_pb2 as pb
 
 # ---------------------------------------------------------------------- schedules
 
@@ -461,3 +463,21 @@ def test_report_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     markdown = (directory / MARKDOWN_NAME).read_text()
     assert "## Headline" in markdown and "0.50x" in markdown and "n/a" in markdown
     assert write_report(run, tmp_path) == tmp_path / "20250102-030405-2"  # never overwrites
+
+
+async def test_a_slow_collection_before_the_run_does_not_eat_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A generator with a large heap spends a while in gc.collect(); that must happen before
+    # the start time is fixed, or every request of a short window is already late (the
+    # old order left this window with no completion at all).
+    collect = gc.collect
+
+    def slow_collect(*args: int) -> int:
+        time.sleep(0.3)  # stands for a big heap's collection, not for a wait on the run
+        return collect(*args)
+
+    monkeypatch.setattr(gc, "collect", slow_collect)
+    spec = pingpong(_client(), 0.1, users=100)
+    result = await run_in_process(spec, lambda s: FakeClient(s, delay=0.001))
+    assert result.completed > 0 and result.error_count == 0

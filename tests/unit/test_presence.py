@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_account
 from supernode.directory.accounts import Accounts
 from supernode.directory.lease import LeasePolicy
@@ -20,7 +22,6 @@ from supernode.errors import (
     ResourceExhausted,
 )
 from supernode.store import Store, StoreError
-from supernode.v1 import directory_pb2 as pb
 from tests.unit.factories import NOW_MS, device_record, signed
 
 POLICY = LeasePolicy(
@@ -93,7 +94,7 @@ def _create(accounts: Accounts, handle: str, clock: Clock) -> Identity:
     body = pb.Account.FromString(request.account)
     body.created_at_ms = clock.now
     raw = body.SerializeToString()
-    from supernode.directory.records import CREATE_ACCOUNT_DOMAIN
+    from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN
 
     accounts.create(raw, identity.sign(CREATE_ACCOUNT_DOMAIN, raw))
     return identity
@@ -237,7 +238,7 @@ def test_lookup_many(presence: Presence, accounts: Accounts, alice: Identity, cl
     assert list(response.not_found) == ["ghost"]
     with pytest.raises(ResourceExhausted, match="at most 5"):
         presence.lookup_many(["alice"] * 6)
-    with pytest.raises(InvalidArgument, match=r"handles\[1\]"):
+    with pytest.raises(InvalidField, match=r"handles\[1\]"):
         presence.lookup_many(["alice", "BAD"])
 
 

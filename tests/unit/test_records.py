@@ -1,16 +1,12 @@
 import pytest
 
 from client_sdk.identity import Identity
-from supernode.directory.records import (
-    DEVICE_RECORD_DOMAIN,
-    parse_account,
-    parse_device_record,
-    signature_is_valid,
-    supersedes,
-)
-from supernode.directory.validation import Limits, check_handle
-from supernode.errors import InvalidArgument
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.records import parse_account, parse_device_record, supersedes
+from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle
+from supernode.directory.validation import Limits
 from tests.unit.factories import device_record
 
 LIMITS = Limits(max_endpoints=2, max_capabilities=2)
@@ -23,7 +19,7 @@ def test_valid_handles(handle: str) -> None:
 
 @pytest.mark.parametrize("handle", ["", "ab", "x" * 33, "Alice", "al ice", "al\x00ice", "josé"])
 def test_invalid_handles_name_the_field(handle: str) -> None:
-    with pytest.raises(InvalidArgument, match=r"^handle: "):
+    with pytest.raises(InvalidField, match=r"^handle: "):
         check_handle("handle", handle)
 
 
@@ -68,12 +64,12 @@ def test_valid_record_parses() -> None:
     ],
 )
 def test_invalid_record_fields_are_named(fields: dict[str, object], message: str) -> None:
-    with pytest.raises(InvalidArgument, match=message):
+    with pytest.raises(InvalidField, match=message):
         parse_device_record(device_record(**fields).SerializeToString(), LIMITS)
 
 
 def test_garbage_record_bytes() -> None:
-    with pytest.raises(InvalidArgument, match="not a serialized"):
+    with pytest.raises(InvalidField, match="not a serialized"):
         parse_device_record(b"\xff\xff\xff", LIMITS)
 
 
@@ -81,12 +77,12 @@ def test_account_rules() -> None:
     good = pb.Account(handle="alice", account_key=b"k" * 32, display_name="Álice")
     assert parse_account(good.SerializeToString(), Limits()).handle == "alice"
     too_long = pb.Account(handle="alice", account_key=b"k" * 32, display_name="x" * 65)
-    with pytest.raises(InvalidArgument, match=r"account\.display_name: 65 characters"):
+    with pytest.raises(InvalidField, match=r"account\.display_name: 65 characters"):
         parse_account(too_long.SerializeToString(), Limits())
     control = pb.Account(handle="alice", account_key=b"k" * 32, display_name="a\nb")
-    with pytest.raises(InvalidArgument, match=r"account\.display_name"):
+    with pytest.raises(InvalidField, match=r"account\.display_name"):
         parse_account(control.SerializeToString(), Limits())
-    with pytest.raises(InvalidArgument, match=r"account\.account_key"):
+    with pytest.raises(InvalidField, match=r"account\.account_key"):
         parse_account(pb.Account(handle="alice").SerializeToString(), Limits())
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from supernode.errors import (
     Aborted,
     DeadlineExceeded,
@@ -15,7 +16,6 @@ from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
-from supernode.v1 import rendezvous_pb2 as pb
 
 ALICE, BOB, CAROL = Endpoint("alice", "a1"), Endpoint("bob", "b1"), Endpoint("carol", "c1")
 

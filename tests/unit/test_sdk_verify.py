@@ -5,9 +5,9 @@ import pytest
 from client_sdk.errors import KeyChanged, SignatureError
 from client_sdk.identity import Identity
 from client_sdk.pins import PinStore
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import CandidateType, DeviceStatus, Endpoint, TransportProtocol
 from client_sdk.verify import verify_account, verify_device, verify_presence
-from supernode.v1 import directory_pb2 as pb
 from tests.unit.sdk_factories import account, lookup, served_device
 
 BOB = Identity.generate()

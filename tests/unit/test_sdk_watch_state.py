@@ -8,6 +8,7 @@ from client_sdk.convert import account_from_pb
 from client_sdk.errors import KeyChanged, SignatureError
 from client_sdk.identity import Identity
 from client_sdk.pins import PinStore
+from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import (
     Account,
     Device,
@@ -18,7 +19,6 @@ from client_sdk.types import (
     WatchPosition,
 )
 from client_sdk.watch_state import WatchProtocolError, WatchState, diff_views
-from supernode.v1 import directory_pb2 as pb
 from tests.unit.sdk_factories import account, change, lookup, resumed, served_device, snapshot
 
 BOB = Identity.generate()

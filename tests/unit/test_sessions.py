@@ -1,8 +1,9 @@
 import pytest
 
 from client_sdk.identity import Identity
-from supernode.directory.records import LOGIN_DOMAIN
-from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.signing import LOGIN_DOMAIN
+from supernode.errors import PermissionDenied, Unauthenticated
 from supernode.sessions import SessionAuthority
 
 
@@ -107,9 +108,9 @@ def test_signature_for_another_purpose_is_denied(authority: SessionAuthority) ->
 
 def test_malformed_challenge_and_signature(authority: SessionAuthority) -> None:
     identity = Identity.generate()
-    with pytest.raises(InvalidArgument, match="signature"):
+    with pytest.raises(InvalidField, match="signature"):
         authority.login("alice", b"c" * 57, b"short", identity.public_key)
-    with pytest.raises(InvalidArgument, match="challenge"):
+    with pytest.raises(InvalidField, match="challenge"):
         authority.login("alice", b"c" * 3, b"s" * 64, identity.public_key)
 
 

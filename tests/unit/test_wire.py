@@ -3,8 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supernode.directory import wire
-from supernode.v1 import directory_pb2 as pb
+from client_sdk.protocol import wire
+from client_sdk.protocol.v1 import directory_pb2 as pb
 
 
 def _device(n: int, blob: bytes) -> pb.Device:

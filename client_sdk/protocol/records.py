@@ -1,0 +1,109 @@
+"""Signed bodies as they are parsed and validated, and the device-record merge rule.
+
+The server parses every account and device record it is sent with these functions; the SDK
+checks what it is about to sign with the same ones. Limits are the caller's (the server's
+configuration), given as any object with the three attributes of :class:`RecordLimits`.
+"""
+
+import ipaddress
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import (
+    CAPABILITY_PATTERN,
+    check_device_id,
+    check_display_name,
+    check_handle,
+    check_key,
+)
+
+
+class RecordLimits(Protocol):
+    """The limits a signed body is held to (the server's ``Limits`` has them all)."""
+
+    @property
+    def max_display_name_chars(self) -> int: ...
+
+    @property
+    def max_endpoints(self) -> int: ...
+
+    @property
+    def max_capabilities(self) -> int: ...
+
+
+def parse_account(raw: bytes, limits: RecordLimits) -> pb.Account:
+    """Decode and validate an account body as sent by its creator."""
+    account = pb.Account()
+    try:
+        account.ParseFromString(raw)
+    except DecodeError as exc:
+        raise InvalidField("account: not a serialized supernode.v1.Account") from exc
+    check_handle("account.handle", account.handle)
+    check_key("account.account_key", account.account_key)
+    check_display_name("account.display_name", account.display_name, limits.max_display_name_chars)
+    return account
+
+
+def parse_device_record(raw: bytes, limits: RecordLimits) -> pb.DeviceRecord:
+    """Decode and validate a device record body; the signature is checked separately."""
+    record = pb.DeviceRecord()
+    try:
+        record.ParseFromString(raw)
+    except DecodeError as exc:
+        raise InvalidField("signed.record: not a serialized supernode.v1.DeviceRecord") from exc
+    check_device_record(record, limits)
+    return record
+
+
+def check_device_record(record: pb.DeviceRecord, limits: RecordLimits) -> None:
+    """Every field rule of a device record, whether it was just decoded or is about to be."""
+    check_handle("record.handle", record.handle)
+    check_device_id("record.device_id", record.device_id)
+    if record.seq == 0:
+        raise InvalidField("record.seq: must be at least 1")
+    check_key("record.transport_key", record.transport_key)
+    if len(record.endpoints) > limits.max_endpoints:
+        raise InvalidField(
+            f"record.endpoints: {len(record.endpoints)} given, at most {limits.max_endpoints}"
+        )
+    for index, endpoint in enumerate(record.endpoints):
+        _check_endpoint(f"record.endpoints[{index}]", endpoint)
+    if record.status not in pb.DeviceStatus.values() or record.status == 0:
+        raise InvalidField(f"record.status: {record.status} is not a known DeviceStatus")
+    if len(record.capabilities) > limits.max_capabilities:
+        raise InvalidField(
+            f"record.capabilities: {len(record.capabilities)} given, "
+            f"at most {limits.max_capabilities}"
+        )
+    for index, capability in enumerate(record.capabilities):
+        if CAPABILITY_PATTERN.fullmatch(capability) is None:
+            raise InvalidField(
+                f"record.capabilities[{index}]: {capability[:70]!r} is not a capability name "
+                "(1-64 characters of a-z, 0-9, '.', '_', '/', '-')"
+            )
+
+
+def _check_endpoint(field: str, endpoint: pb.Endpoint) -> None:
+    try:
+        ipaddress.ip_address(endpoint.address)
+    except ValueError as exc:
+        raise InvalidField(
+            f"{field}.address: {endpoint.address[:50]!r} is not an IP address"
+        ) from exc
+    if not 1 <= endpoint.port <= 65535:
+        raise InvalidField(f"{field}.port: {endpoint.port} is not in 1-65535")
+    if endpoint.protocol not in pb.TransportProtocol.values() or endpoint.protocol == 0:
+        raise InvalidField(f"{field}.protocol: {endpoint.protocol} is not a known protocol")
+    if endpoint.type not in pb.CandidateType.values() or endpoint.type == 0:
+        raise InvalidField(f"{field}.type: {endpoint.type} is not a known candidate type")
+
+
+def supersedes(new_seq: int, stored_seq: int | None) -> bool:
+    """The merge rule: for one device, the record (or tombstone) with the higher seq wins.
+
+    Deterministic and clock-free, so retries, replication and repair are idempotent.
+    """
+    return stored_seq is None or new_seq > stored_seq
