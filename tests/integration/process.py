@@ -19,9 +19,18 @@ _READY = re.compile(r"supernode ready (\{.*\})")
 class SupernodeProcess:
     """``supernode serve`` in a subprocess on free loopback ports, with its log captured."""
 
-    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        python: str = sys.executable,
+        cwd: Path | None = None,
+    ) -> None:
+        """``python`` and ``cwd`` run another installation (say a fresh virtualenv's)."""
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.python = python
+        self.cwd = cwd
         self.process: subprocess.Popen[str] | None = None
         self.grpc_target = ""
         self.metrics_url = ""
@@ -31,7 +40,7 @@ class SupernodeProcess:
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
         command = [
-            sys.executable,
+            self.python,
             "-m",
             "supernode.cli",
             "serve",
@@ -51,6 +60,7 @@ class SupernodeProcess:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            cwd=self.cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         ready = threading.Event()

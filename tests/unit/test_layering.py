@@ -1,0 +1,49 @@
+"""The import rules that keep the SDK installable alone (checked on the source, without
+importing it; tests/integration/test_sdk_wheel.py checks the installed wheel at run time)."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _sources(package: str) -> list[Path]:
+    return [p for p in sorted((REPO / package).rglob("*.py")) if "_pb2" not in p.name]
+
+
+def _offenders(package: str, allowed: str, forbidden: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path in _sources(package):
+        bad = [
+            name
+            for name in _imports(path)
+            if (name == forbidden or name.startswith(forbidden + "."))
+            and not (name == allowed or name.startswith(allowed + "."))
+        ]
+        if bad:
+            found[str(path.relative_to(REPO))] = sorted(bad)
+    return found
+
+
+def test_the_sdk_imports_nothing_of_the_server() -> None:
+    assert _sources("client_sdk")
+    assert _offenders("client_sdk", allowed="client_sdk", forbidden="supernode") == {}
+
+
+def test_the_protocol_layer_imports_nothing_else_of_the_sdk() -> None:
+    assert _sources("client_sdk/protocol")
+    assert (
+        _offenders("client_sdk/protocol", allowed="client_sdk.protocol", forbidden="client_sdk")
+        == {}
+    )
+    assert _offenders("client_sdk/protocol", allowed="-", forbidden="supernode") == {}
