@@ -6,5 +6,6 @@ class InvalidField(ValueError):
 
     The message starts with the field's name (``record.endpoints[2].port: ...``) so that
     whoever reads it knows which input was refused and why. The server answers it with
-    ``INVALID_ARGUMENT``; the SDK raises it before sending anything.
+    ``INVALID_ARGUMENT`` (its own ``InvalidArgument`` is a subclass), which the SDK raises
+    to the app as ``client_sdk.errors.InvalidArgument`` with the same message.
     """

@@ -1,8 +1,9 @@
 """Signed bodies as they are parsed and validated, and the device-record merge rule.
 
-The server parses every account and device record it is sent with these functions; the SDK
-checks what it is about to sign with the same ones. Limits are the caller's (the server's
-configuration), given as any object with the three attributes of :class:`RecordLimits`.
+The server parses every account and device record it is sent with these functions, and the
+merge rule decides between versions of one device wherever they meet. Limits are the
+caller's (the server's configuration), given as any object with the three attributes of
+:class:`RecordLimits`.
 """
 
 import ipaddress

@@ -1,8 +1,8 @@
 """Field rules for every handle, device id, display name, key and signature on the wire.
 
 Each check raises :class:`InvalidField` with the field name first, so a client can tell which
-of its inputs was refused and why. The server checks every request with these; the SDK checks
-what it is about to send with the same functions, so it fails before a round trip.
+of its inputs was refused and why. They are part of the contract, beside the generated code,
+so that every implementation of either side reads the same rules in one place.
 """
 
 import re
