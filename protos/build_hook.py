@@ -3,9 +3,9 @@
 ``protos/supernode/v1`` (public) becomes ``client_sdk.protocol.v1``; ``protos/supernode/
 internal/v1`` (the server's private feed) becomes ``supernode.internal.v1``. One generator
 serves every build: the hatchling hook below runs it for each wheel and editable install of
-both distributions (``supernode`` generates both, ``supernode-client`` only the public one,
-as each pyproject's ``contracts`` says), and ``make gen`` runs this file directly. The
-generated code is never committed or hand-edited.
+both distributions (``supernode`` generates both contracts, ``supernode-client`` only the
+public one, as each pyproject's hook table says), and ``make gen`` runs this file directly.
+The generated code is never committed or hand-edited.
 
 The protos keep their public paths (``supernode/v1/directory.proto``, so reflection and
 other languages see the contract under its own name), which makes protoc emit imports of
@@ -23,10 +23,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PUBLIC = "supernode/v1"
 TARGET_PACKAGE = "client_sdk.protocol.v1"
-# proto folder (under protos/) -> the Python package its code is generated into
-CONTRACTS = {PUBLIC: TARGET_PACKAGE, "supernode/internal/v1": "supernode.internal.v1"}
+REPOSITORY = Path(__file__).resolve().parent.parent
+# The repository's contracts: proto folder (under protos/) -> where its code is written.
+CONTRACTS = {
+    "supernode/v1": REPOSITORY / "client_sdk" / "protocol" / "v1",
+    "supernode/internal/v1": REPOSITORY / "supernode" / "internal" / "v1",
+}
 _IMPORT = re.compile(r"^from supernode\.v1 import ", re.MULTILINE)
 _MODULE_NAME = re.compile(r"'supernode\.v1\.(\w+_pb2)'")
 
@@ -36,20 +39,21 @@ def _rewrite(source: str) -> str:
     return _MODULE_NAME.sub(rf"'{TARGET_PACKAGE}.\1'", source)
 
 
-def generate(root: Path, contracts: list[str]) -> list[Path]:
-    """Write the code of ``contracts`` (keys of ``CONTRACTS``) under ``root``; returns the
-    paths written, relative to ``root``."""
+def generate(proto_root: Path, contracts: dict[str, Path]) -> list[Path]:
+    """Write the code of each contract (a folder under ``proto_root``) into its folder;
+    returns the paths written."""
     written: list[Path] = []
-    for contract in contracts:
-        written += _generate_one(root, contract, root / Path(*CONTRACTS[contract].split(".")))
+    for contract, target in contracts.items():
+        written += _generate_one(proto_root, contract, target)
     return written
 
 
-def _generate_one(root: Path, contract: str, target: Path) -> list[Path]:
+def _generate_one(proto_root: Path, contract: str, target: Path) -> list[Path]:
     from grpc_tools import protoc  # a build requirement, imported only when generating
 
-    proto_root = root / "protos"
     sources = sorted((proto_root / contract).glob("*.proto"))
+    if not sources:
+        raise RuntimeError(f"no .proto files in {proto_root / contract}")
     well_known = str(resources.files("grpc_tools") / "_proto")
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as out:
@@ -69,7 +73,7 @@ def _generate_one(root: Path, contract: str, target: Path) -> list[Path]:
             text = _rewrite(generated.read_text())
             if not destination.exists() or destination.read_text() != text:
                 destination.write_text(text)
-            written.append(destination.relative_to(root))
+            written.append(destination)
     return written
 
 
@@ -80,7 +84,12 @@ except ImportError:  # run as a script by `make gen`, outside a build
 else:
 
     class ProtocolBuildHook(BuildHookInterface):  # type: ignore[misc]
-        """Generates the protocol code before hatchling collects the files of a build."""
+        """Generates the protocol code before hatchling collects the files of a build.
+
+        Its table in a pyproject names ``protos`` (folders holding the protos, relative to
+        that project, the first that exists wins: a clone's ``../protos`` or an sdist's own
+        ``protos``) and ``contracts`` (proto folder -> output folder in that project).
+        """
 
         PLUGIN_NAME = "custom"
 
@@ -88,11 +97,16 @@ else:
             # The files are written into the source tree, where an editable install imports
             # them and a wheel build collects them (the root pyproject lists them as
             # artifacts, since .gitignore hides them).
-            contracts = list(self.config.get("contracts", [PUBLIC]))
-            generate(Path(__file__).resolve().parent.parent, contracts)
+            root = Path(self.root)
+            candidates = [root / folder for folder in self.config.get("protos", ["protos"])]
+            proto_root = next((c for c in candidates if c.is_dir()), None)
+            if proto_root is None:
+                raise RuntimeError(f"no protos folder among {[str(c) for c in candidates]}")
+            contracts = {name: root / out for name, out in self.config["contracts"].items()}
+            generate(proto_root, contracts)
 
 
 if __name__ == "__main__":
-    for path in generate(Path(__file__).resolve().parent.parent, list(CONTRACTS)):
-        print(path)
+    for path in generate(REPOSITORY / "protos", CONTRACTS):
+        print(path.relative_to(REPOSITORY))
     sys.exit(0)

@@ -71,9 +71,10 @@ def test_the_sdk_wheel_installs_alone_and_runs_an_app(
     clean_copy: Path, tmp_path: Path, supernode: SupernodeProcess
 ) -> None:
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), "client_sdk"],
-         cwd=clean_copy)  # fmt: skip
+    # sdist first, then the wheel from the unpacked sdist: both must be self-contained.
+    _run([sys.executable, "-m", "build", "--outdir", str(dist), "client_sdk"], cwd=clean_copy)
     (wheel,) = dist.glob("supernode_client-*.whl")
+    assert list(dist.glob("supernode_client-*.tar.gz"))
     python = _fresh_venv(tmp_path / "venv")
     _run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], cwd=tmp_path)
 
