@@ -252,7 +252,7 @@ async def p2p_connect(node: Node, settings: Settings, *, direct: bool) -> dict[s
             accepted.put_nowait(connection)
 
     accepting = asyncio.create_task(accept_all())
-    await asyncio.sleep(0.3)  # the Listen stream reaches the supernode
+    await asyncio.wait_for(callee.wait_listening(), 30)  # offers can reach it now
     setup = hist.new_histogram()
     paths: set[str] = set()
     try:

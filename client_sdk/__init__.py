@@ -5,7 +5,15 @@ it, register the app's devices and keep their leases alive, look others up and w
 (every record verified against the account key pinned on first use), search. ``Identity``
 holds the account key. Errors are one hierarchy under ``SupernodeError``.
 
-``DirectoryConnection`` is the thin gRPC layer underneath, in generated protobuf types.
+No gRPC error ever reaches the app: every method raises ``SupernodeError`` subclasses
+(``Unavailable`` when no supernode answered, ``Closed`` after ``close()``, the class for
+the server's answer otherwise). Peer to peer (``enable_peer_to_peer``, ``connect``,
+``incoming``) is in ``client_sdk.p2p``, re-exported here.
+
+Everything exported is documented (``pydoc client_sdk.Client``, ``pydoc client_sdk.SyncClient``);
+data classes and enums list their fields and members under ``Attributes:``.
+``client_sdk.transport.DirectoryConnection``, the thin gRPC layer underneath (generated
+protobuf types, raw gRPC errors), is for tools and tests, not apps.
 """
 
 from client_sdk.backoff import Backoff
@@ -34,11 +42,12 @@ from client_sdk.p2p.errors import (
     PeerDeclined,
     PeerKeyMismatch,
     PeerOffline,
+    PeerToPeerNotEnabled,
     PeerUnreachable,
 )
+from client_sdk.p2p.sync import SyncIncoming, SyncPeerConnection, SyncStream
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch
-from client_sdk.transport import DirectoryConnection
 from client_sdk.types import (
     Account,
     CandidateType,
@@ -66,7 +75,6 @@ __all__ = [
     "Closed",
     "Device",
     "DeviceStatus",
-    "DirectoryConnection",
     "Endpoint",
     "EventKind",
     "Identity",
@@ -82,6 +90,7 @@ __all__ = [
     "PeerIdentity",
     "PeerKeyMismatch",
     "PeerOffline",
+    "PeerToPeerNotEnabled",
     "PeerUnreachable",
     "PermissionDenied",
     "PinStore",
@@ -94,6 +103,9 @@ __all__ = [
     "Stale",
     "SupernodeError",
     "SyncClient",
+    "SyncIncoming",
+    "SyncPeerConnection",
+    "SyncStream",
     "SyncWatch",
     "TransportProtocol",
     "Unauthenticated",

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Backoff:
     """Delay before retry ``n`` (0-based): ``initial * multiplier**n`` capped at ``maximum``,
-    then scaled by a uniform factor in ``[1 - jitter, 1]``."""
+    then scaled by a uniform factor in ``[1 - jitter, 1]``.
+
+    Attributes:
+        initial_seconds: the delay before the first retry (before jitter).
+        maximum_seconds: the cap on any delay.
+        multiplier: growth factor per retry.
+        jitter: fraction of the delay randomly taken off (0: none, 1: up to all of it).
+    """
 
     initial_seconds: float = 0.1
     maximum_seconds: float = 5.0
@@ -40,5 +47,6 @@ class Backoff:
         return min(delay, self.maximum_seconds)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
+        """The jittered delay before retry ``attempt`` (0-based), drawn from ``rng``."""
         ceiling = self.ceiling(attempt)
         return ceiling * (1.0 - self.jitter * rng.random())

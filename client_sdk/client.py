@@ -26,7 +26,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.config import ClientConfig
@@ -35,7 +34,8 @@ from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeEr
 from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PAgent, P2PSettings
-from client_sdk.p2p.errors import PeerOffline
+from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
+from client_sdk.p2p.listener import Listener
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.renewal import DeviceLease, DeviceSpec
@@ -63,6 +63,15 @@ class Client:
     defaults to pins kept in memory (pass ``PinStore.file(path)`` to keep them).
     ``on_renewal_error(device_id, error)`` is told about background renewal failures,
     which are otherwise only logged and retried.
+
+    Every method raises only ``SupernodeError`` subclasses for what went wrong on the way
+    to a supernode or peer (never a gRPC error): ``Closed`` once the client is closed,
+    ``Unavailable`` when no target answered within the retry budget, the error for the
+    server's answer otherwise (see ``client_sdk.errors``).
+
+    Attributes:
+        config: the ``ClientConfig`` in use (retries, deadlines, lease TTL, ...).
+        pins: the ``PinStore`` holding the account keys pinned on first use.
     """
 
     def __init__(
@@ -95,10 +104,12 @@ class Client:
 
     @property
     def handle(self) -> str:
+        """The handle this client acts for."""
         return self._session.handle
 
     @property
     def identity(self) -> Identity:
+        """The account key this client signs with."""
         return self._session.identity
 
     @property
@@ -153,8 +164,10 @@ class Client:
         return verify_account(await self._get_account_unpinned(handle), self.pins, handle)
 
     async def login(self) -> None:
-        """Log in now. Optional: every call logs in (and re-logs in) by itself."""
+        """Log in now (again, if already logged in), e.g. to check the account key at
+        startup. Optional: every call logs in (and re-logs in) by itself."""
         self._check_open()
+        self._session.forget_token(self._session.current_target)
         await self._session.connection()
 
     # ------------------------------------------------------------------ own devices
@@ -203,7 +216,11 @@ class Client:
         capabilities: Iterable[str] | None = None,
         transport_key: bytes | None = None,
     ) -> Registration:
-        """Publish a change to a registered device now (fields left ``None`` stay)."""
+        """Publish a change to a registered device now (fields left ``None`` stay).
+
+        ``KeyError`` if this client has not registered ``device_id``: a mistake in the
+        app, not a server answer.
+        """
         lease = self._lease(device_id)
         spec = lease.spec
         return await lease.update(
@@ -217,10 +234,14 @@ class Client:
         )
 
     async def update_status(self, device_id: str, status: DeviceStatus) -> Registration:
+        """Publish a new status (online, away, busy) for a registered device now: the
+        shorthand for ``update_device(device_id, status=status)``."""
         return await self.update_device(device_id, status=status)
 
     def registration(self, device_id: str) -> Registration | None:
-        """The latest lease granted to one of our devices (renewals update it)."""
+        """The latest lease granted to one of our devices (renewals update it); ``None``
+        for a device this client did not register."""
+        self._check_open()
         lease = self._leases.get(device_id)
         return None if lease is None else lease.registration
 
@@ -322,11 +343,12 @@ class Client:
         The device's registered record must carry ``transport_key``'s public key: peers
         check the QUIC certificate against it, so a supernode cannot stand in for us.
         """
+        self._check_open()
         self._p2p = P2PAgent(
             handle=self.handle,
             device_id=device_id,
             transport_key=transport_key,
-            signaling=self._signaling,
+            signaling=self._session,
             resolve=self._resolve_device,
             settings=settings or P2PSettings(),
         )
@@ -334,7 +356,9 @@ class Client:
     def _agent(self) -> P2PAgent:
         self._check_open()
         if self._p2p is None:
-            raise Closed("peer to peer is not enabled: call enable_peer_to_peer() first")
+            raise PeerToPeerNotEnabled(
+                "peer to peer is not enabled: call enable_peer_to_peer() first"
+            )
         return self._p2p
 
     async def connect(self, handle: str, device: str | None = None) -> PeerConnection:
@@ -343,8 +367,32 @@ class Client:
         return await self._agent().connect(handle, device)
 
     def incoming(self) -> AsyncIterator[PeerConnection]:
-        """Listen for peers while iterated: ``async for conn in client.incoming(): ...``."""
+        """Listen for peers while iterated: ``async for conn in client.incoming(): ...``.
+
+        Outlives supernode restarts and outages: a broken Listen stream is reopened, with
+        backoff and failover across ``targets`` (see :meth:`wait_listening`). Iteration
+        ends when the client closes, and raises only ``SupernodeError``s that listening
+        again cannot fix (the device is not registered, another ``incoming()`` of this
+        device took over). Iterate one ``incoming()`` per device at a time.
+        """
         return self._agent().incoming()
+
+    async def wait_listening(self) -> None:
+        """Return once offers can reach this device: its Listen stream is open on a
+        supernode (it answered ``ListenReady``), so a caller's ``connect`` no longer fails
+        with ``PeerOffline``. Returns at once while that holds; while the stream is broken
+        (a supernode restart) it waits for the listener to listen again.
+
+        Only an iterated :meth:`incoming` listens, so start that first; bound the wait
+        with ``asyncio.timeout`` (it does not end by itself if the client closes).
+        """
+        await self._agent().listener.ready.wait()
+
+    @property
+    def listener(self) -> Listener:
+        """This device's listener: ``ready`` (the event :meth:`wait_listening` waits on)
+        and ``reconnects`` (Listen streams that broke and were reopened)."""
+        return self._agent().listener
 
     async def _resolve_device(self, handle: str, device_id: str | None) -> Device:
         presence = await self.lookup(handle)
@@ -352,10 +400,6 @@ class Client:
         if not candidates:
             raise PeerOffline(f"{handle}/{device_id or '*'}: no live device")
         return min(candidates, key=lambda d: d.status is not DeviceStatus.ONLINE)
-
-    async def _signaling(self) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
-        connection = await self._session.connection()
-        return connection.channel, connection.metadata
 
     # ------------------------------------------------------------------ lifecycle
 

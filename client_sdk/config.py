@@ -10,12 +10,59 @@ from client_sdk.timing import RENEW_WINDOW
 
 
 @dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive pings on the SDK's channels, and why they must fit the server.
+
+    Watch and Listen streams can stay silent for hours. Pings every ``time_seconds`` keep
+    NAT and firewall mappings of that quiet TCP connection alive and find a dead supernode
+    (no acknowledgement in ``timeout_seconds``) long before TCP would, so the stream
+    reconnects elsewhere. They are sent with and without calls in flight.
+
+    The supernode refuses pings closer together than its
+    ``server.keepalive_min_ping_interval_seconds`` (default 10 s; gRPC's own default is
+    5 minutes): two such pings and it sends GOAWAY ``too_many_pings``, which ends every
+    stream of the channel. The default here (30 s) stays three times inside that; pinging a
+    server that kept gRPC's default policy needs ``time_seconds`` of 300 or more.
+    """
+
+    time_seconds: float = 30.0
+    timeout_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.time_seconds <= 0 or self.timeout_seconds <= 0:
+            raise ValueError("keepalive: time_seconds and timeout_seconds must be positive")
+
+    def channel_options(self) -> tuple[tuple[str, int], ...]:
+        return (
+            ("grpc.keepalive_time_ms", round(self.time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC stops pinging after this many pings without data (default 2), which
+            # would leave a quiet stream unprotected; 0 lifts the limit.
+            ("grpc.http2.max_pings_without_data", 0),
+        )
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     """How hard the client tries, and when it acts on its own.
 
     The defaults suit an app on a phone or desktop: a unary call gets ``max_attempts``
     tries of ``call_deadline_seconds`` each across the targets, with jittered exponential
     backoff in between, before it fails with ``Unavailable``.
+
+    Attributes:
+        call_deadline_seconds: the gRPC deadline of each attempt of a unary call.
+        max_attempts: tries of a unary call across the targets before ``Unavailable``.
+        backoff: the delay between tries (and between a watch's reconnects).
+        token_refresh_margin_seconds: log in again this long before the token expires.
+        renew_window: renew a lease between these fractions of the granted TTL.
+        default_ttl_seconds: the lease ``register_device`` asks for when given no ``ttl``.
+        watch_buffer: watch events read ahead of the app before reading pauses.
+        unregister_on_close: ``close()`` unregisters our devices (False: their leases
+            just run out, as after a crash).
+        close_deadline_seconds: the budget for unregistering devices on ``close()``.
+        channel_options: gRPC options of every channel to a supernode (keepalive).
     """
 
     call_deadline_seconds: float = 5.0
@@ -31,12 +78,9 @@ class ClientConfig:
     unregister_on_close: bool = True
     # Budget for unregistering devices on close: a closing app should not hang.
     close_deadline_seconds: float = 2.0
-    channel_options: Sequence[tuple[str, int | str]] = (
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-    )
+    # Options of every channel to a supernode; the default is the keepalive above. Build
+    # others with ``Keepalive(...).channel_options()`` plus what you add.
+    channel_options: Sequence[tuple[str, int | str]] = Keepalive().channel_options()
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

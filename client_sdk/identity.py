@@ -14,21 +14,31 @@ from client_sdk.protocol.signing import signing_payload
 
 @dataclass(frozen=True)
 class Identity:
-    """An Ed25519 account key. The handle is not derived from it and holds no secret."""
+    """An Ed25519 account key. The handle is not derived from it and holds no secret.
+
+    Generate it once per user, keep it (``save`` / ``load``): losing it loses the account.
+
+    Attributes:
+        private_key: the Ed25519 private key that signs account, login and device records.
+    """
 
     private_key: Ed25519PrivateKey
 
     @classmethod
     def generate(cls) -> Identity:
+        """A new random account key."""
         return cls(Ed25519PrivateKey.generate())
 
     @property
     def public_key(self) -> bytes:
+        """The raw 32-byte public key: what the supernode and peers know the account by."""
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
     def sign(self, domain: bytes, body: bytes) -> bytes:
+        """Sign ``body`` for one purpose (``domain``), so a signature for one kind of
+        message can never be replayed as another."""
         return self.private_key.sign(signing_payload(domain, body))
 
     def save(self, path: Path) -> None:
@@ -45,6 +55,7 @@ class Identity:
 
     @classmethod
     def load(cls, path: Path) -> Identity:
+        """Read a key written by :meth:`save`; ``ValueError`` if it is not Ed25519."""
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")

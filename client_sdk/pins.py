@@ -36,17 +36,21 @@ class PinStore:
 
     @classmethod
     def in_memory(cls) -> PinStore:
+        """Pins for this process only (they are lost when it exits)."""
         return cls()
 
     @classmethod
     def file(cls, path: Path | str) -> PinStore:
+        """Pins kept in a JSON file (mode 0600), read now if it exists, rewritten on change."""
         return cls(Path(path))
 
     @property
     def path(self) -> Path | None:
+        """The pin file, or ``None`` in memory."""
         return self._path
 
     def pinned(self, handle: str) -> bytes | None:
+        """The key pinned for ``handle``, or ``None``."""
         with self._lock:
             return self._pins.get(handle)
 

@@ -14,18 +14,39 @@ from dataclasses import dataclass, field
 
 
 class DeviceStatus(enum.Enum):
+    """What a device says about its user, signed in its record (``update_status``).
+
+    Attributes:
+        ONLINE: available.
+        AWAY: idle or locked; reachable, a person may not answer soon.
+        BUSY: reachable, but do not disturb.
+    """
+
     ONLINE = "online"
     AWAY = "away"
     BUSY = "busy"
 
 
 class TransportProtocol(enum.Enum):
+    """The transport of an ``Endpoint``.
+
+    Attributes:
+        UDP: datagrams (what ICE and QUIC use).
+        TCP: a stream endpoint.
+    """
+
     UDP = "udp"
     TCP = "tcp"
 
 
 class CandidateType(enum.Enum):
-    """ICE candidate types (RFC 8445): where an endpoint address comes from."""
+    """ICE candidate types (RFC 8445): where an endpoint address comes from.
+
+    Attributes:
+        HOST: an address of the device's own interface.
+        SERVER_REFLEXIVE: the device's address as a STUN server saw it (its NAT's outside).
+        RELAY: an address on a relay that forwards to the device.
+    """
 
     HOST = "host"
     SERVER_REFLEXIVE = "srflx"
@@ -34,7 +55,14 @@ class CandidateType(enum.Enum):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An address a device can be reached at, as published in its signed record."""
+    """An address a device can be reached at, as published in its signed record.
+
+    Attributes:
+        address: IPv4 or IPv6 address, as text.
+        port: UDP or TCP port.
+        protocol: the transport at that port.
+        type: where the address comes from (host, server reflexive, relay).
+    """
 
     address: str
     port: int
@@ -44,7 +72,15 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Account:
-    """The public part of an account; ``account_key`` is the raw Ed25519 public key."""
+    """The public part of an account (its key verified against the pin for its handle).
+
+    Attributes:
+        handle: the account's unique name.
+        account_key: the raw 32-byte Ed25519 public key that signs its records.
+        display_name: free text shown to people; not unique.
+        discoverable: whether ``search`` finds the account (lookup by handle always works).
+        created_at_ms: when the account was created (Unix milliseconds, client-signed).
+    """
 
     handle: str
     account_key: bytes
@@ -60,6 +96,21 @@ class Device:
     ``record`` and ``signature`` are the exact signed bytes, kept so the app can hand them to
     a peer or re-verify later; ``expires_at_ms`` and ``attached_supernode`` are the lease
     the supernode granted and are not covered by the signature.
+
+    Attributes:
+        handle: the account the device belongs to.
+        device_id: the device's name within the account.
+        seq: the record's sequence number; a newer record has a higher one.
+        issued_at_ms: when the device signed the record (Unix milliseconds).
+        ttl_seconds: the lease the device asked for.
+        endpoints: addresses the device published.
+        transport_key: raw Ed25519 public key its peer-to-peer (QUIC) endpoint presents.
+        status: online, away or busy.
+        capabilities: free-form feature tags the app publishes (e.g. "audio").
+        expires_at_ms: when the lease ends unless renewed (set by the supernode).
+        attached_supernode: the supernode holding the lease (set by the supernode).
+        record: the signed record bytes, exactly as signed.
+        signature: the account key's Ed25519 signature over ``record``.
     """
 
     handle: str
@@ -79,16 +130,23 @@ class Device:
 
 @dataclass(frozen=True)
 class Presence:
-    """One handle's account and its live devices (empty when offline), as of one read."""
+    """One handle's account and its live devices (empty when offline), as of one read.
+
+    Attributes:
+        account: the verified account.
+        devices: its live devices, each record verified.
+    """
 
     account: Account
     devices: tuple[Device, ...] = ()
 
     @property
     def handle(self) -> str:
+        """The account's handle."""
         return self.account.handle
 
     def device(self, device_id: str) -> Device | None:
+        """The live device ``device_id``, or ``None`` if it is not online."""
         return next((d for d in self.devices if d.device_id == device_id), None)
 
 
@@ -98,6 +156,11 @@ class SearchResult:
 
     Search results are not pinned: search is discovery, and keys are pinned (and checked)
     when the app looks the handle up to reach it.
+
+    Attributes:
+        handle: the account's handle.
+        display_name: its display name.
+        account_key: its raw Ed25519 public key (not yet checked against a pin).
     """
 
     handle: str
@@ -107,7 +170,14 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Registration:
-    """The lease the supernode granted to one of our devices (the latest renewal)."""
+    """The lease the supernode granted to one of our devices (the latest renewal).
+
+    Attributes:
+        device_id: our device.
+        seq: the sequence number of the record registered.
+        ttl_seconds: the lease granted (the supernode clamps what was asked).
+        expires_at_ms: when it ends unless renewed (Unix milliseconds; the SDK renews).
+    """
 
     device_id: str
     seq: int
@@ -116,7 +186,14 @@ class Registration:
 
 
 class EventKind(enum.Enum):
-    """What a watch event tells: the full state (SNAPSHOT) or one device's change."""
+    """What a watch event tells: the full state (SNAPSHOT) or one device's change.
+
+    Attributes:
+        SNAPSHOT: the presence of every watched handle (first, and after a gap).
+        ONLINE: a device came online (a new record).
+        UPDATED: an online device published a new record (status, endpoints, ...).
+        OFFLINE: a device went away; the event's ``reason`` says how.
+    """
 
     SNAPSHOT = "snapshot"
     ONLINE = "online"
@@ -125,15 +202,31 @@ class EventKind(enum.Enum):
 
 
 class OfflineReason(enum.Enum):
+    """Why a device went offline: told apart so an app can say "signed off" rather than
+    "lost connection", or retry a peer that only dropped off the network.
+
+    Attributes:
+        UNREGISTERED: the device said goodbye (``unregister_device``, or its client
+            closed): it is gone on purpose.
+        EXPIRED: its lease ran out unrenewed: the app crashed, or the device lost its
+            network. It may well come back.
+        UNKNOWN: seen gone in a snapshot taken after a gap; the supernode no longer
+            knows why.
+    """
+
     UNREGISTERED = "unregistered"
     EXPIRED = "expired"
-    # Seen gone in a snapshot taken after a gap: the supernode no longer knows why.
     UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class WatchPosition:
-    """Where a watch stands in a supernode's change log; the epoch changes on restart."""
+    """Where a watch stands in a supernode's change log; the epoch changes on restart.
+
+    Attributes:
+        epoch: the change log's identity; a new one means history was lost (a restart).
+        revision: the last change delivered, within the epoch.
+    """
 
     epoch: str
     revision: int
@@ -152,6 +245,20 @@ class PresenceEvent:
     that only consumes per-device events misses nothing either.
 
     ONLINE / UPDATED: ``device`` is the new (verified) record. OFFLINE: ``reason`` says why.
+
+    Attributes:
+        kind: what the event tells (see ``EventKind``).
+        position: the change-log position after this event.
+        handle: the handle that changed (ONLINE, UPDATED, OFFLINE).
+        device_id: the device that changed (ONLINE, UPDATED, OFFLINE).
+        device: the new verified record (ONLINE, UPDATED).
+        reason: why the device went offline (OFFLINE).
+        snapshot: handle -> presence of every watched handle that exists (SNAPSHOT).
+        not_found: watched handles with no account (SNAPSHOT).
+        after_gap: True for a snapshot that replaces state after an unresumable
+            reconnect (SNAPSHOT).
+        gap_changes: how that snapshot differs from what was delivered before, as
+            ONLINE / UPDATED / OFFLINE events (SNAPSHOT after a gap).
     """
 
     kind: EventKind

@@ -68,10 +68,13 @@ class Watch:
 
     @property
     def handles(self) -> frozenset[str]:
+        """The handles followed."""
         return self._state.handles
 
     @property
     def position(self) -> WatchPosition | None:
+        """Where the watch stands in the supernode's change log (``None`` before the first
+        snapshot); it resumes from here after a reconnect."""
         return self._state.position
 
     @property

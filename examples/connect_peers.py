@@ -49,7 +49,8 @@ async def main(target: str, stun: tuple[str, int] | None) -> None:
             client.enable_peer_to_peer(device, key, settings)
 
         server = asyncio.create_task(serve_one(bob))
-        await asyncio.sleep(0.5)  # give Bob's listener a moment to reach the supernode
+        async with asyncio.timeout(10):
+            await bob.wait_listening()  # the supernode has Bob's listener: offers reach him
         async with await alice.connect(bob.handle, "laptop") as connection:
             peer = connection.peer
             setup_ms = connection.setup_seconds * 1000

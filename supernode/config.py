@@ -48,10 +48,30 @@ class ServerSettings:
     # One per core is the usual choice on a dedicated host.
     workers: int = 1
     log_level: str = "INFO"
+    # HTTP/2 keepalive (README "Keepalive"). gRPC's default policy refuses client pings
+    # closer than 5 minutes (and any ping on a connection without calls): a client pinging
+    # more often collects "ping strikes" and, after two, gets GOAWAY too_many_pings, which
+    # ends every stream on the connection. Quiet Watch and Listen streams need pings much
+    # more often than that to survive NATs and to notice a dead peer, so the policy is set
+    # here. Clients may ping this often, with or without calls; the SDK's default
+    # (client_sdk.config.Keepalive: every 30 s) stays three times inside it.
+    keepalive_min_ping_interval_seconds: float = 10.0
+    # The supernode's own pings: find clients that vanished without closing (a phone that
+    # lost its network), so their Listen and Watch streams do not hold slots for hours.
+    keepalive_time_seconds: float = 120.0
+    # No ping acknowledgement in this long: the connection is dead and is closed.
+    keepalive_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"server.workers: {self.workers}, at least 1")
+        for name in (
+            "keepalive_min_ping_interval_seconds",
+            "keepalive_time_seconds",
+            "keepalive_timeout_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"server.{name}: must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

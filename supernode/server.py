@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
-from supernode.config import Config, as_flags, split_host_port
+from supernode.config import Config, ServerSettings, as_flags, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Presence
 from supernode.directory.watch import WatchHub
@@ -57,14 +57,50 @@ PUBLIC_SERVICES = [
 ]
 
 
+# How many pings closer together than the minimum interval a connection may send before
+# GOAWAY too_many_pings (gRPC's default, set explicitly so the whole policy reads here).
+MAX_PING_STRIKES = 2
+
+
 def server_options(config: Config, *, reuse_port: bool) -> list[tuple[str, int]]:
+    """Options of every gRPC server of a node: the public port, each worker's copy of it,
+    and the primary's private socket for workers, so all enforce one keepalive policy."""
     return [
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.max_send_message_length", 64 << 20),
         # Off for one process (a second node on the same port must fail, not share it);
         # on with workers, which all bind the primary's port.
         ("grpc.so_reuseport", int(reuse_port)),
+        *keepalive_options(config.server),
     ]
+
+
+def keepalive_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """The server's side of HTTP/2 keepalive (see ServerSettings and README "Keepalive").
+
+    Client pings are accepted every ``keepalive_min_ping_interval_seconds``, also on
+    connections without calls and without data (idle Watch and Listen streams send none);
+    the server pings each client every ``keepalive_time_seconds`` itself, to drop the ones
+    that vanished.
+    """
+    return [
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS (default 5 minutes).
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.keepalive_min_ping_interval_seconds),
+        ),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        # Without it, pings on a connection with no call in flight must be 2 hours apart.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_seconds)),
+        # The server's own pings, too, go out on streams that carry no data.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def wall_clock_ms() -> int:

@@ -37,6 +37,7 @@ from client_sdk.p2p.errors import (
     PeerUnreachable,
 )
 from client_sdk.p2p.ice import IceAgent, limit_stun_retries
+from client_sdk.p2p.listener import Listener, SignalingSession
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
@@ -50,12 +51,24 @@ _AUTH_OK = b"OK"
 _TLS_BAD_CERTIFICATE = 0x12A
 
 Resolve = Callable[[str, str | None], Awaitable[Device]]
-# A logged-in channel to the supernode and the call metadata carrying the session token.
-Signaling = Callable[[], Awaitable[tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]]]
 
 
 @dataclass(frozen=True)
 class P2PSettings:
+    """How this device sets up peer-to-peer connections (``enable_peer_to_peer``).
+
+    Attributes:
+        stun_server: (host, port) of a STUN server (a supernode's STUN port) for
+            server-reflexive candidates; ``None``: host candidates only.
+        direct_timeout: seconds ICE may take to find a direct path before the relay
+            carries the connection.
+        direct: False never tries the direct path: relay only, so peers never learn
+            each other's addresses.
+        relay_timeout: seconds to join the supernode's relay.
+        handshake_timeout: seconds for the QUIC handshake and the caller's proof of
+            its transport key.
+    """
+
     stun_server: tuple[str, int] | None = None
     # How long the direct path may take before the relay carries the connection.
     direct_timeout: float = 4.0
@@ -73,7 +86,11 @@ def auth_context(offer_id: str, callee_certificate: bytes, ufrag: str, password:
 
 
 class P2PAgent:
-    """Connects this device to peers and accepts their connections."""
+    """Connects this device to peers and accepts their connections.
+
+    ``signaling`` is the client's session: every offer, answer and relay goes through its
+    current supernode, and the ``listener`` keeps this device listening there.
+    """
 
     def __init__(
         self,
@@ -81,7 +98,7 @@ class P2PAgent:
         handle: str,
         device_id: str,
         transport_key: Ed25519PrivateKey,
-        signaling: Signaling,
+        signaling: SignalingSession,
         resolve: Resolve,
         settings: P2PSettings,
     ) -> None:
@@ -92,16 +109,17 @@ class P2PAgent:
         self._signaling = signaling
         self._resolve = resolve
         self.settings = settings
+        self.listener = Listener(signaling, device_id)
         limit_stun_retries()
 
     async def _stubs(
         self,
     ) -> tuple[rpc.RendezvousServiceStub, rpc.RelayServiceStub, tuple[tuple[str, str], ...]]:
-        channel, metadata = await self._signaling()
+        connection = await self._signaling.connection()
         return (
-            rpc.RendezvousServiceStub(channel),  # type: ignore[no-untyped-call]
-            rpc.RelayServiceStub(channel),  # type: ignore[no-untyped-call]
-            metadata,
+            rpc.RendezvousServiceStub(connection.channel),  # type: ignore[no-untyped-call]
+            rpc.RelayServiceStub(connection.channel),  # type: ignore[no-untyped-call]
+            connection.metadata,
         )
 
     # ------------------------------------------------------------------ caller
@@ -228,35 +246,37 @@ class P2PAgent:
     # ------------------------------------------------------------------ callee
 
     async def incoming(self) -> AsyncIterator[PeerConnection]:
-        """Listen for offers while iterated; yields each authenticated incoming connection."""
-        rendezvous, _, metadata = await self._stubs()
-        call = rendezvous.Listen(pb.ListenRequest(device_id=self.device_id), metadata=metadata)
+        """Listen for offers while iterated; yields each authenticated incoming connection.
+
+        The Listen stream is reopened after every break (``self.listener``), so iteration
+        ends only when the client closes, or raises a ``SupernodeError`` for what listening
+        again cannot fix; never a gRPC error.
+        """
         accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
-        async def read_offers() -> None:
-            async for signal in call:
-                if signal.HasField("offer"):
-                    task = asyncio.create_task(self._accept(signal.offer, accepted))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+        def on_offer(offer: pb.IncomingOffer) -> None:
+            task = asyncio.create_task(self._accept(offer, accepted))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
-        reader = asyncio.create_task(read_offers())
+        listening = asyncio.create_task(self.listener.run(on_offer), name="p2p listener")
         getter: asyncio.Task[PeerConnection] | None = None
         try:
             while True:
                 getter = asyncio.create_task(accepted.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, listening}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter in done:
                     yield getter.result()
                     continue
-                reader.result()  # the Listen stream ended: raise its error, if any
+                listening.result()  # the client closed (returns) or a final error (raises)
                 return
         finally:
             if getter is not None:
                 getter.cancel()
-            reader.cancel()
-            call.cancel()
+            listening.cancel()
             for task in tasks:
                 task.cancel()
 

@@ -30,3 +30,12 @@ class PeerAuthenticationFailed(P2PError):
 
 class PeerUnreachable(P2PError):
     """Neither the direct path nor the relay carried the connection in time."""
+
+
+class PeerToPeerNotEnabled(P2PError):
+    """``connect()`` or ``incoming()`` was called before ``enable_peer_to_peer()``.
+
+    A mistake in the app's order of calls, not a network condition: retrying cannot help.
+    Register the device with its transport key's public half, then call
+    ``enable_peer_to_peer(device_id, transport_key)`` once, before connecting or listening.
+    """

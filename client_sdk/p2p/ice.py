@@ -12,15 +12,24 @@ import asyncio
 import contextlib
 
 import aioice
+from aioice import ice as aioice_ice
 from aioice import stun
 
 # Two retransmissions: a failed pair gives up in ~3.5 s instead of ~64 s.
 STUN_RETRIES = 2
+# Consent checks (RFC 7675) run every ~5 s; aioice closes the pair after 6 failures
+# (~30 s). The path policy now decides, in seconds, when direct is unusable and moves the
+# connection to the relay; the pair is kept open longer so that it can be found again
+# when the network comes back (UDP blocked for a minute, a Wi-Fi hand-over), and still
+# ends after ~2 min of silence, as consent expiry demands.
+CONSENT_FAILURES = 24
 
 
 def limit_stun_retries(retries: int = STUN_RETRIES) -> None:
-    """aioice reads this module-level setting; it affects every aioice user in the process."""
+    """aioice reads these module-level settings; they affect every aioice user in the
+    process (the retry limit, and the consent expiry above)."""
     stun.RETRY_MAX = retries
+    aioice_ice.CONSENT_FAILURES = CONSENT_FAILURES
 
 
 class IceAgent:

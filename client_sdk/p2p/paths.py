@@ -2,29 +2,49 @@
 
 QUIC must see one constant peer address whatever carries its packets (a client drops
 datagrams from another address; a server treats one as migration), so the choice between
-the direct ICE path and the relay happens here, below QUIC. The switch sends on its
-active path and receives from all of them; a datagram arriving on a path makes that path
-active, so the callee follows whatever path the caller chose.
+the direct ICE path and the relay happens here, below QUIC. The switch sends on the path
+its :class:`~client_sdk.p2p.path_policy.PathPolicy` chooses and receives from all of them;
+a lost direct path moves the same QUIC connection to the relay and back (see that module).
+
+Probes share the paths with QUIC as 13-byte datagrams: ``0x00 "SNp"``, a type byte
+(request or answer) and a 64-bit token. They never reach QUIC and can never be mistaken for
+a QUIC packet (RFC 9000 section 17: every QUIC packet has the fixed bit 0x40 of its first
+byte set) nor for STUN (shorter than STUN's 20-byte header, so aioice passes them on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import grpc
 
+from client_sdk.p2p.path_policy import PathChange, PathKind, PathPolicy, Probe
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 
+__all__ = ["DatagramPath", "IcePath", "PathClosed", "PathKind", "PathSwitch", "RelayPath"]
+
 _DRAIN_SECONDS = 1.0
+_PROBE = struct.Struct("!4sBQ")
+_PROBE_MAGIC = b"\x00SNp"
+_PROBE_REQUEST, _PROBE_ANSWER = 1, 2
 
 
-class PathKind(enum.Enum):
-    DIRECT = "direct"
-    RELAY = "relay"
+def encode_probe(token: int, *, answer: bool) -> bytes:
+    return _PROBE.pack(_PROBE_MAGIC, _PROBE_ANSWER if answer else _PROBE_REQUEST, token)
+
+
+def decode_probe(datagram: bytes) -> tuple[int, bool] | None:
+    """``(token, is_answer)`` for a probe, None for anything else (QUIC's packets)."""
+    if len(datagram) != _PROBE.size or not datagram.startswith(_PROBE_MAGIC):
+        return None
+    _, kind, token = _PROBE.unpack(datagram)
+    if kind not in (_PROBE_REQUEST, _PROBE_ANSWER):
+        return None
+    return token, kind == _PROBE_ANSWER
 
 
 class DatagramPath(Protocol):
@@ -87,10 +107,13 @@ class RelayPath:
         call: grpc.aio.StreamStreamCall,
         outgoing: asyncio.Queue[bytes | None],
         drained: asyncio.Event,
+        idle_timeout: float | None = None,
     ) -> None:
         self._call = call
         self._outgoing = outgoing
         self._drained = drained
+        # The relay ends a session idle for this long (announced in RelayReady).
+        self.idle_timeout = idle_timeout
 
     @classmethod
     async def join(
@@ -121,7 +144,8 @@ class RelayPath:
         if first is grpc.aio.EOF or not first.HasField("ready"):
             call.cancel()
             raise PathClosed("relay: the session ended before both peers joined")
-        return cls(call, outgoing, drained)
+        idle_ms = first.ready.idle_timeout_ms
+        return cls(call, outgoing, drained, idle_ms / 1000 if idle_ms > 0 else None)
 
     def send(self, datagram: bytes) -> None:
         self._outgoing.put_nowait(datagram)
@@ -155,62 +179,132 @@ class RelayPath:
 class PathSwitch:
     """Many datagram paths presented as one; see the module docstring.
 
-    A path that ends (the relay session closed, ICE consent lost) hands over to a live one;
-    when the last one ends, ``on_lost`` tells the connection at once rather than leaving it
-    to QUIC's idle timeout.
+    The asyncio shell around :class:`PathPolicy`: it answers the peer's probes, sends the
+    policy's probes, feeds it answers, peer traffic and timer ticks, and sends QUIC's
+    datagrams on the path it chose. Every change of path is kept in ``changes`` and told to
+    each of ``listeners``. When the last path ends, ``on_lost`` tells the connection at once
+    rather than leaving it to QUIC's idle timeout.
     """
 
     def __init__(
         self,
         on_datagram: Callable[[bytes], None],
         on_lost: Callable[[str], None] = lambda reason: None,
+        *,
+        policy: PathPolicy | None = None,
     ) -> None:
         self._on_datagram = on_datagram
         self._on_lost = on_lost
-        self._paths: list[DatagramPath] = []
-        self._live: list[DatagramPath] = []
+        self._policy = PathPolicy() if policy is None else policy
+        self._loop = asyncio.get_running_loop()
+        self._paths: dict[PathKind, DatagramPath] = {}
+        self._all: list[DatagramPath] = []
         self._readers: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._closing = False
-        self.active: DatagramPath | None = None
+        self.changes: list[PathChange] = []
+        self.listeners: list[Callable[[PathChange], None]] = []
 
     @property
     def kind(self) -> PathKind | None:
-        return None if self.active is None else self.active.kind
+        """The path QUIC's datagrams leave by; None once every path ended."""
+        return None if self._closing else self._policy.active
+
+    @property
+    def active(self) -> DatagramPath | None:
+        kind = self.kind
+        return None if kind is None else self._paths.get(kind)
 
     def add(self, path: DatagramPath, *, activate: bool) -> None:
-        self._paths.append(path)
-        self._live.append(path)
+        """Add a path; ``activate``: it is proven (it just carried a round trip).
+
+        The policy, not the order of adding, decides which path carries the connection:
+        a proven direct path, else the relay.
+        """
+        if self._closing:
+            self._all.append(path)  # closed with the rest; a late relay joining, say
+            self._readers.append(asyncio.create_task(path.close()))
+            return
+        self._paths[path.kind] = path
+        self._all.append(path)
         self._readers.append(asyncio.create_task(self._read(path)))
-        if activate or self.active is None:
-            self.active = path
+        idle = getattr(path, "idle_timeout", None)
+        keepalive = None if idle is None else idle / 3
+        self._policy.add(path.kind, self._loop.time(), proven=activate, keepalive=keepalive)
+        self._service()
 
     async def _read(self, path: DatagramPath) -> None:
         try:
             while True:
-                datagram = await path.recv()
-                self.active = path  # follow the path the peer is using
-                self._on_datagram(datagram)
+                self._received(path, await path.recv())
         except PathClosed as exc:
             self._path_ended(path, str(exc))
 
+    def _received(self, path: DatagramPath, datagram: bytes) -> None:
+        now = self._loop.time()
+        probe = decode_probe(datagram)
+        if probe is None:
+            # The policy first, so that QUIC's reply (an ACK) leaves by the path it picks.
+            self._policy.peer_sent(path.kind, now)
+            self._service()
+            self._on_datagram(datagram)
+            return
+        token, is_answer = probe
+        if is_answer:
+            self._policy.probe_answered(path.kind, token, now)
+            self._service()
+        else:
+            path.send(encode_probe(token, answer=True))  # on the path it came by
+
     def _path_ended(self, path: DatagramPath, reason: str) -> None:
-        self._live.remove(path)
-        if self.active is path:
-            self.active = self._live[-1] if self._live else None
-        if not self._live and not self._closing:
+        if self._paths.get(path.kind) is path:
+            del self._paths[path.kind]
+            self._policy.remove(path.kind, self._loop.time())
+            self._service()
+        if not self._paths and not self._closing:
             self._on_lost(reason)
 
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._policy.handle_timer(self._loop.time())
+        self._service()
+
+    def _service(self) -> None:
+        """Carry out what the policy asked for: probes, change notices, the next tick."""
+        if self._closing:
+            return
+        for probe in self._policy.probes_to_send():
+            self._send_probe(probe)
+        while (change := self._policy.next_event()) is not None:
+            self.changes.append(change)
+            for listener in list(self.listeners):
+                listener(change)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = self._policy.get_timer()
+        if at is not None:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _send_probe(self, probe: Probe) -> None:
+        path = self._paths.get(probe.kind)
+        if path is not None:
+            path.send(encode_probe(probe.token, answer=False))
+
     def send(self, datagram: bytes) -> None:
-        if self.active is not None:
-            self.active.send(datagram)
+        path = self.active
+        if path is not None:
+            path.send(datagram)
 
     async def close(self) -> None:
         # Paths first, readers after: cancelling a pending gRPC read cancels the whole relay
         # call, and with it the datagrams still queued for the peer.
         self._closing = True
-        for path in self._paths:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for path in self._all:
             with contextlib.suppress(Exception):
                 await path.close()
         for reader in self._readers:
             reader.cancel()
-        self.active = None

@@ -256,6 +256,22 @@ class QuicSession:
         """Let the event loop run so queued packets go out and acknowledgements come in."""
         await asyncio.sleep(0)
 
+    def path_changed(self) -> None:
+        """The datagrams now take another path: get loss recovery going on it at once.
+
+        Packets sent into the dead path are unacknowledged and QUIC's probe timer has
+        backed off during the outage (it doubles each time: after 3 s of silence the next
+        probe may be seconds away). An ack-eliciting probe now (probes may exceed a full
+        congestion window, RFC 9002 sections 6.2.4 and 7) brings an ACK over the new path,
+        which resets the backoff and declares the stranded packets lost, so they are
+        retransmitted within a round trip. aioquic's public ``send_ping`` obeys the window,
+        hence its probe flag.
+        """
+        if self.closed.done():
+            return
+        self._quic._send_probe()
+        self._transmit()
+
     def lost(self, reason: str) -> None:
         """Every path to the peer ended: nothing more can arrive, so close.
 

@@ -32,7 +32,7 @@ from supernode.server import PUBLIC_SERVICES, TOKEN_SECRET, server_options, wall
 from supernode.sessions import SessionAuthority
 from supernode.store import Store
 from supernode.workers.primary import WorkerSpec
-from supernode.workers.proxy import Forwarder
+from supernode.workers.proxy import Forwarder, open_upstream
 
 log = logging.getLogger("supernode.worker")
 
@@ -114,7 +114,7 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         view_cache_bytes=settings.view_cache_mib << 20,
         secondary_dir=secondary_dir,
     )
-    channel = grpc.aio.insecure_channel(spec.primary)
+    channel = open_upstream(spec.primary)
     stub = rpc.ReplicationServiceStub(channel)  # type: ignore[no-untyped-call]
     follower = FeedApplier(store, stub)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -8,15 +8,22 @@ from collections.abc import AsyncIterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk import Client, Identity, P2PSettings, PeerConnection
+from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
+
+LISTEN_WITHIN_S = 30.0
 
 
 async def p2p_client(
-    target: str, handle: str, settings: P2PSettings, *, device_id: str = "dev"
+    targets: str | list[str],
+    handle: str,
+    settings: P2PSettings,
+    *,
+    device_id: str = "dev",
+    config: ClientConfig | None = None,
 ) -> Client:
     """A new account with one registered device that can connect and be connected to."""
-    client = Client([target], Identity.generate(), handle)
+    client = Client(targets, Identity.generate(), handle, config=config)
     await client.create_account(handle.title())
     key = Ed25519PrivateKey.generate()
     await client.register_device(device_id, transport_key=raw_public_key(key.public_key()), ttl=600)
@@ -45,8 +52,24 @@ async def alice_and_bob(
 
 
 async def listening(client: Client) -> asyncio.Task[PeerConnection]:
-    """Start accepting one connection; returns once the Listen stream has had time to open
-    (an offer to a device not yet listening fails fast, by design)."""
+    """Start accepting one connection; returns once the supernode confirmed the Listen
+    stream (an offer to a device not yet listening fails fast, by design)."""
     accepting = asyncio.create_task(first_incoming(client))
-    await asyncio.sleep(0.3)
+    await until_listening(client, accepting)
     return accepting
+
+
+async def until_listening(client: Client, accepting: asyncio.Task[object]) -> None:
+    """Wait for ``client``'s readiness, failing at once with the listener's own error if
+    ``accepting`` (the task iterating ``incoming()``) ends first."""
+    ready = asyncio.create_task(client.wait_listening())
+    done, _ = await asyncio.wait(
+        {ready, accepting}, timeout=LISTEN_WITHIN_S, return_when=asyncio.FIRST_COMPLETED
+    )
+    if ready in done:
+        return
+    ready.cancel()
+    if accepting in done:
+        accepting.result()  # raises what ended the listener
+        raise AssertionError("incoming() ended before it was listening")
+    raise AssertionError(f"not listening within {LISTEN_WITHIN_S} s")

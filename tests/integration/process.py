@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.integration.metrics import sample
+
 _READY = re.compile(r"supernode ready (\{.*\})")
 
 
@@ -96,8 +98,18 @@ class SupernodeProcess:
             self.process.wait(10)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            return str(response.read().decode())
+        """The primary's /metrics: the node's gauges, and the calls this process served."""
+        return _scrape(self.metrics_url)
+
+    def metrics_urls(self) -> list[str]:
+        """/metrics of every process of the node: the primary's, then each worker's."""
+        return [self.metrics_url] + [f"http://{w['metrics']}/metrics" for w in self.workers]
+
+    def total(self, name: str, **labels: str) -> float:
+        """One sample summed over the node's processes: with ``--workers`` a worker counts
+        the calls it answers itself (lookups) on its own /metrics, so a call counter of the
+        node is this sum (a gauge such as ``supernode_accounts`` is the primary's alone)."""
+        return sum(sample(_scrape(url), name, **labels) for url in self.metrics_urls())
 
     def wait_for(self, text: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -106,3 +118,8 @@ class SupernodeProcess:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not in log:\n" + "".join(self.log))
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())

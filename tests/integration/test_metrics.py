@@ -35,14 +35,14 @@ async def test_metrics_are_exported_and_move(
     assert sample(after, "supernode_accounts") == sample(before, "supernode_accounts") + 1
     assert sample(after, "supernode_devices_online") == 1
     assert sample(after, "supernode_store_size_bytes") > 0
-    assert sample(after, "supernode_rpc_requests_total", method="Lookup", code="OK") == 3
-    assert sample(after, "supernode_rpc_requests_total", method="Lookup", code="NOT_FOUND") == 1
-    assert sample(after, "supernode_rpc_requests_total", method="RegisterDevice", code="OK") == 1
-    assert sample(after, "supernode_rpc_duration_seconds_count", method="Lookup", code="OK") == 3
-    assert sample(after, "supernode_rpc_duration_seconds_sum", method="Lookup", code="OK") > 0
+    assert supernode.total("supernode_rpc_requests_total", method="Lookup", code="OK") == 3
+    assert supernode.total("supernode_rpc_requests_total", method="Lookup", code="NOT_FOUND") == 1
+    assert supernode.total("supernode_rpc_requests_total", method="RegisterDevice", code="OK") == 1
+    assert supernode.total("supernode_rpc_duration_seconds_count", method="Lookup", code="OK") == 3
+    assert supernode.total("supernode_rpc_duration_seconds_sum", method="Lookup", code="OK") > 0
     assert (
-        sample(
-            after, "supernode_rpc_duration_seconds_bucket", method="Lookup", code="OK", le="+Inf"
+        supernode.total(
+            "supernode_rpc_duration_seconds_bucket", method="Lookup", code="OK", le="+Inf"
         )
         == 3
     )

@@ -235,7 +235,8 @@ async def test_tokens_are_renewed_and_a_refused_token_is_replaced_transparently(
         await asyncio.sleep(0.2)
 
     text = node.metrics()
-    assert sample(text, "supernode_rpc_requests_total", method="Lookup", code="UNAUTHENTICATED")
+    # Lookups are answered by whichever process has the connection (--workers).
+    assert node.total("supernode_rpc_requests_total", method="Lookup", code="UNAUTHENTICATED")
     assert sample(text, "supernode_rpc_requests_total", method="Login", code="OK") >= 5
     # Bob's clock is right: his client always logged in before the token ran out.
     assert not sample(

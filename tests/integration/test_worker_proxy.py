@@ -11,13 +11,17 @@ import grpc
 import pytest
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
-from supernode.workers.proxy import Forwarder
+from supernode.workers.proxy import UPSTREAM_WINDOW_BYTES, Forwarder, open_upstream
 
 UNARY = directory_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name["CreateAccount"]
 SERVER_STREAM = directory_pb2.DESCRIPTOR.services_by_name["PresenceService"].methods_by_name[
     "Watch"
 ]
 BIDI = rendezvous_pb2.DESCRIPTOR.services_by_name["RelayService"].methods_by_name["Relay"]
+
+
+# Above gRPC's default 4 MiB receive limit and far above the worker's stream window.
+LARGE = bytes(range(256)) * (5 << 12)
 
 
 def path(method: object) -> str:
@@ -37,11 +41,17 @@ class StandInPrimary:
             if request == b"missing":
                 context.set_trailing_metadata((("why", "no such thing"),))
                 await context.abort(grpc.StatusCode.NOT_FOUND, "handle: no account 'missing'")
+            if request == b"large":
+                return LARGE
             return request[::-1]
 
         async def server_stream(
             request: bytes, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
+            if request == b"large":  # what a large search answer or relay frame may be
+                for _ in range(2):
+                    yield LARGE
+                return
             try:
                 for n in range(3):
                     yield request + bytes([n])
@@ -81,7 +91,7 @@ async def setup() -> AsyncIterator[tuple[StandInPrimary, grpc.aio.Channel, list[
     primary_server.add_generic_rpc_handlers((primary.handlers(),))
     primary_port = primary_server.add_insecure_port("127.0.0.1:0")
     await primary_server.start()
-    upstream = grpc.aio.insecure_channel(f"127.0.0.1:{primary_port}")
+    upstream = open_upstream(f"127.0.0.1:{primary_port}")  # the worker's own channel
     after: list[str] = []
 
     async def record(method: str) -> None:
@@ -95,7 +105,9 @@ async def setup() -> AsyncIterator[tuple[StandInPrimary, grpc.aio.Channel, list[
         )
     proxy_port = proxy_server.add_insecure_port("127.0.0.1:0")
     await proxy_server.start()
-    client = grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}")
+    client = grpc.aio.insecure_channel(
+        f"127.0.0.1:{proxy_port}", options=(("grpc.max_receive_message_length", -1),)
+    )
     yield primary, client, after
     await client.close()
     await proxy_server.stop(None)
@@ -145,3 +157,15 @@ async def test_bidirectional_stream_passes_through_with_half_close(
     call = client.stream_stream(path(BIDI))(frames())
     assert [frame async for frame in call] == [b"ONE", b"TWO", b"END"]
     assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_responses_larger_than_the_window_and_the_default_limit_pass_through(
+    setup: tuple[StandInPrimary, grpc.aio.Channel, list[str]],
+) -> None:
+    """The worker's channel buffers little per stream, yet carries any response the
+    primary may send (its own send limit applies, not a smaller one of the worker's)."""
+    assert len(LARGE) > max(4 << 20, UPSTREAM_WINDOW_BYTES)
+    client = setup[1]
+    assert await client.unary_unary(path(UNARY))(b"large", timeout=30) == LARGE
+    stream = client.unary_stream(path(SERVER_STREAM))(b"large", timeout=30)
+    assert [response async for response in stream] == [LARGE, LARGE]

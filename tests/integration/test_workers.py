@@ -1,6 +1,7 @@
 """One node on several processes (``--workers``): every connection, whichever process the
-kernel gave it to, sees the same directory; a client reads its own writes at once; a dead
-worker is replaced; stopping the primary stops them all."""
+kernel gave it to, sees the same directory; a client reads its own writes at once; a slow
+watcher on a worker is cut off and resumes as on one process; a dead worker is replaced;
+stopping the primary stops them all."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from tests.integration.waiting import eventually
 CONNECTIONS = 16  # each its own TCP connection: all on one process has odds 2**-15
 # Separate channels to one target share one connection unless told otherwise.
 OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+# Small HTTP/2 windows, so a reader that stops reading pushes back on the server soon.
+SMALL_WINDOWS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384))
 _SEQ = itertools.count(1)
 
 
@@ -41,10 +44,6 @@ async def connections(node: SupernodeProcess) -> AsyncIterator[list[DirectoryCon
     yield opened
     for connection in opened:
         await connection.close()
-
-
-def metrics_urls(node: SupernodeProcess) -> list[str]:
-    return [node.metrics_url] + [f"http://{w['metrics']}/metrics" for w in node.workers]
 
 
 def lookups_served(url: str) -> float:
@@ -81,7 +80,7 @@ async def test_every_connection_sees_one_directory(
 
     await eventually(lambda: all_see(["phone"]), 10, "every connection sees the registration")
     # Each process answered some of them: the lookups did not all go to the primary.
-    served = [lookups_served(url) for url in metrics_urls(node)]
+    served = [lookups_served(url) for url in node.metrics_urls()]
     assert all(count > 0 for count in served), served
 
     other = readers[3]
@@ -144,6 +143,80 @@ async def test_a_dead_worker_is_replaced_and_stopping_the_primary_stops_all(
         assert (await connection.lookup("alice")).account.handle == "alice"
     assert node.terminate() == 0
     await eventually(lambda: _gone(new_pid), 10, "the worker exits with the primary")
+
+
+async def on_a_worker(node: SupernodeProcess, token: str) -> DirectoryConnection:
+    """A connection (logged in with ``token``) that the kernel gave to the worker: its
+    lookup is counted on the worker's metrics, not the primary's."""
+    worker_url = node.metrics_urls()[1]
+    for _ in range(CONNECTIONS):
+        connection = DirectoryConnection(node.grpc_target, options=OWN_CONNECTION + SMALL_WINDOWS)
+        connection.token = token
+        before = lookups_served(worker_url)
+        await connection.lookup("alice")
+        if lookups_served(worker_url) > before:
+            return connection
+        await connection.close()
+    raise AssertionError(f"none of {CONNECTIONS} connections went to the worker")
+
+
+def record_seq(event: pb.WatchEvent) -> int:
+    return pb.DeviceRecord.FromString(event.change.device.signed.record).seq
+
+
+async def read_changes(
+    stream: grpc.aio.UnaryStreamCall, into: list[pb.WatchEvent], last_seq: int
+) -> None:
+    """Append change events to ``into``, checked gapless, until the one with ``last_seq``;
+    a stream that ends raises its status (AioRpcError), keeping what it delivered."""
+    async with asyncio.timeout(30):
+        while not into or record_seq(into[-1]) != last_seq:
+            message = await stream.read()
+            assert message is not grpc.aio.EOF, "the stream ended with OK"
+            assert isinstance(message, pb.WatchEvent) and message.HasField("change"), message
+            assert not into or message.revision == into[-1].revision + 1, "a change was lost"
+            into.append(message)
+
+
+async def test_a_slow_watcher_on_a_worker_is_cut_off_and_resumes_without_a_gap(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    """The watcher's connection is on the worker, which relays the primary's stream. It
+    stops reading while Alice's device changes 400 times: the relay must not soak the
+    events up (it once held megabytes, so the watcher was never cut off), so the primary's
+    8-event queue for it overflows and the stream ends RESOURCE_EXHAUSTED, as on one
+    process. Resuming from the last position received delivers every remaining change."""
+    node = start_supernode("--workers", "2", "--limits-watch-queue-events", "8")
+    async with DirectoryConnection(node.grpc_target, options=OWN_CONNECTION) as writer:
+        identity = await new_user(writer, "alice")
+        watcher = await on_a_worker(node, writer.token or "")
+        try:
+            stream = watcher.watch(["alice"])
+            snapshot = await asyncio.wait_for(stream.read(), 10)
+            assert isinstance(snapshot, pb.WatchEvent) and snapshot.HasField("snapshot")
+            seqs = [next(_SEQ) for _ in range(400)]
+            for seq in seqs:  # the watcher reads nothing meanwhile
+                await writer.register_device(device(identity, "alice", "phone", seq=seq))
+            received: list[pb.WatchEvent] = []
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await read_changes(stream, received, seqs[-1])
+            assert cut.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert received and received[0].revision == snapshot.revision + 1
+            resumed = watcher.watch(["alice"], received[-1].epoch, received[-1].revision)
+            first = await asyncio.wait_for(resumed.read(), 10)
+            assert isinstance(first, pb.WatchEvent) and first.resumed, first
+            rest = received[-1:]
+            await read_changes(resumed, rest, seqs[-1])
+            resumed.cancel()
+            assert [record_seq(e) for e in received + rest[1:]] == seqs
+            assert sample(
+                node.metrics(),
+                "supernode_rpc_requests_total",
+                method="Watch",
+                code="RESOURCE_EXHAUSTED",
+            )
+        finally:
+            await watcher.close()
 
 
 def worker_ready_lines(node: SupernodeProcess) -> list[str]:

@@ -228,6 +228,18 @@ class Host:
         self.lab.processes.append(process)
         return process
 
+    def drop_udp(self, dropped: bool = True) -> None:
+        """Make this client's router drop every UDP packet through it, both ways, or stop.
+
+        A network that turns UDP off mid-call: TCP (gRPC, the relay) still passes, and the
+        router's NAT mappings stay (conntrack keeps them while packets keep arriving), so
+        removing the rule restores the same direct path.
+        """
+        if self.router is None:
+            raise LabError(f"{self.name} has no router: drop_udp needs a NATted client")
+        action = "-I" if dropped else "-D"
+        self.router.run([tool("iptables"), action, "FORWARD", "-p", "udp", "-j", "DROP"])
+
     def python(self, *args: str) -> list[str]:
         """A command running this test run's Python (the project venv) with ``args``."""
         return [sys.executable, *args]

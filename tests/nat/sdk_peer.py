@@ -47,16 +47,18 @@ def describe(connection: PeerConnection) -> dict[str, object]:
 
 async def callee(target: str, stun: str, handle: str) -> None:
     async with await start(target, stun, handle) as client:
-        say(event="listening")
-        async for connection in client.incoming():
-            say(event="connected", **describe(connection))
-            reader, writer = await connection.accept_stream()
-            data = await reader.read()
-            say(event="received", bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-            writer.write(data[::-1])
-            writer.write_eof()
-            say(event="closed", reason=await connection.wait_closed())
-            return
+        incoming = client.incoming()
+        first = asyncio.ensure_future(anext(incoming))  # iterating incoming() listens
+        await asyncio.wait_for(client.wait_listening(), 30)
+        say(event="listening")  # offers can reach this device now
+        connection = await first
+        say(event="connected", **describe(connection))
+        reader, writer = await connection.accept_stream()
+        data = await reader.read()
+        say(event="received", bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        writer.write(data[::-1])
+        writer.write_eof()
+        say(event="closed", reason=await connection.wait_closed())
 
 
 async def caller(target: str, stun: str, handle: str, peer: str, marker: str) -> None:
