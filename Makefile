@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto protos/supernode/internal/v1/*.
 GEN_STAMP := client_sdk/protocol/v1/.generated
 LINTED := protos supernode client_sdk tests benchmarks examples
 
-.PHONY: all run test test-quick lint typecheck gen bench bench-quick bench-scale clean
+.PHONY: all run test test-workers test-quick lint typecheck gen bench bench-quick bench-scale clean
 
 all: gen
 
@@ -30,11 +30,16 @@ gen: $(GEN_STAMP)
 run: gen
 	$(BIN)/supernode serve --data-dir data $(RUN_ARGS)
 
-## The whole test suite (what .ci/run runs).
+## The whole test suite (what .ci/run runs), then the integration suite against --workers nodes.
 test: gen
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-workers
+
+## The integration suite against nodes of two processes (supernode serve --workers 2), ~4 min.
+test-workers: gen
+	SUPERNODE_TEST_WORKERS=2 timeout 1200 $(BIN)/pytest -q tests/integration
 
 lint: gen
 	$(BIN)/ruff check $(LINTED)
