@@ -7,7 +7,7 @@ caller's (the server's configuration), given as any object with the three attrib
 """
 
 import ipaddress
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -102,9 +102,26 @@ def _check_endpoint(field: str, endpoint: pb.Endpoint) -> None:
         raise InvalidField(f"{field}.type: {endpoint.type} is not a known candidate type")
 
 
-def supersedes(new_seq: int, stored_seq: int | None) -> bool:
-    """The merge rule: for one device, the record (or tombstone) with the higher seq wins.
+class Version(NamedTuple):
+    """Where one stored version of a device stands in the merge order.
 
-    Deterministic and clock-free, so retries, replication and repair are idempotent.
+    Compared as a tuple: the higher ``seq`` wins; on a tie a tombstone beats the live record
+    (an unregister keeps the seq of the record it removes and must win wherever that record
+    still is); on a further tie the later lease end wins (the same signed record admitted
+    twice, as a retry through another node). Two versions equal in all three are the same
+    write. A total order, so merging is commutative, associative and idempotent: every
+    replica that has seen the same set of versions keeps the same one, in any order.
     """
-    return stored_seq is None or new_seq > stored_seq
+
+    seq: int
+    tombstone: bool
+    expires_at_ms: int
+
+
+def supersedes(new: Version, stored: Version | None) -> bool:
+    """The merge rule: whether ``new`` replaces ``stored`` (nothing stored: always).
+
+    Deterministic and clock-free (``expires_at_ms`` is a value the coordinator stamped,
+    compared, never read against a clock), so retries, replication and repair are idempotent.
+    """
+    return stored is None or new > stored

@@ -28,14 +28,21 @@ class LeasePolicy:
 
     @property
     def tombstone_retention_ms(self) -> int:
-        """How long the seq of a removed device must be remembered.
+        """How long a tombstone (the seq of a removed device) must be kept.
 
-        A record accepted at time T carries ``issued_at <= T + skew``, and a replay of it
-        passes the skew check only while ``now <= issued_at + skew``, so only until
-        ``T + 2 * skew``. Removal happens at or after T, so keeping the tombstone for two
-        skews after removal closes the replay window; one extra minute is margin.
+        Two reasons, and the longer one rules:
+
+        * Replication: a tombstone must outlive every live version it superseded, or a replica
+          that missed the removal would hand that version back on repair (a resurrection).
+          A superseded version ends its lease at most ``max_ttl`` after the removal, plus the
+          clock skew between the nodes that stamped and that expire it.
+        * Replays: a record accepted at time T carries ``issued_at <= T + skew``, and a replay
+          of it passes the skew check only while ``now <= issued_at + skew``, so only until
+          ``T + 2 * skew``; removal happens at or after T. One extra minute is margin.
         """
-        return (2 * self.max_clock_skew_seconds + 60) * 1000
+        replication_ms = (self.max_ttl_seconds + self.max_clock_skew_seconds) * 1000
+        replay_ms = (2 * self.max_clock_skew_seconds + 60) * 1000
+        return max(replication_ms, replay_ms)
 
 
 def granted_ttl_seconds(requested: int, policy: LeasePolicy) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from client_sdk.protocol import wire
-from client_sdk.protocol.records import parse_device_record, supersedes
+from client_sdk.protocol.records import parse_device_record
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_device_id, check_handle, check_signature_length
@@ -127,8 +127,7 @@ class Presence:
         now_ms = self._clock_ms()
         lease.check_issued_at(record.issued_at_ms, now_ms, self._policy)
         slot = self._store.device_slot(record.handle, record.device_id)
-        if not supersedes(record.seq, None if slot is None else slot.seq):
-            assert slot is not None
+        if slot is not None and record.seq <= slot.seq:  # the replay rule, stricter than merge
             raise FailedPrecondition(
                 f"record.seq: {record.seq} is not greater than the stored {slot.seq} "
                 "(a replayed or out-of-order record)"

@@ -41,6 +41,15 @@ def test_missing_issued_at_is_required() -> None:
 def test_tombstones_outlive_the_replay_window() -> None:
     # A record accepted at T with issued_at = T + skew can be replayed until T + 2 * skew.
     assert POLICY.tombstone_retention_ms >= 2 * POLICY.max_clock_skew_seconds * 1000
+    short = LeasePolicy(min_ttl_seconds=1, max_ttl_seconds=10, default_ttl_seconds=5)
+    assert short.tombstone_retention_ms >= 2 * short.max_clock_skew_seconds * 1000
+
+
+def test_tombstones_outlive_every_lease_they_superseded() -> None:
+    # A replica that missed the removal may hold the live version until max TTL (+ skew).
+    assert POLICY.tombstone_retention_ms >= (
+        (POLICY.max_ttl_seconds + POLICY.max_clock_skew_seconds) * 1000
+    )
 
 
 def test_expiry_arithmetic() -> None:

@@ -2,7 +2,7 @@ import pytest
 
 from client_sdk.identity import Identity
 from client_sdk.protocol.errors import InvalidField
-from client_sdk.protocol.records import parse_account, parse_device_record, supersedes
+from client_sdk.protocol.records import parse_account, parse_device_record
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
@@ -95,10 +95,3 @@ def test_signature_checks_key_body_and_domain() -> None:
     assert not signature_is_valid(owner.public_key, DEVICE_RECORD_DOMAIN, b"bodY", signature)
     assert not signature_is_valid(owner.public_key, b"supernode.v1.Login", body, signature)
     assert not signature_is_valid(b"\x00" * 31, DEVICE_RECORD_DOMAIN, body, signature)
-
-
-def test_merge_rule_higher_seq_wins() -> None:
-    assert supersedes(1, None)
-    assert supersedes(5, 4)
-    assert not supersedes(4, 4)
-    assert not supersedes(3, 4)
