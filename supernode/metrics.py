@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from supernode.directory.presence import Change
+from supernode.directory.presence import Change, DeviceChanged
 
 # Lookups take tens of microseconds to a few milliseconds; registrations up to ~10 ms.
 _LATENCY_BUCKETS = (
@@ -170,11 +170,9 @@ class Metrics:
         self.devices_online.set_function(devices_online)
         self.store_size.set_function(store_size)
 
-    def device_changed(
-        self, handle: str, device_id: str, change: Change, device: bytes | None
-    ) -> None:
-        self._change_children[change].inc()
-        if change is Change.EXPIRED:
+    def device_changed(self, event: DeviceChanged) -> None:
+        self._change_children[event.change].inc()
+        if event.change is Change.EXPIRED:
             self.lease_expirations.inc()
 
     def count_stun(self, outcome: str) -> None:

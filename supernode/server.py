@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
 from supernode.config import Config, ServerSettings, as_flags, split_host_port
 from supernode.directory.accounts import Accounts
-from supernode.directory.presence import Presence
+from supernode.directory.presence import Admission, Presence, Replica
 from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
 from supernode.ratelimit import TokenBuckets
@@ -220,12 +220,16 @@ class Supernode:
             max_watches_per_session=config.limits.max_watches_per_session,
         )
         presence = Presence(
-            store,
-            accounts,
-            policy=config.lease,
-            limits=config.limits,
-            clock_ms=wall_clock_ms,
-            node_name=self.node_name,
+            Admission(
+                accounts,
+                policy=config.lease,
+                limits=config.limits,
+                clock_ms=wall_clock_ms,
+                node_name=self.node_name,
+            ),
+            Replica(
+                store, accounts, policy=config.lease, limits=config.limits, clock_ms=wall_clock_ms
+            ),
             observers=[self.metrics, self.hub],
         )
         self.presence = presence

@@ -33,7 +33,6 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -49,6 +48,7 @@ from rocksdict import (
 )
 
 from client_sdk.protocol import wire
+from supernode.directory.ports import DeviceSlot, ExpiryEntry
 
 ACCOUNTS = "accounts"
 DEVICES = "devices"
@@ -68,22 +68,6 @@ _NEVER = _U64.pack(_NEVER_MS)
 
 class StoreError(Exception):
     """The data directory cannot be opened or used (locked by another process, corrupt)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSlot:
-    """What the store remembers of one device: its lease end, its seq, and whether it is live."""
-
-    expires_at_ms: int
-    seq: int
-    live: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiryEntry:
-    expires_at_ms: int
-    handle: str
-    device_id: str
 
 
 def device_key(handle: str, device_id: str) -> bytes:
@@ -322,6 +306,12 @@ class Store:
         batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
         self._write(batch)
         return True
+
+    async def claim_account(
+        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+    ) -> bool:
+        """The registry port's claim: on one node, the local insert (nothing to wait for)."""
+        return self.insert_account(handle, account, search_terms)
 
     def search_handles(self, term_prefix: str, max_entries: int) -> list[str]:
         """Handles indexed under a term starting with ``term_prefix``, in term order, unique,

@@ -1,37 +1,21 @@
 """Accounts: creation with proof of key possession, and reads.
 
-Storage sits behind :class:`AccountRegistry` so that a cluster can back it with etcd (a
-create-if-absent transaction plus a local mirror) while a single node uses RocksDB
-directly; :class:`supernode.store.Store` satisfies the protocol as it is.
+Storage sits behind the :class:`supernode.directory.ports.AccountRegistry` port, so that a
+cluster backs it with etcd (a create-if-absent transaction plus a local mirror) while a
+single node uses RocksDB directly (:class:`supernode.store.Store` implements the port).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Protocol
 
 from client_sdk.protocol.records import parse_account
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle, check_signature_length
 from supernode.directory import lease, search
+from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
 from supernode.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
-
-
-class AccountRegistry(Protocol):
-    """Where accounts live: handle -> serialized ``Account`` as its creator signed it."""
-
-    def get_account(self, handle: str) -> bytes | None: ...
-
-    def get_accounts(self, handles: list[str]) -> list[bytes | None]: ...
-
-    def insert_account(
-        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
-    ) -> bool: ...
-
-    def search_handles(self, term_prefix: str, max_entries: int) -> list[str]: ...
-
-    def account_count(self) -> int: ...
 
 
 class Accounts:
@@ -52,7 +36,7 @@ class Accounts:
         # Accounts are immutable until key rotation lands; parsing one costs more than a dict hit.
         self.account_key = lru_cache(maxsize=65536)(self._account_key)
 
-    def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
+    async def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
         account = parse_account(account_raw, self._limits)
         check_signature_length("signature", signature)
         lease.check_issued_at(
@@ -65,7 +49,7 @@ class Accounts:
         terms = (
             search.index_terms(account.handle, account.display_name) if account.discoverable else []
         )
-        if not self._registry.insert_account(account.handle, account_raw, terms):
+        if not await self._registry.claim_account(account.handle, account_raw, terms):
             raise AlreadyExists(f"account.handle: {account.handle!r} is taken")
         return account
 

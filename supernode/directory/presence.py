@@ -1,59 +1,39 @@
-"""Device presence: register and renew signed records, unregister, look up, sweep leases.
+"""Device presence, split the way replication needs it: admission apart from apply.
 
-Storage sits behind :class:`PresenceStore` (``supernode.store.Store`` satisfies it) so the
-cluster can later put replication in between. Everything here runs on the server's one event
-loop thread with no ``await`` between reading a slot and writing it, so each change is a
-race-free read-modify-write.
+* :class:`Admission` runs once per call, on the node that took it (the coordinator): it
+  parses the signed record, checks the session, the clock skew and the signature, computes
+  the lease, and produces a :class:`DeviceWrite`, a value that can travel to other nodes.
+* :class:`Replica` runs wherever the handle's records are stored: it applies writes by the
+  merge rule (``client_sdk.protocol.records.supersedes``), answers lookups and expires its
+  own leases, and returns what changed as :class:`DeviceChanged` values instead of calling
+  anyone (the aioquic way: state in, events out, the caller dispatches them).
+* :class:`Presence` composes the two for a node that holds every handle itself, and tells
+  its observers (the watch hub, metrics) about each change.
+
+Everything here runs on the server's one event-loop thread with no ``await`` between
+reading a slot and writing it, so each change is a race-free read-modify-write.
 """
 
+from __future__ import annotations
+
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from client_sdk.protocol import wire
-from client_sdk.protocol.records import parse_device_record
+from client_sdk.protocol.records import Version, parse_device_record, supersedes
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_device_id, check_handle, check_signature_length
 from supernode.directory import lease
-from supernode.directory.accounts import Accounts
+from supernode.directory.ports import AccountKeys, PresenceStore
 from supernode.directory.validation import Limits
 from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
-from supernode.store import DeviceSlot, ExpiryEntry
-
-
-class PresenceStore(Protocol):
-    def device_slot(self, handle: str, device_id: str) -> DeviceSlot | None: ...
-
-    def put_device(
-        self,
-        handle: str,
-        device_id: str,
-        *,
-        seq: int,
-        expires_at_ms: int,
-        device: bytes,
-        previous: DeviceSlot | None,
-    ) -> None: ...
-
-    def delete_device(self, handle: str, device_id: str, previous: DeviceSlot) -> None: ...
-
-    def delete_expiry_entry(self, entry: ExpiryEntry) -> None: ...
-
-    def live_devices(self, handle: str, now_ms: int) -> list[bytes]: ...
-
-    def fresh_lookup_responses(self, handles: list[str], now_ms: int) -> list[bytes | None]: ...
-
-    def device_count(self, handle: str) -> int: ...
-
-    def count_live_devices(self, now_ms: int) -> int: ...
-
-    def due_expiries(self, now_ms: int, limit: int) -> list[ExpiryEntry]: ...
 
 
 class Change(enum.Enum):
-    """What happened to a device, as observers (metrics now, watchers later) see it."""
+    """What happened to a device, as observers (watchers, metrics) see it."""
 
     ONLINE = "online"
     UPDATED = "updated"
@@ -61,12 +41,59 @@ class Change(enum.Enum):
     EXPIRED = "expired"
 
 
-class PresenceObserver(Protocol):
-    """Told of every committed change; ``device`` is the serialized ``Device`` when live."""
+@dataclass(frozen=True, slots=True)
+class DeviceChanged:
+    """One committed change; ``device`` is the serialized ``Device`` when it is live."""
 
-    def device_changed(
-        self, handle: str, device_id: str, change: Change, device: bytes | None
-    ) -> None: ...
+    handle: str
+    device_id: str
+    change: Change
+    device: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWrite:
+    """An admitted version of one device: what every replica of its handle applies.
+
+    ``device`` is the serialized ``Device`` exactly as lookups serve it; empty for a
+    tombstone, which keeps the seq of the record it removed until ``expires_at_ms``.
+    """
+
+    handle: str
+    device_id: str
+    seq: int
+    expires_at_ms: int
+    device: bytes
+
+    @property
+    def tombstone(self) -> bool:
+        return not self.device
+
+    @property
+    def version(self) -> Version:
+        return Version(self.seq, self.tombstone, self.expires_at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A registration that passed the cheap checks; its signature is not verified yet."""
+
+    record: pb.DeviceRecord
+    signed: pb.SignedDeviceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    write: DeviceWrite
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """The tombstone an unregister writes, and whether the removed lease was still running."""
+
+    write: DeviceWrite
+    lease_was_running: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,24 +103,80 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
-class SweepResult:
+class Swept:
     expired: int
     purged: int
+    changes: list[DeviceChanged]
 
 
-class Presence:
-    """The presence rules over a :class:`PresenceStore`."""
+class PresenceObserver(Protocol):
+    """Told of every committed change, in commit order."""
+
+    def device_changed(self, event: DeviceChanged) -> None: ...
+
+
+class Admission:
+    """The checks a registration passes once, wherever it arrives, before anything is stored."""
 
     def __init__(
         self,
-        store: PresenceStore,
-        accounts: Accounts,
+        accounts: AccountKeys,
         *,
         policy: lease.LeasePolicy,
         limits: Limits,
         clock_ms: Callable[[], int],
         node_name: str,
-        observers: Sequence[PresenceObserver] = (),
+    ) -> None:
+        """``node_name``: stamped into every admitted record as the node the device is
+        attached to, where rendezvous offers for it are delivered."""
+        self._accounts = accounts
+        self._policy = policy
+        self._limits = limits
+        self._clock_ms = clock_ms
+        self.node_name = node_name
+
+    def parse(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Candidate:
+        """The cheap checks, which run before the signature so garbage costs little CPU."""
+        record = parse_device_record(signed.record, self._limits)
+        check_signature_length("signed.signature", signed.signature)
+        if record.handle != session_handle:
+            raise PermissionDenied(
+                f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"
+            )
+        lease.check_issued_at(record.issued_at_ms, self._clock_ms(), self._policy)
+        return Candidate(record, signed)
+
+    def admit(self, candidate: Candidate) -> Admitted:
+        """Verify the signature with the account's key and stamp the lease."""
+        record, signed = candidate.record, candidate.signed
+        account_key = self._accounts.account_key(record.handle)
+        if not signature_is_valid(
+            account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature
+        ):
+            raise PermissionDenied(
+                f"signed.signature: does not verify with the account key of {record.handle!r}"
+            )
+        ttl = lease.granted_ttl_seconds(record.ttl_seconds, self._policy)
+        expires_at_ms = lease.lease_expiry_ms(self._clock_ms(), ttl)
+        device = pb.Device(
+            signed=signed, expires_at_ms=expires_at_ms, attached_supernode=self.node_name
+        ).SerializeToString()
+        return Admitted(
+            DeviceWrite(record.handle, record.device_id, record.seq, expires_at_ms, device), ttl
+        )
+
+
+class Replica:
+    """One node's copy of presence: apply writes, answer lookups, expire its own leases."""
+
+    def __init__(
+        self,
+        store: PresenceStore,
+        accounts: AccountKeys,
+        *,
+        policy: lease.LeasePolicy,
+        limits: Limits,
+        clock_ms: Callable[[], int],
         count_online: bool = True,
     ) -> None:
         """``count_online``: scan the store once for the devices-online gauge (a worker
@@ -103,94 +186,73 @@ class Presence:
         self._policy = policy
         self._limits = limits
         self._clock_ms = clock_ms
-        self._node_name = node_name
-        self._observers = list(observers)
         self.online = store.count_live_devices(clock_ms()) if count_online else 0
 
-    def _notify(
-        self, handle: str, device_id: str, change: Change, device: bytes | None = None
-    ) -> None:
-        for observer in self._observers:
-            observer.device_changed(handle, device_id, change, device)
+    # ------------------------------------------------------------------ writes
 
-    def register(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Registration:
-        """Store a new or renewed record for the session's own account.
-
-        Cheap checks run before the signature check, so garbage costs little CPU.
-        """
-        record = parse_device_record(signed.record, self._limits)
-        check_signature_length("signed.signature", signed.signature)
-        if record.handle != session_handle:
-            raise PermissionDenied(
-                f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"
-            )
-        now_ms = self._clock_ms()
-        lease.check_issued_at(record.issued_at_ms, now_ms, self._policy)
-        slot = self._store.device_slot(record.handle, record.device_id)
-        if slot is not None and record.seq <= slot.seq:  # the replay rule, stricter than merge
+    def check_fresh(self, handle: str, device_id: str, seq: int) -> None:
+        """What a new registration must pass against the stored state: the replay rule
+        (strictly higher seq than anything stored, stricter than merge) and the device cap."""
+        slot = self._store.device_slot(handle, device_id)
+        if slot is not None and seq <= slot.seq:
             raise FailedPrecondition(
-                f"record.seq: {record.seq} is not greater than the stored {slot.seq} "
+                f"record.seq: {seq} is not greater than the stored {slot.seq} "
                 "(a replayed or out-of-order record)"
             )
-        was_live = slot is not None and slot.live
-        if (
-            not was_live
-            and self._store.device_count(record.handle) >= self._limits.max_devices_per_handle
-        ):
+        if (slot is None or not slot.live) and self._store.device_count(
+            handle
+        ) >= self._limits.max_devices_per_handle:
             raise ResourceExhausted(
-                f"record.device_id: {record.handle!r} already has "
+                f"record.device_id: {handle!r} already has "
                 f"{self._limits.max_devices_per_handle} devices, the most allowed"
             )
-        account_key = self._accounts.account_key(record.handle)
-        if not signature_is_valid(
-            account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature
-        ):
-            raise PermissionDenied(
-                f"signed.signature: does not verify with the account key of {record.handle!r}"
-            )
-        ttl = lease.granted_ttl_seconds(record.ttl_seconds, self._policy)
-        expires_at_ms = lease.lease_expiry_ms(now_ms, ttl)
-        device = pb.Device(
-            signed=signed, expires_at_ms=expires_at_ms, attached_supernode=self._node_name
-        ).SerializeToString()
+
+    def register(self, write: DeviceWrite) -> DeviceChanged:
+        """Apply a client's new registration: fresh (see :meth:`check_fresh`), so it wins."""
+        self.check_fresh(write.handle, write.device_id, write.seq)
+        change = self.apply(write)
+        assert change is not None, "a fresh live write always supersedes"
+        return change
+
+    def apply(self, write: DeviceWrite) -> DeviceChanged | None:
+        """Merge ``write`` into the store; the change it made, or None when the store already
+        held it or a newer version (idempotent: applying twice changes nothing)."""
+        slot = self._store.device_slot(write.handle, write.device_id)
+        if not supersedes(write.version, None if slot is None else slot.version):
+            return None
+        was_live = slot is not None and slot.live
         self._store.put_device(
-            record.handle,
-            record.device_id,
-            seq=record.seq,
-            expires_at_ms=expires_at_ms,
-            device=device,
+            write.handle,
+            write.device_id,
+            seq=write.seq,
+            expires_at_ms=write.expires_at_ms,
+            device=write.device,
             previous=slot,
         )
-        if not was_live:
-            self.online += 1
-        self._notify(
-            record.handle,
-            record.device_id,
-            Change.UPDATED if was_live else Change.ONLINE,
-            device,
-        )
-        return Registration(expires_at_ms, ttl)
+        if not write.tombstone:
+            if not was_live:
+                self.online += 1
+            change = Change.UPDATED if was_live else Change.ONLINE
+            return DeviceChanged(write.handle, write.device_id, change, write.device)
+        if was_live:
+            self.online -= 1
+            return DeviceChanged(write.handle, write.device_id, Change.UNREGISTERED)
+        return None
 
-    def unregister(self, session_handle: str, device_id: str) -> bool:
-        """Replace the device's record by a tombstone that keeps its seq (blocks replays)."""
+    def removal(self, handle: str, device_id: str) -> Removal | None:
+        """The tombstone that unregisters the device's live record (same seq: the tombstone
+        wins the tie), or None when nothing live is stored."""
         check_device_id("device_id", device_id)
-        slot = self._store.device_slot(session_handle, device_id)
+        slot = self._store.device_slot(handle, device_id)
         if slot is None or not slot.live:
-            return False
-        self._bury(session_handle, device_id, slot)
-        self._notify(session_handle, device_id, Change.UNREGISTERED)
-        return slot.expires_at_ms > self._clock_ms()
-
-    def _bury(self, handle: str, device_id: str, slot: DeviceSlot) -> None:
-        self._store.put_device(
-            handle,
-            device_id,
-            seq=slot.seq,
-            expires_at_ms=self._clock_ms() + self._policy.tombstone_retention_ms,
-            device=b"",
-            previous=slot,
+            return None
+        now_ms = self._clock_ms()
+        write = DeviceWrite(
+            handle, device_id, slot.seq, now_ms + self._policy.tombstone_retention_ms, b""
         )
-        self.online -= 1
+        return Removal(write, slot.expires_at_ms > now_ms)
+
+    # ------------------------------------------------------------------ reads
 
     def lookup(self, handle: str) -> bytes:
         """A serialized ``LookupResponse``: the account and its live devices, as stored.
@@ -234,19 +296,88 @@ class Presence:
             return None
         return wire.lookup_response(account, self._store.live_devices(handle, self._clock_ms()))
 
-    def sweep(self, limit: int = 10_000) -> SweepResult:
+    # ------------------------------------------------------------------ leases
+
+    def sweep(self, limit: int = 10_000) -> Swept:
         """Turn ended leases into tombstones and drop tombstones past their retention."""
         now_ms = self._clock_ms()
         expired = purged = 0
+        changes: list[DeviceChanged] = []
         for entry in self._store.due_expiries(now_ms, limit):
             slot = self._store.device_slot(entry.handle, entry.device_id)
             if slot is None or slot.expires_at_ms != entry.expires_at_ms:
                 self._store.delete_expiry_entry(entry)  # stale: cannot happen, heals if it does
             elif slot.live:
-                self._bury(entry.handle, entry.device_id, slot)
+                self._store.put_device(
+                    entry.handle,
+                    entry.device_id,
+                    seq=slot.seq,
+                    expires_at_ms=now_ms + self._policy.tombstone_retention_ms,
+                    device=b"",
+                    previous=slot,
+                )
+                self.online -= 1
                 expired += 1
-                self._notify(entry.handle, entry.device_id, Change.EXPIRED)
+                changes.append(DeviceChanged(entry.handle, entry.device_id, Change.EXPIRED))
             else:
                 self._store.delete_device(entry.handle, entry.device_id, slot)
                 purged += 1
-        return SweepResult(expired, purged)
+        return Swept(expired, purged, changes)
+
+
+class Presence:
+    """Presence on a node that holds every handle itself: admission, then its own replica,
+    then its observers."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        replica: Replica,
+        observers: Sequence[PresenceObserver] = (),
+    ) -> None:
+        self.admission = admission
+        self.replica = replica
+        self._observers = list(observers)
+
+    @property
+    def online(self) -> int:
+        return self.replica.online
+
+    def publish(self, changes: Iterable[DeviceChanged | None]) -> None:
+        for change in changes:
+            if change is not None:
+                for observer in self._observers:
+                    observer.device_changed(change)
+
+    def register(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Registration:
+        """Store a new or renewed record for the session's own account.
+
+        Order of checks: cheap ones, then the stored state, then the signature.
+        """
+        candidate = self.admission.parse(session_handle, signed)
+        record = candidate.record
+        self.replica.check_fresh(record.handle, record.device_id, record.seq)
+        admitted = self.admission.admit(candidate)
+        # No await since check_fresh: the write is still fresh, so it supersedes.
+        self.publish([self.replica.apply(admitted.write)])
+        return Registration(admitted.write.expires_at_ms, admitted.ttl_seconds)
+
+    def unregister(self, session_handle: str, device_id: str) -> bool:
+        """Replace the device's record by a tombstone that keeps its seq (blocks replays);
+        True when a running lease was removed."""
+        removal = self.replica.removal(session_handle, device_id)
+        if removal is None:
+            return False
+        self.publish([self.replica.apply(removal.write)])
+        return removal.lease_was_running
+
+    def lookup(self, handle: str) -> bytes:
+        return self.replica.lookup(handle)
+
+    def lookup_many(self, handles: Sequence[str]) -> bytes:
+        return self.replica.lookup_many(handles)
+
+    def sweep(self, limit: int = 10_000) -> Swept:
+        swept = self.replica.sweep(limit)
+        self.publish(swept.changes)
+        return swept

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from supernode.directory.presence import Change
+from supernode.directory.presence import Change, DeviceChanged
 from supernode.errors import InvalidArgument, ResourceExhausted
 
 
@@ -98,13 +98,18 @@ class WatchHub:
     def watchers(self) -> int:
         return sum(len(s) for s in self._by_session.values())
 
-    def device_changed(
-        self, handle: str, device_id: str, change: Change, device: bytes | None
-    ) -> None:
+    def device_changed(self, changed: DeviceChanged) -> None:
         self.revision += 1
-        event = ChangeEvent(self.revision, handle, device_id, change, device, self._clock())
+        event = ChangeEvent(
+            self.revision,
+            changed.handle,
+            changed.device_id,
+            changed.change,
+            changed.device,
+            self._clock(),
+        )
         self._history.append(event)
-        for subscription in self._by_handle.get(handle, ()):
+        for subscription in self._by_handle.get(changed.handle, ()):
             subscription.offer(event)
 
     def subscribe(

@@ -68,8 +68,8 @@ class DirectoryApi:
 
     # ------------------------------------------------------------------ accounts
 
-    def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
-        account = self._accounts.create(request.account, request.signature)
+    async def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
+        account = await self._accounts.create(request.account, request.signature)
         return wire.get_account_response(self._accounts.get(account.handle))
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from supernode.config import Config, load, split_host_port
 from supernode.directory.accounts import Accounts
-from supernode.directory.presence import Presence
+from supernode.directory.presence import Admission, Presence, Replica
 from supernode.internal.v1 import replication_pb2 as pb
 from supernode.internal.v1 import replication_pb2_grpc as rpc
 from supernode.metrics import Metrics
@@ -130,13 +130,21 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     )
     accounts = Accounts(store, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms)
     presence = Presence(
-        store,
-        accounts,
-        policy=config.lease,
-        limits=config.limits,
-        clock_ms=wall_clock_ms,
-        node_name=settings.node_name,
-        count_online=False,
+        Admission(
+            accounts,
+            policy=config.lease,
+            limits=config.limits,
+            clock_ms=wall_clock_ms,
+            node_name=settings.node_name,
+        ),
+        Replica(
+            store,
+            accounts,
+            policy=config.lease,
+            limits=config.limits,
+            clock_ms=wall_clock_ms,
+            count_online=False,
+        ),
     )
     directory = DirectoryApi(accounts, presence, sessions, metrics).method_handlers()
     local = {

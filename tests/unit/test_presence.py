@@ -1,6 +1,7 @@
 """Presence rules over a real RocksDB store in a temporary directory, with an injected clock."""
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_account
 from supernode.directory.accounts import Accounts
 from supernode.directory.lease import LeasePolicy
-from supernode.directory.presence import Change, Presence
+from supernode.directory.presence import (
+    Admission,
+    Change,
+    DeviceChanged,
+    Presence,
+    PresenceObserver,
+    Replica,
+)
 from supernode.directory.validation import Limits
 from supernode.errors import (
     AlreadyExists,
@@ -42,10 +50,8 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[str, str, Change]] = []
 
-    def device_changed(
-        self, handle: str, device_id: str, change: Change, device: bytes | None
-    ) -> None:
-        self.changes.append((handle, device_id, change))
+    def device_changed(self, event: DeviceChanged) -> None:
+        self.changes.append((event.handle, event.device_id, event.change))
 
 
 @pytest.fixture
@@ -72,14 +78,24 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def presence(store: Store, accounts: Accounts, clock: Clock, recorder: Recorder) -> Presence:
+    return _presence(store, accounts, clock, node_name="n1", observers=[recorder])
+
+
+def _presence(
+    store: Store,
+    accounts: Accounts,
+    clock: Clock,
+    *,
+    node_name: str = "n",
+    count_online: bool = True,
+    observers: Sequence[PresenceObserver] = (),
+) -> Presence:
     return Presence(
-        store,
-        accounts,
-        policy=POLICY,
-        limits=LIMITS,
-        clock_ms=clock,
-        node_name="n1",
-        observers=[recorder],
+        Admission(accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, node_name=node_name),
+        Replica(
+            store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, count_online=count_online
+        ),
+        observers,
     )
 
 
@@ -96,7 +112,7 @@ def _create(accounts: Accounts, handle: str, clock: Clock) -> Identity:
     raw = body.SerializeToString()
     from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN
 
-    accounts.create(raw, identity.sign(CREATE_ACCOUNT_DOMAIN, raw))
+    asyncio.run(accounts.create(raw, identity.sign(CREATE_ACCOUNT_DOMAIN, raw)))
     return identity
 
 
@@ -253,21 +269,14 @@ def test_online_count_survives_reopen(tmp_path: Path, clock: Clock) -> None:
     store = Store(path, block_cache_bytes=1 << 20)
     accounts = Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
     identity = _create(accounts, "alice", clock)
-    presence = Presence(
-        store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock, node_name="n"
-    )
+    presence = _presence(store, accounts, clock)
     presence.register("alice", signed(identity, device_record(device_id="a")))
     presence.register("alice", signed(identity, device_record(device_id="b", ttl_seconds=1)))
     store.close()
     clock.now += 1_000
     reopened = Store(path, block_cache_bytes=1 << 20)
-    again = Presence(
-        reopened,
-        Accounts(reopened, limits=LIMITS, policy=POLICY, clock_ms=clock),
-        policy=POLICY,
-        limits=LIMITS,
-        clock_ms=clock,
-        node_name="n",
+    again = _presence(
+        reopened, Accounts(reopened, limits=LIMITS, policy=POLICY, clock_ms=clock), clock
     )
     assert again.online == 1
     reopened.close()
@@ -305,8 +314,7 @@ def test_view_cache_is_write_through(tmp_path: Path, clock: Clock) -> None:
     store = Store(tmp_path / "cached", block_cache_bytes=1 << 20, view_cache_bytes=1 << 20)
     accounts = Accounts(store, limits=LIMITS, policy=POLICY, clock_ms=clock)
     identity = _create(accounts, "alice", clock)
-    presence = Presence(store, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
-                        node_name="n")  # fmt: skip
+    presence = _presence(store, accounts, clock)
     assert _lookup(presence, "alice").devices == []  # read: now cached
     assert len(store.view_cache) == 1
     presence.register("alice", signed(identity, device_record(seq=1)))
@@ -341,17 +349,13 @@ def test_a_secondary_follows_its_primary_through_catch_up(tmp_path: Path, clock:
     primary.on_commit = lambda sequence, keys: commits.append((sequence, keys))
     accounts = Accounts(primary, limits=LIMITS, policy=POLICY, clock_ms=clock)
     identity = _create(accounts, "alice", clock)
-    presence = Presence(primary, accounts, policy=POLICY, limits=LIMITS, clock_ms=clock,
-                        node_name="n")  # fmt: skip
+    presence = _presence(primary, accounts, clock)
     secondary = Store(tmp_path / "db", block_cache_bytes=1 << 20, view_cache_bytes=1 << 20,
                       secondary_dir=tmp_path / "secondary")  # fmt: skip
-    reader = Presence(
+    reader = _presence(
         secondary,
         Accounts(secondary, limits=LIMITS, policy=POLICY, clock_ms=clock),
-        policy=POLICY,
-        limits=LIMITS,
-        clock_ms=clock,
-        node_name="n",
+        clock,
         count_online=False,
     )
     assert _lookup(reader, "alice").devices == []  # read, and now cached

@@ -1,6 +1,6 @@
 import pytest
 
-from supernode.directory.presence import Change
+from supernode.directory.presence import Change, DeviceChanged
 from supernode.directory.watch import WatchHub
 from supernode.errors import InvalidArgument, ResourceExhausted
 
@@ -12,7 +12,9 @@ def hub(**overrides: int) -> WatchHub:
 
 
 def change(h: WatchHub, handle: str, change: Change = Change.ONLINE) -> None:
-    h.device_changed(handle, "d", change, b"dev" if change is not Change.EXPIRED else None)
+    h.device_changed(
+        DeviceChanged(handle, "d", change, b"dev" if change is not Change.EXPIRED else None)
+    )
 
 
 def test_fresh_watch_starts_from_a_snapshot_position() -> None:
