@@ -12,20 +12,26 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
-from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
-from supernode.config import Config, ServerSettings, as_flags, split_host_port
-from supernode.directory.accounts import Accounts
-from supernode.directory.presence import Admission, Presence, Replica
+from supernode import transport
+from supernode.config import Config, as_flags, split_host_port
+from supernode.directory.presence import Presence
 from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
+from supernode.node import (
+    Directory,
+    add_standard_services,
+    build_directory,
+    local_token_secret,
+    mark_serving,
+    open_store,
+    wall_clock_ms,
+)
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
@@ -36,7 +42,7 @@ from supernode.rpc.handlers import ServiceHandlers, register_services
 from supernode.rpc.rendezvous import RendezvousApi
 from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
-from supernode.sessions import SECRET_BYTES, SessionAuthority
+from supernode.sessions import SessionAuthority
 from supernode.store import Store
 from supernode.workers.feed import ChangeFeed
 from supernode.workers.primary import (
@@ -47,64 +53,6 @@ from supernode.workers.primary import (
 )
 
 log = logging.getLogger("supernode")
-
-TOKEN_SECRET = "token_secret"
-# Every public service, as descriptors: what workers forward and reflection lists.
-PUBLIC_SERVICES = [
-    service
-    for module in (directory_pb2, search_pb2, rendezvous_pb2)
-    for service in module.DESCRIPTOR.services_by_name.values()
-]
-
-
-# How many pings closer together than the minimum interval a connection may send before
-# GOAWAY too_many_pings (gRPC's default, set explicitly so the whole policy reads here).
-MAX_PING_STRIKES = 2
-
-
-def server_options(config: Config, *, reuse_port: bool) -> list[tuple[str, int]]:
-    """Options of every gRPC server of a node: the public port, each worker's copy of it,
-    and the primary's private socket for workers, so all enforce one keepalive policy."""
-    return [
-        ("grpc.max_receive_message_length", config.limits.max_message_bytes),
-        ("grpc.max_send_message_length", 64 << 20),
-        # Off for one process (a second node on the same port must fail, not share it);
-        # on with workers, which all bind the primary's port.
-        ("grpc.so_reuseport", int(reuse_port)),
-        *keepalive_options(config.server),
-    ]
-
-
-def keepalive_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """The server's side of HTTP/2 keepalive (see ServerSettings and README "Keepalive").
-
-    Client pings are accepted every ``keepalive_min_ping_interval_seconds``, also on
-    connections without calls and without data (idle Watch and Listen streams send none);
-    the server pings each client every ``keepalive_time_seconds`` itself, to drop the ones
-    that vanished.
-    """
-    return [
-        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS (default 5 minutes).
-        (
-            "grpc.http2.min_ping_interval_without_data_ms",
-            _ms(settings.keepalive_min_ping_interval_seconds),
-        ),
-        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
-        # Without it, pings on a connection with no call in flight must be 2 hours apart.
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_seconds)),
-        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_seconds)),
-        # The server's own pings, too, go out on streams that carry no data.
-        ("grpc.http2.max_pings_without_data", 0),
-    ]
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Supernode:
@@ -118,7 +66,7 @@ class Supernode:
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
-        self._health = health.aio.HealthServicer()
+        self._health: health.aio.HealthServicer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.presence: Presence | None = None
@@ -132,27 +80,17 @@ class Supernode:
 
     async def start(self) -> None:
         settings = self.config.server
-        store = Store(
-            settings.data_dir,
-            sync_writes=settings.sync_writes,
-            block_cache_bytes=settings.block_cache_mib << 20,
-            view_cache_bytes=settings.view_cache_mib << 20,
-        )
+        store = open_store(self.config)
         self._store = store
         with_workers = settings.workers > 1
-        server = grpc.aio.server(options=server_options(self.config, reuse_port=with_workers))
+        server = transport.new_server(self.config, reuse_port=with_workers)
         host, port = split_host_port(settings.listen, "listen")
-        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
-        if self.grpc_port == 0:
-            raise OSError(f"listen: cannot bind {settings.listen}")
+        self.grpc_port = transport.bind(server, f"{host}:{port}", "listen")
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
-        accounts, presence = self._build_directory(store)
-        apis = list(self._build_apis(store, accounts, presence).values())
+        directory = self._build_directory(store)
+        apis = list(self._build_apis(store, directory).values())
         registered = register_services(server, *apis)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        self._health = add_standard_services(server, registered)
         self._server = server
         await server.start()
         if with_workers:
@@ -166,8 +104,8 @@ class Supernode:
                 stun_host, stun_port, self.metrics.count_stun
             )
             stun_address = f"{stun_host}:{self.stun_port}"
-        for service in (*registered, ""):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await mark_serving(self._health, registered)
+        presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
         log.info(
             "supernode ready %s",
@@ -179,7 +117,7 @@ class Supernode:
                     "stun": stun_address,
                     "data_dir": str(settings.data_dir),
                     "node": self.node_name,
-                    "accounts": accounts.count(),
+                    "accounts": directory.accounts.count(),
                     "devices_online": presence.online,
                     "workers": [] if self._workers is None else list(self._workers.ready.values()),
                 }
@@ -191,10 +129,9 @@ class Supernode:
         calls) and the worker processes that use it."""
         feed = ChangeFeed(store.sequence())
         store.on_commit = feed.publish
-        private = grpc.aio.server(options=server_options(self.config, reuse_port=False))
+        private = transport.new_server(self.config, reuse_port=False)
         address = private_address()
-        if private.add_insecure_port(address) == 0:
-            raise OSError(f"cannot bind the workers' private socket {address}")
+        transport.bind(private, address, "the workers' private socket")
         register_services(private, *apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
         await private.start()
         self._private = private
@@ -207,11 +144,8 @@ class Supernode:
         )
         await self._workers.start()
 
-    def _build_directory(self, store: Store) -> tuple[Accounts, Presence]:
+    def _build_directory(self, store: Store) -> Directory:
         config = self.config
-        accounts = Accounts(
-            store, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms
-        )
         self.hub = WatchHub(
             clock=time.monotonic,
             history=config.limits.watch_history_events,
@@ -219,40 +153,26 @@ class Supernode:
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
-        presence = Presence(
-            Admission(
-                accounts,
-                policy=config.lease,
-                limits=config.limits,
-                clock_ms=wall_clock_ms,
-                node_name=self.node_name,
-            ),
-            Replica(
-                store, accounts, policy=config.lease, limits=config.limits, clock_ms=wall_clock_ms
-            ),
+        directory = build_directory(
+            config,
+            store,
+            node_name=self.node_name,
+            secret=local_token_secret(store),
             observers=[self.metrics, self.hub],
         )
-        self.presence = presence
+        self.presence = presence = directory.presence
         hub = self.hub
         self.metrics.watch_gauges(
-            accounts=accounts.count,
+            accounts=directory.accounts.count,
             devices_online=lambda: presence.online,
             store_size=lambda: 0 if store.closed else store.size_bytes(),
             watchers=lambda: hub.watchers,
         )
-        return accounts, presence
+        return directory
 
-    def _build_apis(
-        self, store: Store, accounts: Accounts, presence: Presence
-    ) -> dict[str, ServiceHandlers]:
+    def _build_apis(self, store: Store, directory: Directory) -> dict[str, ServiceHandlers]:
         config = self.config
-        secret = store.get_meta(TOKEN_SECRET)
-        if secret is None:
-            secret = secrets.token_bytes(SECRET_BYTES)
-            store.put_meta(TOKEN_SECRET, secret)
-        sessions = SessionAuthority(
-            secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
-        )
+        accounts, presence, sessions = directory.accounts, directory.presence, directory.sessions
         buckets = TokenBuckets(
             rate=config.limits.search_rate_per_second,
             burst=config.limits.search_burst,
@@ -263,7 +183,7 @@ class Supernode:
             "directory": DirectoryApi(accounts, presence, sessions, self.metrics).method_handlers(),
             "watch": WatchApi(self.hub, presence, sessions, self.metrics).method_handlers(),
             "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
-            "rendezvous": self._build_rendezvous(store, secret, sessions),
+            "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
         }
 
     def _build_rendezvous(
@@ -330,7 +250,8 @@ class Supernode:
             return
         self._stopped.set()
         log.info("supernode stopping: draining in-flight calls")
-        await self._health.enter_graceful_shutdown()
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
         if self.hub is not None:
             self.hub.close()  # watch streams end with UNAVAILABLE instead of holding the drain
         if self.switchboard is not None:

@@ -8,8 +8,9 @@ pending read is cancelled).
 
 Back-pressure crosses the worker: a stream relay reads the primary's next response only
 once the client has taken the last one, and the channel to the primary receives into a
-fixed window (:func:`open_upstream`), so a client that stops reading stalls the primary's
-writes, as it would on one process, and the primary's own bounds (a watcher's queue) act.
+fixed window (:func:`supernode.transport.open_upstream`), so a client that stops reading
+stalls the primary's writes, as it would on one process, and the primary's own bounds (a
+watcher's queue) act.
 """
 
 from __future__ import annotations
@@ -28,26 +29,6 @@ def _forwarded(key: str) -> bool:
 
 
 AfterUnary = Callable[[str], Awaitable[None]]
-
-# What the worker holds per forwarded stream for a client that does not read: this window
-# (plus the one response being relayed). gRPC's default grows the window by BDP probing, to
-# megabytes on a unix socket, so the primary could write a slow watcher thousands of events
-# before its per-watcher queue ever filled, and the watcher was never cut off. A message
-# larger than the window still passes: a pending read opens the window for the whole message.
-UPSTREAM_WINDOW_BYTES = 16 << 10
-
-
-def open_upstream(address: str) -> grpc.aio.Channel:
-    """The worker's channel to the primary: bounded per-stream buffering, no size limit of
-    its own on responses (the primary's send limit is the one a client would meet)."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=(
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.http2.lookahead_bytes", UPSTREAM_WINDOW_BYTES),
-            ("grpc.max_receive_message_length", -1),
-        ),
-    )
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:

@@ -17,22 +17,25 @@ import sys
 import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from supernode import transport
 from supernode.config import Config, load, split_host_port
-from supernode.directory.accounts import Accounts
-from supernode.directory.presence import Admission, Presence, Replica
 from supernode.internal.v1 import replication_pb2 as pb
 from supernode.internal.v1 import replication_pb2_grpc as rpc
 from supernode.metrics import Metrics
+from supernode.node import (
+    PUBLIC_SERVICES,
+    add_standard_services,
+    build_directory,
+    local_token_secret,
+    mark_serving,
+    open_store,
+)
 from supernode.rpc.directory import ACCOUNT_SERVICE, PRESENCE_SERVICE, DirectoryApi
 from supernode.rpc.handlers import register_services
-from supernode.server import PUBLIC_SERVICES, TOKEN_SECRET, server_options, wall_clock_ms
-from supernode.sessions import SessionAuthority
 from supernode.store import Store
 from supernode.workers.primary import WorkerSpec
-from supernode.workers.proxy import Forwarder, open_upstream
+from supernode.workers.proxy import Forwarder
 
 log = logging.getLogger("supernode.worker")
 
@@ -108,13 +111,8 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     settings = config.server
     secondary_dir = settings.data_dir / "workers" / str(spec.index)
     shutil.rmtree(secondary_dir, ignore_errors=True)
-    store = Store(
-        settings.data_dir,
-        block_cache_bytes=settings.block_cache_mib << 20,
-        view_cache_bytes=settings.view_cache_mib << 20,
-        secondary_dir=secondary_dir,
-    )
-    channel = open_upstream(spec.primary)
+    store = open_store(config, secondary_dir=secondary_dir)
+    channel = transport.open_upstream(spec.primary)
     stub = rpc.ReplicationServiceStub(channel)  # type: ignore[no-untyped-call]
     follower = FeedApplier(store, stub)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -122,33 +120,14 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     await asyncio.wait_for(first, 30)  # caught up once before serving anything
 
     metrics = Metrics()
-    secret = store.get_meta(TOKEN_SECRET)
-    if secret is None:
-        raise OSError("the primary has not stored its token secret")
-    sessions = SessionAuthority(
-        secret, clock_ms=wall_clock_ms, token_ttl_seconds=settings.token_ttl_seconds
+    directory = build_directory(
+        config, store, node_name=settings.node_name, secret=local_token_secret(store)
     )
-    accounts = Accounts(store, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms)
-    presence = Presence(
-        Admission(
-            accounts,
-            policy=config.lease,
-            limits=config.limits,
-            clock_ms=wall_clock_ms,
-            node_name=settings.node_name,
-        ),
-        Replica(
-            store,
-            accounts,
-            policy=config.lease,
-            limits=config.limits,
-            clock_ms=wall_clock_ms,
-            count_online=False,
-        ),
-    )
-    directory = DirectoryApi(accounts, presence, sessions, metrics).method_handlers()
+    handlers = DirectoryApi(
+        directory.accounts, directory.presence, directory.sessions, metrics
+    ).method_handlers()
     local = {
-        service: {name: directory[service][name] for name in names}
+        service: {name: handlers[service][name] for name in names}
         for service, names in LOCAL_METHODS.items()
     }
     forwarded = Forwarder(channel, follower.caught_up).handlers(
@@ -157,18 +136,12 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         for method in service.methods
         if method.name not in LOCAL_METHODS.get(service.full_name, ())
     )
-    server = grpc.aio.server(options=server_options(config, reuse_port=True))
+    server = transport.new_server(config, reuse_port=True)
     registered = register_services(server, forwarded, local)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    if server.add_insecure_port(spec.listen) == 0:
-        raise OSError(f"worker {spec.index}: cannot bind {spec.listen}")
+    health_servicer = add_standard_services(server, registered)
+    transport.bind(server, spec.listen, f"worker {spec.index}")
     await server.start()
-    for service in (*registered, ""):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await mark_serving(health_servicer, registered)
     metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
     bound_metrics = metrics.serve_http(metrics_host, metrics_port and metrics_port + spec.index)
     ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}

@@ -25,7 +25,7 @@ from client_sdk import ClientConfig, DeviceStatus, EventKind, P2PSettings
 from client_sdk.config import Keepalive
 from client_sdk.transport import DirectoryConnection
 from supernode.config import ServerSettings
-from supernode.server import MAX_PING_STRIKES
+from supernode.transport import MAX_PING_STRIKES
 from tests.integration.h2_frames import FrameCountingProxy
 from tests.integration.p2p_support import first_incoming, p2p_client, until_listening
 from tests.integration.process import SupernodeProcess

@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
-from supernode.workers.proxy import UPSTREAM_WINDOW_BYTES, Forwarder, open_upstream
+from supernode.transport import UPSTREAM_WINDOW_BYTES, open_upstream
+from supernode.workers.proxy import Forwarder
 
 UNARY = directory_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name["CreateAccount"]
 SERVER_STREAM = directory_pb2.DESCRIPTOR.services_by_name["PresenceService"].methods_by_name[

@@ -1,0 +1,131 @@
+"""The parts every process of a node is built from, by the same functions.
+
+A primary (``supernode.server``), a worker (``supernode.workers.worker``) and a cluster
+member differ in which parts they run, not in how a part is made: the store, the directory
+graph (accounts, admission, the local replica, sessions), the standard gRPC services. What
+differs is said where it differs, so the graph is wired once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
+from supernode.config import Config
+from supernode.directory.accounts import Accounts
+from supernode.directory.ports import AccountRegistry
+from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
+from supernode.sessions import SECRET_BYTES, SessionAuthority
+from supernode.store import Store
+
+TOKEN_SECRET = "token_secret"
+# Every public service, as descriptors: what workers forward and reflection lists.
+PUBLIC_SERVICES = [
+    service
+    for module in (directory_pb2, search_pb2, rendezvous_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def open_store(config: Config, *, secondary_dir: Path | None = None) -> Store:
+    """The node's store (the primary's), or a read-only secondary of it (a worker's)."""
+    settings = config.server
+    return Store(
+        settings.data_dir,
+        sync_writes=settings.sync_writes and secondary_dir is None,
+        block_cache_bytes=settings.block_cache_mib << 20,
+        view_cache_bytes=settings.view_cache_mib << 20,
+        secondary_dir=secondary_dir,
+    )
+
+
+def local_token_secret(store: Store) -> bytes:
+    """The secret tokens are signed with on a node alone: made once, kept in the store
+    (tokens survive a restart). A worker reads the one its primary stored."""
+    secret = store.get_meta(TOKEN_SECRET)
+    if secret is None:
+        if store.secondary:
+            raise OSError("the primary has not stored its token secret")
+        secret = secrets.token_bytes(SECRET_BYTES)
+        store.put_meta(TOKEN_SECRET, secret)
+    return secret
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The directory's domain graph of one process."""
+
+    accounts: Accounts
+    presence: Presence
+    sessions: SessionAuthority
+    secret: bytes  # what tokens and relay tickets are signed with
+
+
+def build_directory(
+    config: Config,
+    store: Store,
+    *,
+    node_name: str,
+    secret: bytes,
+    registry: AccountRegistry | None = None,
+    observers: Sequence[PresenceObserver] = (),
+) -> Directory:
+    """``registry``: where accounts are claimed (default: the store itself, a node alone).
+    A secondary store (a worker) serves reads only, so its replica skips the online count."""
+    accounts = Accounts(
+        store if registry is None else registry,
+        limits=config.limits,
+        policy=config.lease,
+        clock_ms=wall_clock_ms,
+    )
+    presence = Presence(
+        Admission(
+            accounts,
+            policy=config.lease,
+            limits=config.limits,
+            clock_ms=wall_clock_ms,
+            node_name=node_name,
+        ),
+        Replica(
+            store,
+            accounts,
+            policy=config.lease,
+            limits=config.limits,
+            clock_ms=wall_clock_ms,
+            count_online=not store.secondary,
+        ),
+        observers,
+    )
+    sessions = SessionAuthority(
+        secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
+    )
+    return Directory(accounts, presence, sessions, secret)
+
+
+def add_standard_services(
+    server: grpc.aio.Server, registered: Sequence[str]
+) -> health.aio.HealthServicer:
+    """gRPC health checking and server reflection, so grpcurl and load balancers work."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return servicer
+
+
+async def mark_serving(servicer: health.aio.HealthServicer, registered: Sequence[str]) -> None:
+    for service in (*registered, ""):
+        await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,99 @@
+"""Every server port and every client channel of a node is made here.
+
+The public port, each worker's copy of it, the primary's private socket for its workers,
+and the channels between processes and nodes: one module, so that TLS for clients and
+mutual TLS between nodes (a later change) replace ``add_insecure_port`` and
+``insecure_channel`` in this file and nowhere else. The etcd client's channels are made by
+the etcd adapter (``supernode.cluster.etcd``), which takes its credentials from here too
+once there are any.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from supernode.config import Config, ServerSettings
+
+# How many pings closer together than the minimum interval a connection may send before
+# GOAWAY too_many_pings (gRPC's default, set explicitly so the whole policy reads here).
+MAX_PING_STRIKES = 2
+
+# What a worker holds per forwarded stream for a client that does not read: this window
+# (plus the one response being relayed). gRPC's default grows the window by BDP probing, to
+# megabytes on a unix socket, so the primary could write a slow watcher thousands of events
+# before its per-watcher queue ever filled, and the watcher was never cut off. A message
+# larger than the window still passes: a pending read opens the window for the whole message.
+UPSTREAM_WINDOW_BYTES = 16 << 10
+
+
+def server_options(config: Config, *, reuse_port: bool) -> list[tuple[str, int]]:
+    """Options of every gRPC server of a node: the public port, each worker's copy of it,
+    and the primary's private socket for workers, so all enforce one keepalive policy."""
+    return [
+        ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+        ("grpc.max_send_message_length", 64 << 20),
+        # Off for one process (a second node on the same port must fail, not share it);
+        # on with workers, which all bind the primary's port.
+        ("grpc.so_reuseport", int(reuse_port)),
+        *keepalive_options(config.server),
+    ]
+
+
+def keepalive_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """The server's side of HTTP/2 keepalive (see ServerSettings and README "Keepalive").
+
+    Client pings are accepted every ``keepalive_min_ping_interval_seconds``, also on
+    connections without calls and without data (idle Watch and Listen streams send none);
+    the server pings each client every ``keepalive_time_seconds`` itself, to drop the ones
+    that vanished.
+    """
+    return [
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS (default 5 minutes).
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.keepalive_min_ping_interval_seconds),
+        ),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        # Without it, pings on a connection with no call in flight must be 2 hours apart.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_seconds)),
+        # The server's own pings, too, go out on streams that carry no data.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def new_server(config: Config, *, reuse_port: bool) -> grpc.aio.Server:
+    return grpc.aio.server(options=server_options(config, reuse_port=reuse_port))
+
+
+def bind(server: grpc.aio.Server, address: str, what: str) -> int:
+    """Bind ``address`` (host:port or unix:path) and return the port; OSError if taken."""
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"{what}: cannot bind {address}")
+    return int(port)
+
+
+def open_upstream(address: str) -> grpc.aio.Channel:
+    """A worker's channel to its primary: bounded per-stream buffering, no size limit of
+    its own on responses (the primary's send limit is the one a client would meet)."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=(
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", UPSTREAM_WINDOW_BYTES),
+            ("grpc.max_receive_message_length", -1),
+        ),
+    )
+
+
+def open_peer(address: str) -> grpc.aio.Channel:
+    """A node's channel to another node of its cluster (forwarded calls, the internal
+    service). The same bounded window as a worker's upstream, for the same reason: a
+    forwarded watch must stall its source, not buffer it."""
+    return open_upstream(address)
