@@ -25,19 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -47,6 +41,13 @@ from benchmarks.dataset import Dataset
 from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.process import ServerProcess
 
+# The installer moved to supernode.debian (the cluster installs etcd too); the names the
+# benchmark tests use stay importable from here.
+from supernode.debian import DebianPackage, PackageError, ensure_installed
+from supernode.debian import all_pids as _all_pids  # noqa: F401
+from supernode.debian import apt_commands as apt_commands
+from supernode.debian import stop_new_processes as stop_new_processes
+
 Item = tuple[str, bytes]
 """A user's key (its handle) and value (its serialized ``LookupResponse``)."""
 
@@ -55,143 +56,16 @@ _PROBE_TIMEOUT_S = 10.0
 _STOP_GRACE_S = 10.0
 
 
-class ServiceError(RuntimeError):
-    """A baseline server could not be installed, started or loaded (the message says why)."""
+# A baseline that could not be installed is, to a benchmark, the same failure as one that
+# could not be started or loaded: one error class for all three.
+ServiceError = PackageError
+"""A baseline server could not be installed, started or loaded (the message says why)."""
 
 
 # --------------------------------------------------------------------------- packages
 
-
-@dataclass(frozen=True)
-class DebianPackage:
-    name: str  # Debian package name
-    binary: str  # executable it installs (looked up on PATH)
-    service: str  # the init script / systemd unit Debian may start on install
-
-
-ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
+# etcd's package is supernode.debian.ETCD_PACKAGE; Redis is the benchmarks' alone.
 REDIS_PACKAGE = DebianPackage("redis-server", "redis-server", "redis-server")
-
-# Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
-_APT_LOCK_TIMEOUT_S = 600
-_apt_lock = threading.Lock()
-_APT_FILE_LOCK = Path(tempfile.gettempdir()) / "benchmarks-apt.lock"
-_apt_updated = False
-
-
-def apt_commands(package: str, *, update: bool) -> list[list[str]]:
-    """The apt-get invocations that install ``package`` (with an index refresh first)."""
-    options = ["-o", f"DPkg::Lock::Timeout={_APT_LOCK_TIMEOUT_S}", "-q"]
-    commands = [["apt-get", *options, "update"]] if update else []
-    commands.append(["apt-get", *options, "install", "-y", "--no-install-recommends", package])
-    return commands
-
-
-def ensure_installed(package: DebianPackage) -> str:
-    """Return the path of ``package.binary``, installing the Debian package if it is missing.
-
-    Blocking (apt can take a minute): call it through ``asyncio.to_thread``. Installs are
-    serialized across threads and processes (a file lock), so a second installer finds the
-    binary and returns instead of sweeping up a server the first one has since started.
-    """
-    found = shutil.which(package.binary)
-    if found:
-        return found
-    with _apt_lock, open(_APT_FILE_LOCK, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        return shutil.which(package.binary) or _install(package)
-
-
-def _install(package: DebianPackage) -> str:
-    """apt-get the package (refreshing the index once per process: a fresh machine has none
-    and a stale one 404s), then stop any server instance its install started."""
-    global _apt_updated
-    if os.geteuid() != 0:
-        raise ServiceError(
-            f"{package.binary!r} is not installed and installing Debian package "
-            f"{package.name!r} needs root; run as root or `apt-get install {package.name}`"
-        )
-    before = _all_pids()
-    for command in apt_commands(package.name, update=not _apt_updated):
-        result = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr)[-2000:]
-            raise ServiceError(
-                f"{' '.join(command)} failed with exit code {result.returncode}:\n{tail}"
-            )
-        if command[-1] == "update":
-            _apt_updated = True
-    found = shutil.which(package.binary)
-    if not found:
-        raise ServiceError(f"installed {package.name!r} but {package.binary!r} is not on PATH")
-    _stop_packaged_instance(package, found, before)
-    return found
-
-
-def _stop_packaged_instance(package: DebianPackage, binary: str, before: set[int]) -> None:
-    """Stop a server the package's maintainer scripts may just have started.
-
-    Ours run on other ports, but a stray instance would still take CPU and memory during
-    measurements. On systemd hosts the unit is also disabled so it does not return on boot.
-    """
-    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
-        subprocess.run(
-            ["systemctl", "disable", "--now", package.service],
-            capture_output=True,
-            check=False,
-        )
-    stop_new_processes(binary, before)
-
-
-def stop_new_processes(binary: str, before: set[int]) -> list[int]:
-    """Terminate processes running ``binary`` whose PID is not in ``before``; return them.
-
-    Only what appeared since ``before`` was taken (our install) is touched, never an instance
-    someone else was already running.
-    """
-    exe = os.path.realpath(binary)
-    stopped = []
-    for pid in sorted(_all_pids() - before):
-        try:
-            running = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            continue  # gone, or a kernel thread
-        if running == exe:
-            terminate_pid(pid)
-            stopped.append(pid)
-    return stopped
-
-
-def _all_pids() -> set[int]:
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has released everything)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def terminate_pid(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM ``pid`` (not necessarily our child), then SIGKILL if still alive after ``grace``."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- processes

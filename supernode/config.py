@@ -75,17 +75,70 @@ class ServerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """Cluster membership (ARCHITECTURE.md section 4). No etcd endpoints: a node alone,
+    zero config, exactly as without a cluster."""
+
+    # Comma-separated host:port of the etcd members (one for development, 3 or 5 in
+    # production). Empty: this node serves alone and needs nothing else.
+    etcd_endpoints: str = ""
+    # Every key of this cluster lives under it: several clusters can share one etcd.
+    etcd_prefix: str = "/supernode"
+    # host:port at which clients and other nodes reach this node's gRPC port; empty means
+    # the bound listen address. It is the node's name in the cluster (placement, records).
+    advertise: str = ""
+    zone: str = ""
+    # Fixed for the life of a cluster: partition = hash(handle) mod partitions.
+    partitions: int = 1024
+    replication_factor: int = 1
+    # The node's liveness lease in etcd; it is refreshed every third of it.
+    member_ttl_seconds: int = 10
+    # Liveness is not ownership: a member down this long loses its partitions (controller).
+    down_grace_seconds: float = 300.0
+    # Per etcd call; beyond it the call counts as etcd being unreachable.
+    etcd_timeout_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 65536:
+            raise ValueError(f"cluster.partitions: {self.partitions}, must be 1-65536")
+        if not 1 <= self.replication_factor <= 5:
+            raise ValueError(f"cluster.replication_factor: {self.replication_factor}, must be 1-5")
+        if self.member_ttl_seconds < 2:
+            raise ValueError(f"cluster.member_ttl_seconds: {self.member_ttl_seconds}, at least 2")
+        if self.down_grace_seconds < 0 or self.etcd_timeout_seconds <= 0:
+            raise ValueError("cluster: down_grace_seconds >= 0 and etcd_timeout_seconds > 0")
+        if not self.etcd_prefix.startswith("/") or self.etcd_prefix.endswith("/"):
+            raise ValueError(
+                f"cluster.etcd_prefix: {self.etcd_prefix!r}, must start and not end with '/'"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoints)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
     limits: Limits = dataclasses.field(default_factory=Limits)
+    cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
 
 
 class ConfigError(ValueError):
     """A setting could not be read; the message names the setting and where it came from."""
 
 
-SECTIONS: dict[str, type[Any]] = {"server": ServerSettings, "lease": LeasePolicy, "limits": Limits}
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "lease": LeasePolicy,
+    "limits": Limits,
+    "cluster": ClusterSettings,
+}
 
 
 def setting_names() -> list[tuple[str, str, type[Any], Any]]:

@@ -14,13 +14,15 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
 
 from supernode import transport
 from supernode.config import Config, as_flags, split_host_port
-from supernode.directory.presence import Presence
+from supernode.directory.ports import AccountRegistry
+from supernode.directory.presence import Presence, PresenceObserver
 from supernode.directory.watch import WatchHub
 from supernode.metrics import Metrics
 from supernode.node import (
@@ -36,7 +38,7 @@ from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
 from supernode.rendezvous.stun import start_stun
-from supernode.rendezvous.tickets import TicketAuthority
+from supernode.rendezvous.tickets import Endpoint, TicketAuthority
 from supernode.rpc.directory import DirectoryApi
 from supernode.rpc.handlers import ServiceHandlers, register_services
 from supernode.rpc.rendezvous import RendezvousApi
@@ -52,7 +54,16 @@ from supernode.workers.primary import (
     replication_handlers,
 )
 
+if TYPE_CHECKING:  # the cluster package is imported only by nodes that join one
+    from client_sdk.protocol.v1.rendezvous_pb2 import ConnectResponse
+    from supernode.cluster.member import ClusterMember
+    from supernode.cluster.routing import ClusterPresence
+    from supernode.internal.v1 import cluster_pb2
+
 log = logging.getLogger("supernode")
+
+# The gRPC health service name that reports the cluster's coordination store (etcd).
+COORDINATION_HEALTH = "supernode.cluster.etcd"
 
 
 class Supernode:
@@ -76,6 +87,10 @@ class Supernode:
         self._stun: asyncio.DatagramTransport | None = None
         self.stun_port = 0
         self._private: grpc.aio.Server | None = None
+        self.cluster: ClusterMember | None = None
+        self.routed: ClusterPresence | None = None
+        self.rendezvous: RendezvousApi | None = None
+        self._coordination: asyncio.Task[None] | None = None
         self._workers: WorkerPool | None = None
 
     async def start(self) -> None:
@@ -87,12 +102,27 @@ class Supernode:
         host, port = split_host_port(settings.listen, "listen")
         self.grpc_port = transport.bind(server, f"{host}:{port}", "listen")
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
-        directory = self._build_directory(store)
+        secret, registry = local_token_secret(store), None
+        if self.config.cluster.enabled:
+            if with_workers:
+                raise OSError("cluster: a cluster member runs as one process for now (--workers 1)")
+            from supernode.cluster.member import ClusterMember
+
+            self.node_name = self.config.cluster.advertise or self.node_name
+            self.cluster = ClusterMember(self.config, store, name=self.node_name)
+            secret, registry = await self.cluster.open(), self.cluster.registry
+        directory = self._build_directory(store, secret, registry)
         apis = list(self._build_apis(store, directory).values())
         registered = register_services(server, *apis)
         self._health = add_standard_services(server, registered)
         self._server = server
         await server.start()
+        if self.cluster is not None:
+            assert self.routed is not None and self.hub is not None
+            await self.cluster.start(self.routed, self.routed.peers, self.hub)
+            from supernode.cluster.metrics import ClusterCollector
+
+            self.metrics.registry.register(ClusterCollector(self.cluster, self.routed))
         if with_workers:
             await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
@@ -105,6 +135,10 @@ class Supernode:
             )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
+        if self.cluster is not None:
+            self._coordination = asyncio.create_task(
+                self._report_coordination(self.cluster, self._health), name="etcd health"
+            )
         presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
         log.info(
@@ -120,6 +154,9 @@ class Supernode:
                     "accounts": directory.accounts.count(),
                     "devices_online": presence.online,
                     "workers": [] if self._workers is None else list(self._workers.ready.values()),
+                    "cluster": None
+                    if self.cluster is None
+                    else {"node": self.node_name, "etcd": self.config.cluster.endpoints},
                 }
             ),
         )
@@ -144,7 +181,9 @@ class Supernode:
         )
         await self._workers.start()
 
-    def _build_directory(self, store: Store) -> Directory:
+    def _build_directory(
+        self, store: Store, secret: bytes, registry: AccountRegistry | None
+    ) -> Directory:
         config = self.config
         self.hub = WatchHub(
             clock=time.monotonic,
@@ -153,12 +192,16 @@ class Supernode:
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
+        observers: list[PresenceObserver] = [self.metrics, self.hub]
+        if self.cluster is not None:
+            observers.append(self.cluster.feed_hub)
         directory = build_directory(
             config,
             store,
             node_name=self.node_name,
-            secret=local_token_secret(store),
-            observers=[self.metrics, self.hub],
+            secret=secret,
+            registry=registry,
+            observers=observers,
         )
         self.presence = presence = directory.presence
         hub = self.hub
@@ -179,12 +222,45 @@ class Supernode:
             clock=time.monotonic,
         )
         assert self.hub is not None
-        return {
-            "directory": DirectoryApi(accounts, presence, sessions, self.metrics).method_handlers(),
-            "watch": WatchApi(self.hub, presence, sessions, self.metrics).method_handlers(),
+        served: Presence | ClusterPresence = presence
+        if self.cluster is not None:
+            served = self._routed(presence, sessions)
+        apis = {
             "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
             "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
         }
+        if self.cluster is not None:
+            from supernode.cluster.service import ClusterApi
+
+            apis["cluster"] = ClusterApi(
+                presence, sessions, self.metrics, self.cluster.feed_hub, self._deliver_offer
+            ).method_handlers()
+        apis["directory"] = DirectoryApi(accounts, served, sessions, self.metrics).method_handlers()
+        apis["watch"] = WatchApi(self.hub, served, sessions, self.metrics).method_handlers()
+        return apis
+
+    def _routed(self, presence: Presence, sessions: SessionAuthority) -> ClusterPresence:
+        from supernode.cluster.peers import Peers
+        from supernode.cluster.routing import ClusterPresence
+
+        assert self.cluster is not None
+        self.routed = ClusterPresence(
+            presence,
+            self.cluster.view,
+            Peers(self.node_name, sessions),
+            name=self.node_name,
+            partitions=self.config.cluster.partitions,
+        )
+        return self.routed
+
+    async def _deliver_offer(self, request: cluster_pb2.DeliverOfferRequest) -> ConnectResponse:
+        """An offer another node admitted, for a callee listening here."""
+        assert self.rendezvous is not None
+        return await self.rendezvous.deliver(
+            Endpoint(request.caller_handle, request.caller_device_id),
+            Endpoint(request.callee_handle, request.callee_device_id),
+            request.payload,
+        )
 
     def _build_rendezvous(
         self, store: Store, secret: bytes, sessions: SessionAuthority
@@ -194,9 +270,14 @@ class Supernode:
             secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
         )
 
+        assert self.presence is not None
+        local_live = self.presence.replica.is_live
+        routed = self.routed
+
         def is_live(handle: str, device_id: str) -> bool:
-            slot = store.device_slot(handle, device_id)
-            return slot is not None and slot.live and slot.expires_at_ms > wall_clock_ms()
+            if routed is None:
+                return local_live(handle, device_id, wall_clock_ms())
+            return routed.is_live(handle, device_id, wall_clock_ms())
 
         self.switchboard = Switchboard(
             tickets,
@@ -220,9 +301,38 @@ class Supernode:
         switchboard, relay = self.switchboard, self.relay
         self.metrics.listeners.set_function(lambda: switchboard.listening)
         self.metrics.relay_sessions.set_function(lambda: relay.sessions)
-        return RendezvousApi(
-            self.switchboard, self.relay, sessions, self.metrics, wall_clock_ms
-        ).method_handlers()
+        router = None
+        if self.routed is not None:
+            from supernode.cluster.offers import ClusterOffers
+
+            router = ClusterOffers(
+                self.routed,
+                self.routed.peers,
+                self.routed.view,
+                answer_timeout_ms=limits.answer_timeout_ms,
+            )
+        self.rendezvous = RendezvousApi(
+            self.switchboard, self.relay, sessions, self.metrics, wall_clock_ms, router
+        )
+        return self.rendezvous.method_handlers()
+
+    async def _report_coordination(
+        self, cluster: ClusterMember, servicer: health.aio.HealthServicer
+    ) -> None:
+        """Health of ``COORDINATION_HEALTH``: NOT_SERVING while etcd is unreachable. The
+        node itself stays SERVING: lookups, renewals, watches and rendezvous go on."""
+        reported: bool | None = None
+        while True:
+            reachable = cluster.etcd_reachable
+            if reachable != reported:
+                status = health_pb2.HealthCheckResponse
+                await servicer.set(
+                    COORDINATION_HEALTH, status.SERVING if reachable else status.NOT_SERVING
+                )
+                if reported is not None:
+                    log.warning("etcd %s", "reachable again" if reachable else "unreachable")
+                reported = reachable
+            await asyncio.sleep(0.5)
 
     async def _sweep_forever(self, presence: Presence) -> None:
         interval = self.config.server.sweep_interval_seconds
@@ -260,10 +370,14 @@ class Supernode:
             self.relay.close()
         if self._workers is not None:
             await self._workers.stop()  # they drain first: their forwarded calls end here
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
         if self._private is not None:
             await self._private.stop(1.0)
+        if self._coordination is not None:
+            self._coordination.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,6 +26,9 @@ _MAC_BYTES = 32
 _TOKEN_HEADER = struct.Struct(">BQ8s")  # version, expires_at_ms, session id
 _CHALLENGE_HEADER = struct.Struct(">BQ16s")  # version, expires_at_ms, nonce
 SECRET_BYTES = 32
+# Tokens of cluster nodes calling each other name this pseudo-handle plus the node's name;
+# no account can have it ("~" is not a handle character), so no client holds such a token.
+NODE_HANDLE_PREFIX = "~node/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,13 @@ class SessionAuthority:
             del self._used_challenges[oldest]
 
     # ------------------------------------------------------------------ tokens
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    def issue(self, handle: str) -> IssuedToken:
+        """A token without a login: for a cluster node's own calls (``NODE_HANDLE_PREFIX``)."""
+        return self._issue(handle, self._clock_ms())
 
     def _issue(self, handle: str, now_ms: int) -> IssuedToken:
         expires_at_ms = now_ms + self._token_ttl_ms

@@ -63,7 +63,6 @@ HEADER_BYTES = _HEADER.size
 _U64 = struct.Struct(">Q")
 _ACCOUNTS_TOTAL = b"accounts_total"
 _NEVER_MS = (1 << 64) - 1  # a view with no live device never goes stale
-_NEVER = _U64.pack(_NEVER_MS)
 
 
 class StoreError(Exception):
@@ -300,7 +299,9 @@ class Store:
             return False
         batch = self._batch()
         batch.put(key, account, self._handles[ACCOUNTS])
-        self._put_view_value(batch, key, _NEVER + wire.lookup_response(account, []))
+        # Usually no devices yet; in a cluster a device may reach the handle's owner before
+        # the account reaches the owner's mirror, and the view must include it.
+        self._put_view(batch, handle, account=account)
         for term in search_terms:
             batch.put(f"{term}\x00{handle}".encode(), b"", self._handles[SEARCH])
         batch.put(_ACCOUNTS_TOTAL, _U64.pack(self.account_count() + 1), self._handles[META])
@@ -377,9 +378,16 @@ class Store:
         self._write(batch)
 
     def _put_view(
-        self, batch: WriteBatch, handle: str, changed_key: bytes, changed_value: bytes | None
+        self,
+        batch: WriteBatch,
+        handle: str,
+        changed_key: bytes = b"",
+        changed_value: bytes | None = None,
+        *,
+        account: bytes | None = None,
     ) -> None:
-        """Add the handle's rebuilt lookup view, as it will be once ``batch`` is written."""
+        """Add the handle's rebuilt lookup view, as it will be once ``batch`` is written
+        (with ``changed_key`` holding ``changed_value``, and ``account`` when it is new)."""
         values: dict[bytes, bytes] = {}
         prefix = _handle_prefix(handle)
         iterator = self._devices.iter()
@@ -392,7 +400,8 @@ class Store:
         else:
             values[changed_key] = changed_value
         live = [v for _, v in sorted(values.items()) if len(v) > HEADER_BYTES]
-        account = self._accounts.get(handle.encode())
+        if account is None:
+            account = self._accounts.get(handle.encode())
         if account is None:
             return  # devices of an account that does not exist are never served
         min_expires = min((_U64.unpack_from(v)[0] for v in live), default=_NEVER_MS)

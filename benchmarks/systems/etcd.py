@@ -17,9 +17,11 @@ import grpc
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from benchmarks.dataset import Dataset
-from benchmarks.services import ETCD_PACKAGE, Item, ManagedServerSystem
+from benchmarks.services import Item, ManagedServerSystem
 from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.grpc_raw import CHANNEL_OPTIONS, CONNECT_TIMEOUT_S
+from supernode.cluster.etcd_server import EtcdSettings, MemberSpec, member_command
+from supernode.debian import ETCD_PACKAGE
 
 # Our own server, so limits can suit bulk loading: up to LOAD_TXN_OPS puts per Txn.
 MAX_TXN_OPS = 1024
@@ -38,6 +40,17 @@ TXN_BATCHES = (10, 100)
 _RPC_TIMEOUT_S = 120.0
 
 
+# Our flags for a bulk-loaded, read-only baseline; the command line itself is the launcher's.
+BENCH_SETTINGS = EtcdSettings(
+    snapshot_count=SNAPSHOT_COUNT,
+    auto_compaction_retention="0",
+    max_txn_ops=MAX_TXN_OPS,
+    max_request_bytes=MAX_REQUEST_BYTES,
+    quota_backend_bytes=QUOTA_BACKEND_BYTES,
+    log_level="info",  # the ready line is an info line; quiet once loaded
+)
+
+
 def etcd_command(
     binary: str, data_dir: Path, client_port: int, peer_port: int, host: str
 ) -> list[str]:
@@ -45,27 +58,8 @@ def etcd_command(
 
     Both ports are explicit: etcd's defaults (2379/2380) could belong to another instance.
     """
-    client_url = f"http://{host}:{client_port}"
-    peer_url = f"http://{host}:{peer_port}"
-    return [
-        binary,
-        "--name", "bench",
-        "--data-dir", str(data_dir / "etcd"),
-        "--listen-client-urls", client_url,
-        "--advertise-client-urls", client_url,
-        "--listen-peer-urls", peer_url,
-        "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"bench={peer_url}",
-        "--initial-cluster-state", "new",
-        "--quota-backend-bytes", str(QUOTA_BACKEND_BYTES),
-        "--snapshot-count", str(SNAPSHOT_COUNT),
-        "--auto-compaction-retention", "0",
-        "--max-txn-ops", str(MAX_TXN_OPS),
-        "--max-request-bytes", str(MAX_REQUEST_BYTES),
-        "--logger", "zap",
-        "--log-outputs", "stderr",
-        "--log-level", "info",  # the ready line is an info line; quiet once loaded
-    ]  # fmt: skip
+    member = MemberSpec("bench", client_port, peer_port, data_dir / "etcd", host)
+    return member_command(binary, member, [member], BENCH_SETTINGS)
 
 
 def txn_chunks(items: Sequence[Item], max_ops: int, max_bytes: int) -> Iterator[Sequence[Item]]:

@@ -254,6 +254,10 @@ class Replica:
 
     # ------------------------------------------------------------------ reads
 
+    def is_live(self, handle: str, device_id: str, now_ms: int) -> bool:
+        slot = self._store.device_slot(handle, device_id)
+        return slot is not None and slot.live and slot.expires_at_ms > now_ms
+
     def lookup(self, handle: str) -> bytes:
         """A serialized ``LookupResponse``: the account and its live devices, as stored.
 
@@ -270,10 +274,7 @@ class Replica:
 
     def lookup_many(self, handles: Sequence[str]) -> bytes:
         """A serialized ``LookupManyResponse``; unknown handles go to ``not_found``."""
-        if len(handles) > self._limits.max_lookup_many:
-            raise ResourceExhausted(
-                f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call"
-            )
+        self.check_batch(handles)
         wanted = list(handles)
         results: list[bytes] = []
         not_found: list[str] = []
@@ -287,6 +288,12 @@ class Replica:
             else:
                 results.append(response)
         return wire.lookup_many_response(results, not_found)
+
+    def check_batch(self, handles: Sequence[str]) -> None:
+        if len(handles) > self._limits.max_lookup_many:
+            raise ResourceExhausted(
+                f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call"
+            )
 
     def _slow_lookup(self, handle: str) -> bytes | None:
         """Build the answer from the account and a devices scan that filters ended leases

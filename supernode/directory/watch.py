@@ -42,6 +42,7 @@ class Subscription:
     pending: deque[ChangeEvent] = field(default_factory=deque)
     overflowed: bool = False
     closed: bool = False
+    interrupted: str = ""  # why the stream must end and resume (a lost cluster feed)
 
     def offer(self, event: ChangeEvent) -> None:
         if self.overflowed or self.closed:
@@ -162,6 +163,16 @@ class WatchHub:
             mine.discard(subscription)
             if not mine:
                 del self._by_session[subscription.session_id]
+
+    def interrupt(self, reason: str) -> None:
+        """Changes may have been missed (a cluster feed broke): start a new epoch, so no
+        position of the old one resumes, and end every watch so each takes a snapshot."""
+        self.epoch = secrets.token_hex(8)
+        self._history.clear()
+        for subscriptions in list(self._by_session.values()):
+            for subscription in list(subscriptions):
+                subscription.interrupted = reason
+                subscription.wake()
 
     def close(self) -> None:
         """Shutting down: wake every watcher so its stream can end with UNAVAILABLE."""

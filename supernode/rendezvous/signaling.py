@@ -103,6 +103,11 @@ class Switchboard:
         resolve: Callable[[Answer], None],
     ) -> PendingOffer:
         """Deliver an offer to the callee's listener now, or refuse at once."""
+        self.admit(session_id, caller)
+        return self.deliver(caller, callee, payload, resolve)
+
+    def admit(self, session_id: bytes, caller: Endpoint) -> None:
+        """What an offer must pass where the caller is attached: its rate and liveness."""
         if not self._offer_rate.allow(session_id):
             raise ResourceExhausted(
                 f"connect: offer rate limit reached, retry in "
@@ -112,6 +117,16 @@ class Switchboard:
             raise FailedPrecondition(
                 f"from_device_id: {caller.device_id!r} has no live record; register it first"
             )
+
+    def deliver(
+        self,
+        caller: Endpoint,
+        callee: Endpoint,
+        payload: bytes,
+        resolve: Callable[[Answer], None],
+    ) -> PendingOffer:
+        """Hand an admitted offer to the callee's listener on this node (the caller may be
+        attached to another node of the cluster, which admitted it)."""
         listener = self._listeners.get(callee)
         if listener is None:
             raise FailedPrecondition(

@@ -1,13 +1,15 @@
 """The ``supernode.v1`` account, session and presence services."""
 
-from typing import TypeAlias
+import inspect
+from collections.abc import Awaitable, Sequence
+from typing import Protocol, TypeAlias, TypeVar
 
 import grpc
 
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
-from supernode.directory.presence import Presence
+from supernode.directory.presence import Registration
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
@@ -18,6 +20,28 @@ SESSION_SERVICE = "supernode.v1.SessionService"
 PRESENCE_SERVICE = "supernode.v1.PresenceService"
 
 Context: TypeAlias = grpc.aio.ServicerContext
+T = TypeVar("T")
+
+
+class PresenceApi(Protocol):
+    """What the edge calls: a node alone answers at once (``Presence``); a cluster member
+    (``supernode.cluster.routing.ClusterPresence``) may have to ask another node first."""
+
+    def register(
+        self, session_handle: str, signed: pb.SignedDeviceRecord
+    ) -> Registration | Awaitable[Registration]: ...
+
+    def unregister(self, session_handle: str, device_id: str) -> bool | Awaitable[bool]: ...
+
+    def lookup(self, handle: str) -> bytes | Awaitable[bytes]: ...
+
+    def lookup_many(self, handles: Sequence[str]) -> bytes | Awaitable[bytes]: ...
+
+
+async def settled(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 class DirectoryApi:
@@ -26,7 +50,7 @@ class DirectoryApi:
     def __init__(
         self,
         accounts: Accounts,
-        presence: Presence,
+        presence: PresenceApi,
         sessions: SessionAuthority,
         metrics: Metrics,
     ) -> None:
@@ -93,27 +117,28 @@ class DirectoryApi:
 
     # ------------------------------------------------------------------ presence
 
-    def register_device(
+    async def register_device(
         self, request: pb.RegisterDeviceRequest, context: Context
     ) -> pb.RegisterDeviceResponse:
         session = session_of(context, self._sessions)
-        registration = self._presence.register(session.handle, request.signed)
+        registration = await settled(self._presence.register(session.handle, request.signed))
         return pb.RegisterDeviceResponse(
             expires_at_ms=registration.expires_at_ms, ttl_seconds=registration.ttl_seconds
         )
 
-    def unregister_device(
+    async def unregister_device(
         self, request: pb.UnregisterDeviceRequest, context: Context
     ) -> pb.UnregisterDeviceResponse:
         session = session_of(context, self._sessions)
-        return pb.UnregisterDeviceResponse(
-            removed=self._presence.unregister(session.handle, request.device_id)
-        )
+        removed = await settled(self._presence.unregister(session.handle, request.device_id))
+        return pb.UnregisterDeviceResponse(removed=removed)
 
-    def lookup(self, request: pb.LookupRequest, context: Context) -> bytes:
+    def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
         return self._presence.lookup(request.handle)
 
-    def lookup_many(self, request: pb.LookupManyRequest, context: Context) -> bytes:
+    def lookup_many(
+        self, request: pb.LookupManyRequest, context: Context
+    ) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
         return self._presence.lookup_many(request.handles)

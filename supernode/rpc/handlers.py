@@ -5,7 +5,6 @@ call, while these wrappers are bound once per method at start-up.
 """
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
@@ -71,19 +70,18 @@ def unary_handler(
 ) -> grpc.RpcMethodHandler:
     """A gRPC method handler over raw bytes around ``behavior``.
 
-    Most behaviors are synchronous (storage is a local RocksDB call); those that wait for
-    another party (a callee's answer) are coroutines.
+    Most behaviors answer synchronously (storage is a local RocksDB call); those that wait
+    for another party (a callee's answer, another node of the cluster) return an awaitable.
     """
     parse = _parser(request_type)
     rpc_metrics = metrics.rpc(method)
-    waits = inspect.iscoroutinefunction(behavior)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = perf_counter()
         code = grpc.StatusCode.OK
         try:
             response: Any = behavior(parse(raw), context)
-            if waits:
+            if not isinstance(response, bytes | Message):  # an answer another node gives
                 response = await response
             return response if isinstance(response, bytes) else response.SerializeToString()
         except errors.REFUSALS as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -38,6 +38,18 @@ Context: TypeAlias = grpc.aio.ServicerContext
 _RELAY_QUEUE = 256  # datagrams buffered towards one side before new ones are dropped
 
 
+class OfferRouter(Protocol):
+    """Where offers go in a cluster: the node the callee's device is attached to."""
+
+    async def attached_node(self, callee: Endpoint) -> str | None:
+        """The other node the callee is attached to, or None for this node."""
+        ...
+
+    async def deliver(
+        self, node: str, caller: Endpoint, callee: Endpoint, payload: bytes
+    ) -> pb.ConnectResponse: ...
+
+
 class RendezvousApi:
     def __init__(
         self,
@@ -46,7 +58,9 @@ class RendezvousApi:
         sessions: SessionAuthority,
         metrics: Metrics,
         clock_ms: Callable[[], int],
+        router: OfferRouter | None = None,
     ) -> None:
+        self._router = router
         self._switchboard = switchboard
         self._relay = relay
         self._sessions = sessions
@@ -103,24 +117,32 @@ class RendezvousApi:
         check_handle("handle", request.handle)
         check_device_id("device_id", request.device_id)
         check_device_id("from_device_id", request.from_device_id)
+        caller = Endpoint(session.handle, request.from_device_id)
+        callee = Endpoint(request.handle, request.device_id)
+        self._switchboard.admit(session.session_id, caller)
+        if self._router is not None:
+            node = await self._router.attached_node(callee)
+            if node is not None:
+                return await self._router.deliver(node, caller, callee, request.payload)
+        return await self.deliver(caller, callee, request.payload)
+
+    async def deliver(
+        self, caller: Endpoint, callee: Endpoint, payload: bytes
+    ) -> pb.ConnectResponse:
+        """Offer to a callee listening on this node and wait for its answer (the offer was
+        admitted here, or by the node the caller is attached to)."""
         answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
         def resolve(answer: Answer) -> None:
             if not answered.done():
                 answered.set_result(answer)
 
-        pending = self._switchboard.offer(
-            session.session_id,
-            Endpoint(session.handle, request.from_device_id),
-            Endpoint(request.handle, request.device_id),
-            request.payload,
-            resolve,
-        )
+        pending = self._switchboard.deliver(caller, callee, payload, resolve)
         try:
             answer = await asyncio.wait_for(answered, self._switchboard.answer_timeout_ms / 1000)
         except TimeoutError as exc:
             raise DeadlineExceeded(
-                f"connect: {request.handle}/{request.device_id} did not answer in "
+                f"connect: {callee.handle}/{callee.device_id} did not answer in "
                 f"{self._switchboard.answer_timeout_ms} ms"
             ) from exc
         finally:

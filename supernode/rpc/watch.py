@@ -8,12 +8,12 @@ import grpc
 
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
-from supernode.directory.presence import Change, Presence
+from supernode.directory.presence import Change
 from supernode.directory.watch import ChangeEvent, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
-from supernode.rpc.directory import PRESENCE_SERVICE
+from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
 from supernode.sessions import SessionAuthority
 
@@ -37,7 +37,7 @@ def change_message(epoch: str, event: ChangeEvent) -> bytes:
 
 class WatchApi:
     def __init__(
-        self, hub: WatchHub, presence: Presence, sessions: SessionAuthority, metrics: Metrics
+        self, hub: WatchHub, presence: PresenceApi, sessions: SessionAuthority, metrics: Metrics
     ) -> None:
         self._hub = hub
         self._presence = presence
@@ -72,7 +72,7 @@ class WatchApi:
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
                 snapshot = pb.WatchSnapshot.FromString(
-                    self._presence.lookup_many(sorted(subscription.handles))
+                    await settled(self._presence.lookup_many(sorted(subscription.handles)))
                 )
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, snapshot=snapshot
@@ -82,6 +82,8 @@ class WatchApi:
                 news.clear()
                 if hub.closed:
                     raise Unavailable("watch: supernode shutting down, resume elsewhere")
+                if subscription.interrupted:
+                    raise Unavailable(f"watch: {subscription.interrupted}; resume to resync")
                 if subscription.overflowed:
                     raise ResourceExhausted(
                         "watch: consumer too slow, events were dropped; "

@@ -1,0 +1,1 @@
+"""The cluster: which nodes hold which partitions (placement), coordinated through etcd."""

@@ -1,0 +1,132 @@
+"""The cluster's key layout in etcd: nothing per device, per watch or per lookup.
+
+Under the cluster's prefix (``cluster.etcd_prefix``, default ``/supernode``):
+
+``/members/<node>``   JSON ``{"address", "zone", "version", "started_at_ms", "mirror_revision"}``
+                      under the node's own lease: liveness, which expires by itself.
+``/nodes/<node>``     JSON ``{"address", "zone", "joined_at_ms"}``, no lease: the nodes that
+                      placement is planned over. A node whose member key is gone keeps its
+                      partitions until the controller drops it after the down grace period
+                      (or an operator decommissions it): liveness is not ownership.
+``/placement``        ``Placement.to_bytes()``: partitions -> nodes, with its epoch; changed
+                      only by the controller, by compare-and-swap on its mod revision.
+``/controller``       the elected controller's node name, under its lease (create-if-absent).
+``/accounts/<handle>`` serialized ``supernode.v1.Account`` as its creator signed it, claimed
+                      by create-if-absent: handles are unique cluster-wide.
+``/secrets/token``    the 32-byte secret session tokens and relay tickets are signed with,
+                      shared so a token issued by one node works on every node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+MEMBERS = "/members/"
+NODES = "/nodes/"
+PLACEMENT = "/placement"
+CONTROLLER = "/controller"
+ACCOUNTS = "/accounts/"
+TOKEN_SECRET = "/secrets/token"
+
+
+class LayoutError(ValueError):
+    """A value under a cluster key is not what this layout says (another program wrote it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    address: str
+    zone: str = ""
+    version: str = ""
+    started_at_ms: int = 0
+    mirror_revision: int = 0
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> MemberInfo:
+        try:
+            fields = json.loads(raw)
+            return cls(
+                address=str(fields["address"]),
+                zone=str(fields.get("zone", "")),
+                version=str(fields.get("version", "")),
+                started_at_ms=int(fields.get("started_at_ms", 0)),
+                mirror_revision=int(fields.get("mirror_revision", 0)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LayoutError(f"not a member record: {raw[:80]!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    address: str
+    zone: str = ""
+    joined_at_ms: int = 0
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> NodeInfo:
+        try:
+            fields = json.loads(raw)
+            return cls(
+                address=str(fields["address"]),
+                zone=str(fields.get("zone", "")),
+                joined_at_ms=int(fields.get("joined_at_ms", 0)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LayoutError(f"not a node record: {raw[:80]!r}") from exc
+
+
+class Keys:
+    """The keys of one cluster (one prefix), as bytes for the etcd adapter."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.root = (prefix + "/").encode()
+
+    def _key(self, path: str) -> bytes:
+        return (self.prefix + path).encode()
+
+    def member(self, node: str) -> bytes:
+        return self._key(MEMBERS + node)
+
+    def node(self, node: str) -> bytes:
+        return self._key(NODES + node)
+
+    def account(self, handle: str) -> bytes:
+        return self._key(ACCOUNTS + handle)
+
+    @property
+    def members(self) -> bytes:
+        return self._key(MEMBERS)
+
+    @property
+    def nodes(self) -> bytes:
+        return self._key(NODES)
+
+    @property
+    def accounts(self) -> bytes:
+        return self._key(ACCOUNTS)
+
+    @property
+    def placement(self) -> bytes:
+        return self._key(PLACEMENT)
+
+    @property
+    def controller(self) -> bytes:
+        return self._key(CONTROLLER)
+
+    @property
+    def token_secret(self) -> bytes:
+        return self._key(TOKEN_SECRET)
+
+    def name_under(self, key: bytes, collection: bytes) -> str | None:
+        """The node or handle a key names under ``collection`` (``members``...), else None."""
+        if key.startswith(collection) and len(key) > len(collection):
+            return key[len(collection) :].decode()
+        return None

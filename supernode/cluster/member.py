@@ -1,0 +1,146 @@
+"""A node as a member of a cluster: etcd, the mirror, membership, routing, feeds.
+
+Built by ``supernode.server`` when ``cluster.etcd_endpoints`` is set; a node alone never
+imports this package. Start-up order matters: the mirror first (from etcd, or from the
+store when etcd is down and the node has been a member before), then the shared secret,
+then the directory graph over the cluster's registry, then joining, then a bounded wait
+for a placement so the first calls find an owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+
+from supernode import __version__
+from supernode.cluster.etcd import EtcdClient, EtcdConfig, EtcdError, EtcdUnavailable
+from supernode.cluster.feeds import RemoteFeeds
+from supernode.cluster.keys import Keys, MemberInfo
+from supernode.cluster.membership import Membership
+from supernode.cluster.mirror import Mirror, stored_view
+from supernode.cluster.peers import Peers
+from supernode.cluster.registry import ClusterAccounts
+from supernode.cluster.routing import ClusterPresence
+from supernode.cluster.service import FeedHub
+from supernode.cluster.view import Applied, ClusterView
+from supernode.config import Config
+from supernode.directory.watch import WatchHub
+from supernode.sessions import SECRET_BYTES
+from supernode.store import Store
+
+log = logging.getLogger("supernode.cluster")
+
+_PLACEMENT_WAIT_S = 15.0
+
+
+class ClusterMember:
+    def __init__(self, config: Config, store: Store, *, name: str) -> None:
+        settings = config.cluster
+        self.config = config
+        self.name = name
+        self.keys = Keys(settings.etcd_prefix)
+        self.etcd = EtcdClient(
+            EtcdConfig(
+                tuple(settings.endpoints),
+                call_timeout_s=settings.etcd_timeout_seconds,
+                attempt_timeout_s=min(2.0, settings.etcd_timeout_seconds),
+            )
+        )
+        self.store = store
+        self.view = stored_view(store) or ClusterView()
+        self.mirror = Mirror(self.etcd, self.keys, store, self.view, on_change=self._view_changed)
+        self.registry = ClusterAccounts(store, self.etcd, self.keys)
+        self.feed_hub = FeedHub()
+        self.started_at_ms = int(time.time() * 1000)
+        self.membership = Membership(
+            self.etcd, self.keys, self.view, settings, name=name, info=self._member_info
+        )
+        self.presence: ClusterPresence | None = None
+        self.peers: Peers | None = None
+        self.feeds: RemoteFeeds | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._placed = asyncio.Event()
+
+    def _member_info(self) -> MemberInfo:
+        return MemberInfo(
+            address=self.name,
+            zone=self.config.cluster.zone,
+            version=__version__,
+            started_at_ms=self.started_at_ms,
+            mirror_revision=self.view.revision,
+        )
+
+    @property
+    def etcd_reachable(self) -> bool:
+        return self.mirror.connected
+
+    @property
+    def etcd_errors(self) -> int:
+        return self.membership.etcd_errors + self.registry.etcd_errors
+
+    @property
+    def latest_revision(self) -> int:
+        """The newest etcd revision any member reported its mirror at (or ours)."""
+        reported = (m.mirror_revision for m in self.view.members.values())
+        return max(self.view.revision, max(reported, default=0))
+
+    async def open(self) -> bytes:
+        """Load the mirror and the shared secret; the secret is returned for the directory."""
+        try:
+            await self.mirror.resync()
+            if not self.view.token_secret:
+                await self.etcd.create_if_absent(
+                    self.keys.token_secret, secrets.token_bytes(SECRET_BYTES)
+                )
+                entry = await self.etcd.get(self.keys.token_secret)
+                assert entry is not None
+                self.view.token_secret = entry.value
+        except EtcdUnavailable as exc:
+            if not self.view.token_secret:
+                raise OSError(
+                    f"cluster: etcd is unreachable and this node has never been a member, so it "
+                    f"knows nothing to serve from: {exc}"
+                ) from exc
+            log.warning("cluster: etcd unreachable, serving from the mirror: %s", exc)
+        return self.view.token_secret
+
+    async def start(self, presence: ClusterPresence, peers: Peers, hub: WatchHub) -> None:
+        self.presence, self.peers = presence, peers
+        self.feeds = RemoteFeeds(self.view, peers, hub, name=self.name)
+        with contextlib.suppress(EtcdError):
+            await self.membership.join()
+        self._tasks = [
+            asyncio.create_task(self.mirror.run(), name="cluster mirror"),
+            asyncio.create_task(self.membership.run(), name="cluster membership"),
+        ]
+        self.feeds.sync()
+        if self.view.placement is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._placed.wait(), _PLACEMENT_WAIT_S)
+        if self.view.placement is None:
+            log.warning("cluster: no placement yet; presence calls answer UNAVAILABLE until one")
+
+    def _view_changed(self, applied: Applied) -> None:
+        if self.view.placement is not None:
+            self._placed.set()
+        if applied.members_changed or applied.placement_changed:
+            self.membership.view_changed()
+            if self.feeds is not None:
+                self.feeds.sync()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.feeds is not None:
+            await self.feeds.close()
+        self.feed_hub.close()
+        await self.membership.leave()
+        if self.peers is not None:
+            await self.peers.close()
+        await self.etcd.close()

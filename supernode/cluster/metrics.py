@@ -1,0 +1,79 @@
+"""The cluster's metrics, read from the member's state at scrape time (no copies kept)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from supernode.cluster.member import ClusterMember
+from supernode.cluster.routing import ClusterPresence
+
+
+class ClusterCollector(Collector):
+    def __init__(self, member: ClusterMember, presence: ClusterPresence) -> None:
+        self._member = member
+        self._presence = presence
+
+    def collect(self) -> Iterator[Metric]:
+        member, view = self._member, self._member.view
+        nodes = GaugeMetricFamily(
+            "supernode_cluster_nodes",
+            "Nodes that joined the cluster, by liveness (member key present or not).",
+            labels=["state"],
+        )
+        up = sum(1 for name in view.nodes if name in view.members)
+        nodes.add_metric(["up"], up)
+        nodes.add_metric(["down"], len(view.nodes) - up)
+        yield nodes
+        placement = view.placement
+        yield GaugeMetricFamily(
+            "supernode_cluster_placement_epoch",
+            "Epoch of the placement this node routes by (0: none yet).",
+            value=0 if placement is None else placement.epoch,
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_partitions_owned",
+            "Partitions this node owns (first replica).",
+            value=0 if placement is None else len(placement.owned_by(member.name)),
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_mirror_revision",
+            "The last etcd revision this node's mirror applied.",
+            value=view.revision,
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_mirror_lag_revisions",
+            "etcd's newest revision this node has seen minus the one its mirror applied.",
+            value=max(0, member.latest_revision - view.revision),
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_mirror_silence_seconds",
+            "Seconds since the mirror last heard from etcd (events or the members' refreshes).",
+            value=time.monotonic() - member.mirror.applied_at,
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_etcd_reachable",
+            "1 while this node's watch on etcd is connected.",
+            value=int(member.etcd_reachable),
+        )
+        yield GaugeMetricFamily(
+            "supernode_cluster_controller",
+            "1 while this node is the elected controller.",
+            value=int(member.membership.is_controller),
+        )
+        yield CounterMetricFamily(
+            "supernode_cluster_etcd_errors",
+            "etcd operations of this node that failed (unreachable or refused).",
+            value=member.etcd_errors,
+        )
+        forwarded = CounterMetricFamily(
+            "supernode_cluster_forwarded_calls",
+            "Calls this node sent to another node of the cluster, by internal method.",
+            labels=["method"],
+        )
+        for method, count in sorted(self._presence.forwarded.items()):
+            forwarded.add_metric([method], count)
+        yield forwarded

@@ -1,0 +1,117 @@
+"""The mirror: etcd's cluster keys followed into the node, so the hot path never calls etcd.
+
+One prefix watch over the whole cluster prefix, resumed from the last applied revision
+(``supernode.cluster.etcd.PrefixWatch`` resumes across disconnects); when etcd compacted that
+revision away, a full resync (read everything, rebuild, watch on). Accounts go into the
+store (where lookups and search read them); members, nodes, placement and the shared secret
+into :class:`ClusterView`, which is persisted in the store after every batch, so a node that
+restarts while etcd is down serves from what it last knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from supernode.cluster.etcd import Compacted, EtcdClient, EtcdUnavailable, EventKind, WatchEvent
+from supernode.cluster.keys import Keys, LayoutError
+from supernode.cluster.view import Applied, ClusterView
+from supernode.directory import search
+from supernode.store import Store
+
+log = logging.getLogger("supernode.cluster")
+
+VIEW_META = "cluster_view"
+
+
+def stored_view(store: Store) -> ClusterView | None:
+    raw = store.get_meta(VIEW_META)
+    if raw is None:
+        return None
+    try:
+        return ClusterView.from_bytes(raw)
+    except LayoutError as exc:
+        log.warning("%s; resyncing from etcd", exc)
+        return None
+
+
+class Mirror:
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        keys: Keys,
+        store: Store,
+        view: ClusterView,
+        *,
+        on_change: Callable[[Applied], None],
+    ) -> None:
+        self._etcd = etcd
+        self._keys = keys
+        self._store = store
+        self.view = view
+        self._on_change = on_change
+        self.connected = False
+        self.applied_at = time.monotonic()  # when the last batch (or progress) arrived
+        self.resyncs = 0
+
+    async def resync(self) -> None:
+        """Read every cluster key and rebuild the view from it (start-up, compaction)."""
+        snapshot = await self._etcd.get_prefix(self._keys.root)
+        fresh = ClusterView()
+        events = [
+            WatchEvent(EventKind.PUT, e.key, e.value, e.mod_revision) for e in snapshot.entries
+        ]
+        applied = fresh.apply(self._keys, events, snapshot.revision)
+        applied.members_changed = applied.placement_changed = True
+        self.view.__dict__.update(fresh.__dict__)
+        self.resyncs += 1
+        self._commit(applied)
+
+    async def run(self) -> None:
+        """Follow etcd until cancelled. The caller did one :meth:`resync` (or has a stored
+        view) first."""
+        while True:
+            watch = self._etcd.watch_prefix(self._keys.root, self.view.revision + 1)
+            try:
+                async for batch in watch:
+                    self.connected = True
+                    self.applied_at = time.monotonic()
+                    self._commit(self.view.apply(self._keys, batch.events, batch.revision))
+            except Compacted as exc:
+                log.warning("mirror: %s; full resync", exc)
+                await self._resync_until_done()
+            finally:
+                self.connected = False
+                await watch.aclose()
+
+    async def _resync_until_done(self) -> None:
+        for attempt in range(1_000_000):  # bounded by cancellation in practice
+            try:
+                await self.resync()
+                return
+            except EtcdUnavailable as exc:
+                log.warning("mirror resync: %s", exc)
+                await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
+
+    def _commit(self, applied: Applied) -> None:
+        for account in applied.accounts:
+            self._insert_account(account.handle, account.account)
+        for problem in applied.ignored:
+            log.warning("mirror: ignored %s", problem)
+        self._store.put_meta(VIEW_META, self.view.to_bytes())
+        self._on_change(applied)
+
+    def _insert_account(self, handle: str, raw: bytes) -> None:
+        """Idempotent: an account already here (created through this node) is kept."""
+        try:
+            account = pb.Account.FromString(raw)
+        except Exception:
+            log.warning("mirror: /accounts/%s holds no Account; ignored", handle)
+            return
+        terms = (
+            search.index_terms(account.handle, account.display_name) if account.discoverable else []
+        )
+        self._store.insert_account(handle, raw, terms)

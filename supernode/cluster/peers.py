@@ -1,0 +1,82 @@
+"""Calls from this node to other nodes of its cluster (the internal ``ClusterService``).
+
+Channels are made by ``supernode.transport`` (one per peer address, kept), requests and
+responses stay bytes where the answer is relayed to a client unchanged (lookups), and every
+call carries this node's credential: a token for the pseudo-handle ``~node/<name>`` signed
+with the cluster's shared secret, which no client can hold (handles never contain ``~``).
+A peer's refusal comes back as the same domain error, so the client sees the owner's status
+and message; a peer that cannot be reached is ``Unavailable`` naming the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from supernode import transport
+from supernode.errors import SupernodeError, Unavailable
+from supernode.internal.v1 import cluster_pb2 as pb
+from supernode.rpc.handlers import STATUS_OF
+from supernode.sessions import NODE_HANDLE_PREFIX, IssuedToken, SessionAuthority
+
+CLUSTER_SERVICE = "supernode.internal.v1.ClusterService"
+_TIMEOUT_S = 5.0
+_ERROR_OF = {code: cls for cls, code in STATUS_OF.items() if issubclass(cls, SupernodeError)}
+_RENEW_BEFORE_MS = 60_000
+
+
+def remote_error(node: str, error: grpc.aio.AioRpcError) -> SupernodeError:
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"node {node} is unreachable ({code.name}: {error.details()})")
+    return _ERROR_OF.get(code, Unavailable)(error.details() or code.name)
+
+
+class Peers:
+    def __init__(self, name: str, sessions: SessionAuthority) -> None:
+        self.name = name
+        self._sessions = sessions
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._token: IssuedToken | None = None
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        now_ms = self._sessions.now_ms()
+        if self._token is None or self._token.expires_at_ms - now_ms < _RENEW_BEFORE_MS:
+            self._token = self._sessions.issue(NODE_HANDLE_PREFIX + self.name)
+        return (("authorization", f"Bearer {self._token.token}"),)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = transport.open_peer(address)
+        return channel
+
+    async def unary(
+        self,
+        node: str,
+        address: str,
+        method: str,
+        request: bytes,
+        *,
+        deadline_s: float = _TIMEOUT_S,
+    ) -> bytes:
+        call = self._channel(address).unary_unary(f"/{CLUSTER_SERVICE}/{method}")
+        try:
+            response: bytes = await call(request, timeout=deadline_s, metadata=self._metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(node, exc) from exc
+        return response
+
+    async def feed(self, address: str) -> AsyncIterator[pb.FeedEvent]:
+        call = self._channel(address).unary_stream(
+            f"/{CLUSTER_SERVICE}/Feed", response_deserializer=pb.FeedEvent.FromString
+        )
+        stream = call(pb.FeedRequest().SerializeToString(), metadata=self._metadata())
+        async for event in stream:
+            yield event
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

@@ -1,0 +1,632 @@
+"""Placement: which nodes hold each partition, and how a new placement is planned.
+
+The cluster splits handles into a fixed number of partitions (``partition_of``) and maps each
+partition to RF distinct nodes; the first is the partition's owner (primary, serves writes).
+A :class:`Placement` is plain data with an epoch, stored in etcd by the one elected controller
+(``to_bytes`` / ``from_bytes``) and mirrored by every node; replica choice is a pure function
+of it, as in Mimir's ring. :func:`plan` is the controller's pure core: members in, the next
+placement out, moving as few replicas as the balance and zone rules allow, because every
+moved replica is a partition streamed to another node. No I/O here, and no liveness: who is a
+member is the controller's decision.
+"""
+
+import heapq
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import blake2b
+
+DEFAULT_PARTITIONS = 1024
+FORMAT = 1  # the "format" field of to_bytes; bump on any incompatible change of the layout
+
+_MASK64 = (1 << 64) - 1
+_EPS = 1e-9  # fair shares are fractions held as floats; loads within this are equal
+_FIELDS = frozenset({"format", "epoch", "replication_factor", "partitions", "nodes", "replicas"})
+
+
+class PlacementError(ValueError):
+    """A placement that cannot be planned (no members) or decoded (garbage, inconsistent)."""
+
+
+def partition_of(handle: str, partitions: int) -> int:
+    """The partition of a canonical handle: blake2b-64 of its UTF-8 bytes, mod ``partitions``.
+
+    Stable across processes, machines and Python versions (``hash()`` is salted per process),
+    and cheap enough for every presence call (about 0.6 us).
+    """
+    if partitions < 1:
+        raise PlacementError(f"partitions: {partitions} (need at least 1)")
+    digest = blake2b(handle.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The replicas of every partition (index = partition), under one epoch.
+
+    ``replicas[p][0]`` owns partition ``p``. Every partition has ``min(replication_factor,
+    members)`` distinct nodes; construction refuses anything else with :class:`PlacementError`.
+    """
+
+    epoch: int
+    replication_factor: int
+    replicas: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        _check_placement(self.epoch, self.replication_factor, self.replicas)
+
+    @property
+    def partitions(self) -> int:
+        """The number of partitions (fixed for the cluster's life)."""
+        return len(self.replicas)
+
+    def replicas_of(self, partition: int) -> tuple[str, ...]:
+        """The nodes holding ``partition``, owner first."""
+        return self.replicas[partition]
+
+    def owner_of_handle(self, handle: str) -> str:
+        """The node that owns ``handle``'s partition."""
+        return self.replicas[partition_of(handle, len(self.replicas))][0]
+
+    def replicas_of_handle(self, handle: str) -> tuple[str, ...]:
+        """The nodes holding ``handle``'s partition, owner first."""
+        return self.replicas[partition_of(handle, len(self.replicas))]
+
+    def partitions_of(self, node: str) -> list[int]:
+        """The partitions ``node`` holds in any replica position, ascending."""
+        return [p for p, nodes in enumerate(self.replicas) if node in nodes]
+
+    def owned_by(self, node: str) -> list[int]:
+        """The partitions ``node`` owns (first position), ascending."""
+        return [p for p, nodes in enumerate(self.replicas) if nodes[0] == node]
+
+    def nodes(self) -> frozenset[str]:
+        """Every node that holds at least one replica."""
+        return frozenset(name for nodes in self.replicas for name in nodes)
+
+    def moves_from(self, other: "Placement") -> int:
+        """Replicas this placement has that ``other`` lacks: the partitions to stream.
+
+        A change of owner among the same replicas moves no data and is not counted. With a
+        different partition count every handle maps anew, so every replica counts.
+        """
+        if len(other.replicas) != len(self.replicas):
+            return sum(len(nodes) for nodes in self.replicas)
+        return sum(
+            len(set(new) - set(old)) for new, old in zip(self.replicas, other.replicas, strict=True)
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON for etcd: node names once, partitions as indexes into them."""
+        names = sorted(self.nodes())
+        index = {name: i for i, name in enumerate(names)}
+        document = {
+            "format": FORMAT,
+            "epoch": self.epoch,
+            "replication_factor": self.replication_factor,
+            "partitions": len(self.replicas),
+            "nodes": names,
+            "replicas": [[index[name] for name in nodes] for nodes in self.replicas],
+        }
+        return json.dumps(document, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Placement":
+        """Decode ``to_bytes`` output; anything else raises :class:`PlacementError`.
+
+        The value comes from etcd, where an operator or an older build may have written it, so
+        every field is checked before a node routes by it.
+        """
+        if not isinstance(raw, bytes | bytearray):
+            raise PlacementError(f"placement: expected bytes, got {type(raw).__name__}")
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise PlacementError(f"placement: not JSON ({exc})") from None
+        if not isinstance(document, dict):
+            raise PlacementError("placement: expected a JSON object")
+        if document.get("format") != FORMAT or type(document["format"]) is not int:
+            raise PlacementError(
+                f"placement: format {document.get('format')!r} (this build reads {FORMAT})"
+            )
+        if set(document) != _FIELDS:
+            raise PlacementError(f"placement: fields {sorted(document)} (need {sorted(_FIELDS)})")
+        names, rows, count = document["nodes"], document["replicas"], document["partitions"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PlacementError("placement: nodes must be a list of names")
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise PlacementError("placement: replicas must be a list of lists")
+        if type(count) is not int or count != len(rows):
+            raise PlacementError(f"placement: partitions {count!r} but {len(rows)} rows")
+        replicas = tuple(tuple(_names_of(row, names)) for row in rows)
+        if names != sorted({name for nodes in replicas for name in nodes}):
+            raise PlacementError("placement: nodes must be the sorted names the replicas use")
+        return cls(document["epoch"], document["replication_factor"], replicas)
+
+
+def fair_shares(
+    members: Mapping[str, str], *, replication_factor: int, partitions: int = DEFAULT_PARTITIONS
+) -> dict[str, float]:
+    """Each member's fair number of replica slots, given the zone rule :func:`plan` keeps.
+
+    Without zones (or with zones of similar size) it is ``partitions * r / len(members)``,
+    ``r = min(replication_factor, len(members))``. The zone rule can make that impossible: with
+    at least r zones a zone holds at most one replica of a partition, so a zone of more than
+    ``len(members) / r`` nodes cannot take its share and the others carry the rest; with fewer
+    zones than r every zone is in every partition, so a zone of fewer than
+    ``len(members) / r`` nodes carries at least one replica of each. The shares are that
+    water-filling, split evenly inside each zone.
+    """
+    names = _check_members(members, replication_factor, partitions)
+    zones = sorted(set(members.values()))
+    sizes = [0] * len(zones)
+    for name in names:
+        sizes[zones.index(members[name])] += 1
+    shares = _zone_shares(sizes, min(replication_factor, len(names)), partitions)
+    return {name: shares[zones.index(members[name])] for name in names}
+
+
+def plan(
+    previous: Placement | None,
+    members: Mapping[str, str],
+    *,
+    replication_factor: int,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> Placement:
+    """The next placement for ``members`` (node name -> zone, "" for none), from ``previous``.
+
+    Guarantees, for ``r = min(replication_factor, len(members))`` and ``f`` the node's
+    :func:`fair_shares`:
+
+    * every partition has r distinct members; it spans ``min(r, zones)`` distinct zones
+      (nodes without a zone count as one zone, "", since nothing says they fail apart);
+    * balance: every node holds within 1 of its fair share, ``f - 1 <= slots <= f + 1``, and
+      owns ``floor(partitions / n)`` or ``ceil(partitions / n)`` partitions, for n members;
+    * movement: every replica of ``previous`` whose node is still a member stays unless the
+      balance bound or the zone rule needs it elsewhere. One node joining: only replicas moving
+      to it change, at most ``f + 1`` of them. One node leaving: only its replicas move, each
+      to one node. Owners may change among a partition's replicas (no data moves);
+    * the same inputs give the same placement (ties are broken by name and partition index);
+    * ``epoch`` is ``previous.epoch + 1`` when anything changed, else ``previous`` itself is
+      returned; a first placement has epoch 1.
+
+    With a different partition count every handle maps anew, so ``previous`` is ignored but
+    for its epoch. 1024 partitions over 100 nodes with RF 3 take about 0.1 s from scratch.
+    """
+    names = _check_members(members, replication_factor, partitions)
+    planner = _Planner(names, members, replication_factor, partitions)
+    if previous is not None and previous.partitions == partitions:
+        planner.keep(previous.replicas)
+    planner.fill()
+    planner.rebalance()
+    planner.elect_owners()
+    replicas = planner.result()
+    if previous is None:
+        return Placement(1, replication_factor, replicas)
+    if previous.replicas == replicas and previous.replication_factor == replication_factor:
+        return previous
+    return Placement(previous.epoch + 1, replication_factor, replicas)
+
+
+class _Planner:
+    """The mutable working state of one :func:`plan` call, nodes and zones as small ints.
+
+    Phases: ``keep`` seeds the previous replicas of members; ``fill`` gives each empty slot to
+    the least loaded node that fits; ``rebalance`` moves single replicas, first to bring every
+    node into its band (along a chain of moves when no single one fits the zone rule), then
+    only moves that cost nothing: replicas this plan already moved ("fresh"), or replicas to
+    a node new to the placement; ``elect_owners`` picks each partition's owner among its
+    replicas, keeping previous owners, then evens owner counts along chains of partitions.
+    Ties are broken by a salt mixed from node names, partition and count: a fixed order would
+    pair the same nodes again and again, and a later departure would then find its
+    partitions' only free takers already holding them.
+    """
+
+    def __init__(self, names: list[str], members: Mapping[str, str], rf: int, q: int) -> None:
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        zones = sorted(set(members.values()))
+        self.zone = [zones.index(members[name]) for name in names]
+        sizes = [self.zone.count(z) for z in range(len(zones))]
+        self.r = r = min(rf, len(names))
+        shares = _zone_shares(sizes, r, q)
+        self.fair = [shares[z] for z in self.zone]
+        # at least floor(q / n) when r >= 2: a node must hold the partitions it should own
+        floor_owned = q // len(names) if r >= 2 else 0
+        self.low = [max(floor_owned, math.floor(f + _EPS) - 1) for f in self.fair]
+        self.high = [math.ceil(f - _EPS) + 1 for f in self.fair]
+        self.salt = [_name_salt(name) for name in names]
+        self.required_zones = min(r, len(zones))
+        self.rows: list[list[int]] = [[-1] * r for _ in range(q)]
+        self.zone_counts = [[0] * len(zones) for _ in range(q)]
+        self.distinct = [0] * q
+        self.filled = [0] * q
+        self.before: list[frozenset[int]] = [frozenset()] * q
+        self.newcomer = [True] * len(names)
+        self.count = [0] * len(names)
+        self.held: list[set[int]] = [set() for _ in names]
+        self.fresh: list[set[int]] = [set() for _ in names]
+        self.owner = [-1] * q
+        self.owned = [0] * len(names)
+        self.limit = 4 * q * r + 4 * len(names)  # every loop below is bounded by this
+
+    # -- the state ---------------------------------------------------------------------
+
+    def _put(self, p: int, slot: int, node: int) -> None:
+        self.rows[p][slot] = node
+        self.count[node] += 1
+        self.held[node].add(p)
+        if node not in self.before[p]:
+            self.fresh[node].add(p)
+        z = self.zone[node]
+        if self.zone_counts[p][z] == 0:
+            self.distinct[p] += 1
+        self.zone_counts[p][z] += 1
+        self.filled[p] += 1
+
+    def _remove(self, p: int, slot: int) -> int:
+        node = self.rows[p][slot]
+        self.rows[p][slot] = -1
+        self.count[node] -= 1
+        self.held[node].discard(p)
+        self.fresh[node].discard(p)
+        z = self.zone[node]
+        self.zone_counts[p][z] -= 1
+        if self.zone_counts[p][z] == 0:
+            self.distinct[p] -= 1
+        self.filled[p] -= 1
+        if self.owner[p] == node:
+            self.owner[p] = -1
+            self.owned[node] -= 1
+        return node
+
+    def _fits(self, p: int, out: int, node: int) -> bool:
+        """Whether ``node`` may take ``out``'s slot of ``p`` (``out`` -1: an empty slot).
+
+        The zone rule as a count: the zones present plus the slots still empty must reach the
+        required number, so an empty slot can always be completed later.
+        """
+        if node in self.rows[p]:
+            return False
+        if self.required_zones <= 1:
+            return True
+        counts, distinct, filled = self.zone_counts[p], self.distinct[p], self.filled[p]
+        z = self.zone[node]
+        if out >= 0:
+            if self.zone[out] == z:
+                return True
+            distinct -= counts[self.zone[out]] == 1
+            filled -= 1
+        distinct += counts[z] == 0
+        return distinct + self.r - filled - 1 >= self.required_zones
+
+    def _load(self, node: int) -> float:
+        return self.count[node] - self.fair[node]
+
+    def _move(self, p: int, donor: int, taker: int) -> None:
+        owned = self.owner[p] == donor
+        slot = self.rows[p].index(donor)
+        self._remove(p, slot)
+        self._put(p, slot, taker)
+        if owned:
+            self.owner[p] = taker
+            self.owned[taker] += 1
+
+    # -- the phases ----------------------------------------------------------------------
+
+    def keep(self, previous: tuple[tuple[str, ...], ...]) -> None:
+        """Seed the previous replicas of members, then drop what the zone rule now refuses.
+
+        With fewer slots than before (a lower RF), each partition drops its replicas on the
+        nodes holding most so far, never the owner, so the rest stays balanced.
+        """
+        rows = [[self.index[name] for name in nodes if name in self.index] for nodes in previous]
+        held = [0] * len(self.names)
+        for row in rows:
+            for node in row:
+                held[node] += 1
+                self.newcomer[node] = False
+        for p, row in enumerate(rows):
+            self.before[p] = frozenset(row)
+            for _ in range(len(row) - self.r):
+                drop = max(row[1:], key=lambda x: (held[x] - self.fair[x], self.salt[x]))
+                row.remove(drop)
+                held[drop] -= 1
+            for slot, node in enumerate(row):
+                self._put(p, slot, node)
+            if previous[p][0] in self.index:  # the owner is still a member: it stays owner
+                self.owner[p] = row[0]
+                self.owned[row[0]] += 1
+        for p in range(len(self.rows)):
+            self._repair_zones(p)
+
+    def _repair_zones(self, p: int) -> None:
+        """Drop replicas of doubled zones, most loaded first, until ``p`` can meet the rule."""
+        row, counts = self.rows[p], self.zone_counts[p]
+        for _ in range(self.r):
+            if self.distinct[p] + self.r - self.filled[p] >= self.required_zones:
+                return
+            doubled = [s for s in range(self.r) if row[s] >= 0 and counts[self.zone[row[s]]] > 1]
+            self._remove(p, max(doubled, key=lambda s: (self._load(row[s]), s)))
+
+    def fill(self) -> None:
+        """Give every empty slot, in partition order, to the least loaded node that fits."""
+        heap = [self._rank(node) for node in range(len(self.names))]
+        heapq.heapify(heap)
+        for p, row in enumerate(self.rows):
+            for slot in range(self.r):
+                if row[slot] >= 0:
+                    continue
+                skipped = []
+                while heap:  # a fitting node always exists: r <= members, zones have nodes
+                    entry = heapq.heappop(heap)
+                    if self._fits(p, -1, entry[2]):
+                        break
+                    skipped.append(entry)
+                else:
+                    raise AssertionError(f"placement: no node fits partition {p}")
+                self._put(p, slot, entry[2])
+                heapq.heappush(heap, self._rank(entry[2]))
+                for other in skipped:
+                    heapq.heappush(heap, other)
+
+    def _rank(self, node: int) -> tuple[float, int, int]:
+        return (self._load(node), _mix(self.salt[node], self.count[node]), node)
+
+    def rebalance(self) -> None:
+        """Move single replicas until every node is in its band, then polish for free."""
+        for _ in range(self.limit):
+            if not (self._fix_band() or self._polish()):
+                return
+
+    def _order(self) -> tuple[list[float], list[int]]:
+        loads = [self._load(node) for node in range(len(self.names))]
+        return loads, sorted(range(len(loads)), key=lambda node: (loads[node], node))
+
+    def _fix_band(self) -> bool:
+        """One move (or chain of moves) that brings a node outside its band closer to it."""
+        loads, order = self._order()
+        under = [node for node in order if self.count[node] < self.low[node]]
+        over = [node for node in reversed(order) if self.count[node] > self.high[node]]
+        for taker in under:
+            donors = [d for d in reversed(order) if loads[d] - loads[taker] > 1 + _EPS]
+            if self._transfer(donors, [taker], True) or self._transfer(donors, [taker], False):
+                return True
+        for donor in over:
+            takers = [t for t in order if loads[donor] - loads[t] > 1 + _EPS]
+            if self._transfer([donor], takers, True) or self._transfer([donor], takers, False):
+                return True
+        return any(self._chain(taker, loads, True) for taker in under) or any(
+            self._chain(donor, loads, False) for donor in over
+        )
+
+    def _polish(self) -> bool:
+        """One free move from a node to one lighter by more than 1 (fresh, or to a newcomer)."""
+        loads, order = self._order()
+        for taker in order:
+            donors = [d for d in reversed(order) if loads[d] - loads[taker] > 1 + _EPS]
+            if not donors:
+                return False
+            if self._transfer(donors, [taker], not self.newcomer[taker]):
+                return True
+        return False
+
+    def _transfer(self, donors: list[int], takers: list[int], fresh_only: bool) -> bool:
+        for donor in donors:
+            for taker in takers:
+                p = self._pick(donor, taker, fresh_only)
+                if p is not None:
+                    self._move(p, donor, taker)
+                    return True
+        return False
+
+    def _pick(self, donor: int, taker: int, fresh_only: bool) -> int | None:
+        """The partition ``donor`` should hand to ``taker``, or None if none fits.
+
+        Fresh replicas first (free to move again); then one that evens owner counts (an owned
+        one when the donor owns more than the taker); then by salt.
+        """
+        want_owned = self.owned[donor] - self.owned[taker] > 1
+        fresh, salt = self.fresh[donor], self.salt[taker]
+        best: tuple[bool, bool, int, int] | None = None
+        for p in fresh if fresh_only else self.held[donor]:
+            if self._fits(p, donor, taker):
+                key = (p not in fresh, (self.owner[p] == donor) != want_owned, _mix(salt, p), p)
+                if best is None or key < best:
+                    best = key
+        return None if best is None else best[3]
+
+    def _chain(self, end: int, loads: list[float], backward: bool) -> bool:
+        """Moves along a path of nodes that nets one replica from a heavy to a light node.
+
+        Backward from a light ``end``: X reaches Y when X can hand one of its replicas to Y.
+        Forward from a heavy ``end``: the reverse. Each node between gives one and takes one.
+        """
+        edges: dict[int, tuple[int, int]] = {}  # node -> (next node toward end, partition)
+        frontier, seen = [end], {end}
+        for _ in range(len(self.names)):
+            found = [
+                x
+                for x in frontier
+                if (loads[x] - loads[end] if backward else loads[end] - loads[x]) > 1 + _EPS
+            ]
+            if found:
+                best = min(found, key=lambda x: (-loads[x] if backward else loads[x], x))
+                return self._apply_chain(best, edges)
+            reached = []
+            for node in frontier:
+                for other, p in sorted(self._links(node, backward)):
+                    if other not in seen:
+                        seen.add(other)
+                        edges[other] = (node, p)
+                        reached.append(other)
+            if not reached:
+                return False
+            frontier = reached
+        return False
+
+    def _links(self, node: int, backward: bool) -> set[tuple[int, int]]:
+        if backward:  # who can hand a replica to node
+            return {
+                (x, p)
+                for p, row in enumerate(self.rows)
+                if node not in row
+                for x in row
+                if self._fits(p, x, node)
+            }
+        return {
+            (y, p)
+            for p in self.held[node]
+            for y in range(len(self.names))
+            if self._fits(p, node, y)
+        }
+
+    def _apply_chain(self, start: int, edges: dict[int, tuple[int, int]]) -> bool:
+        path = []
+        node = start
+        while node in edges:
+            nxt, p = edges[node]
+            path.append((node, nxt, p))
+            node = nxt
+        if len({p for _, _, p in path}) != len(path):
+            return False
+        for a, b, p in path:
+            donor, taker = (a, b) if self.rows[p].count(a) else (b, a)
+            if not self._fits(p, donor, taker):
+                return False
+        for a, b, p in path:
+            donor, taker = (a, b) if self.rows[p].count(a) else (b, a)
+            self._move(p, donor, taker)
+        return True
+
+    def elect_owners(self) -> None:
+        """Keep each previous owner that is still a replica, pick the rest, then even out."""
+        for p, row in enumerate(self.rows):
+            if self.owner[p] < 0:
+                self.owner[p] = min(row, key=lambda node: (self.owned[node], node))
+                self.owned[self.owner[p]] += 1
+        for _ in range(self.limit):
+            if not self._shift_ownership():
+                return
+
+    def _shift_ownership(self) -> bool:
+        """Give one owned partition to a node owning fewest, along a chain if need be.
+
+        Breadth-first from the taker: Y reaches X when X owns a partition Y holds, so handing
+        each partition of the path to the next node moves one ownership from X to the taker
+        and leaves everyone between unchanged (the augmenting paths of bipartite matching).
+        """
+        order = sorted(range(len(self.names)), key=lambda node: (self.owned[node], node))
+        if self.owned[order[-1]] - self.owned[order[0]] <= 1:
+            return False
+        for taker in order:
+            parent: dict[int, tuple[int, int]] = {}
+            frontier, seen = [taker], {taker}
+            while frontier:
+                found = [x for x in frontier if self.owned[x] - self.owned[taker] > 1]
+                if found:
+                    node = min(found, key=lambda x: (-self.owned[x], x))
+                    while node != taker:
+                        holder, p = parent[node]
+                        self.owner[p] = holder
+                        self.owned[node] -= 1
+                        self.owned[holder] += 1
+                        node = holder
+                    return True
+                reached = []
+                for holder in frontier:
+                    for p in sorted(self.held[holder]):
+                        node = self.owner[p]
+                        if node not in seen:
+                            seen.add(node)
+                            parent[node] = (holder, p)
+                            reached.append(node)
+                frontier = reached
+        return False
+
+    def result(self) -> tuple[tuple[str, ...], ...]:
+        names = self.names
+        return tuple(
+            (names[owner], *(names[node] for node in row if node != owner))
+            for owner, row in zip(self.owner, self.rows, strict=True)
+        )
+
+
+def _name_salt(name: str) -> int:
+    return int.from_bytes(blake2b(name.encode(), digest_size=8).digest(), "big")
+
+
+def _mix(a: int, b: int) -> int:
+    """A cheap 64-bit mix (splitmix64's finalizer) for deterministic, well-spread ties."""
+    x = (a ^ (b * 0x9E3779B97F4A7C15)) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _zone_shares(sizes: list[int], r: int, q: int) -> list[float]:
+    """Per-node fair slots in each zone (see :func:`fair_shares`)."""
+    total, nodes = r * q, sum(sizes)
+    if len(sizes) <= 1 or r <= 1:
+        return [total / nodes] * len(sizes)
+    if len(sizes) == r:  # one replica per zone per partition, exactly
+        return [q / size for size in sizes]
+    capped = len(sizes) > r  # else floored: every zone in every partition
+    fixed: set[int] = set()
+    share = total / nodes
+    for _ in sizes:
+        rest = [z for z in range(len(sizes)) if z not in fixed]
+        share = (total - q * len(fixed)) / sum(sizes[z] for z in rest)
+        crossing = {z for z in rest if (sizes[z] * share > q if capped else sizes[z] * share < q)}
+        if not crossing:
+            break
+        fixed |= crossing
+    return [q / sizes[z] if z in fixed else share for z in range(len(sizes))]
+
+
+def _check_members(members: Mapping[str, str], rf: int, partitions: int) -> list[str]:
+    if type(rf) is not int or rf < 1:
+        raise PlacementError(f"replication_factor: {rf!r} (need an int >= 1)")
+    if type(partitions) is not int or partitions < 1:
+        raise PlacementError(f"partitions: {partitions!r} (need an int >= 1)")
+    if not members:
+        raise PlacementError("members: empty (a placement needs at least one node)")
+    for name, zone in members.items():
+        if not isinstance(name, str) or not name or not isinstance(zone, str):
+            raise PlacementError(f"members: {name!r} -> {zone!r} (need name -> zone strings)")
+    return sorted(members)
+
+
+def _names_of(row: list[object], names: list[str]) -> list[str]:
+    found = []
+    for i in row:
+        if type(i) is not int or not 0 <= i < len(names):
+            raise PlacementError(f"placement: replica index {i!r} outside the node list")
+        found.append(names[i])
+    return found
+
+
+def _check_placement(epoch: object, rf: object, replicas: object) -> None:
+    if type(epoch) is not int or epoch < 1:
+        raise PlacementError(f"placement: epoch {epoch!r} (need an int >= 1)")
+    if type(rf) is not int or rf < 1:
+        raise PlacementError(f"placement: replication_factor {rf!r} (need an int >= 1)")
+    if not isinstance(replicas, tuple) or not replicas:
+        raise PlacementError("placement: replicas must be a non-empty tuple of partitions")
+    width = -1
+    for p, nodes in enumerate(replicas):
+        if not isinstance(nodes, tuple) or not all(isinstance(n, str) and n for n in nodes):
+            raise PlacementError(f"placement: partition {p} must be a tuple of node names")
+        if len(set(nodes)) != len(nodes):
+            raise PlacementError(f"placement: partition {p} names a node twice: {nodes}")
+        if width not in (-1, len(nodes)):
+            raise PlacementError(f"placement: partition {p} has {len(nodes)} replicas, not {width}")
+        width = len(nodes)
+    if not 1 <= width <= rf:
+        raise PlacementError(f"placement: {width} replicas per partition with RF {rf}")
+    if width < rf and len({n for nodes in replicas for n in nodes}) != width:
+        raise PlacementError(
+            f"placement: {width} replicas per partition is less than RF {rf}, "
+            "so every partition must hold all nodes"
+        )

@@ -1,0 +1,163 @@
+"""``ClusterService``: what this node does when another node of its cluster asks.
+
+Every method requires a node credential (``~node/<name>`` token); a client token gets
+PERMISSION_DENIED. Writes are applied on the local replica and published to this node's
+watchers and to every node following its feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeAlias
+
+import grpc
+
+from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
+from supernode.cluster.peers import CLUSTER_SERVICE
+from supernode.cluster.routing import write_value
+from supernode.directory.presence import DeviceChanged, Presence
+from supernode.errors import NotFound, PermissionDenied, ResourceExhausted
+from supernode.internal.v1 import cluster_pb2 as pb
+from supernode.metrics import Metrics
+from supernode.rpc.auth import session_of
+from supernode.rpc.handlers import ServiceHandlers, server_stream_handler, unary_handler
+from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+
+Context: TypeAlias = grpc.aio.ServicerContext
+DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
+_FEED_QUEUE = 10_000  # changes buffered towards one follower before it is cut off
+
+
+class FeedHub:
+    """Followers of this node's presence changes (implements ``PresenceObserver``)."""
+
+    def __init__(self) -> None:
+        self._followers: set[Follower] = set()
+
+    def device_changed(self, event: DeviceChanged) -> None:
+        for follower in list(self._followers):
+            follower.offer(event)
+
+    def follow(self) -> Follower:
+        follower = Follower()
+        self._followers.add(follower)
+        return follower
+
+    def leave(self, follower: Follower) -> None:
+        self._followers.discard(follower)
+
+    def close(self) -> None:
+        for follower in list(self._followers):
+            follower.closed = True
+            follower.news.set()
+
+
+class Follower:
+    def __init__(self) -> None:
+        self.pending: deque[DeviceChanged] = deque()
+        self.news = asyncio.Event()
+        self.overflowed = False
+        self.closed = False
+
+    def offer(self, event: DeviceChanged) -> None:
+        if len(self.pending) >= _FEED_QUEUE:
+            self.overflowed = True
+        else:
+            self.pending.append(event)
+        self.news.set()
+
+
+class ClusterApi:
+    def __init__(
+        self,
+        presence: Presence,
+        sessions: SessionAuthority,
+        metrics: Metrics,
+        feeds: FeedHub,
+        deliver_offer: DeliverOffer,
+    ) -> None:
+        self._presence = presence
+        self._sessions = sessions
+        self._metrics = metrics
+        self._feeds = feeds
+        self._deliver_offer = deliver_offer
+
+    def _node_of(self, context: Context) -> str:
+        session = session_of(context, self._sessions)
+        if not session.handle.startswith(NODE_HANDLE_PREFIX):
+            raise PermissionDenied("cluster: only nodes of this cluster may call this service")
+        return session.handle[len(NODE_HANDLE_PREFIX) :]
+
+    def apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:
+        self._node_of(context)
+        write = write_value(request.write)
+        replica = self._presence.replica
+        change = replica.register(write) if request.fresh else replica.apply(write)
+        self._presence.publish([change])
+        return pb.ApplyResponse(applied=change is not None)
+
+    def remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
+        self._node_of(context)
+        return pb.RemoveResponse(
+            removed=self._presence.unregister(request.handle, request.device_id)
+        )
+
+    def lookup(self, request: pb.ReplicaLookupRequest, context: Context) -> bytes:
+        self._node_of(context)
+        if len(request.handles) != 1:
+            raise NotFound("handles: exactly one handle per Lookup")
+        return self._presence.lookup(request.handles[0])
+
+    def lookup_many(self, request: pb.ReplicaLookupRequest, context: Context) -> bytes:
+        self._node_of(context)
+        return self._presence.lookup_many(request.handles)
+
+    async def feed(self, request: pb.FeedRequest, context: Context) -> AsyncIterator[bytes]:
+        self._node_of(context)
+        follower = self._feeds.follow()
+        try:
+            yield pb.FeedEvent(ack=1).SerializeToString()
+            while True:
+                await follower.news.wait()
+                follower.news.clear()
+                if follower.closed:
+                    return
+                if follower.overflowed:
+                    raise ResourceExhausted("feed: follower too slow, changes were dropped")
+                while follower.pending:
+                    event = follower.pending.popleft()
+                    yield pb.FeedEvent(
+                        change=pb.FeedChange(
+                            handle=event.handle,
+                            device_id=event.device_id,
+                            change=event.change.value,
+                            device=event.device or b"",
+                        )
+                    ).SerializeToString()
+        finally:
+            self._feeds.leave(follower)
+
+    async def deliver_offer(
+        self, request: pb.DeliverOfferRequest, context: Context
+    ) -> rpb.ConnectResponse:
+        self._node_of(context)
+        return await self._deliver_offer(request)
+
+    def method_handlers(self) -> ServiceHandlers:
+        m = self._metrics
+        return {
+            CLUSTER_SERVICE: {
+                "Apply": unary_handler("cluster.Apply", pb.ApplyRequest, self.apply, m),
+                "Remove": unary_handler("cluster.Remove", pb.RemoveRequest, self.remove, m),
+                "Lookup": unary_handler("cluster.Lookup", pb.ReplicaLookupRequest, self.lookup, m),
+                "LookupMany": unary_handler(
+                    "cluster.LookupMany", pb.ReplicaLookupRequest, self.lookup_many, m
+                ),
+                "Feed": server_stream_handler("cluster.Feed", pb.FeedRequest, self.feed, m),
+                "DeliverOffer": unary_handler(
+                    "cluster.DeliverOffer", pb.DeliverOfferRequest, self.deliver_offer, m
+                ),
+            }
+        }

@@ -1,0 +1,124 @@
+"""What a node knows of its cluster: members, nodes, placement, controller, shared secret.
+
+Pure state, fed by etcd watch events (``supernode.cluster.mirror`` does the I/O) and
+persisted in the node's store, so a node restarted while etcd is down still knows where
+every partition lives. Accounts are not held here: the mirror writes them into the store
+(``supernode.store.Store.insert_account``), where lookups and search read them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from supernode.cluster.etcd import EventKind, WatchEvent
+from supernode.cluster.keys import Keys, LayoutError, MemberInfo, NodeInfo
+from supernode.cluster.placement import Placement, PlacementError
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSeen:
+    """An account the mirror must make readable locally."""
+
+    handle: str
+    account: bytes
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one batch of etcd events changed, for the node to act on."""
+
+    accounts: list[AccountSeen] = field(default_factory=list)
+    members_changed: bool = False
+    placement_changed: bool = False
+    ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
+
+
+@dataclass
+class ClusterView:
+    members: dict[str, MemberInfo] = field(default_factory=dict)  # live (under a lease)
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)  # joined (planned over)
+    placement: Placement | None = None
+    controller: str = ""
+    token_secret: bytes = b""
+    revision: int = 0  # the last etcd revision applied
+
+    def address_of(self, node: str) -> str:
+        """Where to reach a node: its member record, else its node record, else its name."""
+        member = self.members.get(node)
+        if member is not None:
+            return member.address
+        known = self.nodes.get(node)
+        return known.address if known is not None else node
+
+    def apply(self, keys: Keys, events: Iterable[WatchEvent], revision: int) -> Applied:
+        applied = Applied()
+        for event in events:
+            try:
+                self._apply_one(keys, event, applied)
+            except (LayoutError, PlacementError, UnicodeDecodeError) as exc:
+                applied.ignored.append(f"{event.key[:80]!r}: {exc}")
+        self.revision = max(self.revision, revision)
+        return applied
+
+    def _apply_one(self, keys: Keys, event: WatchEvent, applied: Applied) -> None:
+        put = event.kind is EventKind.PUT
+        key = event.key
+        if (name := keys.name_under(key, keys.members)) is not None:
+            if put:
+                self.members[name] = MemberInfo.from_bytes(event.value)
+            else:
+                self.members.pop(name, None)
+            applied.members_changed = True
+        elif (name := keys.name_under(key, keys.nodes)) is not None:
+            if put:
+                self.nodes[name] = NodeInfo.from_bytes(event.value)
+            else:
+                self.nodes.pop(name, None)
+            applied.members_changed = True
+        elif (handle := keys.name_under(key, keys.accounts)) is not None:
+            if put:
+                applied.accounts.append(AccountSeen(handle, event.value))
+        elif key == keys.placement:
+            self.placement = Placement.from_bytes(event.value) if put else None
+            applied.placement_changed = True
+        elif key == keys.controller:
+            self.controller = event.value.decode() if put else ""
+        elif key == keys.token_secret and put:
+            self.token_secret = event.value
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_bytes(self) -> bytes:
+        """Everything but accounts (the store holds those), for the node's store."""
+        return json.dumps(
+            {
+                "revision": self.revision,
+                "members": {n: m.to_bytes().decode() for n, m in self.members.items()},
+                "nodes": {n: i.to_bytes().decode() for n, i in self.nodes.items()},
+                "placement": "" if self.placement is None else self.placement.to_bytes().decode(),
+                "controller": self.controller,
+                "token_secret": base64.b64encode(self.token_secret).decode(),
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ClusterView:
+        try:
+            fields = json.loads(raw)
+            placement = fields["placement"]
+            return cls(
+                members={
+                    n: MemberInfo.from_bytes(v.encode()) for n, v in fields["members"].items()
+                },
+                nodes={n: NodeInfo.from_bytes(v.encode()) for n, v in fields["nodes"].items()},
+                placement=Placement.from_bytes(placement.encode()) if placement else None,
+                controller=str(fields["controller"]),
+                token_secret=base64.b64decode(fields["token_secret"]),
+                revision=int(fields["revision"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LayoutError(f"the stored cluster view is unreadable: {exc}") from exc

@@ -1,0 +1,130 @@
+"""A real cluster on loopback: one local etcd and N ``supernode serve`` processes.
+
+Each node keeps its data directory and gRPC port across restarts (a node's name is its
+address, and placement refers to it), as an operator's supervisor would restart it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from supernode.cluster.etcd import EtcdClient, EtcdConfig
+from supernode.cluster.etcd_server import LocalEtcd, free_ports
+from supernode.cluster.keys import Keys
+from supernode.cluster.placement import Placement
+from supernode.debian import PackageError
+from tests.integration.process import SupernodeProcess
+from tests.integration.sdk_support import FAST_LEASES
+from tests.integration.waiting import eventually
+
+PARTITIONS = 64  # small: placement and its mirror stay cheap; every node still owns some
+MEMBER_TTL = 3
+
+
+class Cluster:
+    def __init__(self, etcd: LocalEtcd, root: Path, nodes: int, *extra: str) -> None:
+        self.etcd = etcd
+        self.root = root
+        self.extra = list(extra)
+        self.ports = free_ports(nodes)
+        self.nodes: list[SupernodeProcess | None] = [None] * nodes
+        self.keys = Keys("/supernode")
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(self.etcd.client_endpoints)
+
+    def target(self, index: int) -> str:
+        return f"127.0.0.1:{self.ports[index]}"
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target(i) for i in range(len(self.ports))]
+
+    def start(self, index: int) -> SupernodeProcess:
+        node = SupernodeProcess(
+            self.root / f"node{index}",
+            *FAST_LEASES,
+            "--listen",
+            self.target(index),
+            "--cluster-etcd-endpoints",
+            self.endpoints,
+            "--cluster-partitions",
+            str(PARTITIONS),
+            "--cluster-member-ttl-seconds",
+            str(MEMBER_TTL),
+            *self.extra,
+        ).start(timeout=60)
+        self.nodes[index] = node
+        return node
+
+    def node(self, index: int) -> SupernodeProcess:
+        node = self.nodes[index]
+        assert node is not None, f"node {index} is not running"
+        return node
+
+    def kill(self, index: int) -> None:
+        node = self.nodes[index]
+        if node is not None:
+            node.kill()
+            self.nodes[index] = None
+
+    def kill_all(self) -> None:
+        for index in range(len(self.nodes)):
+            self.kill(index)
+
+    async def placement(self) -> Placement | None:
+        async with EtcdClient(EtcdConfig(tuple(self.etcd.client_endpoints))) as etcd:
+            entry = await etcd.get(self.keys.placement)
+        return None if entry is None else Placement.from_bytes(entry.value)
+
+    async def wait_placed_on_all(self, within: float = 30.0) -> Placement:
+        """Until placement spreads partitions over every node of the cluster."""
+        wanted = set(self.targets)
+
+        async def placed() -> bool:
+            placement = await self.placement()
+            return placement is not None and placement.nodes() == wanted
+
+        await eventually(placed, within, "placement over every node")
+        placement = await self.placement()
+        assert placement is not None
+        return placement
+
+    def handle_owned_by(self, placement: Placement, index: int, prefix: str) -> str:
+        """A fresh handle whose partition the node ``index`` owns."""
+        owner = self.target(index)
+        for n in range(100_000):
+            handle = f"{prefix}-{n}-{id(self) % 997}"
+            if placement.owner_of_handle(handle) == owner:
+                return handle
+        raise AssertionError(f"no handle owned by {owner}")
+
+
+async def started_etcd(members: int = 1) -> LocalEtcd:
+    server = LocalEtcd(members)
+    try:
+        await server.start()
+    except PackageError as error:
+        pytest.fail(f"cluster tests need etcd and could not install it: {error}")
+    return server
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    root: Path, nodes: int = 3, *extra: str, etcd_members: int = 1
+) -> AsyncIterator[Cluster]:
+    etcd = await started_etcd(etcd_members)
+    cluster = Cluster(etcd, root, nodes, *extra)
+    try:
+        for index in range(nodes):
+            cluster.start(index)
+        await cluster.wait_placed_on_all()
+        yield cluster
+    finally:
+        cluster.kill_all()
+        await etcd.stop()

@@ -1,0 +1,210 @@
+"""Step 1 of the cluster: any node serves any user (acceptance 1, 2, 5 and 7 of the issue).
+
+Real etcd, three real supernode processes on loopback, SDK clients attached to different
+nodes. Placement has one replica per partition here; a node that dies takes its partitions'
+presence with it until it returns (step 2 replicates them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client_sdk import DeviceStatus, EventKind, Identity, OfflineReason, P2PSettings
+from client_sdk.transport import DirectoryConnection
+from supernode.cluster.etcd import EtcdClient, EtcdConfig
+from tests.cluster.harness import MEMBER_TTL, running_cluster
+from tests.integration.metrics import sample
+from tests.integration.p2p_support import alice_and_bob, listening
+from tests.integration.records import device
+from tests.integration.sdk_support import Clients, Collector, unique
+from tests.integration.test_p2p_loopback import exchange, stun_of
+from tests.integration.test_rendezvous_server import Peer, RelayStream, offer_and_answer
+from tests.integration.waiting import eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+KEY = Identity.generate().public_key
+
+
+async def mirrored(connection: DirectoryConnection, handle: str, within: float = 10.0) -> None:
+    """Until ``handle``'s account reached this node's mirror."""
+
+    async def found() -> bool:
+        try:
+            await connection.get_account(handle)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() is grpc.StatusCode.NOT_FOUND, exc
+            return False
+        return True
+
+    await eventually(found, within, f"account {handle} on {connection}")
+
+
+async def test_any_node_serves_any_user(tmp_path: Path, sdk_clients: Clients) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        a, b, c = cluster.targets
+        bob = await sdk_clients.user(a, "bob")  # created through node A
+        alice = await sdk_clients.user(c, "alice")  # attached to node C
+        for target in (b, c):
+            async with DirectoryConnection(target) as connection:
+                await mirrored(connection, bob.handle)
+
+        watch = Collector(alice.watch([bob.handle]))
+        await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+        await bob.register_device("phone", transport_key=KEY)
+        for target in (b, c):  # whoever owns bob's partition, every node finds the device
+            viewer = await sdk_clients.user(target, "viewer")
+            presence = await viewer.lookup(bob.handle)
+            assert [d.device_id for d in presence.devices] == ["phone"]
+        await watch.wait_for(lambda e: e.kind is EventKind.ONLINE and e.device_id == "phone")
+        await bob.update_status("phone", DeviceStatus.AWAY)
+        await watch.wait_for(lambda e: e.kind is EventKind.UPDATED)
+        await bob.unregister_device("phone")
+        offline = await watch.wait_for(lambda e: e.kind is EventKind.OFFLINE)
+        assert offline.reason is OfflineReason.UNREGISTERED
+
+        # Lease expiry on the owner reaches a watcher on another node.
+        async with DirectoryConnection(a) as raw:
+            await raw.login(bob.identity, bob.handle)
+            record = device(bob.identity, bob.handle, "tablet", seq=1, ttl=1)
+            await raw.register_device(record)
+        await watch.wait_for(lambda e: e.kind is EventKind.ONLINE and e.device_id == "tablet")
+        expired = await watch.wait_for(
+            lambda e: e.kind is EventKind.OFFLINE and e.device_id == "tablet"
+        )
+        assert expired.reason is OfflineReason.EXPIRED
+
+        # Search on B finds an account created on A.
+        searcher = await sdk_clients.user(b, "searcher")
+
+        async def found() -> bool:
+            return bob.handle in [r.handle for r in await searcher.search(bob.handle)]
+
+        await eventually(found, 10, "bob in search on node B")
+        await watch.close()
+
+
+async def test_each_handle_is_won_by_exactly_one_creator(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, 2) as cluster:
+        a, b = (DirectoryConnection(t) for t in cluster.targets)
+        try:
+            for race in range(100):
+                handle = unique(f"race{race}")
+                outcomes = await asyncio.gather(
+                    a.create_account(Identity.generate(), handle),
+                    b.create_account(Identity.generate(), handle),
+                    return_exceptions=True,
+                )
+                won = [o for o in outcomes if not isinstance(o, BaseException)]
+                lost = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+                assert len(won) == 1 and len(lost) == 1, outcomes
+                assert lost[0].code() is grpc.StatusCode.ALREADY_EXISTS
+                assert "taken" in (lost[0].details() or "")
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_token_issued_by_one_node_works_on_every_node(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, 2) as cluster:
+        a_target, b_target = cluster.targets
+        identity = Identity.generate()
+        handle = unique("carol")
+        async with DirectoryConnection(a_target) as on_a, DirectoryConnection(b_target) as on_b:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            await mirrored(on_b, handle)
+            on_b.token = on_a.token  # the token node A issued, presented to node B
+            lookup = await on_b.lookup(handle)
+            assert lookup.account.handle == handle
+
+
+async def test_a_killed_node_expires_and_keeps_its_partitions(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        placement = await cluster.wait_placed_on_all()
+        victim = cluster.target(1)
+        handle = cluster.handle_owned_by(placement, 1, "dora")
+        identity = Identity.generate()
+        async with DirectoryConnection(cluster.target(0)) as on_a:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            started = time.monotonic()
+            cluster.kill(1)
+
+            async with EtcdClient(EtcdConfig(tuple(cluster.etcd.client_endpoints))) as etcd:
+
+                async def gone() -> bool:
+                    return await etcd.get(cluster.keys.member(victim)) is None
+
+                await eventually(gone, MEMBER_TTL + 5, "the killed node's member key expired")
+            assert time.monotonic() - started < MEMBER_TTL + 5
+            after = await cluster.placement()
+            assert after is not None and after.epoch == placement.epoch  # grace: not moved
+
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await on_a.lookup(handle)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert victim in (refused.value.details() or "")
+
+            cluster.start(1)  # same address and data directory: it serves its partitions again
+
+            async def served() -> bool:
+                try:
+                    return (await on_a.lookup(handle)).account.handle == handle
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(served, 30, "the restarted node serves its partitions")
+
+
+async def test_clients_on_different_nodes_connect_peer_to_peer(tmp_path: Path) -> None:
+    """The offer is admitted by the caller's node and delivered by the callee's."""
+    async with running_cluster(tmp_path, 2) as cluster:
+        a, b = cluster.nodes[0], cluster.nodes[1]
+        assert a is not None and b is not None
+        settings = P2PSettings(stun_server=stun_of(a), direct=True)
+        async with alice_and_bob(a.grpc_target, settings, b.grpc_target) as (alice, bob):
+            async with DirectoryConnection(a.grpc_target) as on_a:
+                await mirrored(on_a, "bob")
+            accepting = await listening(bob)
+            caller = await asyncio.wait_for(alice.connect("bob"), 30)
+            callee = await asyncio.wait_for(accepting, 30)
+            assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
+            assert caller.path == callee.path == "direct"
+            await exchange(caller, callee, b"across-nodes ")
+            await caller.close()
+        forwarded = sample(
+            a.metrics(), "supernode_cluster_forwarded_calls_total", method="DeliverOffer"
+        )
+        assert forwarded >= 1  # node A handed the offer to node B
+
+
+async def test_a_relay_ticket_issued_on_one_node_joins_on_another(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, 2) as cluster:
+        a_target, b_target = cluster.targets
+        async with DirectoryConnection(a_target) as on_a1, DirectoryConnection(a_target) as on_a2:
+            alice = await Peer.create(on_a1, "alice")
+            bob = await Peer.create(on_a2, "bob")
+            listening_call = bob.listen()
+            assert (await listening_call.read()).HasField("ready")
+            ticket = (await offer_and_answer(alice, bob, listening_call)).relay_ticket
+            listening_call.cancel()
+            async with (
+                DirectoryConnection(b_target) as on_b1,
+                DirectoryConnection(b_target) as on_b2,
+            ):
+                on_b1.token, on_b2.token = on_a1.token, on_a2.token
+                sides = [
+                    RelayStream(Peer(on_b1, "alice"), ticket),
+                    RelayStream(Peer(on_b2, "bob"), ticket),
+                ]
+                for side in sides:
+                    assert (await side.read()).HasField("ready")
+                sides[0].send(b"ciphertext")
+                assert (await sides[1].read()).datagram == b"ciphertext"
+                for side in sides:
+                    side.call.cancel()
