@@ -1,4 +1,4 @@
-"""``supernode`` command line: ``serve`` and ``--version``."""
+"""``supernode`` command line: ``serve``, ``status``, ``dev-cluster`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -53,12 +53,115 @@ def _parser() -> argparse.ArgumentParser:
                 metavar=kind.__name__.upper(),
                 help=f"{help_text}; default {default}",
             )
+    _add_status(commands)
+    _add_dev_cluster(commands)
     return parser
+
+
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show a cluster as etcd sees it: nodes, liveness, mirror lag, placement",
+        description=(
+            "Read the cluster's keys from etcd and print every node (up/down, address, zone, "
+            "version, mirror revision and lag, partitions owned and held), the placement "
+            "epoch and the controller. Exit code 1 when etcd cannot be read. Settings come "
+            "as for serve: --config (TOML), then SUPERNODE_CLUSTER_* environment variables, "
+            "then these flags."
+        ),
+    )
+    status.add_argument("--config", type=Path, help="TOML file with a [cluster] table")
+    status.add_argument(
+        "--etcd-endpoints",
+        "--cluster-etcd-endpoints",
+        dest="cluster.etcd_endpoints",
+        metavar="H:P[,H:P]",
+        help="etcd members (env SUPERNODE_CLUSTER_ETCD_ENDPOINTS)",
+    )
+    status.add_argument(
+        "--etcd-prefix",
+        "--cluster-etcd-prefix",
+        dest="cluster.etcd_prefix",
+        metavar="PREFIX",
+        help="the cluster's key prefix (env SUPERNODE_CLUSTER_ETCD_PREFIX); default /supernode",
+    )
+    status.add_argument(
+        "--etcd-timeout-seconds",
+        "--cluster-etcd-timeout-seconds",
+        dest="cluster.etcd_timeout_seconds",
+        metavar="SECONDS",
+        help="budget per etcd read and endpoint (env SUPERNODE_CLUSTER_ETCD_TIMEOUT_SECONDS)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+
+
+def _add_dev_cluster(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev-cluster",
+        help="run a local etcd and N cluster nodes on 127.0.0.1 (development only)",
+        description=(
+            "Start a local etcd (installed when missing) and N `supernode serve` nodes on "
+            "127.0.0.1, node i on base port + i, each with its own data directory under "
+            "--data-dir (kept across runs). Ctrl-C or SIGTERM stops them all. Flags after "
+            "`--` go to every `serve` (after ours, so they win)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dev.add_argument("--nodes", type=int, default=3, help="how many nodes")
+    dev.add_argument("--base-port", type=int, default=7701, help="gRPC port of node 0")
+    dev.add_argument(
+        "--metrics-base-port", type=int, default=9701, help="metrics port of node 0 (0: free)"
+    )
+    dev.add_argument(
+        "--stun-base-port", type=int, default=3479, help="STUN port of node 0 (0: free)"
+    )
+    dev.add_argument("--data-dir", type=Path, default=Path("dev-cluster"), help="state root")
+    dev.add_argument(
+        "--ready-timeout-seconds", type=float, default=60.0, help="time allowed to get ready"
+    )
+    dev.add_argument(
+        "serve_args", nargs="*", default=[], metavar="-- SERVE_FLAGS", help="given to every serve"
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from supernode.cluster.status import run_status  # grpc import deferred (--help stays fast)
+
+    flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
+    try:
+        config = load(args.config, flags=flags)
+    except ConfigError as exc:
+        print(f"supernode status: {exc}", file=sys.stderr)
+        return 2
+    return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr)
+
+
+def _dev_cluster(args: argparse.Namespace) -> int:
+    from supernode.cluster.dev_cluster import DevClusterPlan, run_dev_cluster
+
+    try:
+        plan = DevClusterPlan(
+            nodes=args.nodes,
+            base_port=args.base_port,
+            metrics_base_port=args.metrics_base_port,
+            stun_base_port=args.stun_base_port,
+            data_dir=args.data_dir,
+            serve_args=tuple(args.serve_args),
+            ready_timeout_s=args.ready_timeout_seconds,
+        )
+    except ValueError as exc:
+        print(f"supernode dev-cluster: {exc}", file=sys.stderr)
+        return 2
+    return run_dev_cluster(plan, sys.stdout, sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "dev-cluster":
+        return _dev_cluster(args)
     if args.command != "serve":
         parser.print_help()
         return 2

@@ -362,22 +362,24 @@ class Supernode:
         log.info("supernode stopping: draining in-flight calls")
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self._coordination is not None:
+            self._coordination.cancel()  # etcd is about to be let go: not an outage to report
         if self.hub is not None:
             self.hub.close()  # watch streams end with UNAVAILABLE instead of holding the drain
+        if self.cluster is not None:
+            self.cluster.feed_hub.close()
         if self.switchboard is not None:
             self.switchboard.close()
         if self.relay is not None:
             self.relay.close()
         if self._workers is not None:
             await self._workers.stop()  # they drain first: their forwarded calls end here
-        if self.cluster is not None:
-            await self.cluster.stop()
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
         if self._private is not None:
             await self._private.stop(1.0)
-        if self._coordination is not None:
-            self._coordination.cancel()
+        if self.cluster is not None:
+            await self.cluster.stop()  # after the drain: forwarded calls may still need peers
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

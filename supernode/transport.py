@@ -73,7 +73,10 @@ def new_server(config: Config, *, reuse_port: bool) -> grpc.aio.Server:
 
 def bind(server: grpc.aio.Server, address: str, what: str) -> int:
     """Bind ``address`` (host:port or unix:path) and return the port; OSError if taken."""
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises this for a taken port
+        raise OSError(f"{what}: cannot bind {address} ({exc})") from exc
     if port == 0:
         raise OSError(f"{what}: cannot bind {address}")
     return int(port)

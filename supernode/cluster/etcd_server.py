@@ -213,6 +213,9 @@ class _Member:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches the nodes, which stop while
+            # etcd still answers; etcd is stopped after them.
+            start_new_session=True,
         )
 
     def log_tail(self) -> str:

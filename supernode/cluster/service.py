@@ -18,7 +18,7 @@ from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from supernode.cluster.peers import CLUSTER_SERVICE
 from supernode.cluster.routing import write_value
 from supernode.directory.presence import DeviceChanged, Presence
-from supernode.errors import NotFound, PermissionDenied, ResourceExhausted
+from supernode.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
@@ -35,12 +35,15 @@ class FeedHub:
 
     def __init__(self) -> None:
         self._followers: set[Follower] = set()
+        self.closed = False
 
     def device_changed(self, event: DeviceChanged) -> None:
         for follower in list(self._followers):
             follower.offer(event)
 
     def follow(self) -> Follower:
+        if self.closed:
+            raise Unavailable("feed: this node is shutting down")
         follower = Follower()
         self._followers.add(follower)
         return follower
@@ -49,6 +52,9 @@ class FeedHub:
         self._followers.discard(follower)
 
     def close(self) -> None:
+        """Shutting down: end every feed now and refuse new ones (the drain must not wait
+        for other nodes' streams)."""
+        self.closed = True
         for follower in list(self._followers):
             follower.closed = True
             follower.news.set()

@@ -1,0 +1,358 @@
+"""``supernode dev-cluster``: a local etcd and N ``supernode serve`` nodes, one command.
+
+For development and demos only: everything binds to 127.0.0.1. etcd comes from
+:class:`~supernode.cluster.etcd_server.LocalEtcd` (its data under ``<data-dir>/etcd``, so a
+second run finds the cluster it left); node ``i`` is ``python -m supernode.cli serve`` with
+its own data directory ``<data-dir>/node-<i>``, gRPC on ``base_port + i`` (its name in the
+cluster), metrics and STUN on their own ports, and its stderr in ``<data-dir>/node-<i>/
+serve.log``.
+
+Each node runs in its own session, so a Ctrl-C in the terminal does not reach it: this
+process stops the nodes (SIGTERM, then SIGKILL to each one's process group after a grace)
+and etcd last, so nodes can leave while etcd still hears them. (etcd itself is in our
+process group and gets the terminal's Ctrl-C too; the nodes then stop without it, which
+only costs them their etcd timeout.) Every child is started with a parent-death signal
+(``dying_with_parent``), so none outlives a killed dev-cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TextIO, TypeVar
+
+from supernode.cluster.etcd_server import EtcdServerError, LocalEtcd, dying_with_parent
+from supernode.debian import PackageError
+
+T = TypeVar("T")
+
+_READY = re.compile(r"supernode ready (\{.*\})")
+_TAIL_LINES = 40
+_LINE_LIMIT = 1 << 20  # a traceback line can be long; asyncio's default limit is 64 KiB
+_DRAIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class DevClusterPlan:
+    """What to start. Port bases of 0 mean a free port for every node."""
+
+    nodes: int
+    base_port: int = 7701
+    metrics_base_port: int = 9701
+    stun_base_port: int = 3479
+    data_dir: Path = Path("dev-cluster")
+    serve_args: tuple[str, ...] = ()  # forwarded after ours, so they override them
+    ready_timeout_s: float = 60.0
+    stop_grace_s: float = 15.0  # above serve's default shutdown grace (10 s)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError(f"--nodes: {self.nodes}, need at least 1")
+        for name in ("base_port", "metrics_base_port", "stun_base_port"):
+            base = getattr(self, name)
+            if not (base == 0 or (base >= 1 and base + self.nodes - 1 <= 65535)):
+                raise ValueError(f"{name}: {base} leaves no room for {self.nodes} ports")
+
+    def node_dir(self, index: int) -> Path:
+        return self.data_dir / f"node-{index}"
+
+    def serve_argv(self, index: int, etcd_endpoints: Sequence[str]) -> list[str]:
+        """The ``serve`` command of node ``index`` (cluster settings at their defaults,
+        overridable after ``--``)."""
+        return [
+            sys.executable, "-m", "supernode.cli", "serve",
+            "--data-dir", str(self.node_dir(index).resolve()),
+            "--listen", _loopback(self.base_port, index),
+            "--metrics-listen", _loopback(self.metrics_base_port, index),
+            "--stun-listen", _loopback(self.stun_base_port, index),
+            "--cluster-etcd-endpoints", ",".join(etcd_endpoints),
+            *self.serve_args,
+        ]  # fmt: skip
+
+
+def _loopback(base: int, index: int) -> str:
+    return f"127.0.0.1:{base + index if base else 0}"
+
+
+def parse_ready(line: str) -> dict[str, Any] | None:
+    """The JSON of a ``supernode ready {...}`` log line, or None for any other line."""
+    match = _READY.search(line)
+    if match is None:
+        return None
+    try:
+        info = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def instructions(etcd_endpoint: str, etcd_dir: Path, nodes: Sequence[ServeProcess]) -> str:
+    """What the user sees once everything is up: each process, then how to use them."""
+    grpc = [str(node.info.get("grpc", "")) for node in nodes]
+    width = max(len(address) for address in [etcd_endpoint, *grpc])
+    names = max(len(name) for name in ["etcd", *(node.name for node in nodes)])
+    lines = [f"supernode dev-cluster: etcd and {len(nodes)} nodes are up"]
+    lines.append(f"  {'etcd':<{names}}  {etcd_endpoint:<{width}}  data {etcd_dir}")
+    for node, address in zip(nodes, grpc, strict=True):
+        lines.append(
+            f"  {node.name:<{names}}  {address:<{width}}  pid {node.info.get('pid')}  "
+            f"metrics {node.info.get('metrics')}  stun {node.info.get('stun') or '-'}  "
+            f"log {node.log_path}"
+        )
+    lines += [
+        "Point the SDK at the nodes:",
+        f"  Client({json.dumps(grpc)}, identity, handle)",
+        "See the cluster:",
+        f"  supernode status --etcd-endpoints {etcd_endpoint}",
+        "Ctrl-C stops every node and etcd.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class ServeProcess:
+    """One ``supernode serve`` child: its log file, the tail kept for a report, its ready line."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.info: dict[str, Any] = {}  # the ready line's JSON, once it was logged
+        self._ready = asyncio.Event()
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._process: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.returncode
+
+    async def start(self) -> None:
+        self._log = self._open_log()
+        self._process = await asyncio.create_subprocess_exec(
+            *dying_with_parent(self.argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            limit=_LINE_LIMIT,
+        )
+        self._pump = asyncio.create_task(self._read_stderr(), name=f"{self.name} log")
+
+    def _open_log(self) -> IO[bytes]:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return open(self.log_path, "ab")
+
+    async def _read_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        assert self._log is not None
+        while line := await self._process.stderr.readline():
+            self._log.write(line)
+            self._log.flush()
+            text = line.decode(errors="replace")
+            self._tail.append(text)
+            if not self._ready.is_set() and (info := parse_ready(text)) is not None:
+                self.info = info
+                self._ready.set()
+
+    async def wait_ready(self) -> bool:
+        """True once the ready line was logged; False if stderr closed first (it exited)."""
+        assert self._pump is not None
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._pump}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        return self._ready.is_set()
+
+    async def wait_exit(self) -> ServeProcess:
+        """Return (self) once the process exited and its log was read to the end."""
+        assert self._process is not None
+        await self._process.wait()
+        await self._drain()
+        return self
+
+    def log_tail(self) -> str:
+        return "".join(self._tail)
+
+    async def stop(self, grace_s: float) -> bool:
+        """SIGTERM (a graceful shutdown); after ``grace_s`` SIGKILL to its whole process
+        group, so its workers go too. False if it had to be killed."""
+        graceful = True
+        process = self._process
+        if process is not None:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), grace_s)
+            if process.returncode is None:
+                graceful = False
+                self._kill_group()
+                await process.wait()
+            await self._drain()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return graceful
+
+    async def _drain(self) -> None:
+        """Read stderr to its end. Children of the node that still hold it open after the
+        node exited (workers it could not stop) are killed with its process group."""
+        assert self._pump is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._pump), _DRAIN_S)
+        except TimeoutError:
+            self._kill_group()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pump), _DRAIN_S)
+            self._pump.cancel()
+
+    def _kill_group(self) -> None:
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived: stop everything, exit 0."""
+
+
+async def _unless_stopped(stop: asyncio.Event, awaitable: Awaitable[T]) -> T:
+    """The awaitable's result, or :class:`_Stopped` (with it cancelled) if a stop came first."""
+    work = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work  # let it clean up (LocalEtcd.start stops what it started)
+    if work.cancelled():
+        raise _Stopped
+    return work.result()
+
+
+async def _first_not_ready(nodes: Sequence[ServeProcess]) -> ServeProcess | None:
+    """None once every node is ready; else the first one that exited before it was."""
+    waits = {asyncio.ensure_future(node.wait_ready()): node for node in nodes}
+    pending = set(waits)
+    try:
+        while pending:  # each round removes at least one
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for wait in done:
+                if not wait.result():
+                    return waits[wait]
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return None
+
+
+async def _first_exit(nodes: Sequence[ServeProcess]) -> ServeProcess:
+    exits = [asyncio.ensure_future(node.wait_exit()) for node in nodes]
+    try:
+        done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for wait in exits:
+            wait.cancel()
+
+
+async def _all_ready(
+    nodes: Sequence[ServeProcess], timeout_s: float, stop: asyncio.Event, err: TextIO
+) -> bool:
+    """True once every node logged its ready line; else False, with the log tail of the
+    node that exited first (or of every node not ready in time) on ``err``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            failed = await _unless_stopped(stop, _first_not_ready(nodes))
+    except TimeoutError:
+        for node in nodes:
+            if not node.info:
+                print(
+                    f"supernode dev-cluster: {node.name} not ready after {timeout_s:g} s; "
+                    f"its log ({node.log_path}) ends:\n{node.log_tail()}",
+                    file=err,
+                    flush=True,
+                )
+        return False
+    if failed is not None:
+        await failed.wait_exit()
+        _report_exit(failed, "before it was ready", err)
+        return False
+    return True
+
+
+def _report_exit(node: ServeProcess, when: str, err: TextIO) -> None:
+    print(
+        f"supernode dev-cluster: {node.name} exited with code {node.returncode} {when}; "
+        f"its log ({node.log_path}) ends:\n{node.log_tail()}",
+        file=err,
+        flush=True,
+    )
+
+
+async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
+    """Start etcd and the nodes, print how to use them, stop everything on a signal.
+
+    0 after a SIGINT/SIGTERM; 1 when something failed to start or a node exited on its own
+    (its log tail is printed and everything else is stopped).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    etcd_dir = (plan.data_dir / "etcd").resolve()
+    etcd = LocalEtcd(1, directory=etcd_dir)
+    nodes: list[ServeProcess] = []
+    try:
+        await _unless_stopped(stop, etcd.start())
+        endpoints = etcd.client_endpoints
+        for index in range(plan.nodes):
+            log_path = plan.node_dir(index) / "serve.log"
+            nodes.append(ServeProcess(f"node-{index}", plan.serve_argv(index, endpoints), log_path))
+            await nodes[-1].start()
+        if not await _all_ready(nodes, plan.ready_timeout_s, stop, err):
+            return 1
+        out.write(instructions(endpoints[0], etcd_dir, nodes))
+        out.flush()
+        exited = await _unless_stopped(stop, _first_exit(nodes))
+        _report_exit(exited, "while the cluster ran", err)
+        return 1
+    except _Stopped:
+        return 0
+    except (EtcdServerError, PackageError, OSError) as exc:
+        print(f"supernode dev-cluster: {exc}", file=err, flush=True)
+        return 1
+    finally:
+        print("supernode dev-cluster: stopping", file=err, flush=True)
+        graceful = await asyncio.gather(*(node.stop(plan.stop_grace_s) for node in nodes))
+        for node, stopped in zip(nodes, graceful, strict=True):
+            if not stopped:
+                print(
+                    f"supernode dev-cluster: {node.name} did not stop within "
+                    f"{plan.stop_grace_s:g} s of SIGTERM and was killed (log {node.log_path})",
+                    file=err,
+                    flush=True,
+                )
+        await etcd.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run_dev_cluster(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
+    """``supernode dev-cluster``: :func:`run` in its own event loop."""
+    return asyncio.run(run(plan, out, err))
