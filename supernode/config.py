@@ -95,8 +95,10 @@ class ClusterSettings:
     member_ttl_seconds: int = 10
     # Liveness is not ownership: a member down this long loses its partitions (controller).
     down_grace_seconds: float = 300.0
-    # Per etcd call; beyond it the call counts as etcd being unreachable.
-    etcd_timeout_seconds: float = 2.0
+    # Per etcd operation, over every endpoint and retry; beyond it etcd counts as
+    # unreachable (CreateAccount answers UNAVAILABLE). Long enough to ride out a leader
+    # election (etcd's default election timeout is 1 s), short enough for a client's deadline.
+    etcd_timeout_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 65536:

@@ -46,7 +46,8 @@ class ClusterMember:
             EtcdConfig(
                 tuple(settings.endpoints),
                 call_timeout_s=settings.etcd_timeout_seconds,
-                attempt_timeout_s=min(2.0, settings.etcd_timeout_seconds),
+                # Several attempts per operation: a dead member or an election costs one.
+                attempt_timeout_s=min(1.5, settings.etcd_timeout_seconds),
             )
         )
         self.store = store

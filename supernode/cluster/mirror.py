@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from supernode.cluster.etcd import Compacted, EtcdClient, EtcdUnavailable, EventKind, WatchEvent
+from supernode.cluster.etcd import (
+    Compacted,
+    EtcdClient,
+    EtcdUnavailable,
+    EventKind,
+    PrefixWatch,
+    WatchEvent,
+)
 from supernode.cluster.keys import Keys, LayoutError
 from supernode.cluster.view import Applied, ClusterView
 from supernode.directory import search
@@ -53,9 +60,14 @@ class Mirror:
         self._store = store
         self.view = view
         self._on_change = on_change
-        self.connected = False
+        self._watch: PrefixWatch | None = None
         self.applied_at = time.monotonic()  # when the last batch (or progress) arrived
         self.resyncs = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the watch on etcd is connected now (it reconnects by itself)."""
+        return self._watch is not None and self._watch.connected
 
     async def resync(self) -> None:
         """Read every cluster key and rebuild the view from it (start-up, compaction)."""
@@ -74,17 +86,16 @@ class Mirror:
         """Follow etcd until cancelled. The caller did one :meth:`resync` (or has a stored
         view) first."""
         while True:
-            watch = self._etcd.watch_prefix(self._keys.root, self.view.revision + 1)
+            watch = self._watch = self._etcd.watch_prefix(self._keys.root, self.view.revision + 1)
             try:
                 async for batch in watch:
-                    self.connected = True
                     self.applied_at = time.monotonic()
                     self._commit(self.view.apply(self._keys, batch.events, batch.revision))
             except Compacted as exc:
                 log.warning("mirror: %s; full resync", exc)
                 await self._resync_until_done()
             finally:
-                self.connected = False
+                self._watch = None
                 await watch.aclose()
 
     async def _resync_until_done(self) -> None:
