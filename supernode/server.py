@@ -233,7 +233,12 @@ class Supernode:
             from supernode.cluster.service import ClusterApi
 
             apis["cluster"] = ClusterApi(
-                presence, sessions, self.metrics, self.cluster.feed_hub, self._deliver_offer
+                presence,
+                sessions,
+                self.metrics,
+                self.cluster.feed_hub,
+                self._deliver_offer,
+                self.cluster.epoch,
             ).method_handlers()
         apis["directory"] = DirectoryApi(accounts, served, sessions, self.metrics).method_handlers()
         apis["watch"] = WatchApi(self.hub, served, sessions, self.metrics).method_handlers()

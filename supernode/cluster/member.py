@@ -78,6 +78,10 @@ class ClusterMember:
     def etcd_reachable(self) -> bool:
         return self.mirror.connected
 
+    def epoch(self) -> int:
+        placement = self.view.placement
+        return 0 if placement is None else placement.epoch
+
     @property
     def etcd_errors(self) -> int:
         return self.membership.etcd_errors + self.registry.etcd_errors

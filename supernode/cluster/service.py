@@ -83,7 +83,10 @@ class ClusterApi:
         metrics: Metrics,
         feeds: FeedHub,
         deliver_offer: DeliverOffer,
+        epoch: Callable[[], int],
     ) -> None:
+        """``epoch``: the placement epoch this node routes by now."""
+        self._epoch = epoch
         self._presence = presence
         self._sessions = sessions
         self._metrics = metrics
@@ -96,8 +99,19 @@ class ClusterApi:
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
         return session.handle[len(NODE_HANDLE_PREFIX) :]
 
+    def _check_epoch(self, epoch: int) -> None:
+        """Refuse a call routed by an older placement than this node's: the handle may
+        have moved. UNAVAILABLE, so the caller retries once its mirror caught up."""
+        current = self._epoch()
+        if epoch < current:
+            raise Unavailable(
+                f"cluster: routed by placement epoch {epoch}, this node is at {current}; "
+                "retry (the handle may have moved)"
+            )
+
     def apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:
         self._node_of(context)
+        self._check_epoch(request.epoch)
         write = write_value(request.write)
         replica = self._presence.replica
         change = replica.register(write) if request.fresh else replica.apply(write)
@@ -106,6 +120,7 @@ class ClusterApi:
 
     def remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
         self._node_of(context)
+        self._check_epoch(request.epoch)
         return pb.RemoveResponse(
             removed=self._presence.unregister(request.handle, request.device_id)
         )

@@ -8,8 +8,12 @@ presence with it until it returns (step 2 replicates them).
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,17 +21,32 @@ import pytest
 from client_sdk import DeviceStatus, EventKind, Identity, OfflineReason, P2PSettings
 from client_sdk.transport import DirectoryConnection
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
+from supernode.internal.v1 import cluster_pb2
 from tests.cluster.harness import MEMBER_TTL, running_cluster
 from tests.integration.metrics import sample
 from tests.integration.p2p_support import alice_and_bob, listening
+from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
-from tests.integration.sdk_support import Clients, Collector, unique
+from tests.integration.sdk_support import Clients, Collector, unique, unused_target
 from tests.integration.test_p2p_loopback import exchange, stun_of
 from tests.integration.test_rendezvous_server import Peer, RelayStream, offer_and_answer
 from tests.integration.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 KEY = Identity.generate().public_key
+
+
+def status_json(endpoints: str) -> dict[str, Any]:
+    """``supernode status --json``, run as an operator would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "supernode.cli", "status", "--etcd-endpoints", endpoints, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 async def mirrored(connection: DirectoryConnection, handle: str, within: float = 10.0) -> None:
@@ -144,6 +163,11 @@ async def test_a_killed_node_expires_and_keeps_its_partitions(tmp_path: Path) ->
             assert time.monotonic() - started < MEMBER_TTL + 5
             after = await cluster.placement()
             assert after is not None and after.epoch == placement.epoch  # grace: not moved
+            report = status_json(cluster.endpoints)
+            states = {node["name"]: node["state"] for node in report["nodes"]}
+            assert states == {cluster.target(0): "up", victim: "down", cluster.target(2): "up"}
+            victim_row = next(n for n in report["nodes"] if n["name"] == victim)
+            assert victim_row["partitions_owned"] == len(placement.owned_by(victim)) > 0
 
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await on_a.lookup(handle)
@@ -208,3 +232,84 @@ async def test_a_relay_ticket_issued_on_one_node_joins_on_another(tmp_path: Path
                 assert (await sides[1].read()).datagram == b"ciphertext"
                 for side in sides:
                     side.call.cancel()
+
+
+async def test_the_internal_service_refuses_clients(tmp_path: Path) -> None:
+    """ClusterService is on the public port but takes only node credentials: a client (even
+    logged in) can neither write presence past admission nor read through it."""
+    async with running_cluster(tmp_path, 1) as cluster:
+        target = cluster.target(0)
+        identity = Identity.generate()
+        handle = unique("mallory")
+        write = cluster_pb2.ApplyRequest(
+            write=cluster_pb2.DeviceWrite(
+                handle=handle, device_id="d", seq=1, expires_at_ms=2**62, device=b"forged"
+            ),
+            epoch=1,
+            fresh=True,
+        ).SerializeToString()
+        async with DirectoryConnection(target) as connection:
+            await connection.create_account(identity, handle)
+            apply = connection.channel.unary_unary("/supernode.internal.v1.ClusterService/Apply")
+            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                await apply(write)
+            assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            await connection.login(identity, handle)
+            with pytest.raises(grpc.aio.AioRpcError) as client:
+                await apply(write, metadata=connection.metadata)
+            assert client.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "only nodes" in (client.value.details() or "")
+            assert (await connection.lookup(handle)).devices == []
+
+
+def test_a_node_that_cannot_reach_etcd_and_never_joined_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    node = SupernodeProcess(
+        tmp_path / "lonely",
+        "--cluster-etcd-endpoints",
+        unused_target(),
+        "--cluster-etcd-timeout-seconds",
+        "1",
+    )
+    with pytest.raises(RuntimeError, match="never been a member"):
+        node.start(timeout=30)
+
+
+def test_a_cluster_member_runs_as_one_process_for_now(tmp_path: Path) -> None:
+    node = SupernodeProcess(
+        tmp_path / "workers", "--workers", "2", "--cluster-etcd-endpoints", unused_target()
+    )
+    with pytest.raises(RuntimeError, match="one process"):
+        node.start(timeout=30)
+
+
+async def test_after_the_grace_period_the_controller_moves_a_dead_nodes_partitions(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path, 3, "--cluster-down-grace-seconds", "2") as cluster:
+        placement = await cluster.wait_placed_on_all()
+        handle = cluster.handle_owned_by(placement, 2, "erin")
+        identity = Identity.generate()
+        async with DirectoryConnection(cluster.target(0)) as on_a:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            cluster.kill(2)
+            survivors = {cluster.target(0), cluster.target(1)}
+
+            async def moved() -> bool:
+                current = await cluster.placement()
+                return current is not None and current.nodes() == survivors
+
+            await eventually(moved, MEMBER_TTL + 20, "partitions moved off the dead node")
+            moved_to = await cluster.placement()
+            assert moved_to is not None and moved_to.epoch > placement.epoch
+
+            async def served() -> bool:
+                try:
+                    await on_a.lookup(handle)  # the account, on its new owner (no devices:
+                except grpc.aio.AioRpcError:  # one replica per partition in this step)
+                    return False
+                return True
+
+            await eventually(served, 15, "the moved handle is served again")

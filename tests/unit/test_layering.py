@@ -47,3 +47,27 @@ def test_the_protocol_layer_imports_nothing_else_of_the_sdk() -> None:
         == {}
     )
     assert _offenders("client_sdk/protocol", allowed="-", forbidden="supernode") == {}
+
+
+def _importers(package: str, module: str) -> list[str]:
+    return sorted(
+        str(path.relative_to(REPO))
+        for path in _sources(package)
+        if any(name == module or name.startswith(module + ".") for name in _imports(path))
+    )
+
+
+def test_only_the_etcd_adapter_imports_the_etcd_client() -> None:
+    assert _importers("supernode", "aetcd") == ["supernode/cluster/etcd.py"]
+
+
+def test_only_the_store_imports_rocksdb() -> None:
+    assert _importers("supernode", "rocksdict") == ["supernode/store.py"]
+
+
+def test_the_domain_and_the_edge_know_nothing_of_the_cluster() -> None:
+    """The cluster builds on the directory, the rendezvous and the gRPC edge, never the
+    other way round (a node alone runs without the cluster package)."""
+    for package in ("supernode/directory", "supernode/rendezvous", "supernode/rpc"):
+        assert _importers(package, "supernode.cluster") == [], package
+    assert _importers("supernode/directory", "supernode.rpc") == []
