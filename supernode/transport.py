@@ -2,10 +2,9 @@
 
 The public port, each worker's copy of it, the primary's private socket for its workers,
 and the channels between processes and nodes: one module, so that TLS for clients and
-mutual TLS between nodes (a later change) replace ``add_insecure_port`` and
-``insecure_channel`` in this file and nowhere else. The etcd client's channels are made by
-the etcd adapter (``supernode.cluster.etcd``), which takes its credentials from here too
-once there are any.
+mutual TLS between nodes and to etcd (a later change) replace ``add_insecure_port`` and
+``insecure_channel`` in this file and nowhere else. The etcd adapter
+(``supernode.cluster.etcd``) takes its channels from here too.
 """
 
 from __future__ import annotations
@@ -93,6 +92,26 @@ def open_upstream(address: str) -> grpc.aio.Channel:
             ("grpc.max_receive_message_length", -1),
         ),
     )
+
+
+# Reconnect within a second of etcd's return (gRPC's default backoff grows to 2 minutes;
+# "min_reconnect_backoff" is really the minimum connect timeout). Keepalive pings notice a
+# peer that vanished without a TCP reset; etcd refuses pings more often than every 5 s
+# (--grpc-keepalive-min-time), hence 10 s.
+ETCD_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+
+
+def open_etcd(address: str) -> grpc.aio.Channel:
+    """A channel to one etcd member (``supernode.cluster.etcd`` keeps one per member)."""
+    return grpc.aio.insecure_channel(address, options=ETCD_CHANNEL_OPTIONS)
 
 
 def open_peer(address: str) -> grpc.aio.Channel:

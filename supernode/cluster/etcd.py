@@ -49,22 +49,11 @@ from typing import Any, TypeVar
 import grpc
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
+from supernode import transport
+
 T = TypeVar("T")
 Clock = Callable[[], float]
 
-# Reconnect within a second of etcd's return (gRPC's default backoff grows to 2 minutes;
-# "min_reconnect_backoff" is really the minimum connect timeout). Keepalive pings notice a
-# peer that vanished without a TCP reset; etcd refuses pings more often than every 5 s
-# (--grpc-keepalive-min-time), hence 10 s.
-_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.min_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-)
 # etcd cancels a stream carrying this when its member loses the leader, instead of leaving
 # the watch silently stuck on a partitioned member (clientv3's WithRequireLeader).
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -327,7 +316,7 @@ class _Endpoint:
     def __init__(self, index: int, address: str) -> None:
         self.index = index
         self.address = address
-        self.channel: Any = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self.channel: Any = transport.open_etcd(address)
         self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)
         self.lease: Any = rpc_pb2_grpc.LeaseStub(self.channel)
         self.watch: Any = rpc_pb2_grpc.WatchStub(self.channel)

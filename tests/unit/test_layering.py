@@ -71,3 +71,14 @@ def test_the_domain_and_the_edge_know_nothing_of_the_cluster() -> None:
     for package in ("supernode/directory", "supernode/rendezvous", "supernode/rpc"):
         assert _importers(package, "supernode.cluster") == [], package
     assert _importers("supernode/directory", "supernode.rpc") == []
+
+
+def test_every_server_port_and_channel_of_the_server_is_made_in_one_module() -> None:
+    """TLS (a later change) must change supernode/transport.py and nothing else."""
+    makers = ("insecure_channel", "secure_channel", "add_insecure_port", "add_secure_port")
+    found = sorted(
+        str(path.relative_to(REPO))
+        for path in _sources("supernode")
+        if any(maker in path.read_text() for maker in (*makers, "grpc.aio.server("))
+    )
+    assert found == ["supernode/transport.py"]
