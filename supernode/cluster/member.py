@@ -95,7 +95,10 @@ class ClusterMember:
     async def open(self) -> bytes:
         """Load the mirror and the shared secret; the secret is returned for the directory."""
         try:
-            await self.mirror.resync()
+            # A new node reads everything; a known one resumes from its revision, unless
+            # etcd is behind it (etcd was replaced or restored from a backup).
+            if self.view.revision == 0 or await self.mirror.etcd_revision() < self.view.revision:
+                await self.mirror.resync()
             if not self.view.token_secret:
                 await self.etcd.create_if_absent(
                     self.keys.token_secret, secrets.token_bytes(SECRET_BYTES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 
@@ -32,17 +33,24 @@ from supernode.store import Store
 log = logging.getLogger("supernode.cluster")
 
 VIEW_META = "cluster_view"
+REVISION_META = "cluster_revision"  # the last applied etcd revision (u64), every batch
+_U64 = struct.Struct(">Q")
 
 
 def stored_view(store: Store) -> ClusterView | None:
+    """What the node knew when it stopped, or None (never a member, or unreadable)."""
     raw = store.get_meta(VIEW_META)
     if raw is None:
         return None
     try:
-        return ClusterView.from_bytes(raw)
+        view = ClusterView.from_bytes(raw)
     except LayoutError as exc:
         log.warning("%s; resyncing from etcd", exc)
         return None
+    revision = store.get_meta(REVISION_META)
+    if revision is not None and len(revision) == _U64.size:
+        view.revision = max(view.revision, _U64.unpack(revision)[0])
+    return view
 
 
 class Mirror:
@@ -68,6 +76,10 @@ class Mirror:
     def connected(self) -> bool:
         """Whether the watch on etcd is connected now (it reconnects by itself)."""
         return self._watch is not None and self._watch.connected
+
+    async def etcd_revision(self) -> int:
+        """etcd's current revision (one small read)."""
+        return (await self._etcd.get_prefix(self._keys.placement)).revision
 
     async def resync(self) -> None:
         """Read every cluster key and rebuild the view from it (start-up, compaction)."""
@@ -108,11 +120,16 @@ class Mirror:
                 await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
 
     def _commit(self, applied: Applied) -> None:
+        """Accounts first, then the revision: a crash in between replays the batch, and
+        replaying is idempotent. The whole view (placement is tens of KB) is rewritten only
+        when something but accounts changed; otherwise just the revision (8 bytes)."""
         for account in applied.accounts:
             self._insert_account(account.handle, account.account)
         for problem in applied.ignored:
             log.warning("mirror: ignored %s", problem)
-        self._store.put_meta(VIEW_META, self.view.to_bytes())
+        if applied.structural:
+            self._store.put_meta(VIEW_META, self.view.to_bytes())
+        self._store.put_meta(REVISION_META, _U64.pack(self.view.revision))
         self._on_change(applied)
 
     def _insert_account(self, handle: str, raw: bytes) -> None:

@@ -9,10 +9,12 @@ returns a coroutine, which the gRPC edge awaits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import directory_pb2 as dpb
+from client_sdk.protocol.validation import check_handle
 from supernode.cluster.peers import Peers
 from supernode.cluster.placement import partition_of
 from supernode.cluster.view import ClusterView
@@ -94,7 +96,7 @@ class ClusterPresence:
         candidate = self.local.admission.parse(session_handle, signed)
         owner, epoch = self.owner_of(candidate.record.handle)
         if owner == self.name:
-            return self.local.register(session_handle, signed)
+            return self.local.register_candidate(candidate)
         admitted = self.local.admission.admit(candidate)
         request = pb.ApplyRequest(write=write_message(admitted.write), epoch=epoch, fresh=True)
         await self._call(owner, "Apply", request.SerializeToString(), session_handle)
@@ -129,6 +131,8 @@ class ClusterPresence:
             by_owner.setdefault(owner, []).append(handle)
         if set(by_owner) <= {self.name}:
             return self.local.lookup_many(handles)
+        for index, handle in enumerate(handles):  # here: the owners see only their share
+            check_handle(f"handles[{index}]", handle)
         return self._gather(list(handles), by_owner, epoch)
 
     async def _gather(
@@ -137,12 +141,16 @@ class ClusterPresence:
         """Ask every owner for its share; answer in request order, as one node would."""
         found: dict[str, bytes] = {}
         not_found: set[str] = set()
-        for owner, share in by_owner.items():
-            if owner == self.name:
-                raw = self.local.lookup_many(share)
-            else:
-                request = pb.ReplicaLookupRequest(handles=share, epoch=epoch).SerializeToString()
-                raw = await self._call(owner, "LookupMany", request, share[0])
+
+        async def ask(owner: str, share: list[str]) -> bytes:
+            request = pb.ReplicaLookupRequest(handles=share, epoch=epoch).SerializeToString()
+            return await self._call(owner, "LookupMany", request, share[0])
+
+        remote = [(owner, share) for owner, share in by_owner.items() if owner != self.name]
+        answers = await asyncio.gather(*(ask(owner, share) for owner, share in remote))
+        if self.name in by_owner:
+            answers.append(self.local.lookup_many(by_owner[self.name]))
+        for raw in answers:
             answer = dpb.LookupManyResponse.FromString(raw)
             for result in answer.results:
                 found[result.account.handle] = result.SerializeToString()

@@ -30,9 +30,15 @@ class AccountSeen:
 class Applied:
     """What one batch of etcd events changed, for the node to act on."""
 
+    @property
+    def structural(self) -> bool:
+        """Anything but accounts: the persisted view must be rewritten."""
+        return self.members_changed or self.placement_changed or self.other_changed
+
     accounts: list[AccountSeen] = field(default_factory=list)
     members_changed: bool = False
     placement_changed: bool = False
+    other_changed: bool = False  # the controller or the shared secret
     ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
 
 
@@ -86,8 +92,10 @@ class ClusterView:
             applied.placement_changed = True
         elif key == keys.controller:
             self.controller = event.value.decode() if put else ""
+            applied.other_changed = True
         elif key == keys.token_secret and put:
             self.token_secret = event.value
+            applied.other_changed = True
 
     # ------------------------------------------------------------------ persistence
 

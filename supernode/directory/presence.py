@@ -361,7 +361,10 @@ class Presence:
 
         Order of checks: cheap ones, then the stored state, then the signature.
         """
-        candidate = self.admission.parse(session_handle, signed)
+        return self.register_candidate(self.admission.parse(session_handle, signed))
+
+    def register_candidate(self, candidate: Candidate) -> Registration:
+        """:meth:`register` after the cheap checks (a cluster coordinator ran them)."""
         record = candidate.record
         self.replica.check_fresh(record.handle, record.device_id, record.seq)
         admitted = self.admission.admit(candidate)
