@@ -313,3 +313,29 @@ async def test_after_the_grace_period_the_controller_moves_a_dead_nodes_partitio
                 return True
 
             await eventually(served, 15, "the moved handle is served again")
+
+
+async def test_an_sdk_client_fails_over_between_nodes_and_keeps_renewing(
+    tmp_path: Path, sdk_clients: Clients
+) -> None:
+    """The issue's first report: Client([A, B]) lost its account when A stopped. Now B
+    serves it (the handle's owner, here C, is alive; one replica per partition)."""
+    async with running_cluster(tmp_path) as cluster:
+        placement = await cluster.wait_placed_on_all()
+        handle = cluster.handle_owned_by(placement, 2, "frank")
+        client = sdk_clients.open([cluster.target(0), cluster.target(1)], handle)
+        await client.create_account("Frank")
+        first = await client.register_device("laptop", transport_key=KEY, ttl=2)
+        assert client.current_target == cluster.target(0)
+        async with DirectoryConnection(cluster.target(1)) as on_b:
+            await mirrored(on_b, handle)
+        cluster.kill(0)
+
+        async def renewed_elsewhere() -> bool:
+            current = client.registration("laptop")
+            return current is not None and current.expires_at_ms > first.expires_at_ms + 1500
+
+        await eventually(renewed_elsewhere, 20, "a renewal through node B")
+        assert client.current_target == cluster.target(1)
+        presence = await client.lookup(handle)
+        assert [d.device_id for d in presence.devices] == ["laptop"]
