@@ -373,7 +373,7 @@ class _Failure:
 _READY = "ready"
 
 
-async def _serve_points(conn: Connection) -> None:
+async def _serve_points(conn: Connection, factory: ClientFactory = make_client) -> None:
     """A generator process: for each point, connect, report ready, wait for the start, run."""
     loop = asyncio.get_running_loop()
     while True:
@@ -385,7 +385,7 @@ async def _serve_points(conn: Connection) -> None:
             return
         spec, index = message
         try:
-            clients = await _connect(spec, index, make_client)
+            clients = await _connect(spec, index, factory)
         except Exception:
             conn.send(_Failure(f"generator {index} connect", traceback.format_exc()))
             continue
@@ -405,13 +405,13 @@ async def _serve_points(conn: Connection) -> None:
             conn.send(reply)
 
 
-def _process_main(conn: Connection) -> None:
+def _process_main(conn: Connection, factory: ClientFactory = make_client) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_serve_points(conn))
+        asyncio.run(_serve_points(conn, factory))
     else:
-        uvloop.run(_serve_points(conn))
+        uvloop.run(_serve_points(conn, factory))
 
 
 class LoadgenError(RuntimeError):
@@ -428,10 +428,15 @@ class GeneratorPool:
     Spawning costs a second of imports per process; a full run has over a hundred points.
     A process that dies or stops answering gets the whole pool respawned, so a late answer
     can never be mistaken for the next point's.
+
+    ``factory`` builds each process's clients from a point's :class:`ClientSpec` (default:
+    the suite's systems). It is sent to spawned processes, so it must be a module-level
+    function.
     """
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, factory: ClientFactory = make_client) -> None:
         self._context = multiprocessing.get_context("spawn")
+        self._factory = factory
         self._size = processes
         self._conns: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
@@ -441,7 +446,10 @@ class GeneratorPool:
         for index in range(self._size):
             parent, child = self._context.Pipe()
             process = self._context.Process(
-                target=_process_main, args=(child,), name=f"loadgen-{index}", daemon=True
+                target=_process_main,
+                args=(child, self._factory),
+                name=f"loadgen-{index}",
+                daemon=True,
             )
             process.start()
             child.close()

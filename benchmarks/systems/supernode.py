@@ -32,7 +32,7 @@ PRESENCE = "/supernode.v1.PresenceService"
 BATCHES = (1, 10, 100)
 # Not of the data set's form (userNNNNNNNNN), so it never collides with a loaded user.
 BENCH_HANDLE = "bench-client"
-_READY = re.compile(r"supernode ready (\{.*\})")
+READY = re.compile(r"supernode ready (\{.*\})")
 # Opening a large store counts every live device once; allow for ten million users.
 _READY_TIMEOUT_S = 600.0
 
@@ -82,10 +82,20 @@ def load_store(data_dir: Path, dataset: Dataset, lease_from_ms: int) -> int:
     return loaded
 
 
-def _server_argv(data_dir: Path, workers: int) -> list[str]:
-    """The installed ``supernode`` script beside this interpreter, else the module."""
+def server_argv(data_dir: Path, workers: int, tree: Path | None = None) -> list[str]:
+    """The installed ``supernode`` script beside this interpreter, else the module.
+
+    ``tree``: the server code of another checkout (an older revision in a git worktree),
+    run by this interpreter as a module with the checkout first on ``PYTHONPATH``; start
+    it with the checkout as its working directory.
+    """
     script = Path(sys.executable).with_name("supernode")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
+    if tree is not None:
+        command = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "supernode.cli"]
+    elif script.exists():
+        command = [str(script)]
+    else:
+        command = [sys.executable, "-m", "supernode.cli"]
     return [
         *command,
         "serve",
@@ -108,11 +118,27 @@ class SupernodeClient(RawUnaryClient):
         )
 
 
+async def login_bench_client(target: str) -> str:
+    """A real account and session: lookups pay the same token check as any client's."""
+    identity = Identity.generate()
+    async with DirectoryConnection(target) as connection:
+        await connection.create_account(identity, BENCH_HANDLE, "Benchmark client")
+        await connection.login(identity, BENCH_HANDLE)
+        assert connection.token is not None
+        return connection.token
+
+
 class SupernodeSystem:
     name = "supernode"
 
-    def __init__(self, workers: int = 1) -> None:
-        """``workers``: processes serving the port (``supernode serve --workers``)."""
+    def __init__(
+        self, workers: int = 1, *, name: str = "supernode", tree: Path | None = None
+    ) -> None:
+        """``workers``: processes serving the port (``supernode serve --workers``);
+        ``name``: the system's name in figures; ``tree``: serve another checkout's code
+        (see :func:`server_argv`)."""
+        self.name = name
+        self.tree = tree
         self.workers = workers
         self._worker_pids: list[int] = []
         self._process: ServerProcess | None = None
@@ -132,20 +158,12 @@ class SupernodeSystem:
         )
         self.load_seconds = time.monotonic() - started
         self.lease_until_ms = lease_from_ms + LEASE_MS
-        self._process = ServerProcess(_server_argv(self._data_dir / "db", self.workers), _READY)
+        argv = server_argv(self._data_dir / "db", self.workers, self.tree)
+        self._process = ServerProcess(argv, READY, cwd=self.tree)
         ready = json.loads((await self._process.wait_ready(_READY_TIMEOUT_S)).group(1))
         self._worker_pids = [int(worker["pid"]) for worker in ready.get("workers", [])]
         self._target = ready["grpc"]
-        self._token = await self._login()
-
-    async def _login(self) -> str:
-        """A real account and session: lookups pay the same token check as any client's."""
-        identity = Identity.generate()
-        async with DirectoryConnection(self._target) as connection:
-            await connection.create_account(identity, BENCH_HANDLE, "Benchmark client")
-            await connection.login(identity, BENCH_HANDLE)
-            assert connection.token is not None
-            return connection.token
+        self._token = await login_bench_client(self._target)
 
     async def stop(self) -> None:
         if self._process is not None:
