@@ -90,7 +90,13 @@ class ClusterSettings:
     zone: str = ""
     # Fixed for the life of a cluster: partition = hash(handle) mod partitions.
     partitions: int = 1024
-    replication_factor: int = 1
+    # Replicas of every partition, on distinct nodes (zones when given); a write is
+    # acknowledged once write_quorum of them hold it (0: a majority, 2 of 3).
+    replication_factor: int = 3
+    write_quorum: int = 0
+    # Hinted handoff: writes kept for a replica that missed them, at most this many per
+    # replica (the oldest go first), at most one max lease TTL old.
+    max_hints_per_node: int = 100_000
     # The node's liveness lease in etcd; it is refreshed every third of it.
     member_ttl_seconds: int = 10
     # Liveness is not ownership: a member down this long loses its partitions (controller).
@@ -105,6 +111,13 @@ class ClusterSettings:
             raise ValueError(f"cluster.partitions: {self.partitions}, must be 1-65536")
         if not 1 <= self.replication_factor <= 5:
             raise ValueError(f"cluster.replication_factor: {self.replication_factor}, must be 1-5")
+        if not 0 <= self.write_quorum <= self.replication_factor:
+            raise ValueError(
+                f"cluster.write_quorum: {self.write_quorum}, must be 0 (a majority) to "
+                f"replication_factor ({self.replication_factor})"
+            )
+        if self.max_hints_per_node < 1:
+            raise ValueError(f"cluster.max_hints_per_node: {self.max_hints_per_node}, at least 1")
         if self.member_ttl_seconds < 2:
             raise ValueError(f"cluster.member_ttl_seconds: {self.member_ttl_seconds}, at least 2")
         if self.down_grace_seconds < 0 or self.etcd_timeout_seconds <= 0:
@@ -117,6 +130,10 @@ class ClusterSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.endpoints)
+
+    @property
+    def writes_acknowledged_after(self) -> int:
+        return self.write_quorum or self.replication_factor // 2 + 1
 
     @property
     def endpoints(self) -> list[str]:

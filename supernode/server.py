@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2
 
 from supernode import transport
 from supernode.config import Config, as_flags, split_host_port
+from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Presence, PresenceObserver
 from supernode.directory.watch import WatchHub
@@ -224,7 +225,7 @@ class Supernode:
         assert self.hub is not None
         served: Presence | ClusterPresence = presence
         if self.cluster is not None:
-            served = self._routed(presence, sessions)
+            served = self._routed(presence, accounts, sessions)
         apis = {
             "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
             "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
@@ -244,17 +245,20 @@ class Supernode:
         apis["watch"] = WatchApi(self.hub, served, sessions, self.metrics).method_handlers()
         return apis
 
-    def _routed(self, presence: Presence, sessions: SessionAuthority) -> ClusterPresence:
+    def _routed(
+        self, presence: Presence, accounts: Accounts, sessions: SessionAuthority
+    ) -> ClusterPresence:
         from supernode.cluster.peers import Peers
         from supernode.cluster.routing import ClusterPresence
 
         assert self.cluster is not None
         self.routed = ClusterPresence(
             presence,
+            accounts,
             self.cluster.view,
             Peers(self.node_name, sessions),
             name=self.node_name,
-            partitions=self.config.cluster.partitions,
+            clock_ms=wall_clock_ms,
         )
         return self.routed
 

@@ -21,7 +21,10 @@ is numeric order):
 ``search``    ``term 0x00 handle`` -> empty. Folded index terms (handle, display-name words) of
               discoverable accounts, written in the account's own WriteBatch; a query is a
               prefix scan.
-``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes).
+``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes),
+              the cluster mirror's view and revision.
+``hints``     ``target 0x00 sequence:u64`` -> ``created_at_ms:u64`` + an opaque write (a
+              cluster's hinted handoff: writes a replica missed, replayed when it returns).
 
 Each logical change (create an account, put a record, expire it) is one atomic WriteBatch
 through the WAL, so a ``kill -9`` loses nothing that was acknowledged. With
@@ -56,7 +59,8 @@ EXPIRY = "expiry"
 VIEWS = "views"
 SEARCH = "search"
 META = "meta"
-COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, VIEWS, SEARCH, META)
+HINTS = "hints"
+COLUMN_FAMILIES = (ACCOUNTS, DEVICES, EXPIRY, VIEWS, SEARCH, META, HINTS)
 
 _HEADER = struct.Struct(">QQ")
 HEADER_BYTES = _HEADER.size
@@ -79,6 +83,10 @@ def _handle_prefix(handle: str) -> bytes:
 
 def _expiry_key(expires_at_ms: int, handle: str, device_id: str) -> bytes:
     return _U64.pack(expires_at_ms) + device_key(handle, device_id)
+
+
+def _hint_key(target: str, sequence: int) -> bytes:
+    return target.encode() + b"\x00" + _U64.pack(sequence)
 
 
 def _options(block_cache: Cache | None = None) -> Options:
@@ -190,6 +198,7 @@ class Store:
         self._views = self._db.get_column_family(VIEWS)
         self._search = self._db.get_column_family(SEARCH)
         self._meta = self._db.get_column_family(META)
+        self._hints = self._db.get_column_family(HINTS)
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._write_options = WriteOptions()
         self._write_options.sync = sync_writes
@@ -213,6 +222,7 @@ class Store:
         self._db.close()
         # Column-family objects keep the database (and its LOCK file) alive until dropped.
         del self._accounts, self._devices, self._expiry, self._views, self._search, self._meta
+        del self._hints
         del self._handles
 
     def compact(self) -> None:
@@ -235,7 +245,15 @@ class Store:
 
     def _families(self) -> tuple[Rdict, ...]:
         """Column-family objects in ``COLUMN_FAMILIES`` order."""
-        return (self._accounts, self._devices, self._expiry, self._views, self._search, self._meta)
+        return (
+            self._accounts,
+            self._devices,
+            self._expiry,
+            self._views,
+            self._search,
+            self._meta,
+            self._hints,
+        )
 
     def _write(self, batch: WriteBatch) -> None:
         pending, self._pending_views = self._pending_views, []
@@ -455,6 +473,20 @@ class Store:
             iterator.next()
         return found
 
+    def device_versions(self, handle: str) -> list[tuple[str, int, int, bytes]]:
+        """Every stored version of a handle's devices, tombstones included, key order."""
+        prefix = _handle_prefix(handle)
+        found: list[tuple[str, int, int, bytes]] = []
+        iterator = self._devices.iter()
+        iterator.seek(prefix)
+        while iterator.valid() and iterator.key().startswith(prefix):
+            value: bytes = iterator.value()
+            expires_at_ms, seq = _HEADER.unpack_from(value)
+            device_id = iterator.key()[len(prefix) :].decode()
+            found.append((device_id, expires_at_ms, seq, value[HEADER_BYTES:]))
+            iterator.next()
+        return found
+
     def device_count(self, handle: str) -> int:
         """Devices of a handle with a stored record or tombstone (live or not yet swept)."""
         prefix = _handle_prefix(handle)
@@ -495,6 +527,50 @@ class Store:
             entries.append(ExpiryEntry(_U64.unpack_from(key)[0], handle, device_id))
             iterator.next()
         return entries
+
+    # ------------------------------------------------------------------ hints
+
+    def put_hint(self, target: str, sequence: int, created_at_ms: int, write: bytes) -> None:
+        batch = self._batch()
+        value = _U64.pack(created_at_ms) + write
+        batch.put(_hint_key(target, sequence), value, self._handles[HINTS])
+        self._write(batch)
+
+    def hints(self, target: str, limit: int) -> list[tuple[int, int, bytes]]:
+        """The oldest ``limit`` hints for ``target``: (sequence, created_at_ms, write)."""
+        prefix = target.encode() + b"\x00"
+        found: list[tuple[int, int, bytes]] = []
+        iterator = self._hints.iter()
+        iterator.seek(prefix)
+        while iterator.valid() and len(found) < limit:
+            key: bytes = iterator.key()
+            if not key.startswith(prefix):
+                break
+            value: bytes = iterator.value()
+            sequence = _U64.unpack_from(key, len(prefix))[0]
+            found.append((sequence, _U64.unpack_from(value)[0], value[_U64.size :]))
+            iterator.next()
+        return found
+
+    def delete_hints(self, target: str, sequences: Sequence[int]) -> None:
+        batch = self._batch()
+        for sequence in sequences:
+            batch.delete(_hint_key(target, sequence), self._handles[HINTS])
+        self._write(batch)
+
+    def hint_counts(self) -> dict[str, tuple[int, int]]:
+        """Per target: (hints kept, highest sequence); a scan, once at start-up."""
+        counts: dict[str, tuple[int, int]] = {}
+        iterator = self._hints.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            key: bytes = iterator.key()
+            target, _, rest = key.partition(b"\x00")
+            name = target.decode()
+            kept, _ = counts.get(name, (0, 0))
+            counts[name] = (kept + 1, _U64.unpack(rest)[0])
+            iterator.next()
+        return counts
 
     def raw_device_value(self, handle: str, device_id: str) -> bytes | None:
         """The stored bytes of a device; for tests and repair tools, never the hot path."""

@@ -61,6 +61,7 @@ class RemoteFeeds:
                             change.device_id,
                             Change(change.change),
                             change.device or None,
+                            change.seq,
                         )
                     )
             except (SupernodeError, Exception) as exc:

@@ -18,11 +18,13 @@ import time
 from supernode import __version__
 from supernode.cluster.etcd import EtcdClient, EtcdConfig, EtcdError, EtcdUnavailable
 from supernode.cluster.feeds import RemoteFeeds
+from supernode.cluster.hints import HintBook
 from supernode.cluster.keys import Keys, MemberInfo
 from supernode.cluster.membership import Membership
 from supernode.cluster.mirror import Mirror, stored_view
 from supernode.cluster.peers import Peers
 from supernode.cluster.registry import ClusterAccounts
+from supernode.cluster.replication import Replicator
 from supernode.cluster.routing import ClusterPresence
 from supernode.cluster.service import FeedHub
 from supernode.cluster.view import Applied, ClusterView
@@ -34,6 +36,7 @@ from supernode.store import Store
 log = logging.getLogger("supernode.cluster")
 
 _PLACEMENT_WAIT_S = 15.0
+_REPLAY_INTERVAL_S = 1.0
 
 
 class ClusterMember:
@@ -62,6 +65,8 @@ class ClusterMember:
         self.presence: ClusterPresence | None = None
         self.peers: Peers | None = None
         self.feeds: RemoteFeeds | None = None
+        self.hints: HintBook | None = None
+        self.replicator: Replicator | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._placed = asyncio.Event()
 
@@ -117,12 +122,29 @@ class ClusterMember:
 
     async def start(self, presence: ClusterPresence, peers: Peers, hub: WatchHub) -> None:
         self.presence, self.peers = presence, peers
+        settings = self.config.cluster
+        self.hints = HintBook(
+            self.store,
+            clock_ms=presence.local.admission.clock_ms,
+            cap_per_target=settings.max_hints_per_node,
+            max_age_ms=self.config.lease.max_ttl_seconds * 1000,
+        )
+        self.replicator = presence.replicator = Replicator(
+            presence.local,
+            self.view,
+            peers,
+            self.hints,
+            name=self.name,
+            write_quorum=settings.writes_acknowledged_after,
+            count=presence.count_forwarded,
+        )
         self.feeds = RemoteFeeds(self.view, peers, hub, name=self.name)
         with contextlib.suppress(EtcdError):
             await self.membership.join()
         self._tasks = [
             asyncio.create_task(self.mirror.run(), name="cluster mirror"),
             asyncio.create_task(self.membership.run(), name="cluster membership"),
+            asyncio.create_task(self._replay_hints(), name="hint replay"),
         ]
         self.feeds.sync()
         if self.view.placement is None:
@@ -130,6 +152,16 @@ class ClusterMember:
                 await asyncio.wait_for(self._placed.wait(), _PLACEMENT_WAIT_S)
         if self.view.placement is None:
             log.warning("cluster: no placement yet; presence calls answer UNAVAILABLE until one")
+
+    async def _replay_hints(self) -> None:
+        """Hand returning replicas what they missed, as soon as their member key is back."""
+        assert self.replicator is not None
+        while True:
+            try:
+                await self.replicator.replay_hints(self.epoch())
+            except Exception:
+                log.exception("hint replay failed; retrying")
+            await asyncio.sleep(_REPLAY_INTERVAL_S)
 
     def _view_changed(self, applied: Applied) -> None:
         if self.view.placement is not None:
@@ -147,6 +179,8 @@ class ClusterMember:
                 await task
         if self.feeds is not None:
             await self.feeds.close()
+        if self.replicator is not None:
+            await self.replicator.close()
         self.feed_hub.close()
         await self.membership.leave()
         if self.peers is not None:

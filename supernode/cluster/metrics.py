@@ -69,6 +69,23 @@ class ClusterCollector(Collector):
             "etcd operations of this node that failed (unreachable or refused).",
             value=member.etcd_errors,
         )
+        hints = member.hints
+        if hints is not None:
+            yield GaugeMetricFamily(
+                "supernode_cluster_hints_pending",
+                "Writes kept for replicas that missed them (hinted handoff), not yet replayed.",
+                value=hints.total,
+            )
+            for what, value in (
+                ("stored", hints.counters.stored),
+                ("replayed", hints.counters.replayed),
+                ("dropped", hints.counters.dropped),
+            ):
+                yield CounterMetricFamily(
+                    f"supernode_cluster_hints_{what}",
+                    f"Hints {what} by this node since it started.",
+                    value=value,
+                )
         forwarded = CounterMetricFamily(
             "supernode_cluster_forwarded_calls",
             "Calls this node sent to another node of the cluster, by internal method.",

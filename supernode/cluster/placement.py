@@ -178,9 +178,9 @@ def plan(
 
     * every partition has r distinct members spanning ``min(r, zones)`` distinct zones (nodes
       without a zone count as one zone, "": nothing says they fail apart);
-    * balance: every node holds ``floor(f) - 1`` to ``ceil(f) + 1`` replicas (a first plan:
-      within 1 of f); with r >= 2 every node owns ``floor(partitions / n)`` or
-      ``ceil(partitions / n)`` partitions (with r = 1 owning is holding);
+    * balance: every node holds ``floor(f) - 1`` to ``ceil(f) + 1`` replicas; with r >= 2
+      every node owns ``floor(partitions / n)`` or ``ceil(partitions / n)`` partitions
+      (with r = 1 owning is holding);
     * movement: a replica of ``previous`` on a node still a member stays unless the balance
       band or the zone rule needs it elsewhere. Without zones, a join moves only replicas to
       the joiner (within its band, so about f), a leave moves only the leaver's replicas, one

@@ -118,6 +118,4 @@ def merge_reads(held: Mapping[str, Iterable[DeviceWrite]]) -> MergedRead:
 
 def live(winners: Mapping[str, DeviceWrite], now_ms: int) -> Sequence[DeviceWrite]:
     """The winners a lookup serves: live records whose lease has not ended, by device id."""
-    return [
-        w for _, w in sorted(winners.items()) if not w.tombstone and w.expires_at_ms > now_ms
-    ]
+    return [w for _, w in sorted(winners.items()) if not w.tombstone and w.expires_at_ms > now_ms]

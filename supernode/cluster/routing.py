@@ -1,55 +1,52 @@
-"""Presence calls in a cluster: any node takes any call and coordinates it (RF=1 here).
+"""Presence calls in a cluster: any node takes any call and coordinates it.
 
 Admission (parse, session, skew, signature, lease) runs once, on the node that took the
-call; the admitted write goes to the owner of the handle's partition, which applies it
-(``ClusterService.Apply``). Lookups are answered by the owner. When the owner is this node
-everything stays local and synchronous, exactly the single-node path; otherwise the call
-returns a coroutine, which the gRPC edge awaits.
+call; the admitted write goes to every replica of the handle's partition and is
+acknowledged after ``write_quorum`` of them (``replication.py``). Lookups read ONE replica:
+this node when it is one (the local, synchronous path of a node alone), else the first
+replica that answers, live members first. A partition held by this node alone (replication
+factor 1, or a one-node cluster) never leaves the single-node path.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import directory_pb2 as dpb
-from client_sdk.protocol.validation import check_handle
+from client_sdk.protocol.validation import check_device_id, check_handle
 from supernode.cluster.peers import Peers
 from supernode.cluster.placement import partition_of
+from supernode.cluster.quorum import live, merge_reads
+from supernode.cluster.replication import Replicator, write_value
 from supernode.cluster.view import ClusterView
+from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import DeviceWrite, Presence, Registration
-from supernode.errors import Unavailable
+from supernode.errors import NotFound, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
-
-
-def write_message(write: DeviceWrite) -> pb.DeviceWrite:
-    return pb.DeviceWrite(
-        handle=write.handle,
-        device_id=write.device_id,
-        seq=write.seq,
-        expires_at_ms=write.expires_at_ms,
-        device=write.device,
-    )
-
-
-def write_value(message: pb.DeviceWrite) -> DeviceWrite:
-    return DeviceWrite(
-        message.handle, message.device_id, message.seq, message.expires_at_ms, message.device
-    )
 
 
 class ClusterPresence:
     def __init__(
-        self, local: Presence, view: ClusterView, peers: Peers, *, name: str, partitions: int
+        self,
+        local: Presence,
+        accounts: AccountKeys,
+        view: ClusterView,
+        peers: Peers,
+        *,
+        name: str,
+        clock_ms: Callable[[], int],
     ) -> None:
         self.local = local
+        self._accounts = accounts
         self.view = view
         self.peers = peers
         self.name = name
-        self._partitions = partitions
+        self._clock_ms = clock_ms
+        self.replicator: Replicator | None = None  # set by the member once hints are open
         self.forwarded: dict[str, int] = {}  # method -> calls sent to another node
-        # Devices registered through this node whose partition another node owns: the
+        # Devices registered through this node whose partition it holds no replica of: the
         # rendezvous here (Listen, an offer's caller) must know they are live.
         self._attached: dict[tuple[str, str], int] = {}
 
@@ -57,19 +54,27 @@ class ClusterPresence:
     def online(self) -> int:
         return self.local.online
 
-    def owner_of(self, handle: str) -> tuple[str, int]:
-        """The node that owns ``handle`` and the placement epoch that says so."""
+    def replicas_of(self, handle: str) -> tuple[tuple[str, ...], int]:
+        """The replicas of ``handle``'s partition and the placement epoch that says so."""
         placement = self.view.placement
         if placement is None:
             raise Unavailable("cluster: no placement yet (the controller has not planned one)")
-        partition = partition_of(handle, placement.partitions)
-        return placement.replicas_of(partition)[0], placement.epoch
+        return placement.replicas_of(partition_of(handle, placement.partitions)), placement.epoch
+
+    def owner_of(self, handle: str) -> tuple[str, int]:
+        replicas, epoch = self.replicas_of(handle)
+        return replicas[0], epoch
+
+    def _ordered(self, replicas: tuple[str, ...]) -> list[str]:
+        """Where to read: live members first (placement order), then the others."""
+        up = [node for node in replicas if node in self.view.members]
+        return up + [node for node in replicas if node not in self.view.members]
 
     def is_live(self, handle: str, device_id: str, now_ms: int) -> bool:
-        """Whether a device may listen or call here: live in the store when this node owns
-        its handle, else registered through this node and not expired."""
-        owner, _ = self.owner_of(handle)
-        if owner == self.name:
+        """Whether a device may listen or call here: live in the store when this node holds
+        a replica of its handle, else registered through this node and not expired."""
+        replicas, _ = self.replicas_of(handle)
+        if self.name in replicas:
             return self.local.replica.is_live(handle, device_id, now_ms)
         expires_at_ms = self._attached.get((handle, device_id), 0)
         if expires_at_ms <= now_ms:
@@ -80,80 +85,145 @@ class ClusterPresence:
     def count_forwarded(self, method: str) -> None:
         self.forwarded[method] = self.forwarded.get(method, 0) + 1
 
-    async def _call(self, owner: str, method: str, request: bytes, handle: str) -> bytes:
+    async def _call(self, node: str, method: str, request: bytes) -> bytes:
         self.count_forwarded(method)
-        try:
-            return await self.peers.unary(owner, self.view.address_of(owner), method, request)
-        except Unavailable as exc:
-            raise Unavailable(
-                f"handle: {handle!r} lives on node {owner}, which is unreachable "
-                f"(one replica per partition in this version): {exc}"
-            ) from exc
+        return await self.peers.unary(node, self.view.address_of(node), method, request)
+
+    async def _first_answer(
+        self, replicas: tuple[str, ...], method: str, request: bytes, handle: str
+    ) -> bytes:
+        """Ask the replicas one by one until one answers (a refusal is an answer)."""
+        failures: list[str] = []
+        for node in self._ordered(replicas):
+            try:
+                return await self._call(node, method, request)
+            except Unavailable as exc:
+                failures.append(str(exc))
+        raise Unavailable(
+            f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})"
+        )
+
+    def _replicator(self) -> Replicator:
+        if self.replicator is None:
+            raise Unavailable("cluster: this node is still starting")
+        return self.replicator
 
     # ------------------------------------------------------------------ writes
 
     async def register(self, session_handle: str, signed: dpb.SignedDeviceRecord) -> Registration:
         candidate = self.local.admission.parse(session_handle, signed)
-        owner, epoch = self.owner_of(candidate.record.handle)
-        if owner == self.name:
+        replicas, epoch = self.replicas_of(candidate.record.handle)
+        if replicas == (self.name,):
             return self.local.register_candidate(candidate)
         admitted = self.local.admission.admit(candidate)
-        request = pb.ApplyRequest(write=write_message(admitted.write), epoch=epoch, fresh=True)
-        await self._call(owner, "Apply", request.SerializeToString(), session_handle)
         write = admitted.write
+        await self._replicator().write(write, replicas, epoch, fresh=True)
         self._attached[(write.handle, write.device_id)] = write.expires_at_ms
         return Registration(write.expires_at_ms, admitted.ttl_seconds)
 
     async def unregister(self, session_handle: str, device_id: str) -> bool:
-        owner, epoch = self.owner_of(session_handle)
-        if owner == self.name:
+        """Bury the newest live version any replica holds, on every replica."""
+        check_device_id("device_id", device_id)
+        replicas, epoch = self.replicas_of(session_handle)
+        if replicas == (self.name,):
             return self.local.unregister(session_handle, device_id)
-        request = pb.RemoveRequest(handle=session_handle, device_id=device_id, epoch=epoch)
-        raw = await self._call(owner, "Remove", request.SerializeToString(), session_handle)
         self._attached.pop((session_handle, device_id), None)
-        return pb.RemoveResponse.FromString(raw).removed
+        merged = merge_reads(await self._versions(session_handle, replicas))
+        current = merged.winners.get(device_id)
+        if current is None or current.tombstone:
+            return False
+        tombstone = self.local.replica.tombstone_of(current)
+        await self._replicator().write(tombstone, replicas, epoch, fresh=False)
+        return current.expires_at_ms > self._clock_ms()
+
+    async def _versions(
+        self, handle: str, replicas: tuple[str, ...]
+    ) -> dict[str, list[DeviceWrite]]:
+        """What every reachable replica holds for ``handle`` (at least one must answer)."""
+        request = pb.ReplicaLookupRequest(handles=[handle]).SerializeToString()
+
+        async def ask(node: str) -> list[pb.DeviceWrite] | None:
+            if node == self.name:
+                return None
+            try:
+                raw = await self._call(node, "Versions", request)
+            except Unavailable:
+                return None
+            return list(pb.VersionsResponse.FromString(raw).versions)
+
+        answers = await asyncio.gather(*(ask(node) for node in replicas))
+        held = {node: a for node, a in zip(replicas, answers, strict=True) if a is not None}
+        versions = {node: [write_value(m) for m in messages] for node, messages in held.items()}
+        if self.name in replicas:
+            versions[self.name] = self.local.replica.versions(handle)
+        if not versions:
+            raise Unavailable(f"handle: {handle!r}: no replica of its partition answers")
+        return versions
 
     # ------------------------------------------------------------------ reads
 
     def lookup(self, handle: str) -> bytes | Awaitable[bytes]:
-        owner, epoch = self.owner_of(handle)
-        if owner == self.name:
+        replicas, epoch = self.replicas_of(handle)
+        if self.name in replicas:
             return self.local.lookup(handle)
+        return self._lookup_remote(handle, replicas, epoch)
+
+    async def _lookup_remote(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
         request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
-        return self._call(owner, "Lookup", request, handle)
+        try:
+            return await self._first_answer(replicas, "Lookup", request, handle)
+        except NotFound:
+            account = self._accounts.find(handle)
+            if account is None:
+                raise
+            return await self._assemble(handle, account, replicas)
+
+    async def _assemble(self, handle: str, account: bytes, replicas: tuple[str, ...]) -> bytes:
+        """The answer for an account this node knows and the replicas' mirrors do not yet
+        (just created elsewhere): the account from here, the live devices from them."""
+        merged = merge_reads(await self._versions(handle, replicas))
+        devices = [w.device for w in live(merged.winners, self._clock_ms())]
+        return wire.lookup_response(account, devices)
 
     def lookup_many(self, handles: Sequence[str]) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)
-        by_owner: dict[str, list[str]] = {}
+        by_replicas: dict[tuple[str, ...], list[str]] = {}
         epoch = 0
         for handle in handles:
-            owner, epoch = self.owner_of(handle)
-            by_owner.setdefault(owner, []).append(handle)
-        if set(by_owner) <= {self.name}:
+            replicas, epoch = self.replicas_of(handle)
+            key = (self.name,) if self.name in replicas else replicas
+            by_replicas.setdefault(key, []).append(handle)
+        if set(by_replicas) <= {(self.name,)}:
             return self.local.lookup_many(handles)
-        for index, handle in enumerate(handles):  # here: the owners see only their share
+        for index, handle in enumerate(handles):  # here: the replicas see only their share
             check_handle(f"handles[{index}]", handle)
-        return self._gather(list(handles), by_owner, epoch)
+        return self._gather(list(handles), by_replicas, epoch)
 
     async def _gather(
-        self, handles: list[str], by_owner: dict[str, list[str]], epoch: int
+        self, handles: list[str], by_replicas: dict[tuple[str, ...], list[str]], epoch: int
     ) -> bytes:
-        """Ask every owner for its share; answer in request order, as one node would."""
+        """Ask one replica of each share, concurrently; answer in request order."""
+
+        async def ask(replicas: tuple[str, ...], share: list[str]) -> bytes:
+            request = pb.ReplicaLookupRequest(handles=share, epoch=epoch).SerializeToString()
+            return await self._first_answer(replicas, "LookupMany", request, share[0])
+
+        remote = [(r, share) for r, share in by_replicas.items() if r != (self.name,)]
+        answers = list(await asyncio.gather(*(ask(r, share) for r, share in remote)))
+        if (self.name,) in by_replicas:
+            answers.append(self.local.lookup_many(by_replicas[(self.name,)]))
         found: dict[str, bytes] = {}
         not_found: set[str] = set()
-
-        async def ask(owner: str, share: list[str]) -> bytes:
-            request = pb.ReplicaLookupRequest(handles=share, epoch=epoch).SerializeToString()
-            return await self._call(owner, "LookupMany", request, share[0])
-
-        remote = [(owner, share) for owner, share in by_owner.items() if owner != self.name]
-        answers = await asyncio.gather(*(ask(owner, share) for owner, share in remote))
-        if self.name in by_owner:
-            answers.append(self.local.lookup_many(by_owner[self.name]))
         for raw in answers:
             answer = dpb.LookupManyResponse.FromString(raw)
             for result in answer.results:
                 found[result.account.handle] = result.SerializeToString()
             not_found.update(answer.not_found)
+        for handle in list(not_found):  # known here, not yet in the replicas' mirrors
+            account = self._accounts.find(handle)
+            if account is not None:
+                replicas, _ = self.replicas_of(handle)
+                found[handle] = await self._assemble(handle, account, replicas)
+                not_found.discard(handle)
         results = [found[h] for h in handles if h in found]
         return wire.lookup_many_response(results, [h for h in handles if h in not_found])

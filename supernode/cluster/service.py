@@ -16,7 +16,7 @@ import grpc
 
 from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from supernode.cluster.peers import CLUSTER_SERVICE
-from supernode.cluster.routing import write_value
+from supernode.cluster.replication import write_message, write_value
 from supernode.directory.presence import DeviceChanged, Presence
 from supernode.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
@@ -135,6 +135,13 @@ class ClusterApi:
         self._node_of(context)
         return self._presence.lookup_many(request.handles)
 
+    def versions(self, request: pb.ReplicaLookupRequest, context: Context) -> pb.VersionsResponse:
+        self._node_of(context)
+        if len(request.handles) != 1:
+            raise NotFound("handles: exactly one handle per Versions")
+        versions = self._presence.replica.versions(request.handles[0])
+        return pb.VersionsResponse(versions=[write_message(v) for v in versions])
+
     async def feed(self, request: pb.FeedRequest, context: Context) -> AsyncIterator[bytes]:
         self._node_of(context)
         follower = self._feeds.follow()
@@ -155,6 +162,7 @@ class ClusterApi:
                             device_id=event.device_id,
                             change=event.change.value,
                             device=event.device or b"",
+                            seq=event.seq,
                         )
                     ).SerializeToString()
         finally:
@@ -175,6 +183,9 @@ class ClusterApi:
                 "Lookup": unary_handler("cluster.Lookup", pb.ReplicaLookupRequest, self.lookup, m),
                 "LookupMany": unary_handler(
                     "cluster.LookupMany", pb.ReplicaLookupRequest, self.lookup_many, m
+                ),
+                "Versions": unary_handler(
+                    "cluster.Versions", pb.ReplicaLookupRequest, self.versions, m
                 ),
                 "Feed": server_stream_handler("cluster.Feed", pb.FeedRequest, self.feed, m),
                 "DeliverOffer": unary_handler(

@@ -49,6 +49,9 @@ class DeviceChanged:
     device_id: str
     change: Change
     device: bytes | None = None
+    # The seq of the version the change is about: with replicas, the same change is
+    # committed on each of them, and watchers are told once per (handle, device, seq).
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ class Admission:
         self._accounts = accounts
         self._policy = policy
         self._limits = limits
-        self._clock_ms = clock_ms
+        self.clock_ms = clock_ms
         self.node_name = node_name
 
     def parse(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Candidate:
@@ -143,7 +146,7 @@ class Admission:
             raise PermissionDenied(
                 f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"
             )
-        lease.check_issued_at(record.issued_at_ms, self._clock_ms(), self._policy)
+        lease.check_issued_at(record.issued_at_ms, self.clock_ms(), self._policy)
         return Candidate(record, signed)
 
     def admit(self, candidate: Candidate) -> Admitted:
@@ -157,7 +160,7 @@ class Admission:
                 f"signed.signature: does not verify with the account key of {record.handle!r}"
             )
         ttl = lease.granted_ttl_seconds(record.ttl_seconds, self._policy)
-        expires_at_ms = lease.lease_expiry_ms(self._clock_ms(), ttl)
+        expires_at_ms = lease.lease_expiry_ms(self.clock_ms(), ttl)
         device = pb.Device(
             signed=signed, expires_at_ms=expires_at_ms, attached_supernode=self.node_name
         ).SerializeToString()
@@ -233,11 +236,16 @@ class Replica:
             if not was_live:
                 self.online += 1
             change = Change.UPDATED if was_live else Change.ONLINE
-            return DeviceChanged(write.handle, write.device_id, change, write.device)
+            return DeviceChanged(write.handle, write.device_id, change, write.device, write.seq)
         if was_live:
             self.online -= 1
-            return DeviceChanged(write.handle, write.device_id, Change.UNREGISTERED)
+            return DeviceChanged(write.handle, write.device_id, Change.UNREGISTERED, seq=write.seq)
         return None
+
+    def tombstone_of(self, version: DeviceWrite) -> DeviceWrite:
+        """The tombstone that removes ``version`` (same seq: the tombstone wins the tie)."""
+        expires_at_ms = self._clock_ms() + self._policy.tombstone_retention_ms
+        return DeviceWrite(version.handle, version.device_id, version.seq, expires_at_ms, b"")
 
     def removal(self, handle: str, device_id: str) -> Removal | None:
         """The tombstone that unregisters the device's live record (same seq: the tombstone
@@ -246,11 +254,8 @@ class Replica:
         slot = self._store.device_slot(handle, device_id)
         if slot is None or not slot.live:
             return None
-        now_ms = self._clock_ms()
-        write = DeviceWrite(
-            handle, device_id, slot.seq, now_ms + self._policy.tombstone_retention_ms, b""
-        )
-        return Removal(write, slot.expires_at_ms > now_ms)
+        write = self.tombstone_of(DeviceWrite(handle, device_id, slot.seq, 0, b"x"))
+        return Removal(write, slot.expires_at_ms > self._clock_ms())
 
     # ------------------------------------------------------------------ reads
 
@@ -289,6 +294,13 @@ class Replica:
                 results.append(response)
         return wire.lookup_many_response(results, not_found)
 
+    def versions(self, handle: str) -> list[DeviceWrite]:
+        """Every stored version of a handle's devices, tombstones included (read repair)."""
+        return [
+            DeviceWrite(handle, device_id, seq, expires_at_ms, device)
+            for device_id, expires_at_ms, seq, device in self._store.device_versions(handle)
+        ]
+
     def check_batch(self, handles: Sequence[str]) -> None:
         if len(handles) > self._limits.max_lookup_many:
             raise ResourceExhausted(
@@ -325,7 +337,9 @@ class Replica:
                 )
                 self.online -= 1
                 expired += 1
-                changes.append(DeviceChanged(entry.handle, entry.device_id, Change.EXPIRED))
+                changes.append(
+                    DeviceChanged(entry.handle, entry.device_id, Change.EXPIRED, seq=slot.seq)
+                )
             else:
                 self._store.delete_device(entry.handle, entry.device_id, slot)
                 purged += 1

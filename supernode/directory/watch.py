@@ -13,12 +13,15 @@ same step as :meth:`WatchHub.subscribe`, so no change falls between the two.
 from __future__ import annotations
 
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from supernode.directory.presence import Change, DeviceChanged
 from supernode.errors import InvalidArgument, ResourceExhausted
+
+# Recent changes remembered to drop the copies other replicas send (about 100 bytes each).
+_SEEN_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class WatchHub:
         self._max_watches = max_watches_per_session
         self._by_handle: dict[str, set[Subscription]] = {}
         self._by_session: dict[bytes, set[Subscription]] = {}
+        self._seen: OrderedDict[tuple[str, str, int, bool], None] = OrderedDict()
         self.closed = False
 
     @property
@@ -100,6 +104,8 @@ class WatchHub:
         return sum(len(s) for s in self._by_session.values())
 
     def device_changed(self, changed: DeviceChanged) -> None:
+        if changed.seq and self._seen_before(changed):
+            return
         self.revision += 1
         event = ChangeEvent(
             self.revision,
@@ -112,6 +118,18 @@ class WatchHub:
         self._history.append(event)
         for subscription in self._by_handle.get(changed.handle, ()):
             subscription.offer(event)
+
+    def _seen_before(self, changed: DeviceChanged) -> bool:
+        """Replicas each commit the same change, and this hub hears of it from each: tell
+        watchers once per (handle, device, seq, live or not). Which replica's word came
+        first decides ONLINE vs UPDATED and UNREGISTERED vs EXPIRED."""
+        key = (changed.handle, changed.device_id, changed.seq, changed.device is not None)
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        return False
 
     def subscribe(
         self,

@@ -5,6 +5,7 @@ on; only what needs cluster-wide agreement (claiming a handle) waits, and says w
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -79,7 +80,7 @@ async def test_everything_but_account_creation_survives_etcd_stopping(
             await watch.wait_for(lambda e: e.kind is EventKind.UPDATED)
             listening = callee.listen()
             assert (await listening.read()).HasField("ready")
-            await offer_and_answer(caller, callee, listening)
+            await asyncio.wait_for(offer_and_answer(caller, callee, listening), 30)
             listening.cancel()
 
             # A node restarted while etcd is down serves from its mirror.

@@ -142,7 +142,13 @@ async def test_a_token_issued_by_one_node_works_on_every_node(tmp_path: Path) ->
             assert lookup.account.handle == handle
 
 
-async def test_a_killed_node_expires_and_keeps_its_partitions(tmp_path: Path) -> None:
+async def test_a_killed_node_expires_its_replicas_serve_and_hints_catch_it_up(
+    tmp_path: Path,
+) -> None:
+    """RF 3 on 3 nodes: every node holds every partition. A killed node's member key
+    expires within its TTL, status shows it down, placement does not move (grace); its
+    partitions go on being served, writes are acknowledged by the two others, and the
+    hint kept for it is replayed when it returns."""
     async with running_cluster(tmp_path) as cluster:
         placement = await cluster.wait_placed_on_all()
         victim = cluster.target(1)
@@ -169,12 +175,37 @@ async def test_a_killed_node_expires_and_keeps_its_partitions(tmp_path: Path) ->
             victim_row = next(n for n in report["nodes"] if n["name"] == victim)
             assert victim_row["partitions_owned"] == len(placement.owned_by(victim)) > 0
 
+            await on_a.register_device(device(identity, handle, "phone"))
+            assert [d.signed for d in (await on_a.lookup(handle)).devices]
+            hints = "supernode_cluster_hints_pending"
+            assert sample(cluster.node(0).metrics(), hints) == 1
+
+            cluster.start(1)  # same address and data directory
+
+            async def replayed() -> bool:
+                return sample(cluster.node(0).metrics(), hints) == 0
+
+            await eventually(replayed, 30, "the hint replayed to the returning node")
+        async with DirectoryConnection(victim) as on_victim:
+            await on_victim.login(identity, handle)
+            assert len((await on_victim.lookup(handle)).devices) == 1  # its own replica
+
+
+async def test_with_one_replica_a_dead_nodes_partitions_are_unavailable(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, 2, "--cluster-replication-factor", "1") as cluster:
+        placement = await cluster.wait_placed_on_all()
+        victim = cluster.target(1)
+        handle = cluster.handle_owned_by(placement, 1, "gus")
+        identity = Identity.generate()
+        async with DirectoryConnection(cluster.target(0)) as on_a:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            cluster.kill(1)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await on_a.lookup(handle)
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
             assert victim in (refused.value.details() or "")
-
-            cluster.start(1)  # same address and data directory: it serves its partitions again
+            cluster.start(1)
 
             async def served() -> bool:
                 try:
@@ -215,7 +246,8 @@ async def test_a_relay_ticket_issued_on_one_node_joins_on_another(tmp_path: Path
             bob = await Peer.create(on_a2, "bob")
             listening_call = bob.listen()
             assert (await listening_call.read()).HasField("ready")
-            ticket = (await offer_and_answer(alice, bob, listening_call)).relay_ticket
+            answered = await asyncio.wait_for(offer_and_answer(alice, bob, listening_call), 30)
+            ticket = answered.relay_ticket
             listening_call.cancel()
             async with (
                 DirectoryConnection(b_target) as on_b1,

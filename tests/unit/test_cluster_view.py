@@ -107,11 +107,20 @@ def test_keys_name_what_is_under_a_collection() -> None:
         ({"etcd_timeout_seconds": 0}, "etcd_timeout_seconds"),
         ({"etcd_prefix": "sn"}, "etcd_prefix"),
         ({"etcd_prefix": "/sn/"}, "etcd_prefix"),
+        ({"replication_factor": 3, "write_quorum": 4}, "write_quorum"),
+        ({"max_hints_per_node": 0}, "max_hints_per_node"),
     ],
 )
 def test_cluster_settings_refuse_what_cannot_work(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ClusterSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_writes_are_acknowledged_by_a_majority_unless_told() -> None:
+    assert ClusterSettings().writes_acknowledged_after == 2
+    assert ClusterSettings(replication_factor=1).writes_acknowledged_after == 1
+    assert ClusterSettings(replication_factor=5).writes_acknowledged_after == 3
+    assert ClusterSettings(write_quorum=3).writes_acknowledged_after == 3
 
 
 def test_no_endpoints_means_a_node_alone() -> None:

@@ -88,9 +88,8 @@ def test_first_plan_keeps_every_law(cluster: tuple[Members, int, int]) -> None:
     placement = plan(None, members, replication_factor=rf, partitions=partitions)
     assert placement.epoch == 1
     assert_laws(placement, members, rf, partitions)
-    shares = fair_shares(members, replication_factor=rf, partitions=partitions)
-    for node, fair in shares.items():  # nothing kept, so every move was free: tighter
-        assert abs(len(placement.partitions_of(node)) - fair) <= 1 + EPS
+    # The stated band (assert_laws) is the promise; hypothesis found uneven zones where a
+    # first plan lands 1.33 off fair, so "within 1 of fair" is not one.
 
 
 def test_plan_does_not_depend_on_the_hash_seed() -> None:

@@ -93,3 +93,19 @@ def test_close_wakes_everyone() -> None:
     h.subscribe(b"t", ["b"], lambda: woken.append(2))
     h.close()
     assert h.closed and sorted(woken) == [1, 2]
+
+
+def test_the_same_change_from_several_replicas_is_told_once() -> None:
+    h = hub()
+    a = h.subscribe(b"s", ["alice"], lambda: None).subscription
+    for _replica in range(3):
+        h.device_changed(DeviceChanged("alice", "d", Change.ONLINE, b"dev", seq=4))
+    h.device_changed(DeviceChanged("alice", "d", Change.UPDATED, b"dev", seq=4))  # a laggard
+    for change in (Change.UNREGISTERED, Change.EXPIRED):
+        h.device_changed(DeviceChanged("alice", "d", change, None, seq=4))
+    h.device_changed(DeviceChanged("alice", "d", Change.ONLINE, b"dev", seq=5))
+    assert [(e.change, e.revision) for e in a.drain()] == [
+        (Change.ONLINE, 1),
+        (Change.UNREGISTERED, 2),
+        (Change.ONLINE, 3),
+    ]
