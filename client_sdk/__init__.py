@@ -51,6 +51,7 @@ from client_sdk.sync import SyncClient, SyncWatch
 from client_sdk.types import (
     Account,
     CandidateType,
+    Consistency,
     Device,
     DeviceStatus,
     Endpoint,
@@ -73,6 +74,7 @@ __all__ = [
     "Client",
     "ClientConfig",
     "Closed",
+    "Consistency",
     "Device",
     "DeviceStatus",
     "Endpoint",

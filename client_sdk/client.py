@@ -43,6 +43,7 @@ from client_sdk.session import Session
 from client_sdk.transport import DirectoryConnection
 from client_sdk.types import (
     Account,
+    Consistency,
     Device,
     DeviceStatus,
     Endpoint,
@@ -274,27 +275,33 @@ class Client:
 
     # ------------------------------------------------------------------ others
 
-    async def lookup(self, handle: str) -> Presence:
+    async def lookup(self, handle: str, consistency: Consistency = Consistency.ONE) -> Presence:
         """A handle's account and live devices, every record verified; ``NotFound`` if
-        there is no such account."""
+        there is no such account. ``consistency``: how many replicas to read (a cluster)."""
         self._check_open()
+        quorum = consistency is Consistency.QUORUM
 
         async def lookup(connection: DirectoryConnection, deadline: float) -> Presence:
             return verify_presence(
-                await connection.lookup(handle, deadline=deadline), self.pins, handle
+                await connection.lookup(handle, deadline=deadline, quorum=quorum),
+                self.pins,
+                handle,
             )
 
         return await self._session.call(lookup)
 
-    async def lookup_many(self, handles: Sequence[str]) -> dict[str, Presence | None]:
+    async def lookup_many(
+        self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
+    ) -> dict[str, Presence | None]:
         """Several handles in one call, in the order given; ``None`` for no such account."""
         self._check_open()
         wanted = list(dict.fromkeys(handles))
+        quorum = consistency is Consistency.QUORUM
 
         async def lookup_many(
             connection: DirectoryConnection, deadline: float
         ) -> dict[str, Presence | None]:
-            response = await connection.lookup_many(wanted, deadline=deadline)
+            response = await connection.lookup_many(wanted, deadline=deadline, quorum=quorum)
             found: dict[str, Presence | None] = dict.fromkeys(wanted)
             for result in response.results:
                 handle = result.account.handle

@@ -24,6 +24,7 @@ from client_sdk.p2p.sync import SyncIncoming, SyncPeerConnection
 from client_sdk.pins import PinStore
 from client_sdk.types import (
     Account,
+    Consistency,
     DeviceStatus,
     Endpoint,
     Presence,
@@ -211,13 +212,15 @@ class SyncClient:
 
     # ------------------------------------------------------------------ others
 
-    def lookup(self, handle: str) -> Presence:
+    def lookup(self, handle: str, consistency: Consistency = Consistency.ONE) -> Presence:
         """A handle's account and verified live devices; ``NotFound`` if no account."""
-        return self._loop.run(self.client.lookup(handle))
+        return self._loop.run(self.client.lookup(handle, consistency))
 
-    def lookup_many(self, handles: Sequence[str]) -> dict[str, Presence | None]:
+    def lookup_many(
+        self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
+    ) -> dict[str, Presence | None]:
         """Several handles in one call; ``None`` for a handle with no account."""
-        return self._loop.run(self.client.lookup_many(handles))
+        return self._loop.run(self.client.lookup_many(handles, consistency))
 
     def search(self, query: str, limit: int = 0) -> list[SearchResult]:
         """Discoverable accounts matching ``query``, best first; see ``Client.search``."""

@@ -43,6 +43,10 @@ def sign_device_record(identity: Identity, record: pb.DeviceRecord) -> pb.Signed
     return pb.SignedDeviceRecord(record=body, signature=identity.sign(DEVICE_RECORD_DOMAIN, body))
 
 
+def _consistency(quorum: bool) -> pb.Consistency:
+    return pb.CONSISTENCY_QUORUM if quorum else pb.CONSISTENCY_UNSPECIFIED
+
+
 class DirectoryConnection:
     """One gRPC channel to one supernode, with the session token once logged in."""
 
@@ -121,17 +125,21 @@ class DirectoryConnection:
         )
         return bool(response.removed)
 
-    async def lookup(self, handle: str, *, deadline: float | None = None) -> pb.LookupResponse:
+    async def lookup(
+        self, handle: str, *, deadline: float | None = None, quorum: bool = False
+    ) -> pb.LookupResponse:
+        request = pb.LookupRequest(handle=handle, consistency=_consistency(quorum))
         response: pb.LookupResponse = await self.presence.Lookup(
-            pb.LookupRequest(handle=handle), metadata=self.metadata, timeout=deadline
+            request, metadata=self.metadata, timeout=deadline
         )
         return response
 
     async def lookup_many(
-        self, handles: Sequence[str], *, deadline: float | None = None
+        self, handles: Sequence[str], *, deadline: float | None = None, quorum: bool = False
     ) -> pb.LookupManyResponse:
+        request = pb.LookupManyRequest(handles=handles, consistency=_consistency(quorum))
         response: pb.LookupManyResponse = await self.presence.LookupMany(
-            pb.LookupManyRequest(handles=handles), metadata=self.metadata, timeout=deadline
+            request, metadata=self.metadata, timeout=deadline
         )
         return response
 

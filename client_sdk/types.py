@@ -13,6 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
+class Consistency(enum.Enum):
+    """How many replicas a lookup reads, in a cluster (a node alone has one copy).
+
+    Attributes:
+        ONE: one replica: the fastest answer; a write acknowledged a moment ago through
+            another node may not be there yet.
+        QUORUM: a majority of the replicas, the newest version of each device: every write
+            acknowledged before the lookup began is seen (costs a round trip to each).
+    """
+
+    ONE = "one"
+    QUORUM = "quorum"
+
+
 class DeviceStatus(enum.Enum):
     """What a device says about its user, signed in its record (``update_status``).
 

@@ -86,6 +86,13 @@ class ClusterCollector(Collector):
                     f"Hints {what} by this node since it started.",
                     value=value,
                 )
+        replicator = member.replicator
+        if replicator is not None:
+            yield CounterMetricFamily(
+                "supernode_cluster_read_repairs",
+                "Versions this node sent to lagging replicas after a QUORUM read.",
+                value=replicator.repairs,
+            )
         forwarded = CounterMetricFamily(
             "supernode_cluster_forwarded_calls",
             "Calls this node sent to another node of the cluster, by internal method.",

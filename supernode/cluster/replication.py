@@ -63,6 +63,7 @@ class Replicator:
         self._write_quorum = write_quorum
         self._count = count
         self._background: set[asyncio.Task[None]] = set()
+        self.repairs = 0  # versions sent to lagging replicas by read repair
 
     async def write(
         self, write: DeviceWrite, replicas: tuple[str, ...], epoch: int, *, fresh: bool
@@ -136,6 +137,24 @@ class Replicator:
         message = write_message(write).SerializeToString()
         for node in quorum.need_hints:
             self.hints.add(node, message)
+
+    def repair(self, node: str, write: DeviceWrite, epoch: int) -> None:
+        """Read repair: give ``node`` a version it lacks (in the background for a peer; a
+        peer that cannot be reached gets a hint instead)."""
+        self.repairs += 1
+        if node == self.name:
+            self._apply_here(write, fresh=False)
+            return
+        request = pb.ApplyRequest(write=write_message(write), epoch=epoch, fresh=False)
+
+        async def send() -> None:
+            reply, _ = await self._apply_there(node, request.SerializeToString())
+            if reply is Reply.UNREACHABLE:
+                self.hints.add(node, write_message(write).SerializeToString())
+
+        task = asyncio.create_task(send())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def replay_hints(self, epoch: int) -> None:
         """Hand every reachable replica the writes it missed (members that are up)."""

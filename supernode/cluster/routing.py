@@ -18,13 +18,14 @@ from client_sdk.protocol.v1 import directory_pb2 as dpb
 from client_sdk.protocol.validation import check_device_id, check_handle
 from supernode.cluster.peers import Peers
 from supernode.cluster.placement import partition_of
-from supernode.cluster.quorum import live, merge_reads
+from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, write_value
 from supernode.cluster.view import ClusterView
 from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import DeviceWrite, Presence, Registration
 from supernode.errors import NotFound, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
+from supernode.rpc.directory import settled
 
 
 class ClusterPresence:
@@ -128,7 +129,7 @@ class ClusterPresence:
         if replicas == (self.name,):
             return self.local.unregister(session_handle, device_id)
         self._attached.pop((session_handle, device_id), None)
-        merged = merge_reads(await self._versions(session_handle, replicas))
+        merged = self._repair(session_handle, await self._versions(session_handle, replicas), epoch)
         current = merged.winners.get(device_id)
         if current is None or current.tombstone:
             return False
@@ -139,34 +140,69 @@ class ClusterPresence:
     async def _versions(
         self, handle: str, replicas: tuple[str, ...]
     ) -> dict[str, list[DeviceWrite]]:
-        """What every reachable replica holds for ``handle`` (at least one must answer)."""
+        """What a majority of the replicas hold for ``handle`` (tombstones included): the
+        first majority to answer, this node first when it is one. ``Unavailable`` when no
+        majority answers, since fewer might all have missed an acknowledged write."""
+        need = len(replicas) // 2 + 1
+        held: dict[str, list[DeviceWrite]] = {}
+        if self.name in replicas:
+            held[self.name] = self.local.replica.versions(handle)
         request = pb.ReplicaLookupRequest(handles=[handle]).SerializeToString()
 
-        async def ask(node: str) -> list[pb.DeviceWrite] | None:
-            if node == self.name:
-                return None
-            try:
-                raw = await self._call(node, "Versions", request)
-            except Unavailable:
-                return None
-            return list(pb.VersionsResponse.FromString(raw).versions)
+        async def ask(node: str) -> tuple[str, list[DeviceWrite]]:
+            raw = await self._call(node, "Versions", request)
+            return node, [write_value(m) for m in pb.VersionsResponse.FromString(raw).versions]
 
-        answers = await asyncio.gather(*(ask(node) for node in replicas))
-        held = {node: a for node, a in zip(replicas, answers, strict=True) if a is not None}
-        versions = {node: [write_value(m) for m in messages] for node, messages in held.items()}
-        if self.name in replicas:
-            versions[self.name] = self.local.replica.versions(handle)
-        if not versions:
-            raise Unavailable(f"handle: {handle!r}: no replica of its partition answers")
-        return versions
+        pending = {asyncio.create_task(ask(n)) for n in replicas if n != self.name}
+        failures: list[str] = []
+        try:
+            while len(held) < need and pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    try:
+                        node, versions = task.result()
+                    except Unavailable as exc:
+                        failures.append(str(exc))
+                    else:
+                        held[node] = versions
+        finally:
+            for task in pending:
+                task.cancel()
+        if len(held) < need:
+            raise Unavailable(
+                f"handle: {handle!r}: {len(held)} of its replicas answered, {need} needed "
+                f"({'; '.join(failures)})"
+            )
+        return held
+
+    def _repair(self, handle: str, held: dict[str, list[DeviceWrite]], epoch: int) -> MergedRead:
+        """Merge what the replicas hold; bring every lagging one up to the winners."""
+        merged = merge_reads(held)
+        for node, lacking in merged.repairs.items():
+            for write in lacking:
+                self._replicator().repair(node, write, epoch)
+        return merged
 
     # ------------------------------------------------------------------ reads
 
-    def lookup(self, handle: str) -> bytes | Awaitable[bytes]:
+    def lookup(self, handle: str, quorum: bool = False) -> bytes | Awaitable[bytes]:
         replicas, epoch = self.replicas_of(handle)
+        if quorum and len(replicas) > 1:
+            return self._lookup_quorum(handle, replicas, epoch)
         if self.name in replicas:
             return self.local.lookup(handle)
         return self._lookup_remote(handle, replicas, epoch)
+
+    async def _lookup_quorum(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
+        """The newest version of every device across a majority of the replicas (so every
+        acknowledged write is seen), lagging replicas repaired on the way."""
+        account = self._accounts.find(handle)
+        if account is None:
+            check_handle("handle", handle)
+            raise NotFound(f"handle: no account {handle!r}")
+        merged = self._repair(handle, await self._versions(handle, replicas), epoch)
+        devices = [w.device for w in live(merged.winners, self._clock_ms())]
+        return wire.lookup_response(account, devices)
 
     async def _lookup_remote(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
         request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
@@ -185,8 +221,12 @@ class ClusterPresence:
         devices = [w.device for w in live(merged.winners, self._clock_ms())]
         return wire.lookup_response(account, devices)
 
-    def lookup_many(self, handles: Sequence[str]) -> bytes | Awaitable[bytes]:
+    def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)
+        if quorum:
+            for index, handle in enumerate(handles):
+                check_handle(f"handles[{index}]", handle)
+            return self._lookup_many_quorum(list(handles))
         by_replicas: dict[tuple[str, ...], list[str]] = {}
         epoch = 0
         for handle in handles:
@@ -198,6 +238,21 @@ class ClusterPresence:
         for index, handle in enumerate(handles):  # here: the replicas see only their share
             check_handle(f"handles[{index}]", handle)
         return self._gather(list(handles), by_replicas, epoch)
+
+    async def _lookup_many_quorum(self, handles: list[str]) -> bytes:
+        async def one(handle: str) -> bytes | None:
+            replicas, epoch = self.replicas_of(handle)
+            try:
+                if len(replicas) > 1:
+                    return await self._lookup_quorum(handle, replicas, epoch)
+                return await settled(self.lookup(handle))  # one copy: ONE is QUORUM
+            except NotFound:
+                return None
+
+        unique = list(dict.fromkeys(handles))
+        answers = dict(zip(unique, await asyncio.gather(*(one(h) for h in unique)), strict=True))
+        results = [answer for h in handles if (answer := answers[h]) is not None]
+        return wire.lookup_many_response(results, [h for h in handles if answers[h] is None])
 
     async def _gather(
         self, handles: list[str], by_replicas: dict[tuple[str, ...], list[str]], epoch: int

@@ -395,10 +395,12 @@ class Presence:
         self.publish([self.replica.apply(removal.write)])
         return removal.lease_was_running
 
-    def lookup(self, handle: str) -> bytes:
+    def lookup(self, handle: str, quorum: bool = False) -> bytes:
+        """``quorum`` asks for a majority of the replicas: here there is one copy, so any
+        read is a quorum read."""
         return self.replica.lookup(handle)
 
-    def lookup_many(self, handles: Sequence[str]) -> bytes:
+    def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes:
         return self.replica.lookup_many(handles)
 
     def sweep(self, limit: int = 10_000) -> Swept:

@@ -10,6 +10,7 @@ from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
+from supernode.errors import InvalidArgument
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
@@ -33,9 +34,17 @@ class PresenceApi(Protocol):
 
     def unregister(self, session_handle: str, device_id: str) -> bool | Awaitable[bool]: ...
 
-    def lookup(self, handle: str) -> bytes | Awaitable[bytes]: ...
+    def lookup(self, handle: str, quorum: bool = False) -> bytes | Awaitable[bytes]: ...
 
-    def lookup_many(self, handles: Sequence[str]) -> bytes | Awaitable[bytes]: ...
+    def lookup_many(
+        self, handles: Sequence[str], quorum: bool = False
+    ) -> bytes | Awaitable[bytes]: ...
+
+
+def _quorum(consistency: int) -> bool:
+    if consistency not in pb.Consistency.values():
+        raise InvalidArgument(f"consistency: {consistency} is not a known Consistency")
+    return consistency == pb.CONSISTENCY_QUORUM
 
 
 async def settled(value: T | Awaitable[T]) -> T:
@@ -135,10 +144,12 @@ class DirectoryApi:
 
     def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
+        if request.consistency:
+            return self._presence.lookup(request.handle, _quorum(request.consistency))
         return self._presence.lookup(request.handle)
 
     def lookup_many(
         self, request: pb.LookupManyRequest, context: Context
     ) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
-        return self._presence.lookup_many(request.handles)
+        return self._presence.lookup_many(request.handles, _quorum(request.consistency))

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from client_sdk import DeviceStatus, EventKind, Identity, OfflineReason, P2PSettings
+from client_sdk.protocol.v1 import directory_pb2 as dpb
 from client_sdk.transport import DirectoryConnection
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
 from supernode.internal.v1 import cluster_pb2
@@ -371,3 +372,41 @@ async def test_an_sdk_client_fails_over_between_nodes_and_keeps_renewing(
         assert client.current_target == cluster.target(1)
         presence = await client.lookup(handle)
         assert [d.device_id for d in presence.devices] == ["laptop"]
+
+
+async def test_a_quorum_read_sees_acknowledged_writes_and_repairs_a_lagging_replica(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        identity, handle = Identity.generate(), unique("hana")
+        a, b, c = cluster.targets
+        async with DirectoryConnection(a) as on_a:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            for target in (b, c):
+                async with DirectoryConnection(target) as connection:
+                    await mirrored(connection, handle)
+            cluster.kill(2)  # C misses the write; A keeps a hint for it ...
+            await on_a.register_device(device(identity, handle, "phone"))
+        cluster.kill(0)  # ... and dies with it: only B holds the write now
+        cluster.start(2)
+        async with DirectoryConnection(c) as on_c:
+            await on_c.login(identity, handle)
+            assert (await on_c.lookup(handle)).devices == []  # ONE: C's own, lagging copy
+            quorum = await on_c.lookup(handle, quorum=True)  # C and B: the newest wins
+            assert [d.signed for d in quorum.devices] == [device_of(quorum)]
+
+            async def repaired() -> bool:
+                return len((await on_c.lookup(handle)).devices) == 1
+
+            await eventually(repaired, 10, "C repaired by the quorum read")
+            assert sample(cluster.node(2).metrics(), "supernode_cluster_read_repairs_total") >= 1
+            cluster.kill(1)  # now one replica of three: no majority to read
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await on_c.lookup(handle, quorum=True)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert len((await on_c.lookup(handle)).devices) == 1  # ONE still answers
+
+
+def device_of(response: dpb.LookupResponse) -> dpb.SignedDeviceRecord:
+    return response.devices[0].signed

@@ -71,6 +71,17 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
     await expect(conn.lookup("ab"), Code.INVALID_ARGUMENT, r"^handle:")
     await expect(conn.get_account(""), Code.INVALID_ARGUMENT, r"^handle: required")
     await expect(conn.lookup_many(["alice", "BAD!"]), Code.INVALID_ARGUMENT, r"^handles\[1\]:")
+    for unknown in (
+        conn.presence.Lookup(
+            pb.LookupRequest(handle="alice", consistency=99),  # type: ignore[arg-type]
+            metadata=conn.metadata,
+        ),
+        conn.presence.LookupMany(
+            pb.LookupManyRequest(handles=["alice"], consistency=7),  # type: ignore[arg-type]
+            metadata=conn.metadata,
+        ),
+    ):
+        await expect(unknown, Code.INVALID_ARGUMENT, r"^consistency: \d+ is not a known")
     raw_lookup = conn.channel.unary_unary("/supernode.v1.PresenceService/Lookup")
     await expect(
         raw_lookup(b"\xff\xff\xff\xff", metadata=conn.metadata),
