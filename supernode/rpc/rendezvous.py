@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeAlias
 
 import grpc
@@ -38,16 +38,17 @@ Context: TypeAlias = grpc.aio.ServicerContext
 _RELAY_QUEUE = 256  # datagrams buffered towards one side before new ones are dropped
 
 
+Deliver = Callable[[Endpoint, Endpoint, bytes], Awaitable[pb.ConnectResponse]]
+
+
 class OfferRouter(Protocol):
     """Where offers go in a cluster: the node the callee's device is attached to."""
 
-    async def attached_node(self, callee: Endpoint) -> str | None:
-        """The other node the callee is attached to, or None for this node."""
+    async def route(
+        self, caller: Endpoint, callee: Endpoint, payload: bytes, here: Deliver
+    ) -> pb.ConnectResponse:
+        """Deliver on the callee's node (``here`` when it is this one) and return its answer."""
         ...
-
-    async def deliver(
-        self, node: str, caller: Endpoint, callee: Endpoint, payload: bytes
-    ) -> pb.ConnectResponse: ...
 
 
 class RendezvousApi:
@@ -121,9 +122,7 @@ class RendezvousApi:
         callee = Endpoint(request.handle, request.device_id)
         self._switchboard.admit(session.session_id, caller)
         if self._router is not None:
-            node = await self._router.attached_node(callee)
-            if node is not None:
-                return await self._router.deliver(node, caller, callee, request.payload)
+            return await self._router.route(caller, callee, request.payload, self.deliver)
         return await self.deliver(caller, callee, request.payload)
 
     async def deliver(

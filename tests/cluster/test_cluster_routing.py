@@ -25,7 +25,13 @@ from supernode.cluster.etcd import EtcdClient, EtcdConfig
 from supernode.internal.v1 import cluster_pb2
 from tests.cluster.harness import MEMBER_TTL, running_cluster
 from tests.integration.metrics import sample
-from tests.integration.p2p_support import alice_and_bob, listening
+from tests.integration.p2p_support import (
+    alice_and_bob,
+    first_incoming,
+    listening,
+    p2p_client,
+    until_listening,
+)
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
 from tests.integration.sdk_support import Clients, Collector, unique, unused_target
@@ -410,3 +416,35 @@ async def test_a_quorum_read_sees_acknowledged_writes_and_repairs_a_lagging_repl
 
 def device_of(response: dpb.LookupResponse) -> dpb.SignedDeviceRecord:
     return response.devices[0].signed
+
+
+async def test_a_device_whose_node_died_is_reachable_on_the_node_it_moved_to(
+    tmp_path: Path,
+) -> None:
+    """Bob's record still names node B (it was renewed there) when B dies; his SDK listens
+    on C now, and Alice's offer finds him there."""
+    async with running_cluster(tmp_path) as cluster:
+        a, b, c = (cluster.node(i) for i in range(3))
+        settings = P2PSettings(stun_server=stun_of(a), direct=True)
+        alice = await p2p_client(a.grpc_target, "alice", settings)
+        bob = await p2p_client([b.grpc_target, c.grpc_target], "bob", settings)
+        try:
+            for node in (a, c):
+                async with DirectoryConnection(node.grpc_target) as connection:
+                    await mirrored(connection, "bob")
+            accepting = asyncio.create_task(first_incoming(bob))
+            await until_listening(bob, accepting)
+            cluster.kill(1)
+
+            async def moved() -> bool:
+                return bob.current_target == c.grpc_target
+
+            await eventually(moved, 20, "bob's client moved to node C")
+            await until_listening(bob, accepting)
+            caller = await asyncio.wait_for(alice.connect("bob"), 30)
+            callee = await asyncio.wait_for(accepting, 30)
+            assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
+            await caller.close()
+        finally:
+            await alice.close()
+            await bob.close()
