@@ -18,7 +18,14 @@ from typing import Any
 import grpc
 import pytest
 
-from client_sdk import DeviceStatus, EventKind, Identity, OfflineReason, P2PSettings
+from client_sdk import (
+    DeviceStatus,
+    EventKind,
+    Identity,
+    OfflineReason,
+    P2PSettings,
+    PresenceEvent,
+)
 from client_sdk.protocol.v1 import directory_pb2 as dpb
 from client_sdk.transport import DirectoryConnection
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
@@ -448,3 +455,37 @@ async def test_a_device_whose_node_died_is_reachable_on_the_node_it_moved_to(
         finally:
             await alice.close()
             await bob.close()
+
+
+async def test_a_watcher_whose_node_dies_misses_nothing_and_sees_nothing_twice(
+    tmp_path: Path, sdk_clients: Clients
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        a, b, c = cluster.targets
+        bob = await sdk_clients.user(b, "bob")
+        alice = await sdk_clients.user([a, c], "alice")
+        for target in (a, c):
+            async with DirectoryConnection(target) as connection:
+                await mirrored(connection, bob.handle)
+        watch = Collector(alice.watch([bob.handle]))
+        await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+        await bob.register_device("phone", transport_key=KEY)
+        await watch.wait_for(lambda e: e.kind is EventKind.ONLINE)
+        cluster.kill(0)  # alice's node
+        await bob.update_status("phone", DeviceStatus.BUSY)
+
+        def busy_seen(event: PresenceEvent) -> bool:
+            changes = list(event.gap_changes) if event.after_gap else [event]
+            return any(
+                ch.device is not None and ch.device.status is DeviceStatus.BUSY for ch in changes
+            )
+
+        await watch.wait_for(busy_seen, 30)
+        seen: list[tuple[str, int]] = []
+        for event in watch.events:
+            for change in list(event.gap_changes) if event.after_gap else [event]:
+                if change.device is not None:
+                    seen.append((change.device_id, change.device.seq))
+        assert seen == sorted(set(seen)), seen  # once each, in seq order
+        assert seen[-1][1] > seen[0][1]
+        await watch.close()
