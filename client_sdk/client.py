@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,6 +32,7 @@ from client_sdk.config import ClientConfig
 from client_sdk.convert import search_result_from_pb
 from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
 from client_sdk.identity import Identity
+from client_sdk.monotonic import MonotonicReads
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PAgent, P2PSettings
 from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
@@ -89,6 +90,7 @@ class Client:
     ) -> None:
         self.config = config or ClientConfig()
         self.pins = pin_store or PinStore.in_memory()
+        self._reads = MonotonicReads()
         self._session = Session(
             [targets] if isinstance(targets, str) else targets,
             identity,
@@ -279,16 +281,19 @@ class Client:
         """A handle's account and live devices, every record verified; ``NotFound`` if
         there is no such account. ``consistency``: how many replicas to read (a cluster)."""
         self._check_open()
-        quorum = consistency is Consistency.QUORUM
 
-        async def lookup(connection: DirectoryConnection, deadline: float) -> Presence:
-            return verify_presence(
-                await connection.lookup(handle, deadline=deadline, quorum=quorum),
-                self.pins,
-                handle,
-            )
+        def lookup_at(quorum: bool) -> Callable[[DirectoryConnection, float], Awaitable[Presence]]:
+            async def lookup(connection: DirectoryConnection, deadline: float) -> Presence:
+                response = await connection.lookup(handle, deadline=deadline, quorum=quorum)
+                return verify_presence(response, self.pins, handle)
 
-        return await self._session.call(lookup)
+            return lookup
+
+        presence = await self._session.call(lookup_at(consistency is Consistency.QUORUM))
+        if self._reads.regressed(presence):  # a lagging replica: read a majority instead
+            presence = await self._session.call(lookup_at(True))
+        self._reads.remember(presence)
+        return presence
 
     async def lookup_many(
         self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
@@ -296,21 +301,31 @@ class Client:
         """Several handles in one call, in the order given; ``None`` for no such account."""
         self._check_open()
         wanted = list(dict.fromkeys(handles))
-        quorum = consistency is Consistency.QUORUM
 
-        async def lookup_many(
-            connection: DirectoryConnection, deadline: float
-        ) -> dict[str, Presence | None]:
-            response = await connection.lookup_many(wanted, deadline=deadline, quorum=quorum)
-            found: dict[str, Presence | None] = dict.fromkeys(wanted)
-            for result in response.results:
-                handle = result.account.handle
-                if handle not in found:
-                    raise SignatureError(f"lookup_many: served {handle!r}, which was not asked")
-                found[handle] = verify_presence(result, self.pins, handle)
-            return found
+        def lookup_many_at(
+            quorum: bool,
+        ) -> Callable[[DirectoryConnection, float], Awaitable[dict[str, Presence | None]]]:
+            async def lookup_many(
+                connection: DirectoryConnection, deadline: float
+            ) -> dict[str, Presence | None]:
+                response = await connection.lookup_many(wanted, deadline=deadline, quorum=quorum)
+                found: dict[str, Presence | None] = dict.fromkeys(wanted)
+                for result in response.results:
+                    handle = result.account.handle
+                    if handle not in found:
+                        raise SignatureError(f"lookup_many: served {handle!r}, not asked")
+                    found[handle] = verify_presence(result, self.pins, handle)
+                return found
 
-        return await self._session.call(lookup_many)
+            return lookup_many
+
+        found = await self._session.call(lookup_many_at(consistency is Consistency.QUORUM))
+        if any(p is not None and self._reads.regressed(p) for p in found.values()):
+            found = await self._session.call(lookup_many_at(True))
+        for presence in found.values():
+            if presence is not None:
+                self._reads.remember(presence)
+        return found
 
     async def search(self, query: str, limit: int = 0) -> list[SearchResult]:
         """Discoverable accounts matching ``query`` (handle prefix or display-name word
