@@ -83,12 +83,19 @@ async def test_everything_but_account_creation_survives_etcd_stopping(
             await asyncio.wait_for(offer_and_answer(caller, callee, listening), 30)
             listening.cancel()
 
-            # A node restarted while etcd is down serves from its mirror.
+            # A node restarted while etcd is down serves from its mirror: a QUORUM read at
+            # once; its own replica (ONE) as soon as the hints for it are replayed.
             cluster.kill(2)
             cluster.start(2)
             async with DirectoryConnection(c) as connection:
                 await connection.login(alice.identity, alice.handle)
-                assert len((await connection.lookup(bob.handle)).devices) == 1
+                quorum = await connection.lookup(bob.handle, quorum=True)
+                assert len(quorum.devices) == 1
+
+                async def caught_up() -> bool:
+                    return len((await connection.lookup(bob.handle)).devices) == 1
+
+                await eventually(caught_up, 15, "the restarted replica caught up")
 
             await cluster.etcd.restart(0)
 
