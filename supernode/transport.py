@@ -114,8 +114,26 @@ def open_etcd(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=ETCD_CHANNEL_OPTIONS)
 
 
+# A peer that restarts must be reachable again within a second: gRPC's default reconnect
+# backoff grows to two minutes, during which every write to that replica becomes a hint and
+# every quorum read needs the others.
+PEER_RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def open_peer(address: str) -> grpc.aio.Channel:
     """A node's channel to another node of its cluster (forwarded calls, the internal
     service). The same bounded window as a worker's upstream, for the same reason: a
     forwarded watch must stall its source, not buffer it."""
-    return open_upstream(address)
+    return grpc.aio.insecure_channel(
+        address,
+        options=(
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", UPSTREAM_WINDOW_BYTES),
+            ("grpc.max_receive_message_length", -1),
+            *PEER_RECONNECT_OPTIONS,
+        ),
+    )
