@@ -17,6 +17,8 @@ class LeasePolicy:
     max_ttl_seconds: int = 3600
     default_ttl_seconds: int = 300
     max_clock_skew_seconds: int = 120
+    # Kept on top of the replay window before a tombstone may go (see tombstone_retention_ms).
+    tombstone_margin_seconds: int = 60
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ttl_seconds <= self.max_ttl_seconds:
@@ -25,6 +27,8 @@ class LeasePolicy:
             raise ValueError("lease: default_ttl_seconds must lie within the TTL bounds")
         if self.max_clock_skew_seconds < 1:
             raise ValueError("lease: max_clock_skew_seconds must be at least 1")
+        if self.tombstone_margin_seconds < 0:
+            raise ValueError("lease: tombstone_margin_seconds must be at least 0")
 
     @property
     def tombstone_retention_ms(self) -> int:
@@ -38,10 +42,11 @@ class LeasePolicy:
           clock skew between the nodes that stamped and that expire it.
         * Replays: a record accepted at time T carries ``issued_at <= T + skew``, and a replay
           of it passes the skew check only while ``now <= issued_at + skew``, so only until
-          ``T + 2 * skew``; removal happens at or after T. One extra minute is margin.
+          ``T + 2 * skew``; removal happens at or after T. ``tombstone_margin_seconds``
+          (a minute by default) is margin.
         """
         replication_ms = (self.max_ttl_seconds + self.max_clock_skew_seconds) * 1000
-        replay_ms = (2 * self.max_clock_skew_seconds + 60) * 1000
+        replay_ms = (2 * self.max_clock_skew_seconds + self.tombstone_margin_seconds) * 1000
         return max(replication_ms, replay_ms)
 
 

@@ -7,7 +7,8 @@ address, and placement refers to it), as an operator's supervisor would restart 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,28 @@ from tests.integration.waiting import eventually
 PARTITIONS = 64  # small: placement and its mirror stay cheap; every node still owns some
 MEMBER_TTL = 3
 
+# The interpreter node ``index`` runs under: by default this test's; tests/cluster/netcut.py
+# passes a wrapper that gives each node its own group id, its identity on the network.
+PythonOf = Callable[[int], str]
+
+
+def this_python(index: int) -> str:
+    return sys.executable
+
 
 class Cluster:
-    def __init__(self, etcd: LocalEtcd, root: Path, nodes: int, *extra: str) -> None:
+    def __init__(
+        self,
+        etcd: LocalEtcd,
+        root: Path,
+        nodes: int,
+        *extra: str,
+        python_of: PythonOf = this_python,
+    ) -> None:
         self.etcd = etcd
         self.root = root
         self.extra = list(extra)
+        self.python_of = python_of
         self.ports = free_ports(nodes)
         self.nodes: list[SupernodeProcess | None] = [None] * nodes
         self.keys = Keys("/supernode")
@@ -58,6 +75,7 @@ class Cluster:
             "--cluster-member-ttl-seconds",
             str(MEMBER_TTL),
             *self.extra,
+            python=self.python_of(index),
         ).start(timeout=60)
         self.nodes[index] = node
         return node
@@ -116,10 +134,14 @@ async def started_etcd(members: int = 1) -> LocalEtcd:
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    root: Path, nodes: int = 3, *extra: str, etcd_members: int = 1
+    root: Path,
+    nodes: int = 3,
+    *extra: str,
+    etcd_members: int = 1,
+    python_of: PythonOf = this_python,
 ) -> AsyncIterator[Cluster]:
     etcd = await started_etcd(etcd_members)
-    cluster = Cluster(etcd, root, nodes, *extra)
+    cluster = Cluster(etcd, root, nodes, *extra, python_of=python_of)
     try:
         for index in range(nodes):
             cluster.start(index)
