@@ -74,7 +74,8 @@ async def winners(
 async def test_a_partitioned_node_converges_and_no_read_goes_backwards(tmp_path: Path) -> None:
     async with cuttable_cluster(tmp_path, 3, *LEASES) as net:
         cluster = net.cluster
-        users = await users_on(cluster.targets, 4)
+        users = await users_on(cluster.targets, 5)
+        cut_side = users.pop()  # written only through the node that will be cut off
         history = checks.History(time.monotonic)
         load = Load(cluster, users, history)
         # Writers use every node, the cut one included (its writes cannot reach W there).
@@ -89,13 +90,18 @@ async def test_a_partitioned_node_converges_and_no_read_goes_backwards(tmp_path:
         ]
         for client in readers:
             await client.create_account()
-        handles = [u.handle for u in users]
+        handles = [u.handle for u in (*users, cut_side)]
         tasks = [asyncio.create_task(load.writer(u)) for u in users]
         tasks += [asyncio.create_task(load.reader(c, handles, f"r{i}"))
                   for i, c in enumerate(readers)]  # fmt: skip
+        tasks.append(asyncio.create_task(load.quorum_reader(users[0].connections)))
         try:
             await asyncio.sleep(1.0)
             net.cut(2)
+            cut_load = Load(cluster, [cut_side], history)
+            cut_side.connections = [cut_side.connections[2]]  # only the cut node
+            for _ in range(2):  # the cut side cannot reach W: UNAVAILABLE, kept locally
+                await cut_load.write(cut_side)
             await asyncio.sleep(TTL + 2)  # longer than a lease, writes on both sides
             net.heal(2)
             await asyncio.sleep(1.0)
@@ -109,7 +115,13 @@ async def test_a_partitioned_node_converges_and_no_read_goes_backwards(tmp_path:
             return held[0] == held[1] == held[2]
 
         await eventually(converged, 30, "every replica holds the same winners after the heal")
-        violations = checks.non_monotonic_reads(history)
+        final = (await winners(cluster.targets, handles, credential))[0]
+        violations = (
+            checks.non_monotonic_reads(history)
+            + checks.stale_quorum_reads(history, margin=1.0)
+            + checks.lost_writes(history, final, read_at=time.monotonic(), margin=1.0)
+            + checks.resurrections(history, final)
+        )
         assert violations == [], "\n".join(violations[:20])
         report = checks.summary(history)
         print(f"\npartition: {report}")
