@@ -85,6 +85,17 @@ def _expiry_key(expires_at_ms: int, handle: str, device_id: str) -> bytes:
     return _U64.pack(expires_at_ms) + device_key(handle, device_id)
 
 
+def _existing_families(path: Path) -> list[str]:
+    """The column families a database at ``path`` has, besides the default; none if new."""
+    if not (path / "CURRENT").exists():
+        return []
+    try:
+        names: list[str] = Rdict.list_cf(str(path))
+    except Exception:  # unreadable here: the open itself reports why
+        return []
+    return [name for name in names if name != "default"]
+
+
 def _hint_key(target: str, sequence: int) -> bytes:
     return target.encode() + b"\x00" + _U64.pack(sequence)
 
@@ -183,11 +194,16 @@ class Store:
             secondary_dir.mkdir(parents=True, exist_ok=True)
             options.set_max_open_files(-1)  # keep files the primary compacts away readable
             access = AccessType.secondary(str(secondary_dir))
+        families = {name: _options(cache) for name in COLUMN_FAMILIES}
+        # Families a newer version added are opened too (RocksDB refuses to open a database
+        # without all of them), so rolling back to this version after an upgrade works.
+        for name in _existing_families(path):
+            families.setdefault(name, _options(cache))
         try:
             self._db = Rdict(
                 str(path),
                 options=options,
-                column_families={name: _options(cache) for name in COLUMN_FAMILIES},
+                column_families=families,
                 access_type=access,
             )
         except Exception as exc:  # rocksdict raises plain Exception for lock and corruption
