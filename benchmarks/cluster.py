@@ -1,55 +1,76 @@
-"""``python -m benchmarks.cluster``: what a cluster's forwarding costs, and single-node
-lookups before and after the cluster work, in ONE run of interleaved rounds.
+"""``python -m benchmarks.cluster``: what a cluster's forwarding and replication cost, and
+single-node lookups before and after the cluster work, in ONE run of interleaved rounds.
 
-Two comparisons, each within itself like for like:
+Five comparisons, each within itself like for like:
 
 1. **before / after**: a single node (no etcd) of an older revision (``--before``, default
    the commit before the cluster work) against the current tree. The older revision is
    checked out in a git worktree in a temporary directory, its generated protobuf code is
    made by its own ``protos/build_hook.py`` (what its ``make gen`` runs), and its server runs
    with this interpreter (``python -m supernode.cli`` with the worktree as working directory
-   and first on ``PYTHONPATH``). Both are :class:`~benchmarks.systems.supernode.
-   SupernodeSystem`\\ s over the same data set, written into each data directory by the
-   current tree's store (the suite's loader); a start-up lookup through each checks the
-   older server reads it. Workload: ``Lookup`` of a uniformly drawn user.
-2. **local / forwarded**: a 3-node cluster (one local etcd, ``--cluster-partitions 64``)
-   whose users are created through the public API (CreateAccount claims each handle in
-   etcd, Login, RegisterDevice of the data set's two signed devices, so a lookup returns
-   the same bytes as in part 1). Every call goes to node 0: ``lookup-local`` draws handles
-   node 0 owns (answered from its store), ``lookup-forwarded`` handles another node owns
-   (node 0 forwards the call to the owner: ``supernode.cluster.routing``). Their
-   difference is the forwarding cost. ``lookup-many-10-local`` draws ten node-0 handles,
-   ``lookup-many-10-mixed`` ten of all handles: nearly every such call needs both other
-   nodes, which node 0 asks one after the other (``ClusterPresence._gather``).
+   and first on ``PYTHONPATH``). Both serve the same data set (same users, same sizes); each
+   data directory is written by its own revision's loader (the suite's ``load_store``), since
+   a store must be one that revision opens (RocksDB refuses to open a database whose column
+   families it does not all name, and the current store added ``hints``). A start-up lookup
+   through each checks it serves the users. Workload: ``Lookup`` of a uniformly drawn user.
+2. **local / forwarded** (``cluster-rf1``): a 3-node cluster started with
+   ``--cluster-replication-factor 1`` (one local etcd, ``--cluster-partitions 64``), whose
+   users are created through the public API (CreateAccount claims each handle in etcd,
+   Login, RegisterDevice of the data set's two signed devices, so a lookup returns the same
+   bytes as in part 1). Replication factor 1 on purpose: with the default 3 on 3 nodes every
+   node holds every partition and no lookup is ever forwarded. Every call goes to node 0:
+   ``lookup-local`` draws handles node 0 owns (answered from its store), ``lookup-forwarded``
+   handles another node owns (node 0 forwards the call: ``supernode.cluster.routing``).
+   Their difference is the forwarding cost. ``lookup-many-10-local`` draws ten node-0
+   handles, ``lookup-many-10-mixed`` ten of all handles: nearly every such call needs both
+   other nodes, which node 0 asks concurrently (``ClusterPresence._gather``).
+3. **ONE / QUORUM** (``cluster-rf3``): a second 3-node cluster with its own etcd, replication
+   factor 3, writes acknowledged by W = 2 (``supernode.cluster.replication``), loaded the same
+   way. ``lookup-one`` and ``lookup-quorum`` call node 0 for the same handles (all users):
+   ONE answers from node 0's replica, QUORUM reads node 0's versions and asks both peers,
+   merging the first majority (``ClusterPresence._lookup_quorum``).
+4. **renewals, single node / cluster**: ``renew`` is RegisterDevice of an existing device
+   with the next seq, signed by its user's key: what every live device sends once per lease.
+   Against ``after`` (the single node) and ``cluster-rf3`` (calls spread round-robin over
+   the three nodes; each coordinates: admission once, then the write to all three replicas,
+   acknowledged after two). The records are the data set's (the ones loaded), re-signed by
+   :class:`RenewalSigner` before each point starts (Ed25519 signing costs the Python
+   generator ~50 µs, as much as a call: signing inside the point would halve what it
+   drives), enough for the point (:func:`renewals_needed`), each device's seq one above its
+   last, so the generator's cost is the call only. Verifying that signature costs the
+   server ~60 µs per call, on the coordinator only.
+5. **local path, cluster / single node**: ``after``'s Lookup against ``cluster-rf1``'s
+   ``lookup-local`` and ``cluster-rf3``'s ``lookup-one``.
 
 Every point is a closed loop of the suite's Python generator (:mod:`benchmarks.loadgen`)
-at each concurrency (default 1 and 16); points are interleaved, round by round (before,
-after, then the cluster's, at each concurrency), so drift hits every system alike, and a
+at each concurrency (default 1 and 16); points are interleaved, round by round (every
+workload of every system at each concurrency), so drift hits every system alike, and a
 workload's rounds are merged: the histograms add, ops/s is the mean over rounds (with its
-spread). All servers run for the whole run; the idle ones cost next to nothing.
+spread). All servers run for the whole run; the idle ones cost next to nothing (measured
+and printed).
 
 What the figures mean:
 
 * ``p50/p99/p99.9 ms``: latency from send to answer, in ms; at one in flight (c=1) it is
   unloaded latency, the cleanest comparison: forwarded minus local p50 is the extra hop
   (node 0's client call to the owner and the owner's server side).
-* ``ops/s``: completed calls per second. At c=1 it is 1 / latency. At c=16 the two cores
-  are full: a single node's Lookup (~3.6k ops/s at ~0.28 ms server CPU each) keeps its one
-  single-threaded process at a core, and the Python generator, whose gRPC client costs
-  about as much CPU per call, takes the other: one generator process saturates near
-  3.5-4k single lookups/s here, so a faster server would not show as more ops/s
-  (FINDINGS.md: h2load drives the same server ~1.5x harder). The three nodes share what the
-  generator leaves, and a forwarded call adds a client half on node 0 and a server half on
-  the owner, so cluster ops/s at c=16 compare total CPU per call, not one node's capacity.
+* ``ops/s``: completed calls per second (for ``renew``: acknowledged registrations). At c=1
+  it is 1 / latency. At c=16 the two cores are full: a single node's Lookup (~3.6k ops/s at
+  ~0.28 ms server CPU each) keeps its one single-threaded process at a core, and the Python
+  generator, whose gRPC client costs about as much CPU per call, takes the other: one
+  generator process saturates near 3.5-4k single lookups/s here, so a faster server would
+  not show as more ops/s (FINDINGS.md: h2load drives the same server ~1.5x harder). The
+  three nodes share what the generator leaves, so cluster ops/s at c=16 compare total CPU
+  per call, not one node's capacity.
 * ``server CPU ms/op``: CPU of the system's server processes per call (all three nodes for
-  the cluster, etcd excluded: the hot path never calls it), measured from /proc and
-  independent of the generator: the forwarding cost in CPU.
+  a cluster, etcd excluded: the hot path never calls it), measured from /proc and
+  independent of the generator: the forwarding and replication cost in CPU.
 
 h2load is not used: the suite has no h2load driver (FINDINGS.md measured it by hand).
-Defaults fit in about 3 minutes on two cores; ``--quick`` (the smoke test) takes seconds
-per point. The Markdown table is printed; ``--save`` also writes it and a JSON report into
-``benchmarks/baselines/``. Every process and the worktree are removed at the end, on
-Ctrl-C and on SIGTERM too.
+Defaults fit in about 4 minutes on two cores; ``--quick`` (the smoke test) takes well under
+a minute. The Markdown table is printed; ``--save`` also writes it and a JSON report into
+``benchmarks/baselines/``. Every process, the worktree and the signed records are removed
+at the end, on Ctrl-C and on SIGTERM too.
 """
 
 from __future__ import annotations
@@ -59,7 +80,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -72,11 +95,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import generate
 from benchmarks import histogram as hist
-from benchmarks.dataset import Dataset
+from benchmarks.dataset import LEASE_MS, Dataset
 from benchmarks.figures import Figure
 from benchmarks.loadgen import CLOSED, GeneratorPool, LoadSpec
 from benchmarks.procstat import total_cpu_seconds
@@ -90,9 +114,17 @@ from benchmarks.run import (
     timestamp,
 )
 from benchmarks.systems.base import ClientSpec, LookupClient, System
-from benchmarks.systems.grpc_raw import RawUnaryClient, RequestEncoder, bearer
+from benchmarks.systems.grpc_raw import (
+    CHANNEL_OPTIONS,
+    CONNECT_TIMEOUT_S,
+    EmptyResponse,
+    RawUnaryClient,
+    RequestEncoder,
+    bearer,
+)
 from benchmarks.systems.process import ServerProcess
 from benchmarks.systems.supernode import (
+    PRESENCE,
     READY,
     SupernodeClient,
     SupernodeSystem,
@@ -100,8 +132,9 @@ from benchmarks.systems.supernode import (
     method_path,
     server_argv,
 )
+from client_sdk.identity import Identity
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.transport import DirectoryConnection
+from client_sdk.transport import DirectoryConnection, sign_device_record
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
 from supernode.cluster.etcd_server import LocalEtcd
 from supernode.cluster.keys import Keys
@@ -113,40 +146,229 @@ DEFAULT_BEFORE = "9cbec51"  # the commit before the cluster work
 NODES = 3
 PARTITIONS = 64
 BATCH = 10
-HANDLES = "handles"  # ClientSpec option: the comma-separated handles a workload draws from
+RF1 = "cluster-rf1"
+RF3 = "cluster-rf3"
+RENEW = "renew"  # the renewal workload's name, on every system that offers it
+# ClientSpec options (strings: a spec is sent to the generator processes).
+HANDLES = "handles"  # the comma-separated handles a lookup workload draws from
+QUORUM = "quorum"  # "1": lookups ask for CONSISTENCY_QUORUM
+RENEWALS = "renewals"  # the file of a point's pre-signed RegisterDevice calls
+TARGETS = "targets"  # comma-separated nodes renewals are spread over, round-robin
+REGISTER_PATH = f"{PRESENCE}/RegisterDevice"
+# Users whose two devices the renewal workloads renew: a device comes round again only
+# after 2 * 256 other calls, so a renewal is never overtaken by its own device's previous
+# one (16 in flight), and a replica never sees a device's seqs out of order.
+RENEWAL_USERS = 256
+# Renewals per second no point here reaches (the generator saturates near 4k calls/s):
+# what a point is signed for when no earlier round measured its rate.
+RENEWAL_RATE_CEILING = 5000.0
 _CALL_DEADLINE_S = 10.0
 _SETTLE_S = 60.0  # placement over every node; every user mirrored everywhere
 _POLL_S = 0.2
+_SLOW_STOP_S = 5.0  # a server slower than this to stop on SIGTERM is worth a warning
+# A node drains for at most 10 s (server.shutdown_grace_seconds) and then closes; one that
+# has not exited 5 s after that is stuck, and SIGKILL ends it (its data are thrown away).
+_STOP_GRACE_S = 15.0
 
 
 # ---------------------------------------------------------------------- clients
 
 
-def listed_encoder(handles: Sequence[str], batch: int) -> RequestEncoder:
+def listed_encoder(handles: Sequence[str], batch: int, quorum: bool = False) -> RequestEncoder:
     """Requests for the drawn indexes of ``handles`` (not of the data set's numbering)."""
+    consistency = pb.CONSISTENCY_QUORUM if quorum else pb.CONSISTENCY_UNSPECIFIED
     if batch == 1:
-        return lambda ix: pb.LookupRequest(handle=handles[ix[0]]).SerializeToString()
-    return lambda ix: pb.LookupManyRequest(handles=[handles[i] for i in ix]).SerializeToString()
+        return lambda ix: pb.LookupRequest(
+            handle=handles[ix[0]], consistency=consistency
+        ).SerializeToString()
+    return lambda ix: pb.LookupManyRequest(
+        handles=[handles[i] for i in ix], consistency=consistency
+    ).SerializeToString()
 
 
 class ListedHandlesClient(RawUnaryClient):
     """The supernode client, drawing from the handles in ``spec.options["handles"]``."""
 
     def __init__(self, spec: ClientSpec) -> None:
-        encode = listed_encoder(spec.options[HANDLES].split(","), spec.batch)
+        handles = spec.options[HANDLES].split(",")
+        encode = listed_encoder(handles, spec.batch, spec.options.get(QUORUM) == "1")
         super().__init__(
             spec.target, method_path(spec.batch), encode, bearer(spec.options["token"])
         )
 
 
+@dataclass(frozen=True)
+class SignedRenewals:
+    """One point's RegisterDevice calls, in the order they are to be sent.
+
+    Call ``(node, token, request)`` goes to ``targets[node]`` of the workload with
+    ``tokens[token]`` (the session of the record's user) and ``request``, a serialized
+    ``RegisterDeviceRequest``."""
+
+    tokens: list[str]
+    calls: list[tuple[int, int, bytes]]
+
+
+class RenewalsExhausted(Exception):
+    """A point sent every record signed for it: counted as an error, so a point signed for
+    too few calls shows in the table instead of measuring less."""
+
+
+class RenewalClient:
+    """Sends a point's pre-signed renewals in order, each to its node, one channel per node.
+
+    A point of renewals has ONE client in ONE generator process (:func:`load_spec`): a
+    second client would send the same records again, refused as replays.
+    """
+
+    def __init__(self, spec: ClientSpec) -> None:
+        self._targets = spec.options[TARGETS].split(",")
+        self._path = Path(spec.options[RENEWALS])
+        self._channels: list[grpc.aio.Channel] = []
+        self._calls: list[grpc.aio.UnaryUnaryMultiCallable] = []
+        self._queue: Iterator[tuple[int, tuple[tuple[str, str], ...], bytes]] = iter(())
+
+    async def connect(self) -> None:
+        batch: SignedRenewals = pickle.loads(self._path.read_bytes())
+        metadata = [bearer(token) for token in batch.tokens]
+        self._queue = iter([(node, metadata[t], request) for node, t, request in batch.calls])
+        for target in self._targets:
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self._channels.append(channel)
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+            self._calls.append(channel.unary_unary(REGISTER_PATH))
+
+    async def lookup(self, indexes: list[int]) -> None:
+        """The next renewal (``indexes``, the drawn keys, do not apply: order matters)."""
+        try:
+            node, metadata, request = next(self._queue)
+        except StopIteration:
+            raise RenewalsExhausted(str(self._path)) from None
+        if not await self._calls[node](request, metadata=metadata):
+            raise EmptyResponse(REGISTER_PATH)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
+        self._channels.clear()
+
+
 def make_bench_client(spec: ClientSpec) -> LookupClient:
     """The generator processes' client factory (module level: it is sent to them)."""
+    if RENEWALS in spec.options:
+        return RenewalClient(spec)
     return ListedHandlesClient(spec) if HANDLES in spec.options else SupernodeClient(spec)
 
 
 def key_space(spec: ClientSpec, users: int) -> int:
     """How many keys the generator draws from: the listed handles, else every user."""
     return len(spec.options[HANDLES].split(",")) if HANDLES in spec.options else users
+
+
+# ---------------------------------------------------------------------- renewals
+
+
+def renewal_spec(system: str, targets: Sequence[str]) -> ClientSpec:
+    """The renewal workload of ``system``; each point adds its records (``prepare``)."""
+    return ClientSpec(system, RENEW, targets[0], 1, {TARGETS: ",".join(targets)})
+
+
+def renewals_needed(seconds: float, measured_rate: float | None) -> int:
+    """Records to sign for a point that sends for ``seconds`` (warm-up included): for twice
+    the rate an earlier round of it measured, else for :data:`RENEWAL_RATE_CEILING`."""
+    rate = RENEWAL_RATE_CEILING if measured_rate is None else max(2 * measured_rate, 100.0)
+    return math.ceil(rate * seconds) + 100
+
+
+async def login_users(target: str, dataset: Dataset, count: int) -> list[str]:
+    """Session tokens of the data set's first ``count`` users, logged in at ``target``
+    (a cluster's nodes share the token secret, so they hold on every node)."""
+    tokens = []
+    async with DirectoryConnection(target) as connection:
+        for index in range(count):
+            identity = dataset.identities[index % len(dataset.identities)]
+            await connection.login(identity, Dataset.handle(index), deadline=_CALL_DEADLINE_S)
+            assert connection.token is not None
+            tokens.append(connection.token)
+    return tokens
+
+
+@dataclass
+class _Device:
+    identity: Identity
+    record: pb.DeviceRecord  # as loaded, seq 1; renewals copy it with the next seq
+    token: int  # index into RenewalSigner.tokens
+    seq: int = 1  # the last seq signed
+
+
+class RenewalSigner:
+    """The renewals of one system: the loaded device records of the first users, re-signed
+    with the next seq and a fresh issue time, the calls spread over ``targets``.
+
+    Devices come round in a fixed order and targets round-robin by call, across points:
+    seqs only go up (the server refuses a seq not above the stored one)."""
+
+    def __init__(
+        self, dataset: Dataset, tokens: Sequence[str], targets: Sequence[str], directory: Path
+    ) -> None:
+        self.tokens = list(tokens)
+        self.targets = list(targets)
+        self._directory = directory
+        self._devices: list[_Device] = []
+        for index in range(len(tokens)):
+            identity = dataset.identities[index % len(dataset.identities)]
+            for _, _, device in dataset.user(index, generate.now_ms()).devices:
+                record = pb.DeviceRecord.FromString(pb.Device.FromString(device).signed.record)
+                self._devices.append(_Device(identity, record, index))
+        self._next_device = 0
+        self._calls = 0
+        self._points = 0
+        self._path: Path | None = None
+        self.signed = 0  # records signed so far, checks included
+
+    def sign(self, count: int, now_ms: int) -> SignedRenewals:
+        calls = []
+        for _ in range(count):
+            device = self._devices[self._next_device]
+            self._next_device = (self._next_device + 1) % len(self._devices)
+            device.seq += 1
+            record = pb.DeviceRecord()
+            record.CopyFrom(device.record)
+            record.seq = device.seq
+            record.issued_at_ms = now_ms
+            signed = sign_device_record(device.identity, record)
+            request = pb.RegisterDeviceRequest(signed=signed).SerializeToString()
+            calls.append((self._calls % len(self.targets), device.token, request))
+            self._calls += 1
+        self.signed += count
+        return SignedRenewals(self.tokens, calls)
+
+    def prepare(self, spec: LoadSpec, count: int) -> LoadSpec:
+        """``spec`` with ``count`` records signed now and written for its client (the
+        previous point's file, sent by now, is removed)."""
+        if self._path is not None:
+            self._path.unlink()
+        self._points += 1
+        path = self._path = self._directory / f"{spec.client.system}-{self._points}.pickle"
+        path.write_bytes(pickle.dumps(self.sign(count, generate.now_ms())))
+        options = {**spec.client.options, RENEWALS: str(path)}
+        return dataclasses.replace(spec, client=dataclasses.replace(spec.client, options=options))
+
+    async def check(self, system: str) -> None:
+        """One renewal through every target, with the API's client: each acknowledges."""
+        batch = self.sign(len(self.targets), generate.now_ms())
+        for node, token, request in batch.calls:
+            async with DirectoryConnection(self.targets[node]) as connection:
+                connection.token = batch.tokens[token]
+                signed = pb.RegisterDeviceRequest.FromString(request).signed
+                try:
+                    answer = await connection.register_device(signed, deadline=_CALL_DEADLINE_S)
+                except grpc.aio.AioRpcError as exc:
+                    raise SetupError(
+                        f"{system}: a renewal through {self.targets[node]} failed: "
+                        f"{exc.code().name} {exc.details()}"
+                    ) from exc
+                if answer.expires_at_ms <= generate.now_ms():
+                    raise SetupError(f"{system}: a renewal through {self.targets[node]} expired")
 
 
 # ---------------------------------------------------------------------- the older revision
@@ -165,6 +387,10 @@ def describe_tree() -> str:
     return _git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if changed else "")
 
 
+def _tree_env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
 @contextlib.contextmanager
 def checkout(rev: str) -> Iterator[Path]:
     """A worktree of ``rev`` outside the repository, with its generated code; removed after.
@@ -178,10 +404,10 @@ def checkout(rev: str) -> Iterator[Path]:
         hook = tree / "protos" / "build_hook.py"
         if not hook.exists():
             raise SetupError(f"{rev} has no protos/build_hook.py: generate its code by hand")
-        env = {**os.environ, "PYTHONPATH": str(tree)}
         done = subprocess.run(
-            [sys.executable, str(hook)], cwd=tree, env=env, capture_output=True, text=True
-        )
+            [sys.executable, str(hook)], cwd=tree, env=_tree_env(tree), capture_output=True,
+            text=True,
+        )  # fmt: skip
         if done.returncode != 0:
             raise SetupError(f"generating {rev}'s protobuf code failed:\n{done.stderr[-2000:]}")
         yield tree
@@ -194,7 +420,49 @@ def checkout(rev: str) -> Iterator[Path]:
         shutil.rmtree(parent, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------- the cluster
+# Run in the older tree: its own data set code, loader and store.
+_OLDER_LOADER = """
+import sys
+from pathlib import Path
+from benchmarks.dataset import Dataset
+from benchmarks.systems.supernode import load_store
+load_store(Path(sys.argv[1]), Dataset(int(sys.argv[2]), int(sys.argv[3])), int(sys.argv[4]))
+"""
+
+
+def load_older_store(tree: Path, data_dir: Path, dataset: Dataset, lease_from_ms: int) -> None:
+    """Write ``dataset`` into a new store at ``data_dir`` with ``tree``'s loader and store."""
+    argv = [sys.executable, "-c", _OLDER_LOADER, str(data_dir), str(dataset.users),
+            str(dataset.seed), str(lease_from_ms)]  # fmt: skip
+    done = subprocess.run(argv, cwd=tree, env=_tree_env(tree), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupError(f"the older revision's loader failed:\n{done.stderr[-2000:]}")
+
+
+class OlderSupernodeSystem(SupernodeSystem):
+    """The older revision's single node, over a store that revision's own loader wrote."""
+
+    def __init__(self, tree: Path) -> None:
+        super().__init__(name="before", tree=tree)
+        self.older_tree = tree
+
+    async def start(self, dataset: Dataset) -> None:
+        self._data_dir = Path(tempfile.mkdtemp(prefix="bench-supernode-"))
+        started = time.monotonic()
+        lease_from_ms = generate.now_ms()
+        data_dir = self._data_dir / "db"
+        await asyncio.to_thread(load_older_store, self.older_tree, data_dir, dataset, lease_from_ms)
+        self.loaded_users = dataset.users
+        self.load_seconds = time.monotonic() - started
+        self.lease_until_ms = lease_from_ms + LEASE_MS
+        argv = server_argv(data_dir, 1, self.older_tree)
+        self._process = ServerProcess(argv, READY, cwd=self.older_tree)
+        ready = json.loads((await self._process.wait_ready(60.0)).group(1))
+        self._target = ready["grpc"]
+        self._token = await login_bench_client(self._target)
+
+
+# ---------------------------------------------------------------------- the clusters
 
 
 def _scrape(url: str) -> str:
@@ -213,11 +481,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     )
 
 
-async def lookup_devices(target: str, token: str, handle: str) -> int:
+async def lookup_devices(target: str, token: str, handle: str, quorum: bool = False) -> int:
     """One Lookup through the public API: the number of devices it returns."""
     async with DirectoryConnection(target) as connection:
         connection.token = token
-        answer = await connection.lookup(handle, deadline=_CALL_DEADLINE_S)
+        answer = await connection.lookup(handle, deadline=_CALL_DEADLINE_S, quorum=quorum)
         return len(answer.devices)
 
 
@@ -256,19 +524,26 @@ async def settle(
 
 
 class ClusterSystem:
-    """A local etcd and ``NODES`` nodes; every workload calls node 0 (see module docstring)."""
+    """A local etcd and ``NODES`` nodes with ``replication_factor`` replicas per partition
+    (writes acknowledged by a majority of them); lookups call node 0 (module docstring).
 
-    name = "cluster"
+    Replication factor 1 offers the local/forwarded workloads; ``NODES`` (every node holds
+    every partition) the ONE/QUORUM lookups and the renewals."""
 
-    def __init__(self, load_concurrency: int = 16) -> None:
+    def __init__(self, name: str, replication_factor: int, load_concurrency: int = 16) -> None:
+        if replication_factor not in (1, NODES):
+            raise ValueError(f"replication factor {replication_factor}: 1 or {NODES} here")
+        self.name = name
+        self.replication_factor = replication_factor
+        self.write_quorum = replication_factor // 2 + 1
         self.load_concurrency = load_concurrency
         self.load_seconds = 0.0
         self._root: Path | None = None
         self._etcd: LocalEtcd | None = None
         self._nodes: list[ServerProcess] = []
-        self._targets: list[str] = []
+        self.targets: list[str] = []
         self._metrics: list[str] = []
-        self._token = ""
+        self.token = ""
         self._local: list[str] = []
         self._remote: list[str] = []
         self._all: list[str] = []
@@ -281,28 +556,32 @@ class ClusterSystem:
         endpoints = ",".join(self._etcd.client_endpoints)
         for index in range(NODES):
             argv = server_argv(self._root / f"node{index}", 1)
-            argv += ["--cluster-etcd-endpoints", endpoints, "--cluster-partitions", str(PARTITIONS)]
+            argv += ["--cluster-etcd-endpoints", endpoints, "--cluster-partitions", str(PARTITIONS),
+                     "--cluster-replication-factor", str(self.replication_factor),
+                     "--cluster-write-quorum", str(self.write_quorum)]  # fmt: skip
             self._nodes.append(ServerProcess(argv, READY))
         for node in self._nodes:
             ready = json.loads((await node.wait_ready(60.0)).group(1))
-            self._targets.append(ready["grpc"])
+            self.targets.append(ready["grpc"])
             self._metrics.append(f"http://{ready['metrics']}/metrics")
         placement = await self._settled_placement()
-        self._token = await login_bench_client(self._targets[0])
+        self.token = await login_bench_client(self.targets[0])
         began = time.monotonic()
-        await register_users(self._targets, dataset, self.load_concurrency)
-        devices = len(dataset.user(0, 0).devices) * dataset.users
-        await settle("every user on every node", lambda: self._loaded(dataset.users, devices))
+        await register_users(self.targets, dataset, self.load_concurrency)
+        copies = len(dataset.user(0, 0).devices) * dataset.users * self.replication_factor
+        await settle("every user on every node", lambda: self._loaded(dataset.users, copies))
         self.load_seconds = time.monotonic() - began
         if (await self._placement()) != placement:
-            raise SetupError("cluster: placement changed while users were loaded")
+            raise SetupError(f"{self.name}: placement changed while users were loaded")
         self.epoch = placement.epoch
         self._all = [Dataset.handle(i) for i in range(dataset.users)]
-        node0 = self._targets[0]
-        self._local = [h for h in self._all if placement.owner_of_handle(h) == node0]
-        self._remote = [h for h in self._all if placement.owner_of_handle(h) != node0]
-        if not self._local or not self._remote:
-            raise SetupError("cluster: node 0 owns all or none of the users; use more users")
+        node0 = self.targets[0]
+        self._local = [h for h in self._all if node0 in placement.replicas_of_handle(h)]
+        self._remote = [h for h in self._all if node0 not in placement.replicas_of_handle(h)]
+        if self.replication_factor == 1 and not (self._local and self._remote):
+            raise SetupError(f"{self.name}: node 0 owns all or none of the users; use more")
+        if self.replication_factor > 1 and self._remote:
+            raise SetupError(f"{self.name}: node 0 holds no replica of {self._remote[0]}")
         await self._check_routing()
 
     async def _placement(self) -> Placement | None:
@@ -320,7 +599,7 @@ class ClusterSystem:
 
         async def placed() -> bool:
             placement = await self._placement()
-            if placement is None or placement.nodes() != set(self._targets):
+            if placement is None or placement.nodes() != set(self.targets):
                 return False
             epochs = [
                 await self._node_metric(i, "supernode_cluster_placement_epoch")
@@ -332,34 +611,67 @@ class ClusterSystem:
         await settle("placement over every node", placed)
         return found[0]
 
-    async def _loaded(self, users: int, devices: int) -> bool:
-        """Every account in every node's mirror (the bench client's too), and ``devices``
-        stored over the nodes (each on its owner)."""
+    async def _loaded(self, users: int, copies: int) -> bool:
+        """Every account in every node's mirror (the bench client's too), and ``copies``
+        device records stored over the nodes (each on every replica of its partition)."""
         accounts = [await self._node_metric(i, "supernode_accounts") for i in range(NODES)]
         online = [await self._node_metric(i, "supernode_devices_online") for i in range(NODES)]
-        return all(a == users + 1 for a in accounts) and sum(online) == devices
+        return all(a == users + 1 for a in accounts) and sum(online) == copies
+
+    async def _forwarded(self, method: str) -> float:
+        return await self._node_metric(0, "supernode_cluster_forwarded_calls", method=method)
 
     async def _check_routing(self) -> None:
-        """A local handle's lookup is not forwarded and a remote one's is, once each."""
-        counter = "supernode_cluster_forwarded_calls"
-        before = await self._node_metric(0, counter, method="Lookup")
-        for handle in (self._local[0], self._remote[0]):
-            if await lookup_devices(self._targets[0], self._token, handle) == 0:
-                raise SetupError(f"cluster: {handle} has no devices after loading")
-        forwarded = await self._node_metric(0, counter, method="Lookup") - before
-        if forwarded != 1:
-            raise SetupError(f"cluster: 2 lookups (local, remote) forwarded {forwarded:g} times")
+        """Replication factor 1: a local handle's lookup is not forwarded and a remote
+        one's is, once. More: a ONE lookup is answered at node 0, a QUORUM one asks a peer."""
+        before = {m: await self._forwarded(m) for m in ("Lookup", "Versions")}
+        first = self._local[0]
+        if self.replication_factor == 1:
+            asked = [(first, False), (self._remote[0], False)]
+        else:
+            asked = [(first, False), (first, True)]
+        for handle, quorum in asked:
+            if await lookup_devices(self.targets[0], self.token, handle, quorum) == 0:
+                raise SetupError(f"{self.name}: {handle} has no devices after loading")
+        lookups = await self._forwarded("Lookup") - before["Lookup"]
+        versions = await self._forwarded("Versions") - before["Versions"]
+        expected = 1 if self.replication_factor == 1 else 0
+        if lookups != expected or (self.replication_factor > 1 and versions < 1):
+            raise SetupError(
+                f"{self.name}: lookups {asked} forwarded {lookups:g} Lookup and {versions:g} "
+                f"Versions calls; expected {expected} Lookup"
+                + ("" if self.replication_factor == 1 else " and at least one Versions")
+            )
 
     async def forwarded_calls(self) -> dict[str, float]:
-        """Node 0's calls forwarded to the owners so far, by internal method."""
+        """Node 0's calls to the other nodes so far, by internal method."""
         text = await asyncio.to_thread(_scrape, self._metrics[0])
         return {
             m: metric(text, "supernode_cluster_forwarded_calls", method=m)
-            for m in ("Lookup", "LookupMany")
+            for m in ("Lookup", "LookupMany", "Versions", "Apply")
+        }
+
+    async def replication_counters(self) -> dict[str, float]:
+        """Hints stored (a replica missed a write) and read repairs, over every node."""
+        texts = await asyncio.gather(*(asyncio.to_thread(_scrape, url) for url in self._metrics))
+        return {
+            name: sum(metric(text, f"supernode_cluster_{name}") for text in texts)
+            for name in ("hints_stored", "read_repairs")
         }
 
     async def stop(self) -> None:
-        await asyncio.gather(*(node.stop() for node in self._nodes))  # etcd still up for them
+        async def stop_node(index: int, node: ServerProcess) -> None:
+            began = time.monotonic()
+            code = await node.stop(_STOP_GRACE_S)
+            if (took := time.monotonic() - began) > _SLOW_STOP_S:
+                print(
+                    f"warning: {self.name} node {index} took {took:.1f} s to stop on SIGTERM "
+                    f"(exit {code}); its last lines:\n{node.tail()}",
+                    file=sys.stderr,
+                )
+
+        # etcd still up for them
+        await asyncio.gather(*(stop_node(i, node) for i, node in enumerate(self._nodes)))
         self._nodes.clear()
         if self._etcd is not None:
             await self._etcd.stop()
@@ -372,12 +684,18 @@ class ClusterSystem:
         return [node.pid for node in self._nodes]
 
     def workloads(self) -> list[ClientSpec]:
-        node0, token = self._targets[0], self._token
+        node0, token = self.targets[0], self.token
 
-        def spec(workload: str, batch: int, handles: list[str]) -> ClientSpec:
-            options = {"token": token, HANDLES: ",".join(handles)}
+        def spec(workload: str, batch: int, handles: list[str], quorum: bool = False) -> ClientSpec:
+            options = {"token": token, HANDLES: ",".join(handles), QUORUM: "1" if quorum else ""}
             return ClientSpec(self.name, workload, node0, batch, options)
 
+        if self.replication_factor > 1:
+            return [
+                spec("lookup-one", 1, self._all),
+                spec("lookup-quorum", 1, self._all, quorum=True),
+                renewal_spec(self.name, self.targets),
+            ]
         return [
             spec("lookup-local", 1, self._local),
             spec("lookup-forwarded", 1, self._remote),
@@ -423,13 +741,17 @@ def plan(workloads: Sequence[ClientSpec], concurrencies: Sequence[int], rounds: 
 
 
 def load_spec(settings: Settings, point: Point) -> LoadSpec:
+    """The point's load. Renewals run on one client (one channel per node): each record
+    may be sent once, and one client takes them in order."""
+    renewals = point.client.workload == RENEW
     return LoadSpec(
         point.client,
         CLOSED,
         settings.duration_s,
         warmup_s=settings.warmup_s,
         concurrency=point.concurrency,
-        connections=min(settings.connections, point.concurrency),
+        connections=1 if renewals else min(settings.connections, point.concurrency),
+        processes=1,
         users=key_space(point.client, settings.users),
         seed=settings.seed + point.round,
     )
@@ -494,13 +816,16 @@ class Comparison:
 # (label, base (system, workload), other (system, workload))
 COMPARISONS = (
     ("single node: after / before", ("before", "lookup"), ("after", "lookup")),
-    ("cluster: forwarded / local", ("cluster", "lookup-local"), ("cluster", "lookup-forwarded")),
+    ("RF1: forwarded / local", (RF1, "lookup-local"), (RF1, "lookup-forwarded")),
     (
-        f"cluster LookupMany-{BATCH}: mixed / local",
-        ("cluster", f"lookup-many-{BATCH}-local"),
-        ("cluster", f"lookup-many-{BATCH}-mixed"),
+        f"RF1 LookupMany-{BATCH}: mixed / local",
+        (RF1, f"lookup-many-{BATCH}-local"),
+        (RF1, f"lookup-many-{BATCH}-mixed"),
     ),
-    ("local path: cluster / single node", ("after", "lookup"), ("cluster", "lookup-local")),
+    ("local path: RF1 / single node", ("after", "lookup"), (RF1, "lookup-local")),
+    ("local path: RF3 ONE / RF1", (RF1, "lookup-local"), (RF3, "lookup-one")),
+    ("RF3 lookup: QUORUM / ONE", (RF3, "lookup-one"), (RF3, "lookup-quorum")),
+    ("renewals: RF3 W2 / single node", ("after", RENEW), (RF3, RENEW)),
 )
 
 
@@ -542,16 +867,23 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
          _times(c.ratio("ops_per_s")), _times(c.ratio("cpu_ms_per_op"))]
         for c in comparisons(rows)
     ]  # fmt: skip
+    clusters = run["clusters"]
     lines = [
-        f"# Cluster forwarding and single-node lookups, {run['started_at']}",
+        f"# Cluster forwarding, replication and single-node lookups, {run['started_at']}",
         "",
         f"{run['users']:,} users (seed {run['seed']}), {run['rounds']} interleaved round(s), "
         f"{run['duration_s']:g} s per point after {run['warmup_s']:g} s warm-up, closed loop, "
-        f"one Python generator process, up to {run['connections']} connections"
-        f"{' (quick mode)' if run['quick'] else ''}. before = {run['before']}, after = "
-        f"{run['after']}; cluster: {NODES} nodes, {PARTITIONS} partitions, epoch "
-        f"{run['placement_epoch']}, every call to node 0 ({run['cluster_users_loaded_s']:.1f} s "
-        "to load the users through the API).",
+        f"one Python generator process, up to {run['connections']} connections "
+        f"(renewals: one per node){' (quick mode)' if run['quick'] else ''}. "
+        f"before = {run['before']}, after = {run['after']}. Clusters: {NODES} nodes, "
+        f"{PARTITIONS} partitions, one etcd each; "
+        + "; ".join(
+            f"{name}: RF {c['replication_factor']}, W {c['write_quorum']}, epoch {c['epoch']}, "
+            f"users loaded through the API in {c['users_loaded_s']:.1f} s"
+            for name, c in clusters.items()
+        )
+        + ". Lookups call node 0; renewals are spread over every node of a system, "
+        f"{RENEWAL_USERS * 2} devices of {RENEWAL_USERS} users renewed in turn.",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()) + ".",
         "",
         *markdown_table(header, table),
@@ -589,6 +921,34 @@ async def idle_cpu_ms_per_s(systems: Sequence[System], seconds: float) -> dict[s
     return {system.name: 1000 * (b - a) / seconds for system, a, b in pairs}
 
 
+def difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: value - before.get(name, 0.0) for name, value in after.items()}
+
+
+def measured_rate(figures: Sequence[Figure], client: ClientSpec, concurrency: int) -> float | None:
+    """The highest rate an earlier round of this workload reached at this concurrency."""
+    rates = [
+        f.achieved_rate
+        for f in figures
+        if (f.system, f.workload, f.concurrency) == (client.system, client.workload, concurrency)
+        and f.failure is None
+    ]
+    return max(rates) if rates else None
+
+
+def renewal_notes(rf3: ClusterSystem, counters: dict[str, float]) -> list[str]:
+    return [
+        f"renew: RegisterDevice of an existing device, next seq, signed before the point "
+        f"by its user's key; each call verifies one Ed25519 signature (~60 us of server CPU; "
+        f"in {rf3.name} on the coordinator only) and, in {rf3.name}, writes all "
+        f"{rf3.replication_factor} replicas and is acknowledged after {rf3.write_quorum}; "
+        f"during the points its nodes stored {counters['hints_stored']:,.0f} hints (replicas that "
+        f"missed a write) and sent {counters['read_repairs']:,.0f} read repairs.",
+        "lookup-quorum: node 0 reads its own versions and asks both peers (Versions), "
+        "answering with the first majority; lookup-one: node 0's replica alone.",
+    ]
+
+
 async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str, Any], list[Row]]:
     started_at = timestamp()
     machine = describe_machine()
@@ -596,43 +956,87 @@ async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    old = SupernodeSystem(name="before", tree=tree)
+    old = OlderSupernodeSystem(tree)
     new = SupernodeSystem(name="after")
-    cluster = ClusterSystem(settings.load_concurrency)
-    systems: list[System] = [old, new, cluster]
+    rf1 = ClusterSystem(RF1, 1, settings.load_concurrency)
+    rf3 = ClusterSystem(RF3, NODES, settings.load_concurrency)
+    systems: list[System] = [old, new, rf1, rf3]
     running: list[System] = []
+    records = Path(tempfile.mkdtemp(prefix="bench-renewals-"))
     try:
         for system in systems:
             print(f"starting {system.name} with {settings.users:,} users ...", flush=True)
             running.append(system)
             await system.start(dataset)
-        for system in (old, new):  # the older revision reads the store the suite wrote
+        for system in (old, new):  # each serves the store its revision wrote
             single = system.workloads()[0]
             handle = Dataset.handle(settings.users - 1)
             if await lookup_devices(single.target, single.options["token"], handle) == 0:
                 raise SetupError(f"{system.name}: {handle} has no devices; unreadable store?")
+        renewing = min(RENEWAL_USERS, settings.users)
+        after_target = new.workloads()[0].target
+        signers = {
+            new.name: RenewalSigner(
+                dataset, await login_users(after_target, dataset, renewing), [after_target],
+                records,
+            ),
+            rf3.name: RenewalSigner(
+                dataset, await login_users(rf3.targets[0], dataset, renewing), rf3.targets,
+                records,
+            ),
+        }  # fmt: skip
+        for name, signer in signers.items():
+            await signer.check(name)
         idle = await idle_cpu_ms_per_s(systems, settings.idle_s)
-        workloads = [old.workloads()[0], new.workloads()[0], *cluster.workloads()]
+        workloads = [
+            old.workloads()[0],
+            new.workloads()[0],
+            renewal_spec(new.name, [after_target]),
+            *rf1.workloads(),
+            *rf3.workloads(),
+        ]
         points = plan(workloads, settings.concurrencies, settings.rounds)
         estimate = len(points) * (settings.warmup_s + settings.duration_s + POINT_OVERHEAD_S)
         print(f"{len(points)} points, about {estimate / 60:.1f} min", flush=True)
+        sending_s = settings.warmup_s + settings.duration_s + 0.5  # the last calls' latency
+        forwarded_before = {c.name: await c.forwarded_calls() for c in (rf1, rf3)}
+        counters_before = await rf3.replication_counters()
         with GeneratorPool(1, make_bench_client) as pool:
             runner = PointRunner(pool, {s.name: s for s in systems}, len(points))
             for point in points:
                 spec = load_spec(settings, point)
+                if point.client.workload == RENEW:
+                    rate = measured_rate(runner.figures, point.client, point.concurrency)
+                    spec = signers[point.client.system].prepare(
+                        spec, renewals_needed(sending_s, rate)
+                    )
                 await runner.measure(spec, f"round {point.round}", f"c={point.concurrency}")
-        forwarded = await cluster.forwarded_calls()
+        forwarded = {
+            c.name: difference(await c.forwarded_calls(), forwarded_before[c.name])
+            for c in (rf1, rf3)
+        }
+        counters = difference(await rf3.replication_counters(), counters_before)
     finally:
         for system in reversed(running):
+            began = time.monotonic()
             try:
                 await system.stop()
             except Exception as exc:  # keep stopping the others
                 print(f"warning: stopping {system.name} failed: {exc}", file=sys.stderr)
+            if (took := time.monotonic() - began) > _SLOW_STOP_S:
+                print(f"warning: stopping {system.name} took {took:.1f} s", file=sys.stderr)
+        shutil.rmtree(records, ignore_errors=True)
     rows = summarize(runner.figures)
     notes = [
         "h2load was not run: the benchmark suite has no h2load driver.",
-        f"node 0 forwarded {forwarded['Lookup']:,.0f} Lookup and {forwarded['LookupMany']:,.0f} "
-        "LookupMany calls in the run (warm-up included).",
+        f"{RF1} runs with replication factor 1 so that a handle has one owner and the "
+        f"forwarded path exists; with {NODES} replicas on {NODES} nodes every lookup is local.",
+        f"node 0 of {RF1} forwarded {forwarded[RF1]['Lookup']:,.0f} Lookup and "
+        f"{forwarded[RF1]['LookupMany']:,.0f} LookupMany calls; node 0 of {RF3} forwarded "
+        f"{forwarded[RF3]['Lookup']:,.0f} Lookup, sent {forwarded[RF3]['Versions']:,.0f} "
+        f"Versions (QUORUM reads) and {forwarded[RF3]['Apply']:,.0f} Apply (replica writes) "
+        "calls during the points (warm-ups included).",
+        *renewal_notes(rf3, counters),
         "server CPU at rest, ms per s (counted in CPU/op, most at the slowest points): "
         + ", ".join(f"{name} {ms:.1f}" for name, ms in idle.items()),
         "At c=16 one Python generator process shares the two cores with the servers and is "
@@ -646,9 +1050,19 @@ async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str
             "before": before,
             "after": describe_tree(),
             "before_tree": str(tree),  # removed by now
-            "placement_epoch": cluster.epoch,
+            "clusters": {
+                c.name: {
+                    "replication_factor": c.replication_factor,
+                    "write_quorum": c.write_quorum,
+                    "epoch": c.epoch,
+                    "users_loaded_s": c.load_seconds,
+                }
+                for c in (rf1, rf3)
+            },
             "forwarded_calls": forwarded,
-            "cluster_users_loaded_s": cluster.load_seconds,
+            "replication_counters": counters,
+            "renewals_signed": {name: signer.signed for name, signer in signers.items()},
+            "renewals_dir": str(records),  # removed by now
             "machine": machine,
             "notes": notes,
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
@@ -673,7 +1087,8 @@ async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cluster",
-        description="Cluster forwarding cost, and single-node Lookup before/after a revision.",
+        description="Cluster forwarding and replication cost, and single-node Lookup "
+        "before/after a revision.",
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke test: 200 users, 1 round, short points")
@@ -681,7 +1096,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=1, help="data set seed")
     add("--rounds", type=int, help="interleaved rounds (default 2; quick 1)")
     add("--concurrency", default="", help="requests in flight, comma-separated (default 1,16)")
-    add("--duration", type=float, help="measured seconds per point (default 3; quick 0.5)")
+    add("--duration", type=float, help="measured seconds per point (default 2.5; quick 0.5)")
     add("--warmup", type=float, help="unmeasured seconds before a point (default 0.5; quick 0.1)")
     add("--connections", type=int, default=4, help="client connections per point, at most")
     add("--before", default=DEFAULT_BEFORE, help=f"older revision (default {DEFAULT_BEFORE})")
@@ -703,7 +1118,7 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
         seed=args.seed,
         rounds=args.rounds or (1 if quick else 2),
         concurrencies=concurrencies or ((1, 4) if quick else (1, 16)),
-        duration_s=args.duration or (0.5 if quick else 3.0),
+        duration_s=args.duration or (0.5 if quick else 2.5),
         warmup_s=args.warmup if args.warmup is not None else (0.1 if quick else 0.5),
         connections=args.connections,
         before=args.before,
