@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the cluster package is imported only by nodes that join one
 
 log = logging.getLogger("supernode")
 
+_CLUSTER_STOP_S = 10.0
 # The gRPC health service name that reports the cluster's coordination store (etcd).
 COORDINATION_HEALTH = "supernode.cluster.etcd"
 
@@ -388,7 +390,12 @@ class Supernode:
         if self._private is not None:
             await self._private.stop(1.0)
         if self.cluster is not None:
-            await self.cluster.stop()  # after the drain: forwarded calls may still need peers
+            # After the drain: forwarded calls may still need peers. Bounded: leaving the
+            # cluster (revoking the lease) must not hold the rest of the stop.
+            try:
+                await asyncio.wait_for(self.cluster.stop(), _CLUSTER_STOP_S)
+            except TimeoutError:
+                log.warning("leaving the cluster took over %.0f s; going on", _CLUSTER_STOP_S)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -404,6 +411,25 @@ class Supernode:
         await self._stopped.wait()
 
 
+# Beyond the drain grace, how long a stop may take before the process exits anyway.
+_STUCK_MARGIN_S = 20.0
+
+
+def _exit_if_stuck(after_s: float) -> None:
+    """A stop must end the process: an operator's SIGTERM that leaves it running is a hang
+    they cannot see into. The store is crash-safe (WAL), so exiting without its clean close
+    loses nothing acknowledged; the log says it happened."""
+
+    def exit_now() -> None:
+        log.error("shutdown did not finish within %.0f s; exiting now", after_s)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(after_s, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     node = Supernode(config)
@@ -415,6 +441,7 @@ async def serve(config: Config) -> None:
         log.info("got %s", signum.name)
         if not stopping.done():
             stopping.set_result(None)
+            _exit_if_stuck(config.server.shutdown_grace_seconds + _STUCK_MARGIN_S)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
