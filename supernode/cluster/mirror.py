@@ -90,7 +90,7 @@ class Mirror:
         ]
         applied = fresh.apply(self._keys, events, snapshot.revision)
         applied.members_changed = applied.placement_changed = True
-        self.view.__dict__.update(fresh.__dict__)
+        self.view.replace_with(fresh)
         self.resyncs += 1
         self._commit(applied)
 

@@ -102,12 +102,10 @@ class Replicator:
         )
 
     def _apply_here(self, write: DeviceWrite, fresh: bool) -> tuple[Reply, Exception | None]:
-        replica = self._local.replica
         try:
-            change = replica.register(write) if fresh else replica.apply(write)
+            change = self._local.apply_write(write, fresh)
         except SupernodeError as exc:
             return Reply.REFUSED, exc
-        self._local.publish([change])
         return (Reply.APPLIED if change is not None else Reply.HELD), None
 
     async def _apply_there(self, node: str, raw: bytes) -> tuple[Reply, Exception | None]:

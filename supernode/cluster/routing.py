@@ -201,8 +201,7 @@ class ClusterPresence:
             check_handle("handle", handle)
             raise NotFound(f"handle: no account {handle!r}")
         merged = self._repair(handle, await self._versions(handle, replicas), epoch)
-        devices = [w.device for w in live(merged.winners, self._clock_ms())]
-        return wire.lookup_response(account, devices)
+        return self._answer(account, merged)
 
     async def _lookup_remote(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
         request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
@@ -217,7 +216,10 @@ class ClusterPresence:
     async def _assemble(self, handle: str, account: bytes, replicas: tuple[str, ...]) -> bytes:
         """The answer for an account this node knows and the replicas' mirrors do not yet
         (just created elsewhere): the account from here, the live devices from them."""
-        merged = merge_reads(await self._versions(handle, replicas))
+        return self._answer(account, merge_reads(await self._versions(handle, replicas)))
+
+    def _answer(self, account: bytes, merged: MergedRead) -> bytes:
+        """A Lookup answer from merged replica versions: the winners still live now."""
         devices = [w.device for w in live(merged.winners, self._clock_ms())]
         return wire.lookup_response(account, devices)
 

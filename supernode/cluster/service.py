@@ -113,9 +113,7 @@ class ClusterApi:
         self._node_of(context)
         self._check_epoch(request.epoch)
         write = write_value(request.write)
-        replica = self._presence.replica
-        change = replica.register(write) if request.fresh else replica.apply(write)
-        self._presence.publish([change])
+        change = self._presence.apply_write(write, request.fresh)
         return pb.ApplyResponse(applied=change is not None)
 
     def remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:

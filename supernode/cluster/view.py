@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from supernode.cluster.etcd import EventKind, WatchEvent
 from supernode.cluster.keys import Keys, LayoutError, MemberInfo, NodeInfo
@@ -58,6 +58,12 @@ class ClusterView:
             return member.address
         known = self.nodes.get(node)
         return known.address if known is not None else node
+
+    def replace_with(self, other: ClusterView) -> None:
+        """Take ``other``'s contents in place: every component holds this one view, so a
+        resync rebuilds a fresh one and swaps the contents rather than the object."""
+        for item in fields(self):
+            setattr(self, item.name, getattr(other, item.name))
 
     def apply(self, keys: Keys, events: Iterable[WatchEvent], revision: int) -> Applied:
         applied = Applied()

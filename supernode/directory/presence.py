@@ -395,6 +395,14 @@ class Presence:
         self.publish([self.replica.apply(removal.write)])
         return removal.lease_was_running
 
+    def apply_write(self, write: DeviceWrite, fresh: bool) -> DeviceChanged | None:
+        """Apply a replicated write here and tell observers: ``fresh`` for a client's new
+        registration (it must supersede, see :meth:`Replica.register`), otherwise a merge
+        that may find the store already newer (then None)."""
+        change = self.replica.register(write) if fresh else self.replica.apply(write)
+        self.publish([change])
+        return change
+
     def lookup(self, handle: str, quorum: bool = False) -> bytes:
         """``quorum`` asks for a majority of the replicas: here there is one copy, so any
         read is a quorum read."""

@@ -126,3 +126,12 @@ def test_writes_are_acknowledged_by_a_majority_unless_told() -> None:
 def test_no_endpoints_means_a_node_alone() -> None:
     assert not ClusterSettings().enabled
     assert ClusterSettings(etcd_endpoints=" a:1, b:2 ,").endpoints == ["a:1", "b:2"]
+
+
+def test_a_view_replaced_in_place_holds_the_new_contents_only() -> None:
+    held = ClusterView()  # what every component holds a reference to
+    held.apply(KEYS, [put(KEYS.member(A), MemberInfo(A, "z1", "0.1.0").to_bytes())], revision=3)
+    fresh = ClusterView()
+    fresh.apply(KEYS, [put(KEYS.member(B), MemberInfo(B, "z2", "0.1.0").to_bytes())], revision=5)
+    held.replace_with(fresh)
+    assert set(held.members) == {B} and held.revision == 5 and held == fresh
