@@ -235,7 +235,8 @@ class RenewalClient:
         for target in self._targets:
             channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             self._channels.append(channel)
-            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await channel.channel_ready()
             self._calls.append(channel.unary_unary(REGISTER_PATH))
 
     async def lookup(self, indexes: list[int]) -> None:

@@ -182,7 +182,8 @@ async def watch_delay(node: Node, settings: Settings) -> dict[str, Any]:
         sent_at[(device, seqs[device])] = time.perf_counter()
         await writer.register_device(signed)
     try:
-        await asyncio.wait_for(received.wait(), 30)
+        async with asyncio.timeout(30):
+            await received.wait()
     finally:
         call.cancel()
         following.cancel()
@@ -252,15 +253,18 @@ async def p2p_connect(node: Node, settings: Settings, *, direct: bool) -> dict[s
             accepted.put_nowait(connection)
 
     accepting = asyncio.create_task(accept_all())
-    await asyncio.wait_for(callee.wait_listening(), 30)  # offers can reach it now
+    async with asyncio.timeout(30):  # offers can reach it now
+        await callee.wait_listening()
     setup = hist.new_histogram()
     paths: set[str] = set()
     try:
         for _ in range(settings.connects):
-            connection = await asyncio.wait_for(caller.connect(callee.handle, "dev"), 60)
+            async with asyncio.timeout(60):
+                connection = await caller.connect(callee.handle, "dev")
             hist.record_us(setup, connection.setup_seconds * 1e6)
             paths.add(connection.path)
-            other = await asyncio.wait_for(accepted.get(), 30)
+            async with asyncio.timeout(30):
+                other = await accepted.get()
             await connection.close()
             await other.close()
     finally:

@@ -219,7 +219,8 @@ class ManagedServerSystem(ABC):
             )
             await self._server.wait_ready(self.ready_timeout_s)
             await self._connect()
-            await asyncio.wait_for(self._probe(), _PROBE_TIMEOUT_S)
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                await self._probe()
         except BaseException:
             await self.stop()
             raise

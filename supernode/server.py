@@ -393,7 +393,8 @@ class Supernode:
             # After the drain: forwarded calls may still need peers. Bounded: leaving the
             # cluster (revoking the lease) must not hold the rest of the stop.
             try:
-                await asyncio.wait_for(self.cluster.stop(), _CLUSTER_STOP_S)
+                async with asyncio.timeout(_CLUSTER_STOP_S):
+                    await self.cluster.stop()
             except TimeoutError:
                 log.warning("leaving the cluster took over %.0f s; going on", _CLUSTER_STOP_S)
         if self._sweeper is not None:

@@ -164,7 +164,8 @@ class EtcdClient:
     async def connect(self) -> None:
         # The supernode client's channel options: its own TCP connection, same limits.
         self._channel = grpc.aio.insecure_channel(self.spec.target, options=CHANNEL_OPTIONS)
-        await asyncio.wait_for(self._channel.channel_ready(), CONNECT_TIMEOUT_S)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await self._channel.channel_ready()
         self._kv = rpc_pb2_grpc.KVStub(self._channel)
 
     async def lookup(self, indexes: list[int]) -> None:

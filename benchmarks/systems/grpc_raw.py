@@ -74,7 +74,8 @@ class RawUnaryClient:
 
     async def connect(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
-        await asyncio.wait_for(self._channel.channel_ready(), CONNECT_TIMEOUT_S)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await self._channel.channel_ready()
         # No serializers: the request is already bytes and the response stays bytes.
         self._call = self._channel.unary_unary(self._method)
 

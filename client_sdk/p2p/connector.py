@@ -183,7 +183,8 @@ class P2PAgent:
 
     async def _handshake(self, session: QuicSession) -> None:
         try:
-            await asyncio.wait_for(session.handshake, self.settings.handshake_timeout)
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                await session.handshake
         except QuicClosed as exc:
             if exc.error_code == _TLS_BAD_CERTIFICATE:
                 raise PeerKeyMismatch(
@@ -202,7 +203,8 @@ class P2PAgent:
         writer.write(self._key.sign(context))
         writer.write_eof()
         try:
-            verdict = await asyncio.wait_for(reader.read(), self.settings.handshake_timeout)
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                verdict = await reader.read()
         except (TimeoutError, ConnectionError) as exc:
             raise PeerAuthenticationFailed(f"the peer did not accept our proof: {exc}") from exc
         if verdict != _AUTH_OK:
@@ -330,12 +332,14 @@ class P2PAgent:
         switch = PathSwitch(on_datagram, on_lost)
         try:
             await self._open_paths(switch, ice, remote, relay_stub, offer.relay_ticket, metadata)
-            datagram = await asyncio.wait_for(first_datagram, self.settings.handshake_timeout)
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                datagram = await first_datagram
             session = QuicSession.accept(
                 server_configuration(self._certificate, self._key), datagram, switch.send
             )
             session_box.append(session)
-            await asyncio.wait_for(session.handshake, self.settings.handshake_timeout)
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                await session.handshake
             await self._check_caller(session, caller, offer.offer_id, answer)
         except BaseException:
             await switch.close()
@@ -348,10 +352,10 @@ class P2PAgent:
     async def _check_caller(
         self, session: QuicSession, caller: Device, offer_id: str, answer: pb.PeerOffer
     ) -> None:
-        reader, writer = await asyncio.wait_for(
-            session.incoming_streams.get(), self.settings.handshake_timeout
-        )
-        proof = await asyncio.wait_for(reader.read(), self.settings.handshake_timeout)
+        async with asyncio.timeout(self.settings.handshake_timeout):
+            reader, writer = await session.incoming_streams.get()
+        async with asyncio.timeout(self.settings.handshake_timeout):
+            proof = await reader.read()
         context = auth_context(offer_id, answer.certificate, answer.ice_ufrag, answer.ice_password)
         try:
             Ed25519PublicKey.from_public_bytes(caller.transport_key).verify(proof, context)

@@ -65,7 +65,8 @@ class IceAgent:
                 await self.connection.add_remote_candidate(aioice.Candidate.from_sdp(line))
         await self.connection.add_remote_candidate(None)
         try:
-            await asyncio.wait_for(self.connection.connect(), within)
+            async with asyncio.timeout(within):
+                await self.connection.connect()
         except (TimeoutError, ConnectionError):
             return False
         return True

@@ -137,7 +137,8 @@ class RelayPath:
 
         call = stub.Relay(frames(), metadata=metadata)  # type: ignore[attr-defined]
         try:
-            first = await asyncio.wait_for(call.read(), within)
+            async with asyncio.timeout(within):
+                first = await call.read()
         except BaseException:
             call.cancel()
             raise
@@ -168,7 +169,8 @@ class RelayPath:
         # (RST_STREAM) may discard datagrams the relay has not read yet.
         self._outgoing.put_nowait(None)
         with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
-            await asyncio.wait_for(self._call_ended(), _DRAIN_SECONDS)
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                await self._call_ended()
         self._call.cancel()
 
     async def _call_ended(self) -> None:

@@ -195,7 +195,8 @@ class ServeProcess:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), grace_s)
+                async with asyncio.timeout(grace_s):
+                    await process.wait()
             if process.returncode is None:
                 graceful = False
                 self._kill_group()
@@ -211,11 +212,13 @@ class ServeProcess:
         node exited (workers it could not stop) are killed with its process group."""
         assert self._pump is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self._pump), _DRAIN_S)
+            async with asyncio.timeout(_DRAIN_S):
+                await asyncio.shield(self._pump)
         except TimeoutError:
             self._kill_group()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._pump), _DRAIN_S)
+                async with asyncio.timeout(_DRAIN_S):
+                    await asyncio.shield(self._pump)
             self._pump.cancel()
 
     def _kill_group(self) -> None:

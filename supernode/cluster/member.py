@@ -149,7 +149,8 @@ class ClusterMember:
         self.feeds.sync()
         if self.view.placement is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._placed.wait(), _PLACEMENT_WAIT_S)
+                async with asyncio.timeout(_PLACEMENT_WAIT_S):
+                    await self._placed.wait()
         if self.view.placement is None:
             log.warning("cluster: no placement yet; presence calls answer UNAVAILABLE until one")
 

@@ -111,7 +111,8 @@ class Membership:
                 log.warning("membership: %s", exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _CONTROL_INTERVAL_S)
+                async with asyncio.timeout(_CONTROL_INTERVAL_S):
+                    await self._wake.wait()
 
     async def publish_info(self) -> None:
         """Rewrite the member value when it changed (a newer mirror revision)."""

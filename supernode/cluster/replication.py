@@ -86,7 +86,8 @@ class Replicator:
         tasks = [asyncio.create_task(ask(node)) for node in replicas if node != self.name]
         if tasks and not decided.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(decided.wait(), _DEADLINE_S)
+                async with asyncio.timeout(_DEADLINE_S):
+                    await decided.wait()
         finishing = asyncio.create_task(self._finish(quorum, tasks, write))
         self._background.add(finishing)
         finishing.add_done_callback(self._background.discard)

@@ -138,7 +138,8 @@ class RendezvousApi:
 
         pending = self._switchboard.deliver(caller, callee, payload, resolve)
         try:
-            answer = await asyncio.wait_for(answered, self._switchboard.answer_timeout_ms / 1000)
+            async with asyncio.timeout(self._switchboard.answer_timeout_ms / 1000):
+                answer = await answered
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"connect: {callee.handle}/{callee.device_id} did not answer in "

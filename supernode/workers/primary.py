@@ -113,7 +113,8 @@ class WorkerPool:
             os.close(write_fd)
         self._processes[index] = process
         try:
-            line = await asyncio.wait_for(asyncio.to_thread(_read_line, read_fd), _READY_TIMEOUT_S)
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                line = await asyncio.to_thread(_read_line, read_fd)
         except TimeoutError:
             process.kill()  # also ends the reading thread: the pipe's last writer is gone
             raise
@@ -147,7 +148,8 @@ class WorkerPool:
                 process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                await asyncio.wait_for(process.wait(), _STOP_GRACE_S)
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -92,10 +92,8 @@ class FeedApplier:
             return
         target = (await self._stub.Sequence(pb.SequenceRequest())).sequence
         try:
-            async with self._advanced:
-                await asyncio.wait_for(
-                    self._advanced.wait_for(lambda: self.applied >= target), _CATCH_UP_WAIT_S
-                )
+            async with self._advanced, asyncio.timeout(_CATCH_UP_WAIT_S):
+                await self._advanced.wait_for(lambda: self.applied >= target)
         except TimeoutError:  # the feed lags: catch up directly, dropping the whole cache
             self._store.catch_up(None)
 
@@ -117,7 +115,8 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     follower = FeedApplier(store, stub)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     following = asyncio.create_task(follower.run(first))
-    await asyncio.wait_for(first, 30)  # caught up once before serving anything
+    async with asyncio.timeout(30):  # caught up once before serving anything
+        await first
 
     metrics = Metrics()
     directory = build_directory(

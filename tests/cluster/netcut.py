@@ -587,7 +587,8 @@ class Probe:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(json.dumps({"op": op, "seconds": seconds, **fields}).encode() + b"\n")
         await process.stdin.drain()
-        line = await asyncio.wait_for(process.stdout.readline(), seconds + PROBE_ANSWER_GRACE)
+        async with asyncio.timeout(seconds + PROBE_ANSWER_GRACE):
+            line = await process.stdout.readline()
         if not line:
             raise NetCutError(f"probe exited ({process.returncode}) during {op!r}")
         answer: dict[str, Any] = json.loads(line)
@@ -622,7 +623,8 @@ class Probe:
         if self._process.returncode is None:
             self._process.kill()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._process.wait(), 10)
+            async with asyncio.timeout(10):
+                await self._process.wait()
 
 
 class _ProbeProgram:

@@ -80,7 +80,8 @@ async def test_everything_but_account_creation_survives_etcd_stopping(
             await watch.wait_for(lambda e: e.kind is EventKind.UPDATED)
             listening = callee.listen()
             assert (await listening.read()).HasField("ready")
-            await asyncio.wait_for(offer_and_answer(caller, callee, listening), 30)
+            async with asyncio.timeout(30):
+                await offer_and_answer(caller, callee, listening)
             listening.cancel()
 
             # A node restarted while etcd is down serves from its mirror: a QUORUM read at

@@ -240,8 +240,10 @@ async def test_clients_on_different_nodes_connect_peer_to_peer(tmp_path: Path) -
             async with DirectoryConnection(a.grpc_target) as on_a:
                 await mirrored(on_a, "bob")
             accepting = await listening(bob)
-            caller = await asyncio.wait_for(alice.connect("bob"), 30)
-            callee = await asyncio.wait_for(accepting, 30)
+            async with asyncio.timeout(30):
+                caller = await alice.connect("bob")
+            async with asyncio.timeout(30):
+                callee = await accepting
             assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
             assert caller.path == callee.path == "direct"
             await exchange(caller, callee, b"across-nodes ")
@@ -260,7 +262,8 @@ async def test_a_relay_ticket_issued_on_one_node_joins_on_another(tmp_path: Path
             bob = await Peer.create(on_a2, "bob")
             listening_call = bob.listen()
             assert (await listening_call.read()).HasField("ready")
-            answered = await asyncio.wait_for(offer_and_answer(alice, bob, listening_call), 30)
+            async with asyncio.timeout(30):
+                answered = await offer_and_answer(alice, bob, listening_call)
             ticket = answered.relay_ticket
             listening_call.cancel()
             async with (
@@ -448,8 +451,10 @@ async def test_a_device_whose_node_died_is_reachable_on_the_node_it_moved_to(
 
             await eventually(moved, 20, "bob's client moved to node C")
             await until_listening(bob, accepting)
-            caller = await asyncio.wait_for(alice.connect("bob"), 30)
-            callee = await asyncio.wait_for(accepting, 30)
+            async with asyncio.timeout(30):
+                caller = await alice.connect("bob")
+            async with asyncio.timeout(30):
+                callee = await accepting
             assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
             await caller.close()
         finally:

@@ -247,7 +247,8 @@ async def test_lease_is_lost_when_etcd_is_down_longer_than_its_ttl(
     await client.put(b"/members/n3", b"addr", lease=lease)
 
     await etcd.kill(0)
-    await asyncio.wait_for(lease.lost.wait(), lease.ttl + 3.0)
+    async with asyncio.timeout(lease.ttl + 3.0):
+        await lease.lost.wait()
     assert lease.lost_reason is not None and "TTL" in lease.lost_reason
 
     # Nothing re-grants or refreshes it behind the owner's back: once etcd is back (which
@@ -333,7 +334,8 @@ async def test_a_compacted_start_revision_raises_compacted_and_resync_works(
 
     stale = client.watch_prefix(b"/c/", revisions[1])
     with pytest.raises(Compacted) as raised:
-        await asyncio.wait_for(anext(stale), 5.0)
+        async with asyncio.timeout(5.0):
+            await anext(stale)
     assert raised.value.compact_revision == revisions[2]
 
     # The caller's resync: a snapshot, then a watch from just after it.
@@ -343,9 +345,11 @@ async def test_a_compacted_start_revision_raises_compacted_and_resync_works(
     oldest = client.watch_prefix(b"/c/", revisions[2])  # the compaction point itself is kept
     try:
         latest = await client.put(b"/c/k", b"4")
-        batch = await asyncio.wait_for(anext(resynced), 5.0)
+        async with asyncio.timeout(5.0):
+            batch = await anext(resynced)
         assert [(e.value, e.mod_revision) for e in batch.events] == [(b"4", latest)]
-        batch = await asyncio.wait_for(anext(oldest), 5.0)
+        async with asyncio.timeout(5.0):
+            batch = await anext(oldest)
         assert batch.events[0].mod_revision == revisions[2]
     finally:
         await resynced.aclose()
@@ -362,7 +366,8 @@ async def test_three_member_cluster_serves_through_a_member_crash(
     start = await client.put(b"/f/before", b"1")
     watch = client.watch_prefix(b"/f/", start)
     try:
-        batch = await asyncio.wait_for(anext(watch), 5.0)
+        async with asyncio.timeout(5.0):
+            batch = await anext(watch)
         assert [e.key for e in batch.events] == [b"/f/before"]
         # Calls and the watch start on the first endpoint; crash the member behind it.
         assert watch.endpoint == etcd_cluster.client_endpoints[0]
@@ -381,7 +386,8 @@ async def test_three_member_cluster_serves_through_a_member_crash(
         for _ in range(4):  # at most one batch per write
             if len(events) >= 4:
                 break
-            events += (await asyncio.wait_for(anext(watch), 10.0)).events
+            async with asyncio.timeout(10.0):
+                events += (await anext(watch)).events
         assert [(e.kind, e.key) for e in events] == [
             (PUT, b"/f/after"),
             (PUT, b"/f/claim"),

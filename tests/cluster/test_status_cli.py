@@ -182,7 +182,8 @@ async def _supernode(*args: str, env: dict[str, str] | None = None) -> tuple[int
         stderr=asyncio.subprocess.PIPE,
         env=env or _environment(),
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -47,16 +47,21 @@ async def stopped_listening(client: Client) -> None:
 
 async def connect_and_talk(caller: Client, callee: Accepting, marker: bytes) -> None:
     """One connection from ``caller`` to the listening device, one stream echoed back."""
-    connection = await asyncio.wait_for(caller.connect(callee.client.handle, "dev"), 30)
-    accepted = await asyncio.wait_for(callee.accepted.get(), 30)
+    async with asyncio.timeout(30):
+        connection = await caller.connect(callee.client.handle, "dev")
+    async with asyncio.timeout(30):
+        accepted = await callee.accepted.get()
     try:
         reader, writer = connection.open_stream()
         writer.write(marker)
         writer.write_eof()
-        peer_reader, peer_writer = await asyncio.wait_for(accepted.accept_stream(), 20)
-        peer_writer.write(await asyncio.wait_for(peer_reader.read(), 20))
+        async with asyncio.timeout(20):
+            peer_reader, peer_writer = await accepted.accept_stream()
+        async with asyncio.timeout(20):
+            peer_writer.write(await peer_reader.read())
         peer_writer.write_eof()
-        assert await asyncio.wait_for(reader.read(), 20) == marker
+        async with asyncio.timeout(20):
+            assert await reader.read() == marker
     finally:
         await connection.close()
         await accepted.close()

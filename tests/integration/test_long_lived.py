@@ -124,8 +124,10 @@ async def test_idle_watch_listener_and_channel_outlive_every_keepalive(
         assert changed.device is not None and changed.device.status is DeviceStatus.AWAY
         assert watch.watch.reconnects == 0  # the original stream carried it
 
-        caller = await asyncio.wait_for(alice.connect(bob.handle, "dev"), 30)
-        callee = await asyncio.wait_for(accepting, 30)
+        async with asyncio.timeout(30):
+            caller = await alice.connect(bob.handle, "dev")
+        async with asyncio.timeout(30):
+            callee = await accepting
         assert callee.peer.handle == alice.handle
         assert bob.listener.reconnects == 0  # it came on the Listen stream opened first
         await caller.close()

@@ -41,14 +41,18 @@ async def exchange(caller: PeerConnection, callee: PeerConnection, marker: bytes
     reader, writer = caller.open_stream()
     writer.write(payload_out)
     writer.write_eof()
-    peer_reader, peer_writer = await asyncio.wait_for(callee.accept_stream(), 20)
-    received = await asyncio.wait_for(peer_reader.read(), 60)
+    async with asyncio.timeout(20):
+        peer_reader, peer_writer = await callee.accept_stream()
+    async with asyncio.timeout(60):
+        received = await peer_reader.read()
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload_out).digest()
     peer_writer.write(payload_back)
     peer_writer.write_eof()
-    assert await asyncio.wait_for(reader.read(), 60) == payload_back
+    async with asyncio.timeout(60):
+        assert await reader.read() == payload_back
     caller.send_datagram(b"datagram")
-    assert await asyncio.wait_for(callee.receive_datagram(), 10) == b"datagram"
+    async with asyncio.timeout(10):
+        assert await callee.receive_datagram() == b"datagram"
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "relay-only"])
@@ -56,8 +60,10 @@ async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -
     settings = P2PSettings(stun_server=stun_of(supernode), direct=direct)
     async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
         accepting = await listening(bob)
-        caller = await asyncio.wait_for(alice.connect("bob"), 30)
-        callee = await asyncio.wait_for(accepting, 30)
+        async with asyncio.timeout(30):
+            caller = await alice.connect("bob")
+        async with asyncio.timeout(30):
+            callee = await accepting
         assert caller.peer.handle == "bob" and callee.peer.handle == "alice"
         assert caller.path == callee.path == ("direct" if direct else "relay")
         await exchange(caller, callee, b"MARKER-plaintext-must-not-appear ")
@@ -68,7 +74,8 @@ async def test_connect_and_exchange(supernode: SupernodeProcess, direct: bool) -
             assert relayed > 2 * MIB  # everything went through the relay, encrypted
         await caller.close()
         # The caller's own CONNECTION_CLOSE arrived (over whichever path), not a timeout.
-        assert await asyncio.wait_for(callee.wait_closed(), 10) == "closed by the app"
+        async with asyncio.timeout(10):
+            assert await callee.wait_closed() == "closed by the app"
 
 
 async def test_losing_the_relay_ends_the_connection_at_once(supernode: SupernodeProcess) -> None:
@@ -76,11 +83,14 @@ async def test_losing_the_relay_ends_the_connection_at_once(supernode: Supernode
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
     async with alice_and_bob(supernode.grpc_target, settings) as (alice, bob):
         accepting = await listening(bob)
-        caller = await asyncio.wait_for(alice.connect("bob"), 30)
-        callee = await asyncio.wait_for(accepting, 30)
+        async with asyncio.timeout(30):
+            caller = await alice.connect("bob")
+        async with asyncio.timeout(30):
+            callee = await accepting
         supernode.kill()
         for connection in (caller, callee):
-            reason = await asyncio.wait_for(connection.wait_closed(), 10)
+            async with asyncio.timeout(10):
+                reason = await connection.wait_closed()
             assert reason.startswith("path lost: relay"), reason
             assert connection.path == "closed"
 
@@ -89,7 +99,8 @@ async def test_offline_peer_fails_fast(supernode: SupernodeProcess) -> None:
     settings = P2PSettings(stun_server=stun_of(supernode), direct=False)
     async with alice_and_bob(supernode.grpc_target, settings) as (alice, _bob):
         with pytest.raises(PeerOffline, match="not listening"):
-            await asyncio.wait_for(alice.connect("bob"), 10)
+            async with asyncio.timeout(10):
+                await alice.connect("bob")
 
 
 async def test_closing_the_client_ends_incoming_cleanly(supernode: SupernodeProcess) -> None:
@@ -103,10 +114,12 @@ async def test_closing_the_client_ends_incoming_cleanly(supernode: SupernodeProc
                 received.append(connection)
 
         accepting = asyncio.create_task(accept_all())
-        await asyncio.wait_for(bob.wait_listening(), 30)
+        async with asyncio.timeout(30):
+            await bob.wait_listening()
         listener = bob.listener
         await bob.close()
-        await asyncio.wait_for(accepting, 10)  # returned: neither raised nor hung
+        async with asyncio.timeout(10):  # returned: neither raised nor hung
+            await accepting
         assert received == []
         assert not listener.ready.is_set()
 
@@ -119,7 +132,8 @@ async def test_listening_as_an_unregistered_device_raises_an_sdk_error(
     async with alice_and_bob(supernode.grpc_target, settings) as (_alice, bob):
         bob.enable_peer_to_peer("never-registered", Ed25519PrivateKey.generate(), settings)
         with pytest.raises(Stale, match="no live record"):
-            await asyncio.wait_for(first_incoming(bob), 30)
+            async with asyncio.timeout(30):
+                await first_incoming(bob)
 
 
 async def test_callee_presenting_another_key_is_refused(supernode: SupernodeProcess) -> None:
@@ -129,7 +143,8 @@ async def test_callee_presenting_another_key_is_refused(supernode: SupernodeProc
         bob.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)  # record: old key
         accepting = await listening(bob)
         with pytest.raises(PeerKeyMismatch, match="transport key"):
-            await asyncio.wait_for(alice.connect("bob"), 30)
+            async with asyncio.timeout(30):
+                await alice.connect("bob")
         accepting.cancel()
 
 
@@ -139,7 +154,8 @@ async def test_caller_without_its_records_key_is_refused(supernode: SupernodePro
         alice.enable_peer_to_peer("dev", Ed25519PrivateKey.generate(), settings)
         accepting = await listening(bob)
         with pytest.raises(PeerAuthenticationFailed):
-            await asyncio.wait_for(alice.connect("bob"), 30)
+            async with asyncio.timeout(30):
+                await alice.connect("bob")
         assert not accepting.done()  # bob refused it and keeps listening
         accepting.cancel()
 
@@ -153,8 +169,10 @@ async def test_relay_carries_only_ciphertext(supernode: SupernodeProcess) -> Non
     try:
         async with alice_and_bob(alice_tap.address, settings, bob_tap.address) as (alice, bob):
             accepting = await listening(bob)
-            caller = await asyncio.wait_for(alice.connect("bob"), 30)
-            callee = await asyncio.wait_for(accepting, 30)
+            async with asyncio.timeout(30):
+                caller = await alice.connect("bob")
+            async with asyncio.timeout(30):
+                callee = await accepting
             assert caller.path == "relay"
             await exchange(caller, callee, marker)
             await caller.close()
@@ -192,4 +210,5 @@ async def test_record_resigned_by_another_key_fails_connect(
             store.close()
         restart_on_same_port(start_supernode, node)
         with pytest.raises(SignatureError, match="does not verify"):
-            await asyncio.wait_for(alice.connect("bob", "dev"), 30)
+            async with asyncio.timeout(30):
+                await alice.connect("bob", "dev")

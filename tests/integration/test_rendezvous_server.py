@@ -175,7 +175,8 @@ class RelayStream:
         self.outgoing.put_nowait(pb.RelayFrame(datagram=datagram))
 
     async def read(self) -> pb.RelayFrame:
-        frame: pb.RelayFrame = await asyncio.wait_for(self.call.read(), 10)
+        async with asyncio.timeout(10):
+            frame: pb.RelayFrame = await self.call.read()
         return frame
 
 

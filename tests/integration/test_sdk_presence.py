@@ -100,7 +100,8 @@ async def test_a_dead_app_goes_offline_when_its_lease_runs_out(
     )
     try:
         assert app.stdout is not None
-        line = await asyncio.wait_for(app.stdout.readline(), 60)
+        async with asyncio.timeout(60):
+            line = await app.stdout.readline()
         assert line.decode().strip() == "registered ttl=1", line
         await watch.wait_for(is_change(EventKind.ONLINE, "phone"))
         # The SDK in the app renews the 1 s lease by itself: let a few renewals arrive.

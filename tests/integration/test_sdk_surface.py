@@ -140,10 +140,12 @@ def verdict(name: str, expected: Outcome, raised: Exception | None) -> str | Non
 async def settle(result: object) -> object:
     """Await what a ``Client`` call returned; take one item of an iterator."""
     if inspect.isawaitable(result):
-        return await asyncio.wait_for(result, KEEPS_TRYING_FOR)
+        async with asyncio.timeout(KEEPS_TRYING_FOR):
+            return await result
     if isinstance(result, AsyncIterator):
         try:
-            return await asyncio.wait_for(anext(result), KEEPS_TRYING_FOR)
+            async with asyncio.timeout(KEEPS_TRYING_FOR):
+                return await anext(result)
         finally:
             close = getattr(result, "aclose", None) or getattr(result, "close")  # noqa: B009
             await close()  # an async generator (incoming) or a Watch

@@ -27,7 +27,8 @@ async def test_binding_request_over_udp(supernode: SupernodeProcess) -> None:
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         transport.sendto(bytes(request), (host, int(port)))
         transport.sendto(b"not stun", (host, int(port)))
-        data, _ = await asyncio.wait_for(protocol.answer, 5)
+        async with asyncio.timeout(5):
+            data, _ = await protocol.answer
         response = stun.parse_message(data)
         assert response.transaction_id == request.transaction_id
         assert response.attributes["XOR-MAPPED-ADDRESS"] == transport.get_extra_info("sockname")
@@ -41,7 +42,8 @@ async def test_ice_agent_learns_its_server_reflexive_address(supernode: Supernod
     host, port = supernode.stun_address.rsplit(":", 1)
     agent = Connection(ice_controlling=True, stun_server=(host, int(port)))
     try:
-        await asyncio.wait_for(agent.gather_candidates(), 15)
+        async with asyncio.timeout(15):
+            await agent.gather_candidates()
         host_candidates = {(c.host, c.port) for c in agent.local_candidates if c.type == "host"}
         reflexive = [c for c in agent.local_candidates if c.type == "srflx"]
         assert host_candidates, "no host candidate: the machine has no non-loopback interface"

@@ -43,7 +43,8 @@ class Watcher:
         return self.events
 
     async def ended(self, within: float = 10.0) -> grpc.aio.AioRpcError | None:
-        await asyncio.wait_for(self._task, within)
+        async with asyncio.timeout(within):
+            await self._task
         return self.error
 
     def cancel(self) -> None:

@@ -143,7 +143,8 @@ async def test_server_stream_passes_through_and_cancelling_reaches_the_primary(
     stream = client.unary_stream(path(SERVER_STREAM))(b"w")
     assert [await stream.read() for _ in range(3)] == [b"w\x00", b"w\x01", b"w\x02"]
     stream.cancel()
-    await asyncio.wait_for(primary.stream_cancelled.wait(), 10)
+    async with asyncio.timeout(10):
+        await primary.stream_cancelled.wait()
 
 
 async def test_bidirectional_stream_passes_through_with_half_close(

@@ -115,10 +115,12 @@ async def test_forwarded_errors_and_streams_are_the_primarys(
     watcher = connections[7]
     await watcher.login(identity, "alice")
     stream = watcher.watch(["alice"])
-    snapshot = await asyncio.wait_for(stream.read(), 10)
+    async with asyncio.timeout(10):
+        snapshot = await stream.read()
     assert isinstance(snapshot, pb.WatchEvent) and snapshot.HasField("snapshot")
     await register(first, identity, "phone")
-    change = await asyncio.wait_for(stream.read(), 10)
+    async with asyncio.timeout(10):
+        change = await stream.read()
     assert isinstance(change, pb.WatchEvent) and change.HasField("change"), change
     assert change.change.device_id == "phone"
     stream.cancel()
@@ -192,7 +194,8 @@ async def test_a_slow_watcher_on_a_worker_is_cut_off_and_resumes_without_a_gap(
         watcher = await on_a_worker(node, writer.token or "")
         try:
             stream = watcher.watch(["alice"])
-            snapshot = await asyncio.wait_for(stream.read(), 10)
+            async with asyncio.timeout(10):
+                snapshot = await stream.read()
             assert isinstance(snapshot, pb.WatchEvent) and snapshot.HasField("snapshot")
             seqs = [next(_SEQ) for _ in range(400)]
             for seq in seqs:  # the watcher reads nothing meanwhile
@@ -203,7 +206,8 @@ async def test_a_slow_watcher_on_a_worker_is_cut_off_and_resumes_without_a_gap(
             assert cut.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert received and received[0].revision == snapshot.revision + 1
             resumed = watcher.watch(["alice"], received[-1].epoch, received[-1].revision)
-            first = await asyncio.wait_for(resumed.read(), 10)
+            async with asyncio.timeout(10):
+                first = await resumed.read()
             assert isinstance(first, pb.WatchEvent) and first.resumed, first
             rest = received[-1:]
             await read_changes(resumed, rest, seqs[-1])

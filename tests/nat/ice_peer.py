@@ -48,9 +48,11 @@ async def exchange(connection: aioice.Connection, controlling: bool) -> None:
     """One datagram each way over the selected pair: connected means data flows."""
     if controlling:
         await connection.send(b"ping")
-        assert await asyncio.wait_for(connection.recv(), 10) == b"pong"
+        async with asyncio.timeout(10):
+            assert await connection.recv() == b"pong"
     else:
-        assert await asyncio.wait_for(connection.recv(), 10) == b"ping"
+        async with asyncio.timeout(10):
+            assert await connection.recv() == b"ping"
         await connection.send(b"pong")
 
 
@@ -76,7 +78,8 @@ async def run(controlling: bool, stun_server: tuple[str, int], connect_timeout: 
         await connection.add_remote_candidate(None)
         started = time.monotonic()
         try:
-            await asyncio.wait_for(connection.connect(), connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                await connection.connect()
             await exchange(connection, controlling)
         except (ConnectionError, TimeoutError, AssertionError) as exc:
             emit(event="result", connected=False, error=repr(exc), remote=None,

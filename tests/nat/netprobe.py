@@ -146,7 +146,8 @@ class ClientSocket(asyncio.DatagramProtocol):
             self.pending[key] = future
             self.transport.sendto(payload, to)
             try:
-                return await asyncio.wait_for(future, ANSWER_TIMEOUT)
+                async with asyncio.timeout(ANSWER_TIMEOUT):
+                    return await future
             except TimeoutError:
                 self.pending.pop(key, None)
         return None
@@ -159,9 +160,11 @@ def stun_mapped(data: bytes) -> list[Any] | None:
 
 async def tcp_round_trip(to: Address) -> dict[str, Any]:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*to), 5)
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection(*to)
         writer.write(b"hello over tcp")
-        echoed = await asyncio.wait_for(reader.readexactly(14), 5)
+        async with asyncio.timeout(5):
+            echoed = await reader.readexactly(14)
         writer.close()
         return {"echoed": echoed == b"hello over tcp", "error": None}
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:

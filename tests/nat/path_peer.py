@@ -58,7 +58,8 @@ async def stream(connection: PeerConnection, size: int) -> dict[str, Any]:
     writer.write(payload)
     writer.write_eof()
     try:
-        answer = await asyncio.wait_for(reader.read(), STREAM_TIMEOUT)
+        async with asyncio.timeout(STREAM_TIMEOUT):
+            answer = await reader.read()
     except (TimeoutError, ConnectionError) as exc:
         return {"ok": False, "error": repr(exc), "path": connection.path}
     return {

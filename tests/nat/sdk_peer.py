@@ -49,7 +49,8 @@ async def callee(target: str, stun: str, handle: str) -> None:
     async with await start(target, stun, handle) as client:
         incoming = client.incoming()
         first = asyncio.ensure_future(anext(incoming))  # iterating incoming() listens
-        await asyncio.wait_for(client.wait_listening(), 30)
+        async with asyncio.timeout(30):
+            await client.wait_listening()
         say(event="listening")  # offers can reach this device now
         connection = await first
         say(event="connected", **describe(connection))

@@ -82,3 +82,18 @@ def test_every_server_port_and_channel_of_the_server_is_made_in_one_module() -> 
         if any(maker in path.read_text() for maker in (*makers, "grpc.aio.server("))
     )
     assert found == ["supernode/transport.py"]
+
+
+def test_no_code_of_ours_uses_asyncio_wait_for() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` swallows a cancellation that arrives as the awaited
+    thing completes (CPython gh-86296, fixed by 3.12's rewrite over ``asyncio.timeout``): a
+    cancelled loop then goes on running. That made a node's stop hang (the controller loop
+    woke as it was cancelled, and the bounded cluster stop waited on it for good). Use
+    ``async with asyncio.timeout(...)``, which is correct on every supported version."""
+    found = sorted(
+        str(path.relative_to(REPO))
+        for package in ("supernode", "client_sdk", "benchmarks", "tests")
+        for path in _sources(package)
+        if path.name != "test_layering.py" and "asyncio.wait_for(" in path.read_text()
+    )
+    assert found == []

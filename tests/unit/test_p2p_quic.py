@@ -43,21 +43,27 @@ class Wire:
 async def test_pinned_handshake_streams_and_datagrams() -> None:
     wire = Wire()
     wire.client = QuicSession.connect(client_configuration(wire.server_certificate), wire.to_server)
-    await asyncio.wait_for(wire.client.handshake, 5)
+    async with asyncio.timeout(5):
+        await wire.client.handshake
     reader, writer = wire.client.open_stream()
     payload = bytes(range(256)) * 4096  # 1 MiB
     writer.write(payload)
     writer.write_eof()
     assert wire.server is not None
-    server_reader, server_writer = await asyncio.wait_for(wire.server.incoming_streams.get(), 5)
-    assert await asyncio.wait_for(server_reader.read(), 10) == payload
+    async with asyncio.timeout(5):
+        server_reader, server_writer = await wire.server.incoming_streams.get()
+    async with asyncio.timeout(10):
+        assert await server_reader.read() == payload
     server_writer.write(b"echo")
     server_writer.write_eof()
-    assert await asyncio.wait_for(reader.read(), 5) == b"echo"
+    async with asyncio.timeout(5):
+        assert await reader.read() == b"echo"
     wire.client.send_datagram(b"dgram")
-    assert await asyncio.wait_for(wire.server.datagrams.get(), 5) == b"dgram"
+    async with asyncio.timeout(5):
+        assert await wire.server.datagrams.get() == b"dgram"
     wire.client.close(reason="done")
-    closed = await asyncio.wait_for(wire.server.closed, 5)
+    async with asyncio.timeout(5):
+        closed = await wire.server.closed
     assert "done" in str(closed)
 
 
@@ -66,7 +72,8 @@ async def test_wrong_certificate_is_refused() -> None:
     impostor = self_signed(Ed25519PrivateKey.generate())
     wire.client = QuicSession.connect(client_configuration(impostor), wire.to_server)
     with pytest.raises(QuicClosed) as refused:
-        await asyncio.wait_for(wire.client.handshake, 5)
+        async with asyncio.timeout(5):
+            await wire.client.handshake
     assert refused.value.error_code == 0x12A  # TLS alert bad_certificate
 
 

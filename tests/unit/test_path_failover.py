@@ -71,7 +71,8 @@ async def round_trip(connection: PeerConnection, payload: bytes) -> bytes:
     reader, writer = connection.open_stream()
     writer.write(payload)
     writer.write_eof()
-    return await asyncio.wait_for(reader.read(), 10)
+    async with asyncio.timeout(10):
+        return await reader.read()
 
 
 async def connected_pair(
@@ -97,9 +98,11 @@ async def connected_pair(
         switch.add(direct.ends[index], activate=True)
         switch.add(relay.ends[index], activate=False)
     sessions["client"] = QuicSession.connect(client_configuration(certificate), client_switch.send)
-    await asyncio.wait_for(sessions["client"].handshake, 10)
+    async with asyncio.timeout(10):
+        await sessions["client"].handshake
     await eventually(lambda: "server" in sessions, "the server session")
-    await asyncio.wait_for(sessions["server"].handshake, 10)
+    async with asyncio.timeout(10):
+        await sessions["server"].handshake
     peer = PeerIdentity("x", "dev", b"")
     caller = PeerConnection(
         peer, sessions["client"], client_switch, setup_seconds=0.0, initiated=True
@@ -117,7 +120,8 @@ async def test_probes_are_answered_on_their_own_path_and_never_reach_quic() -> N
     switch.add(direct.ends[0], activate=True)
     switch.add(relay.ends[0], activate=False)
     relay.ends[0].inbox.put_nowait(encode_probe(42, answer=False))
-    answer = await asyncio.wait_for(relay.ends[1].inbox.get(), 5)
+    async with asyncio.timeout(5):
+        answer = await relay.ends[1].inbox.get()
     assert answer is not None and decode_probe(answer) == (42, True)
     assert received == [] and switch.kind is PathKind.DIRECT  # a probe is not peer traffic
     await switch.close()
@@ -142,7 +146,8 @@ async def test_the_connection_survives_losing_its_direct_path_and_returns_to_it(
 
         direct.working = False
         reply = asyncio.create_task(round_trip(caller, b"after the cut"))  # opened after it
-        assert await asyncio.wait_for(reply, 10) == b"tuc eht retfa"
+        async with asyncio.timeout(10):
+            assert await reply == b"tuc eht retfa"
         await eventually(lambda: caller.path == callee.path == "relay", "both on the relay")
         assert relay.ends[0].carried > relayed_before  # the stream did cross the relay
         left = [c for c in caller.path_changes if c.old is PathKind.DIRECT]
@@ -170,7 +175,8 @@ async def test_wait_path_change_reports_the_next_move() -> None:
         await asyncio.sleep(0)
         assert not waiting.done()
         direct.working = False
-        change = await asyncio.wait_for(waiting, 10)
+        async with asyncio.timeout(10):
+            change = await waiting
         assert (change.old, change.new) == (PathKind.DIRECT, PathKind.RELAY)
         assert change == caller.path_changes[-1]
         assert change.waited_seconds is not None and change.waited_seconds > 0
