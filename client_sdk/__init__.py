@@ -65,6 +65,7 @@ from client_sdk.types import (
     WatchPosition,
 )
 from client_sdk.watch import Watch
+from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver
 
 __all__ = [
     "Account",
@@ -114,4 +115,7 @@ __all__ = [
     "Unavailable",
     "Watch",
     "WatchPosition",
+    "WriteAttempt",
+    "WriteKind",
+    "WriteObserver",
 ]

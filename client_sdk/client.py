@@ -54,6 +54,7 @@ from client_sdk.types import (
 )
 from client_sdk.verify import verify_account, verify_presence
 from client_sdk.watch import Watch
+from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver, observed
 
 RenewalErrorHandler = Callable[[str, SupernodeError], None]
 
@@ -64,7 +65,8 @@ class Client:
     ``clock`` (wall-clock seconds) and ``rng`` are injectable for tests; ``pin_store``
     defaults to pins kept in memory (pass ``PinStore.file(path)`` to keep them).
     ``on_renewal_error(device_id, error)`` is told about background renewal failures,
-    which are otherwise only logged and retried.
+    which are otherwise only logged and retried. ``write_observer`` is told of every
+    register and unregister attempt and its outcome (``client_sdk.write_log``).
 
     Every method raises only ``SupernodeError`` subclasses for what went wrong on the way
     to a supernode or peer (never a gRPC error): ``Closed`` once the client is closed,
@@ -87,6 +89,7 @@ class Client:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_renewal_error: RenewalErrorHandler | None = None,
+        write_observer: WriteObserver | None = None,
     ) -> None:
         self.config = config or ClientConfig()
         self.pins = pin_store or PinStore.in_memory()
@@ -100,6 +103,7 @@ class Client:
             rng=rng or random.Random(),
         )
         self._on_renewal_error = on_renewal_error
+        self._write_observer = write_observer
         self._leases: dict[str, DeviceLease] = {}
         self._watches: set[Watch] = set()
         self._closed = False
@@ -204,7 +208,7 @@ class Client:
         existing = self._leases.get(device_id)
         if existing is not None:
             return await existing.update(spec)
-        lease = DeviceLease(self._session, spec, self._report_renewal_error)
+        lease = DeviceLease(self._session, spec, self._report_renewal_error, self._write_observer)
         registration = await lease.register()
         self._leases[device_id] = lease
         lease.start()
@@ -249,18 +253,35 @@ class Client:
         return None if lease is None else lease.registration
 
     async def unregister_device(self, device_id: str) -> bool:
-        """Stop renewing and remove the device now; False if it was already gone."""
+        """Stop renewing and remove the device now; False if it was already gone.
+
+        The tombstone covers every record this client sent for the device, including
+        renewals whose answer it never got, so none of them can bring the device back.
+        """
         self._check_open()
         lease = self._leases.pop(device_id, None)
         if lease is not None:
             await lease.stop()
-        return await self._unregister(device_id)
+        return await self._unregister(device_id, 0 if lease is None else lease.last_seq)
 
     async def _unregister(
-        self, device_id: str, *, attempts: int | None = None, deadline: float | None = None
+        self,
+        device_id: str,
+        seq: int,
+        *,
+        attempts: int | None = None,
+        deadline: float | None = None,
     ) -> bool:
         async def unregister(connection: DirectoryConnection, deadline: float) -> bool:
-            return await connection.unregister_device(device_id, deadline=deadline)
+            attempt = WriteAttempt(
+                self.handle, device_id, WriteKind.UNREGISTER, seq, connection.target
+            )
+            return await observed(
+                self._write_observer,
+                attempt,
+                lambda: connection.unregister_device(device_id, seq=seq, deadline=deadline),
+                lambda _: None,
+            )
 
         return await self._session.call(unregister, attempts=attempts, deadline=deadline)
 
@@ -443,7 +464,9 @@ class Client:
                 async with asyncio.timeout(budget):
                     await asyncio.gather(
                         *(
-                            self._unregister(lease.device_id, attempts=2, deadline=budget)
+                            self._unregister(
+                                lease.device_id, lease.last_seq, attempts=2, deadline=budget
+                            )
                             for lease in leases
                         ),
                         return_exceptions=True,  # best effort: the lease ends anyway

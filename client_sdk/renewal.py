@@ -22,6 +22,7 @@ from client_sdk.session import Session
 from client_sdk.timing import next_renewal_delay, next_seq
 from client_sdk.transport import DirectoryConnection, sign_device_record
 from client_sdk.types import DeviceStatus, Endpoint, Registration
+from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver, observed
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,12 @@ class DeviceLease:
         session: Session,
         spec: DeviceSpec,
         on_error: Callable[[DeviceLease, SupernodeError], None] | None = None,
+        observer: WriteObserver | None = None,
     ) -> None:
         self._session = session
         self.spec = spec
         self._on_error = on_error
+        self._observer = observer
         self._last_seq = 0
         self._lock = asyncio.Lock()  # one registration at a time, so seqs arrive in order
         self._reschedule = asyncio.Event()
@@ -65,6 +68,11 @@ class DeviceLease:
     @property
     def device_id(self) -> str:
         return self.spec.device_id
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq sent for this device, answered or not (0 before the first)."""
+        return self._last_seq
 
     async def register(self) -> Registration:
         """Sign the current spec and register it now (first registration or an update)."""
@@ -98,7 +106,19 @@ class DeviceLease:
             capabilities=self.spec.capabilities,
         )
         signed = sign_device_record(session.identity, record)
-        response = await connection.register_device(signed, deadline=deadline)
+        attempt = WriteAttempt(
+            session.handle,
+            self.spec.device_id,
+            WriteKind.REGISTER,
+            self._last_seq,
+            connection.target,
+        )
+        response = await observed(
+            self._observer,
+            attempt,
+            lambda: connection.register_device(signed, deadline=deadline),
+            lambda answer: answer.expires_at_ms,
+        )
         return Registration(
             self.spec.device_id, self._last_seq, response.ttl_seconds, response.expires_at_ms
         )

@@ -34,6 +34,7 @@ from client_sdk.types import (
     WatchPosition,
 )
 from client_sdk.watch import Watch
+from client_sdk.write_log import WriteObserver
 
 
 class SyncWatch(BlockingIterator[PresenceEvent, PresenceEvent]):
@@ -97,6 +98,7 @@ class SyncClient:
         pin_store: PinStore | None = None,
         config: ClientConfig | None = None,
         on_renewal_error: RenewalErrorHandler | None = None,
+        write_observer: WriteObserver | None = None,
     ) -> None:
         self._loop = LoopThread()
 
@@ -108,6 +110,7 @@ class SyncClient:
                 pin_store=pin_store,
                 config=config,
                 on_renewal_error=on_renewal_error,
+                write_observer=write_observer,  # called on the client's loop thread
             )
 
         self.client = self._loop.run(build())

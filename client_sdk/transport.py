@@ -117,9 +117,12 @@ class DirectoryConnection:
         )
         return response
 
-    async def unregister_device(self, device_id: str, *, deadline: float | None = None) -> bool:
+    async def unregister_device(
+        self, device_id: str, *, seq: int = 0, deadline: float | None = None
+    ) -> bool:
+        """``seq``: the highest this client used for the device (the tombstone covers it)."""
         response = await self.presence.UnregisterDevice(
-            pb.UnregisterDeviceRequest(device_id=device_id),
+            pb.UnregisterDeviceRequest(device_id=device_id, seq=seq),
             metadata=self.metadata,
             timeout=deadline,
         )

@@ -22,7 +22,7 @@ from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, write_value
 from supernode.cluster.view import ClusterView
 from supernode.directory.ports import AccountKeys
-from supernode.directory.presence import DeviceWrite, Presence, Registration
+from supernode.directory.presence import DeviceWrite, Presence, Registration, burial_seq
 from supernode.errors import NotFound, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.directory import settled
@@ -122,20 +122,26 @@ class ClusterPresence:
         self._attached[(write.handle, write.device_id)] = write.expires_at_ms
         return Registration(write.expires_at_ms, admitted.ttl_seconds)
 
-    async def unregister(self, session_handle: str, device_id: str) -> bool:
-        """Bury the newest live version any replica holds, on every replica."""
+    async def unregister(self, session_handle: str, device_id: str, at_least_seq: int = 0) -> bool:
+        """Bury the newest version any replica of a majority holds (or the client's higher
+        ``at_least_seq``), on every replica."""
         check_device_id("device_id", device_id)
         replicas, epoch = self.replicas_of(session_handle)
         if replicas == (self.name,):
-            return self.local.unregister(session_handle, device_id)
+            return self.local.unregister(session_handle, device_id, at_least_seq)
         self._attached.pop((session_handle, device_id), None)
         merged = self._repair(session_handle, await self._versions(session_handle, replicas), epoch)
         current = merged.winners.get(device_id)
-        if current is None or current.tombstone:
+        seq = burial_seq(None if current is None else current.version, at_least_seq)
+        if seq is None:
             return False
-        tombstone = self.local.replica.tombstone_of(current)
+        tombstone = self.local.replica.tombstone(session_handle, device_id, seq)
         await self._replicator().write(tombstone, replicas, epoch, fresh=False)
-        return current.expires_at_ms > self._clock_ms()
+        return (
+            current is not None
+            and not current.tombstone
+            and current.expires_at_ms > self._clock_ms()
+        )
 
     async def _versions(
         self, handle: str, replicas: tuple[str, ...]

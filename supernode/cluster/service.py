@@ -116,13 +116,6 @@ class ClusterApi:
         change = self._presence.apply_write(write, request.fresh)
         return pb.ApplyResponse(applied=change is not None)
 
-    def remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
-        self._node_of(context)
-        self._check_epoch(request.epoch)
-        return pb.RemoveResponse(
-            removed=self._presence.unregister(request.handle, request.device_id)
-        )
-
     def lookup(self, request: pb.ReplicaLookupRequest, context: Context) -> bytes:
         self._node_of(context)
         if len(request.handles) != 1:
@@ -177,7 +170,6 @@ class ClusterApi:
         return {
             CLUSTER_SERVICE: {
                 "Apply": unary_handler("cluster.Apply", pb.ApplyRequest, self.apply, m),
-                "Remove": unary_handler("cluster.Remove", pb.RemoveRequest, self.remove, m),
                 "Lookup": unary_handler("cluster.Lookup", pb.ReplicaLookupRequest, self.lookup, m),
                 "LookupMany": unary_handler(
                     "cluster.LookupMany", pb.ReplicaLookupRequest, self.lookup_many, m

@@ -99,6 +99,19 @@ class Removal:
     lease_was_running: bool
 
 
+def burial_seq(newest: Version | None, at_least_seq: int) -> int | None:
+    """The seq an unregister's tombstone carries, given the newest stored version of the
+    device (tombstone or live) and the highest seq the client says it used: the higher of
+    the two, so a registration the client sent but never saw answered (on one replica
+    only, or still in flight) cannot win over the tombstone later. None when nothing is to
+    be written: no live record and no seq above what is already buried."""
+    if newest is None:
+        return at_least_seq or None
+    if not newest.tombstone:
+        return max(newest.seq, at_least_seq)
+    return at_least_seq if at_least_seq > newest.seq else None
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     expires_at_ms: int
@@ -242,20 +255,24 @@ class Replica:
             return DeviceChanged(write.handle, write.device_id, Change.UNREGISTERED, seq=write.seq)
         return None
 
-    def tombstone_of(self, version: DeviceWrite) -> DeviceWrite:
-        """The tombstone that removes ``version`` (same seq: the tombstone wins the tie)."""
+    def tombstone(self, handle: str, device_id: str, seq: int) -> DeviceWrite:
+        """A tombstone at ``seq`` (it wins the tie against a record of the same seq), kept
+        for the retention from now."""
         expires_at_ms = self._clock_ms() + self._policy.tombstone_retention_ms
-        return DeviceWrite(version.handle, version.device_id, version.seq, expires_at_ms, b"")
+        return DeviceWrite(handle, device_id, seq, expires_at_ms, b"")
 
-    def removal(self, handle: str, device_id: str) -> Removal | None:
-        """The tombstone that unregisters the device's live record (same seq: the tombstone
-        wins the tie), or None when nothing live is stored."""
+    def removal(self, handle: str, device_id: str, at_least_seq: int = 0) -> Removal | None:
+        """The tombstone that unregisters the device: at the stored seq (the tombstone wins
+        the tie) or at ``at_least_seq`` when the client has sent a higher one (see
+        :func:`burial_seq`); None when there is nothing new to bury."""
         check_device_id("device_id", device_id)
         slot = self._store.device_slot(handle, device_id)
-        if slot is None or not slot.live:
+        seq = burial_seq(None if slot is None else slot.version, at_least_seq)
+        if seq is None:
             return None
-        write = self.tombstone_of(DeviceWrite(handle, device_id, slot.seq, 0, b"x"))
-        return Removal(write, slot.expires_at_ms > self._clock_ms())
+        write = self.tombstone(handle, device_id, seq)
+        running = slot is not None and slot.live and slot.expires_at_ms > self._clock_ms()
+        return Removal(write, running)
 
     # ------------------------------------------------------------------ reads
 
@@ -386,10 +403,10 @@ class Presence:
         self.publish([self.replica.apply(admitted.write)])
         return Registration(admitted.write.expires_at_ms, admitted.ttl_seconds)
 
-    def unregister(self, session_handle: str, device_id: str) -> bool:
-        """Replace the device's record by a tombstone that keeps its seq (blocks replays);
-        True when a running lease was removed."""
-        removal = self.replica.removal(session_handle, device_id)
+    def unregister(self, session_handle: str, device_id: str, at_least_seq: int = 0) -> bool:
+        """Replace the device's record by a tombstone that keeps its seq, or the client's
+        higher ``at_least_seq`` (blocks replays); True when a running lease was removed."""
+        removal = self.replica.removal(session_handle, device_id, at_least_seq)
         if removal is None:
             return False
         self.publish([self.replica.apply(removal.write)])

@@ -32,7 +32,9 @@ class PresenceApi(Protocol):
         self, session_handle: str, signed: pb.SignedDeviceRecord
     ) -> Registration | Awaitable[Registration]: ...
 
-    def unregister(self, session_handle: str, device_id: str) -> bool | Awaitable[bool]: ...
+    def unregister(
+        self, session_handle: str, device_id: str, at_least_seq: int = 0
+    ) -> bool | Awaitable[bool]: ...
 
     def lookup(self, handle: str, quorum: bool = False) -> bytes | Awaitable[bytes]: ...
 
@@ -139,7 +141,9 @@ class DirectoryApi:
         self, request: pb.UnregisterDeviceRequest, context: Context
     ) -> pb.UnregisterDeviceResponse:
         session = session_of(context, self._sessions)
-        removed = await settled(self._presence.unregister(session.handle, request.device_id))
+        removed = await settled(
+            self._presence.unregister(session.handle, request.device_id, request.seq)
+        )
         return pb.UnregisterDeviceResponse(removed=removed)
 
     def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:

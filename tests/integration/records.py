@@ -19,7 +19,7 @@ def device(
         "endpoints": [
             pb.Endpoint(
                 address="198.18.0.10",
-                port=40000 + seq,
+                port=40000 + seq % 20000,  # seqs may be times in ms
                 protocol=pb.TRANSPORT_PROTOCOL_UDP,
                 type=pb.CANDIDATE_TYPE_HOST,
             )

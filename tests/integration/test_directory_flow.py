@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -71,3 +72,37 @@ async def test_register_lookup_unregister_flow(connect: Callable[[], DirectoryCo
         "laptop"
     ]
     assert not await alice_conn.unregister_device("phone")
+
+
+async def test_an_unregister_with_a_seq_buries_every_record_up_to_it(
+    connect: Callable[[], DirectoryConnection],
+) -> None:
+    """A client that sent seqs 6 and 7 without seeing their answers says so: afterwards no
+    record at or below 7 is taken (one still on its way would be a replay), a newer one is."""
+    conn = connect()
+    alice = await new_user(conn, "alice")
+    await conn.register_device(device(alice, "alice", "phone", 5))
+    assert await conn.unregister_device("phone", seq=7)
+    for late in (6, 7):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await conn.register_device(device(alice, "alice", "phone", late))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "is not greater than the stored 7" in (refused.value.details() or "")
+    assert not (await conn.lookup("alice")).devices
+    await conn.register_device(device(alice, "alice", "phone", 8))
+    assert len((await conn.lookup("alice")).devices) == 1
+
+
+async def test_an_unregister_with_a_seq_buries_a_device_never_seen_and_only_raises(
+    connect: Callable[[], DirectoryConnection],
+) -> None:
+    conn = connect()
+    alice = await new_user(conn, "alice")
+    assert not await conn.unregister_device("tablet", seq=4), "nothing was running"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await conn.register_device(device(alice, "alice", "tablet", 4))
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert not await conn.unregister_device("tablet", seq=2), "a lower seq lowers nothing"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await conn.register_device(device(alice, "alice", "tablet", 3))
+    await conn.register_device(device(alice, "alice", "tablet", 5))

@@ -12,8 +12,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client_sdk.protocol.records import Version, supersedes
 from supernode.directory.lease import LeasePolicy
-from supernode.directory.presence import Change, DeviceWrite, Replica
+from supernode.directory.presence import Change, DeviceWrite, Replica, burial_seq
 from supernode.directory.validation import Limits
 from supernode.store import Store
 
@@ -110,3 +111,48 @@ def test_replicas_that_got_the_same_writes_store_the_same_bytes(
         assert first.online == second.online
         one.close()
         two.close()
+
+
+VERSIONS = st.none() | st.builds(Version, st.integers(1, 50), st.booleans(), st.integers(0, 10**6))
+
+
+@given(newest=VERSIONS, at_least=st.integers(0, 60))
+def test_a_burial_covers_every_seq_it_was_told_of_and_never_lowers_one(
+    newest: Version | None, at_least: int
+) -> None:
+    seq = burial_seq(newest, at_least)
+    stored = 0 if newest is None else newest.seq
+    if seq is None:  # nothing to write: no live record, and nothing above the burial
+        assert newest is None or newest.tombstone
+        assert at_least <= stored
+    else:
+        assert seq >= at_least and seq >= stored
+        assert seq in (at_least, stored)
+        tomb = Version(seq, True, 0)
+        assert newest is None or supersedes(tomb, newest), "the tombstone must win"
+
+
+def test_an_unregister_with_a_higher_seq_blocks_a_late_registration(tmp_path: Path) -> None:
+    """The client sent seq 7 and never saw an answer, then unregistered saying so: the
+    tombstone covers 7, so the late (or hinted) 7 cannot bring the device back."""
+    store, r = replica(tmp_path / "db")
+    assert r.apply(live(5)) is not None
+    removal = r.removal("alice", "phone", at_least_seq=7)
+    assert removal is not None and removal.write.seq == 7 and removal.lease_was_running
+    assert r.apply(removal.write) is not None
+    assert r.apply(live(7)) is None and r.apply(live(6)) is None
+    assert r.apply(live(8)) is not None, "a newer registration still wins"
+    store.close()
+
+
+def test_an_unregister_with_a_seq_buries_a_device_this_replica_never_saw(tmp_path: Path) -> None:
+    store, r = replica(tmp_path / "db")
+    assert r.removal("alice", "phone") is None, "no seq, nothing stored: nothing to write"
+    removal = r.removal("alice", "phone", at_least_seq=4)
+    assert removal is not None and removal.write.tombstone and not removal.lease_was_running
+    r.apply(removal.write)
+    assert r.apply(live(4)) is None
+    assert r.removal("alice", "phone", at_least_seq=4) is None, "already buried at 4"
+    raised = r.removal("alice", "phone", at_least_seq=9)
+    assert raised is not None and raised.write.seq == 9
+    store.close()
