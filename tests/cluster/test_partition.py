@@ -8,6 +8,7 @@ tombstone retention, resurrects nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -16,14 +17,16 @@ import grpc
 import pytest
 
 from client_sdk import Client, Identity
-from client_sdk.transport import DirectoryConnection
-from supernode.transport import PEER_RECONNECT_OPTIONS
 from tests.cluster import history as checks
+from tests.cluster.load import (
+    TRANSPORT_KEY,
+    WRITER_CONFIG,
+    Load,
+    quorum_connections,
+    sdk_users,
+)
 from tests.cluster.netcut import cuttable_cluster
-from tests.cluster.test_cluster_routing import mirrored
-from tests.cluster.test_kill_loop import Load, User
 from tests.cluster.test_replication import node_credential, versions
-from tests.integration.records import device
 from tests.integration.sdk_support import TEST_CONFIG, unique
 from tests.integration.waiting import eventually
 
@@ -37,20 +40,20 @@ LEASES = (
 )  # fmt: skip
 
 
-async def users_on(targets: list[str], count: int) -> list[User]:
-    setup = DirectoryConnection(targets[0])
-    users = []
-    for n in range(count):
-        identity, handle = Identity.generate(), unique(f"part{n}")
-        await setup.create_account(identity, handle)
-        await setup.login(identity, handle)
-        connections = [DirectoryConnection(t, options=PEER_RECONNECT_OPTIONS) for t in targets]
-        for connection in connections:
-            connection.token = setup.token
-            await mirrored(connection, handle)
-        users.append(User(handle, identity, connections))
-    await setup.close()
-    return users
+# One node, two attempts per write: the cut side's writes fail fast (W out of reach).
+CUT_SIDE_CONFIG = dataclasses.replace(WRITER_CONFIG, max_attempts=2)
+
+
+async def readers_first_at(targets: list[str]) -> list[Client]:
+    """One SDK reader per node, starting there (then failing over to the others)."""
+    made = []
+    for i, target in enumerate(targets):
+        client = Client(
+            [target, *targets], Identity.generate(), unique(f"r{i}"), config=TEST_CONFIG
+        )
+        await client.create_account()
+        made.append(client)
+    return made
 
 
 Winners = dict[tuple[str, str], tuple[int, bool]]
@@ -74,40 +77,30 @@ async def winners(
 async def test_a_partitioned_node_converges_and_no_read_goes_backwards(tmp_path: Path) -> None:
     async with cuttable_cluster(tmp_path, 3, *LEASES) as net:
         cluster = net.cluster
-        users = await users_on(cluster.targets, 5)
-        cut_side = users.pop()  # written only through the node that will be cut off
         history = checks.History(time.monotonic)
-        load = Load(cluster, users, history)
-        # Writers use every node, the cut one included (its writes cannot reach W there).
-        readers = [
-            Client(
-                [cluster.target(i), *cluster.targets],
-                Identity.generate(),
-                unique(f"r{i}"),
-                config=TEST_CONFIG,
-            )
-            for i in range(3)
-        ]
-        for client in readers:
-            await client.create_account()
+        users = await sdk_users(cluster.targets, 4, history, "part")
+        # Written only through the node that will be cut off: it cannot reach W there.
+        (cut_side,) = await sdk_users([cluster.target(2)], 1, history, "cut", CUT_SIDE_CONFIG)
+        load = Load(users, history, TTL)  # writers use every node, the cut one included
+        lookers = await readers_first_at(cluster.targets)
+        quorum = await quorum_connections(cluster.targets)
         handles = [u.handle for u in (*users, cut_side)]
         tasks = [asyncio.create_task(load.writer(u)) for u in users]
         tasks += [asyncio.create_task(load.reader(c, handles, f"r{i}"))
-                  for i, c in enumerate(readers)]  # fmt: skip
-        tasks.append(asyncio.create_task(load.quorum_reader(users[0].connections)))
+                  for i, c in enumerate(lookers)]  # fmt: skip
+        tasks.append(asyncio.create_task(load.quorum_reader(quorum)))
+        cut_load = Load([cut_side], history, TTL)
         try:
             await asyncio.sleep(1.0)
             net.cut(2)
-            cut_load = Load(cluster, [cut_side], history)
-            cut_side.connections = [cut_side.connections[2]]  # only the cut node
             for _ in range(2):  # the cut side cannot reach W: UNAVAILABLE, kept locally
                 await cut_load.write(cut_side)
             await asyncio.sleep(TTL + 2)  # longer than a lease, writes on both sides
             net.heal(2)
             await asyncio.sleep(1.0)
         finally:
-            load.stopping.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await load.stop(tasks)
+            await cut_load.stop([])
         credential = await node_credential(cluster)
 
         async def converged() -> bool:
@@ -126,9 +119,9 @@ async def test_a_partitioned_node_converges_and_no_read_goes_backwards(tmp_path:
         report = checks.summary(history)
         print(f"\npartition: {report}")
         assert report["register.ok"] > 20 and report.get("register.unknown", 0) > 0
-        for client in readers:
+        for client in lookers:
             await client.close()
-        for connection in (c for u in users for c in u.connections):
+        for connection in quorum:
             await connection.close()
 
 
@@ -137,18 +130,20 @@ async def test_an_unregister_during_a_partition_healed_after_retention_stays(
 ) -> None:
     async with cuttable_cluster(tmp_path, 3, *LEASES, "--sweep-interval-seconds", "0.2") as net:
         cluster = net.cluster
-        (user,) = await users_on(cluster.targets, 1)
-        on_a = user.connections[0]
-        await on_a.register_device(device(user.identity, user.handle, "phone", 1, ttl=TTL))
+        history = checks.History(time.monotonic)
+        (user,) = await sdk_users([cluster.target(0)], 1, history, "gone")  # through A
+        connections = await quorum_connections(cluster.targets)  # a reader on every node
+        await user.client.register_device("phone", transport_key=TRANSPORT_KEY, ttl=TTL)
         net.cut(2)  # C keeps its live copy; A and B bury it; C's hint waits on A
-        assert await on_a.unregister_device("phone")
+        assert await user.client.unregister_device("phone")
+        await user.client.close()
         await asyncio.sleep(6)  # past the lease and the tombstone retention (4 s)
         net.heal(2)
         credential = await node_credential(cluster)
         rng = random.Random(3)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # bounded: reads on every node, both kinds
-            connection = rng.choice(user.connections)
+            connection = rng.choice(connections)
             try:
                 quorum = rng.random() < 0.5
                 answer = await connection.lookup(user.handle, deadline=5, quorum=quorum)
