@@ -409,15 +409,24 @@ class EtcdClient:
 
         Later pages read at the first page's revision, so the snapshot is consistent even
         while others write. A compaction past that revision mid-read restarts the read.
+        For a prefix too big to hold in memory, use :meth:`prefix_pages`.
         """
         for _ in range(_MAX_PAGINATION_RESTARTS):
             with contextlib.suppress(Compacted):
-                return await self._read_pages(prefix)
+                entries: list[Entry] = []
+                revision = 0
+                async for page in self.prefix_pages(prefix):
+                    entries.extend(page.entries)
+                    revision = page.revision
+                return Snapshot(entries, revision)
         raise EtcdError(f"get_prefix {prefix!r}: history compacted under every attempt")
 
-    async def _read_pages(self, prefix: bytes) -> Snapshot:
+    async def prefix_pages(self, prefix: bytes) -> AsyncIterator[Snapshot]:
+        """Every key under ``prefix`` at one revision, one page (``page_size`` keys) at a
+        time, in key order; each page carries that revision. ``Compacted`` when history
+        past it was compacted mid-read: the caller starts again (pages already taken stay
+        valid, just older)."""
         range_end = prefix_range_end(prefix)
-        entries: list[Entry] = []
         revision = 0
         start = prefix
         more = True
@@ -428,11 +437,10 @@ class EtcdClient:
             response = await self._range(f"get_prefix {prefix!r}", request)
             revision = revision or int(response.header.revision)
             page = [_entry(kv) for kv in response.kvs]
-            entries.extend(page)
             more = bool(response.more) and bool(page)
             if page:
                 start = page[-1].key + b"\0"
-        return Snapshot(entries, revision)
+            yield Snapshot(page, revision)
 
     async def _range(self, operation: str, request: Any) -> Any:
         async def attempt(endpoint: _Endpoint, limit_s: float, _retry: bool) -> Any:

@@ -11,6 +11,7 @@ restarts while etcd is down serves from what it last knew.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
@@ -20,6 +21,7 @@ from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.cluster.etcd import (
     Compacted,
     EtcdClient,
+    EtcdError,
     EtcdUnavailable,
     EventKind,
     PrefixWatch,
@@ -35,6 +37,7 @@ log = logging.getLogger("supernode.cluster")
 VIEW_META = "cluster_view"
 REVISION_META = "cluster_revision"  # the last applied etcd revision (u64), every batch
 _U64 = struct.Struct(">Q")
+_MAX_RESYNC_RESTARTS = 5  # a compaction mid-read starts the read again, this many times
 
 
 def stored_view(store: Store) -> ClusterView | None:
@@ -82,17 +85,31 @@ class Mirror:
         return (await self._etcd.get_prefix(self._keys.placement)).revision
 
     async def resync(self) -> None:
-        """Read every cluster key and rebuild the view from it (start-up, compaction)."""
-        snapshot = await self._etcd.get_prefix(self._keys.root)
-        fresh = ClusterView()
-        events = [
-            WatchEvent(EventKind.PUT, e.key, e.value, e.mod_revision) for e in snapshot.entries
-        ]
-        applied = fresh.apply(self._keys, events, snapshot.revision)
-        applied.members_changed = applied.placement_changed = True
-        self.view.replace_with(fresh)
-        self.resyncs += 1
-        self._commit(applied)
+        """Read every cluster key and rebuild the view from it (start-up, compaction).
+
+        Accounts go into the store a page at a time, so a node's memory does not grow with
+        the number of accounts; the rest (members, placement: small) builds a fresh view,
+        which replaces this one once every page is read. The revision is stored last: a
+        crash mid-way resyncs again, and inserting an account twice changes nothing.
+        """
+        for _ in range(_MAX_RESYNC_RESTARTS):
+            with contextlib.suppress(Compacted):
+                fresh = ClusterView()
+                async for page in self._etcd.prefix_pages(self._keys.root):
+                    events = [
+                        WatchEvent(EventKind.PUT, e.key, e.value, e.mod_revision)
+                        for e in page.entries
+                    ]
+                    applied = fresh.apply(self._keys, events, page.revision)
+                    for account in applied.accounts:
+                        self._insert_account(account.handle, account.account)
+                    for problem in applied.ignored:
+                        log.warning("mirror: ignored %s", problem)
+                self.view.replace_with(fresh)
+                self.resyncs += 1
+                self._commit(Applied(members_changed=True, placement_changed=True))
+                return
+        raise EtcdError(f"mirror resync: history compacted under {_MAX_RESYNC_RESTARTS} reads")
 
     async def run(self) -> None:
         """Follow etcd until cancelled. The caller did one :meth:`resync` (or has a stored

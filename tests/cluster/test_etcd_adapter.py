@@ -161,6 +161,23 @@ async def test_get_put_delete_and_prefix(etcd: LocalEtcd, connect: ClientFactory
     assert (await client.get_prefix(b"/nothing/")).entries == []
 
 
+async def test_prefix_pages_are_bounded_and_read_at_one_revision(
+    etcd: LocalEtcd, connect: ClientFactory
+) -> None:
+    """What a resync of millions of accounts relies on: at most ``page_size`` keys held at a
+    time, and later pages read at the first page's revision even while others write."""
+    client = connect(etcd, page_size=3)
+    for i in range(8):
+        await client.put(f"/p/{i}".encode(), b"before")
+    pages = []
+    async for page in client.prefix_pages(b"/p/"):
+        pages.append(page)
+        await client.put(f"/p/{len(pages)}x".encode(), b"written meanwhile")  # not seen
+    assert [len(p.entries) for p in pages] == [3, 3, 2]
+    assert len({p.revision for p in pages}) == 1
+    assert [e.key for p in pages for e in p.entries] == [f"/p/{i}".encode() for i in range(8)]
+
+
 async def test_exactly_one_of_50_concurrent_creators_wins(
     etcd: LocalEtcd, connect: ClientFactory
 ) -> None:
