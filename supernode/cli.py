@@ -1,4 +1,5 @@
-"""``supernode`` command line: ``serve``, ``status``, ``dev-cluster`` and ``--version``."""
+"""``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster`` and
+``--version``."""
 
 from __future__ import annotations
 
@@ -54,8 +55,57 @@ def _parser() -> argparse.ArgumentParser:
                 help=f"{help_text}; default {default}",
             )
     _add_status(commands)
+    _add_decommission(commands)
     _add_dev_cluster(commands)
     return parser
+
+
+def _add_etcd_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which cluster a command reads (``status``, ``decommission``)."""
+    parser.add_argument("--config", type=Path, help="TOML file with a [cluster] table")
+    parser.add_argument(
+        "--etcd-endpoints",
+        "--cluster-etcd-endpoints",
+        dest="cluster.etcd_endpoints",
+        metavar="H:P[,H:P]",
+        help="etcd members (env SUPERNODE_CLUSTER_ETCD_ENDPOINTS)",
+    )
+    parser.add_argument(
+        "--etcd-prefix",
+        "--cluster-etcd-prefix",
+        dest="cluster.etcd_prefix",
+        metavar="PREFIX",
+        help="the cluster's key prefix (env SUPERNODE_CLUSTER_ETCD_PREFIX); default /supernode",
+    )
+    parser.add_argument(
+        "--etcd-timeout-seconds",
+        "--cluster-etcd-timeout-seconds",
+        dest="cluster.etcd_timeout_seconds",
+        metavar="SECONDS",
+        help="budget per etcd read and endpoint (env SUPERNODE_CLUSTER_ETCD_TIMEOUT_SECONDS)",
+    )
+
+
+def _add_decommission(commands: Any) -> None:
+    command = commands.add_parser(
+        "decommission",
+        help="take a node out of a cluster: its partitions move to the others, then it left",
+        description=(
+            "Mark NODE leaving: the controller moves its partitions to the other nodes a few "
+            "at a time (writes go to both while they move, nothing is lost) and marks it left "
+            "once it holds none; then it can be stopped. Starting it again makes it join anew. "
+            "Exit code 0 once marked (with --wait: once it has left), 1 when etcd cannot be "
+            "used or --wait ran out of time, 2 when NODE cannot be decommissioned."
+        ),
+    )
+    command.add_argument("node", metavar="NODE", help="the node's name (its advertised host:port)")
+    _add_etcd_flags(command)
+    command.add_argument(
+        "--wait", action="store_true", help="follow the moves until the node has left"
+    )
+    command.add_argument(
+        "--wait-seconds", type=float, default=600.0, help="how long --wait follows (default 600)"
+    )
 
 
 def _add_status(commands: Any) -> None:
@@ -70,28 +120,7 @@ def _add_status(commands: Any) -> None:
             "then these flags."
         ),
     )
-    status.add_argument("--config", type=Path, help="TOML file with a [cluster] table")
-    status.add_argument(
-        "--etcd-endpoints",
-        "--cluster-etcd-endpoints",
-        dest="cluster.etcd_endpoints",
-        metavar="H:P[,H:P]",
-        help="etcd members (env SUPERNODE_CLUSTER_ETCD_ENDPOINTS)",
-    )
-    status.add_argument(
-        "--etcd-prefix",
-        "--cluster-etcd-prefix",
-        dest="cluster.etcd_prefix",
-        metavar="PREFIX",
-        help="the cluster's key prefix (env SUPERNODE_CLUSTER_ETCD_PREFIX); default /supernode",
-    )
-    status.add_argument(
-        "--etcd-timeout-seconds",
-        "--cluster-etcd-timeout-seconds",
-        dest="cluster.etcd_timeout_seconds",
-        metavar="SECONDS",
-        help="budget per etcd read and endpoint (env SUPERNODE_CLUSTER_ETCD_TIMEOUT_SECONDS)",
-    )
+    _add_etcd_flags(status)
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
 
 
@@ -136,6 +165,28 @@ def _status(args: argparse.Namespace) -> int:
     return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
+def _decommission(args: argparse.Namespace) -> int:
+    from supernode.cluster.decommission import (
+        CannotDecommission,
+        DecommissionError,
+        decommission,
+    )
+
+    flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
+    try:
+        config = load(args.config, flags=flags)
+    except ConfigError as exc:
+        print(f"supernode decommission: {exc}", file=sys.stderr)
+        return 2
+    wait_s = args.wait_seconds if args.wait else None
+    try:
+        asyncio.run(decommission(config.cluster, args.node, wait_s=wait_s, out=sys.stdout))
+    except DecommissionError as exc:
+        print(f"supernode decommission: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, CannotDecommission) else 1
+    return 0
+
+
 def _dev_cluster(args: argparse.Namespace) -> int:
     from supernode.cluster.dev_cluster import DevClusterPlan, run_dev_cluster
 
@@ -160,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "status":
         return _status(args)
+    if args.command == "decommission":
+        return _decommission(args)
     if args.command == "dev-cluster":
         return _dev_cluster(args)
     if args.command != "serve":

@@ -101,6 +101,9 @@ class ClusterSettings:
     member_ttl_seconds: int = 10
     # Liveness is not ownership: a member down this long loses its partitions (controller).
     down_grace_seconds: float = 300.0
+    # Partitions moving at once during a join or decommission (each is streamed from a
+    # majority of its replicas): bounds the extra load of rebuilding the plane in flight.
+    max_moving_partitions: int = 32
     # Per etcd operation, over every endpoint and retry; beyond it etcd counts as
     # unreachable (CreateAccount answers UNAVAILABLE). Long enough to ride out a leader
     # election (etcd's default election timeout is 1 s), short enough for a client's deadline.
@@ -115,6 +118,11 @@ class ClusterSettings:
             raise ValueError(
                 f"cluster.write_quorum: {self.write_quorum}, must be 0 (a majority) to "
                 f"replication_factor ({self.replication_factor})"
+            )
+        if not 1 <= self.max_moving_partitions <= self.partitions:
+            raise ValueError(
+                f"cluster.max_moving_partitions: {self.max_moving_partitions}, must be "
+                f"1-{self.partitions} (the partitions)"
             )
         if self.max_hints_per_node < 1:
             raise ValueError(f"cluster.max_hints_per_node: {self.max_hints_per_node}, at least 1")

@@ -241,7 +241,8 @@ class Supernode:
                 self.metrics,
                 self.cluster.feed_hub,
                 self._deliver_offer,
-                self.cluster.epoch,
+                self.cluster.placement,
+                store.device_page,
             ).method_handlers()
         apis["directory"] = DirectoryApi(accounts, served, sessions, self.metrics).method_handlers()
         apis["watch"] = WatchApi(self.hub, served, sessions, self.metrics).method_handlers()

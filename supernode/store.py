@@ -503,6 +503,29 @@ class Store:
             iterator.next()
         return found
 
+    def device_page(
+        self, start: bytes, limit: int
+    ) -> tuple[list[tuple[str, str, int, int, bytes]], bytes | None]:
+        """Up to ``limit`` stored versions from key ``start`` on, in key order, as
+        ``(handle, device_id, expires_at_ms, seq, payload)``, and the key to continue from
+        (None at the end). A partition's move reads the devices family page by page, so a
+        stream never holds one iterator across the awaits between its pages."""
+        found: list[tuple[str, str, int, int, bytes]] = []
+        iterator = self._devices.iter()
+        iterator.seek(start)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if len(found) >= limit:
+                return found, key
+            value: bytes = iterator.value()
+            expires_at_ms, seq = _HEADER.unpack_from(value)
+            handle, _, device_id = key.partition(b"\x00")
+            found.append(
+                (handle.decode(), device_id.decode(), expires_at_ms, seq, value[HEADER_BYTES:])
+            )
+            iterator.next()
+        return found, None
+
     def device_count(self, handle: str) -> int:
         """Devices of a handle with a stored record or tombstone (live or not yet swept)."""
         prefix = _handle_prefix(handle)

@@ -4,7 +4,11 @@ A watcher on this node may watch handles owned anywhere, so each node streams th
 it commits to every other node (``ClusterService.Feed``), and this node hands them to its
 own watch hub, which fans out locally. A feed that breaks may have dropped changes, so
 every (re)connection interrupts this node's watches: they end with UNAVAILABLE and the SDK
-resumes, getting a fresh snapshot instead of a silent gap.
+resumes, getting a fresh snapshot instead of a silent gap. The one exception is the first
+connection to a node that serves no reads yet (one that is joining): every write it may
+have taken before the feed connected went to a quorum of the old replicas too, whose feeds
+this node follows, so nothing was missed and a join does not make every watcher of the
+cluster take a snapshot.
 
 Step 1 streams every change to every node (cost grows with nodes x writes); per-handle
 interest at the replicas, as ARCHITECTURE.md section 4 describes, comes with replication.
@@ -44,15 +48,22 @@ class RemoteFeeds:
         for node in wanted - set(self._tasks):
             self._tasks[node] = asyncio.create_task(self._follow(node), name=f"feed {node}")
 
+    def _serves_reads(self, node: str) -> bool:
+        placement = self._view.placement
+        return placement is None or node in placement.nodes()
+
     async def _follow(self, node: str) -> None:
         failures = 0
+        connected_before = False
         while True:
             try:
                 async for event in self._peers.feed(self._view.address_of(node)):
                     if event.HasField("ack"):
                         failures = 0
                         self.connected.add(node)
-                        self._hub.interrupt(f"the change feed of node {node} (re)connected")
+                        if connected_before or self._serves_reads(node):
+                            self._hub.interrupt(f"the change feed of node {node} (re)connected")
+                        connected_before = True
                         continue
                     change = event.change
                     self._hub.device_changed(

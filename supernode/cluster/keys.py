@@ -4,12 +4,17 @@ Under the cluster's prefix (``cluster.etcd_prefix``, default ``/supernode``):
 
 ``/members/<node>``   JSON ``{"address", "zone", "version", "started_at_ms", "mirror_revision"}``
                       under the node's own lease: liveness, which expires by itself.
-``/nodes/<node>``     JSON ``{"address", "zone", "joined_at_ms"}``, no lease: the nodes that
+``/nodes/<node>``     JSON ``{"address", "zone", "joined_at_ms", "state"}``, no lease: the nodes
                       placement is planned over. A node whose member key is gone keeps its
                       partitions until the controller drops it after the down grace period
-                      (or an operator decommissions it): liveness is not ownership.
-``/placement``        ``Placement.to_bytes()``: partitions -> nodes, with its epoch; changed
-                      only by the controller, by compare-and-swap on its mod revision.
+                      (or an operator decommissions it): liveness is not ownership. ``state``
+                      is "active", "leaving" (decommissioned: its partitions move away) or
+                      "left" (it holds none; starting it again makes it active).
+``/placement``        ``Placement.to_bytes()``: partitions -> nodes, moves in flight, epochs;
+                      changed only by the controller, by compare-and-swap on its mod revision.
+``/streamed/<node>``  JSON ``{"<partition>": epoch}`` under the node's lease: the partitions it
+                      has streamed for the moves begun at those epochs (one write per batch of
+                      partitions, never per device); the controller flips them.
 ``/controller``       the elected controller's node name, under its lease (create-if-absent).
 ``/accounts/<handle>`` serialized ``supernode.v1.Account`` as its creator signed it, claimed
                       by create-if-absent: handles are unique cluster-wide.
@@ -27,6 +32,8 @@ NODES = "/nodes/"
 PLACEMENT = "/placement"
 CONTROLLER = "/controller"
 ACCOUNTS = "/accounts/"
+STREAMED = "/streamed/"
+NODE_STATES = ("active", "leaving", "left")
 TOKEN_SECRET = "/secrets/token"
 
 
@@ -65,6 +72,12 @@ class NodeInfo:
     address: str
     zone: str = ""
     joined_at_ms: int = 0
+    state: str = "active"
+
+    @property
+    def planned(self) -> bool:
+        """Whether placement should hold partitions on this node."""
+        return self.state == "active"
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -77,9 +90,31 @@ class NodeInfo:
                 address=str(fields["address"]),
                 zone=str(fields.get("zone", "")),
                 joined_at_ms=int(fields.get("joined_at_ms", 0)),
+                state=_state(fields.get("state", "active")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LayoutError(f"not a node record: {raw[:80]!r}") from exc
+
+
+def _state(value: object) -> str:
+    if value not in NODE_STATES:
+        raise ValueError(f"state {value!r} (one of {', '.join(NODE_STATES)})")
+    return str(value)
+
+
+def streamed_to_bytes(done: dict[int, int]) -> bytes:
+    return json.dumps({str(p): epoch for p, epoch in sorted(done.items())}).encode()
+
+
+def streamed_from_bytes(raw: bytes) -> dict[int, int]:
+    try:
+        fields = json.loads(raw)
+        if not isinstance(fields, dict):
+            raise TypeError("not an object")
+        done = {int(p): int(epoch) for p, epoch in fields.items()}
+    except (ValueError, TypeError) as exc:
+        raise LayoutError(f"not a streamed record: {raw[:80]!r}") from exc
+    return done
 
 
 class Keys:
@@ -100,6 +135,13 @@ class Keys:
 
     def account(self, handle: str) -> bytes:
         return self._key(ACCOUNTS + handle)
+
+    def streamed_by(self, node: str) -> bytes:
+        return self._key(STREAMED + node)
+
+    @property
+    def streamed(self) -> bytes:
+        return self._key(STREAMED)
 
     @property
     def members(self) -> bytes:

@@ -22,7 +22,9 @@ from supernode.cluster.hints import HintBook
 from supernode.cluster.keys import Keys, MemberInfo
 from supernode.cluster.membership import Membership
 from supernode.cluster.mirror import Mirror, stored_view
+from supernode.cluster.mover import Mover
 from supernode.cluster.peers import Peers
+from supernode.cluster.placement import Placement
 from supernode.cluster.registry import ClusterAccounts
 from supernode.cluster.replication import Replicator
 from supernode.cluster.routing import ClusterPresence
@@ -67,6 +69,7 @@ class ClusterMember:
         self.feeds: RemoteFeeds | None = None
         self.hints: HintBook | None = None
         self.replicator: Replicator | None = None
+        self.mover: Mover | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._placed = asyncio.Event()
 
@@ -86,6 +89,9 @@ class ClusterMember:
     def epoch(self) -> int:
         placement = self.view.placement
         return 0 if placement is None else placement.epoch
+
+    def placement(self) -> Placement | None:
+        return self.view.placement
 
     @property
     def etcd_errors(self) -> int:
@@ -139,12 +145,22 @@ class ClusterMember:
             count=presence.count_forwarded,
         )
         self.feeds = RemoteFeeds(self.view, peers, hub, name=self.name)
+        self.mover = Mover(
+            self.view,
+            peers,
+            presence.local.replica,
+            self.etcd,
+            self.keys,
+            name=self.name,
+            lease=lambda: self.membership.lease,
+        )
         with contextlib.suppress(EtcdError):
             await self.membership.join()
         self._tasks = [
             asyncio.create_task(self.mirror.run(), name="cluster mirror"),
             asyncio.create_task(self.membership.run(), name="cluster membership"),
             asyncio.create_task(self._replay_hints(), name="hint replay"),
+            asyncio.create_task(self.mover.run(), name="partition mover"),
         ]
         self.feeds.sync()
         if self.view.placement is None:
@@ -167,10 +183,14 @@ class ClusterMember:
     def _view_changed(self, applied: Applied) -> None:
         if self.view.placement is not None:
             self._placed.set()
-        if applied.members_changed or applied.placement_changed:
+        if applied.members_changed or applied.placement_changed or applied.streamed_changed:
             self.membership.view_changed()
-            if self.feeds is not None:
-                self.feeds.sync()
+        if applied.placement_changed and self.mover is not None:
+            self.mover.view_changed()
+        if applied.placement_changed and self.presence is not None:
+            self.presence.view_changed()
+        if (applied.members_changed or applied.placement_changed) and self.feeds is not None:
+            self.feeds.sync()
 
     async def stop(self) -> None:
         for task in self._tasks:

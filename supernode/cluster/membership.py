@@ -5,9 +5,12 @@
   one is granted and the key put again once etcd answers.
 * Joining: ``/nodes/<node>`` without a lease, so a node that is down keeps its partitions.
 * The controller: one node at a time, elected by create-if-absent on ``/controller`` under
-  its lease. It plans placement over the joined nodes (``placement.plan``), dropping a node
-  only after it has been down for ``down_grace_seconds``, and writes the result by
-  compare-and-swap on the placement's revision: no other node ever writes placement.
+  its lease. It plans where partitions should be over the active joined nodes
+  (``placement.plan``), dropping a node only after it has been down for
+  ``down_grace_seconds`` or once it is decommissioned, and moves them there a few at a time
+  (``moves.advance``: a partition flips once its new nodes streamed it), writing each step
+  by compare-and-swap on the placement's revision: no other node ever writes placement.
+  A decommissioned node that no longer holds or receives any partition is marked "left".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 
 from supernode.cluster.etcd import EtcdClient, EtcdError, EtcdUnavailable, KeptLease
 from supernode.cluster.keys import Keys, MemberInfo, NodeInfo
+from supernode.cluster.moves import advance
 from supernode.cluster.placement import Placement, plan
 from supernode.cluster.view import ClusterView
 from supernode.config import ClusterSettings
@@ -35,9 +39,11 @@ _PUBLISH_INTERVAL_S = 5.0
 def members_to_plan(
     view: ClusterView, down_since: dict[str, float], now: float, grace_s: float
 ) -> dict[str, str]:
-    """Joined nodes that are up, or down for less than the grace period: name -> zone."""
+    """Active joined nodes that are up, or down for less than the grace period: name -> zone."""
     planned = {}
     for name, node in view.nodes.items():
+        if not node.planned:
+            continue
         if name in view.members:
             down_since.pop(name, None)
         elif now - down_since.setdefault(name, now) >= grace_s:
@@ -77,12 +83,18 @@ class Membership:
         self._wake.set()
 
     async def join(self) -> None:
-        """Register as a node and as a live member (the first time etcd answers)."""
+        """Register as a node and as a live member (the first time etcd answers).
+
+        A node that was decommissioned and is started again joins anew; one that is still
+        leaving stays leaving (a restart must not undo an operator's decommission)."""
         info = self._info()
         node = NodeInfo(info.address, info.zone, int(time.time() * 1000))
         existing = await self._etcd.get(self._keys.node(self.name))
-        if existing is None or NodeInfo.from_bytes(existing.value).address != info.address:
+        known = None if existing is None else NodeInfo.from_bytes(existing.value)
+        if known is None or known.address != info.address or known.state == "left":
             await self._etcd.put(self._keys.node(self.name), node.to_bytes())
+        elif known.state == "leaving":
+            log.warning("this node is being decommissioned: its partitions are moving away")
         await self._go_live()
 
     async def _go_live(self) -> None:
@@ -153,22 +165,45 @@ class Membership:
                 settings.partitions,
             )
             return
-        proposed = plan(
-            previous,
+        # Plan from where the moves in flight lead, so a plan in progress is not replanned.
+        destination = plan(
+            None if previous is None else previous.eventual(),
             members,
             replication_factor=settings.replication_factor,
             partitions=settings.partitions,
         )
-        if previous is not None and proposed.epoch == previous.epoch:
-            return
-        revision = 0 if current is None else current.mod_revision
-        if await self._etcd.compare_and_swap(self._keys.placement, proposed.to_bytes(), revision):
+        if previous is None:  # a new cluster: nothing to move, the first plan stands
+            proposed = destination
+        else:
+            proposed = advance(
+                previous,
+                destination.replicas,
+                self._view.streamed,
+                max_moving=settings.max_moving_partitions,
+            )
+        if proposed is not previous:
+            revision = 0 if current is None else current.mod_revision
+            if not await self._etcd.compare_and_swap(
+                self._keys.placement, proposed.to_bytes(), revision
+            ):
+                return
             log.info(
-                "placement epoch %d over %d nodes (%d replica moves)",
+                "placement epoch %d over %d nodes: %d partitions moving, %d to go",
                 proposed.epoch,
                 len(members),
-                0 if previous is None else proposed.moves_from(previous),
+                len(proposed.moves),
+                sum(a != b for a, b in zip(proposed.replicas, destination.replicas, strict=True)),
             )
+        await self._finish_decommissions(proposed)
+
+    async def _finish_decommissions(self, placement: Placement) -> None:
+        """Mark "left" every leaving node that no longer holds or receives a partition."""
+        involved = placement.involved()
+        for name, node in list(self._view.nodes.items()):
+            if node.state == "leaving" and name not in involved:
+                done = NodeInfo(node.address, node.zone, node.joined_at_ms, "left")
+                await self._etcd.put(self._keys.node(name), done.to_bytes())
+                log.info("node %s is decommissioned: it holds no partition, stop it", name)
 
     async def leave(self) -> None:
         """Stopping cleanly: give up the member key and the controller role at once."""

@@ -40,6 +40,37 @@ class ClusterCollector(Collector):
             value=0 if placement is None else len(placement.owned_by(member.name)),
         )
         yield GaugeMetricFamily(
+            "supernode_cluster_partitions_moving",
+            "Partitions moving between nodes in the whole cluster (join or decommission).",
+            value=0 if placement is None else len(placement.moves),
+        )
+        yield CounterMetricFamily(
+            "supernode_cluster_rerouted_calls",
+            "Calls this node routed again because a replica held a newer placement.",
+            value=self._presence.rerouted,
+        )
+        mover = member.mover
+        if mover is not None:
+            yield GaugeMetricFamily(
+                "supernode_cluster_partitions_receiving",
+                "Partitions moving to this node that it has not streamed yet.",
+                value=mover.receiving,
+            )
+            moved = mover.counters
+            for name, help_text, value in (
+                ("partitions_streamed", "Partitions streamed here for moves.", moved.partitions),
+                ("stream_versions", "Versions this node received by streaming.", moved.versions),
+                ("stream_bytes", "Bytes of versions this node received by streaming.", moved.bytes),
+                ("stream_seconds", "Seconds this node spent streaming partitions.", moved.seconds),
+                ("stream_failures", "Streams from a replica that failed.", moved.failures),
+            ):
+                yield CounterMetricFamily(f"supernode_cluster_{name}", help_text, value=value)
+            yield GaugeMetricFamily(
+                "supernode_cluster_stream_seconds_per_partition",
+                "Seconds per partition of this node's last streamed batch.",
+                value=moved.last_batch_seconds_per_partition,
+            )
+        yield GaugeMetricFamily(
             "supernode_cluster_mirror_revision",
             "The last etcd revision this node's mirror applied.",
             value=view.revision,

@@ -10,6 +10,7 @@ and message; a peer that cannot be reached is ``Unavailable`` naming the node.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -67,6 +68,30 @@ class Peers:
         except grpc.aio.AioRpcError as exc:
             raise remote_error(node, exc) from exc
         return response
+
+    async def stream(
+        self, node: str, address: str, request: pb.StreamRequest, *, idle_s: float = _TIMEOUT_S
+    ) -> AsyncIterator[pb.StreamChunk]:
+        """A partition stream from ``node``; each chunk must come within ``idle_s``."""
+        call = self._channel(address).unary_stream(
+            f"/{CLUSTER_SERVICE}/Stream", response_deserializer=pb.StreamChunk.FromString
+        )
+        stream = call(request.SerializeToString(), metadata=self._metadata())
+        iterator = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(idle_s):
+                        chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(node, exc) from exc
+        except TimeoutError as exc:
+            raise Unavailable(f"node {node} sent nothing for {idle_s:.0f} s") from exc
+        finally:
+            stream.cancel()
 
     async def feed(self, address: str) -> AsyncIterator[pb.FeedEvent]:
         call = self._channel(address).unary_stream(

@@ -14,15 +14,17 @@ import heapq
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 
 DEFAULT_PARTITIONS = 1024
-FORMAT = 1  # the "format" field of to_bytes; bump on any incompatible change of the layout
+FORMAT = 2  # the "format" field of to_bytes; bump on any incompatible change of the layout
+_READS = (1, 2)  # formats from_bytes reads: 1 had no moves and no per-partition epochs
 
 _MASK64 = (1 << 64) - 1
 _EPS = 1e-9  # fair shares are fractions held as floats; loads within this are equal
-_FIELDS = frozenset({"format", "epoch", "replication_factor", "partitions", "nodes", "replicas"})
+_FIELDS_V1 = frozenset({"format", "epoch", "replication_factor", "partitions", "nodes", "replicas"})
+_FIELDS = _FIELDS_V1 | {"changed", "moves"}
 
 
 class PlacementError(ValueError):
@@ -45,16 +47,29 @@ def partition_of(handle: str, partitions: int) -> int:
 class Placement:
     """The replicas of every partition (index = partition), under one epoch.
 
-    ``replicas[p][0]`` owns partition ``p``. Every partition has ``min(replication_factor,
-    members)`` distinct nodes; construction refuses anything else with :class:`PlacementError`.
+    ``replicas[p]`` is where partition ``p`` is read (``replicas[p][0]`` owns it): 1 to
+    ``replication_factor`` distinct nodes. A partition on its way to other nodes also has a
+    move, ``moves[p]``: the replicas it will have (owner first). While it moves, writes go to
+    both sets and are acknowledged once each set holds a quorum; the nodes the move adds
+    stream the partition and report it (``supernode.cluster.moves``), then the controller
+    flips ``replicas[p]`` to the move's nodes.
+
+    ``changed[p]`` is the epoch at which the nodes a write to ``p`` must reach last changed
+    (a move began, was redirected, or flipped); a replica refuses a write routed by an
+    older epoch than that, and only that: a move elsewhere does not disturb ``p``'s writes.
+    Empty means every partition changed at ``epoch`` (the strictest reading). Construction
+    refuses anything inconsistent with :class:`PlacementError`.
     """
 
     epoch: int
     replication_factor: int
     replicas: tuple[tuple[str, ...], ...]
+    moves: Mapping[int, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    changed: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check_placement(self.epoch, self.replication_factor, self.replicas)
+        _check_moves(self)
 
     @property
     def partitions(self) -> int:
@@ -82,8 +97,44 @@ class Placement:
         return [p for p, nodes in enumerate(self.replicas) if nodes[0] == node]
 
     def nodes(self) -> frozenset[str]:
-        """Every node that holds at least one replica."""
+        """Every node that holds at least one replica (where reads go)."""
         return frozenset(name for nodes in self.replicas for name in nodes)
+
+    def involved(self) -> frozenset[str]:
+        """Every node that holds a replica or is receiving one (where writes go)."""
+        moving = (name for nodes in self.moves.values() for name in nodes)
+        return self.nodes() | frozenset(moving)
+
+    @property
+    def settled(self) -> bool:
+        """No partition is moving."""
+        return not self.moves
+
+    def changed_at(self, partition: int) -> int:
+        """The epoch since which a write to ``partition`` has had its present targets."""
+        return self.changed[partition] if self.changed else self.epoch
+
+    def write_sets(self, partition: int) -> tuple[tuple[str, ...], ...]:
+        """The replica sets a write to ``partition`` must reach a quorum of: the current
+        one, and while it moves, the one it moves to."""
+        target = self.moves.get(partition)
+        current = self.replicas[partition]
+        return (current,) if target is None else (current, target)
+
+    def incoming(self, partition: int) -> tuple[str, ...]:
+        """The nodes a move of ``partition`` adds (they must stream it before the flip)."""
+        target = self.moves.get(partition, ())
+        return tuple(node for node in target if node not in self.replicas[partition])
+
+    def destination(self) -> tuple[tuple[str, ...], ...]:
+        """Every partition's replicas once every move in flight has flipped."""
+        return tuple(self.moves.get(p, nodes) for p, nodes in enumerate(self.replicas))
+
+    def eventual(self) -> "Placement":
+        """This placement with every move flipped (what the controller plans from)."""
+        if not self.moves:
+            return self
+        return Placement(self.epoch, self.replication_factor, self.destination())
 
     def moves_from(self, other: "Placement") -> int:
         """Replicas this placement has that ``other`` lacks: the partitions to stream.
@@ -99,7 +150,7 @@ class Placement:
 
     def to_bytes(self) -> bytes:
         """Compact JSON for etcd: node names once, partitions as indexes into them."""
-        names = sorted(self.nodes())
+        names = sorted(self.involved())
         index = {name: i for i, name in enumerate(names)}
         document = {
             "format": FORMAT,
@@ -108,6 +159,8 @@ class Placement:
             "partitions": len(self.replicas),
             "nodes": names,
             "replicas": [[index[name] for name in nodes] for nodes in self.replicas],
+            "changed": list(self.changed),
+            "moves": {str(p): [index[n] for n in nodes] for p, nodes in sorted(self.moves.items())},
         }
         return json.dumps(document, separators=(",", ":")).encode()
 
@@ -126,12 +179,12 @@ class Placement:
             raise PlacementError(f"placement: not JSON ({exc})") from None
         if not isinstance(document, dict):
             raise PlacementError("placement: expected a JSON object")
-        if document.get("format") != FORMAT or type(document["format"]) is not int:
-            raise PlacementError(
-                f"placement: format {document.get('format')!r} (this build reads {FORMAT})"
-            )
-        if set(document) != _FIELDS:
-            raise PlacementError(f"placement: fields {sorted(document)} (need {sorted(_FIELDS)})")
+        version = document.get("format")
+        if version not in _READS or type(version) is not int:
+            raise PlacementError(f"placement: format {version!r} (this build reads {_READS})")
+        wanted = _FIELDS if version == FORMAT else _FIELDS_V1
+        if set(document) != wanted:
+            raise PlacementError(f"placement: fields {sorted(document)} (need {sorted(wanted)})")
         names, rows, count = document["nodes"], document["replicas"], document["partitions"]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise PlacementError("placement: nodes must be a list of names")
@@ -140,9 +193,16 @@ class Placement:
         if type(count) is not int or count != len(rows):
             raise PlacementError(f"placement: partitions {count!r} but {len(rows)} rows")
         replicas = tuple(tuple(_names_of(row, names)) for row in rows)
-        if names != sorted({name for nodes in replicas for name in nodes}):
+        moves = _moves_of(document.get("moves", {}), names, count)
+        changed = document.get("changed", [])
+        if not isinstance(changed, list) or not all(type(e) is int for e in changed):
+            raise PlacementError("placement: changed must be a list of epochs")
+        used = {name for nodes in replicas for name in nodes}
+        used.update(name for nodes in moves.values() for name in nodes)
+        if names != sorted(used):
             raise PlacementError("placement: nodes must be the sorted names the replicas use")
-        return cls(document["epoch"], document["replication_factor"], replicas)
+        rf = document["replication_factor"]
+        return cls(document["epoch"], rf, replicas, moves, tuple(changed))
 
 
 def fair_shares(
@@ -556,6 +616,35 @@ def _names_of(row: list[object], names: list[str]) -> list[str]:
     return found
 
 
+def _moves_of(raw: object, names: list[str], count: int) -> dict[int, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise PlacementError("placement: moves must be an object of partition -> nodes")
+    moves: dict[int, tuple[str, ...]] = {}
+    for key, row in raw.items():
+        if not key.isdigit() or not 0 <= int(key) < count or not isinstance(row, list):
+            raise PlacementError(f"placement: move {key!r} -> {row!r} (need partition -> list)")
+        moves[int(key)] = tuple(_names_of(row, names))
+    return moves
+
+
+def _check_moves(placement: Placement) -> None:
+    rf, rows = placement.replication_factor, len(placement.replicas)
+    for p, nodes in placement.moves.items():
+        if type(p) is not int or not 0 <= p < rows:
+            raise PlacementError(f"placement: move of partition {p!r}, outside 0-{rows - 1}")
+        if not 1 <= len(nodes) <= rf or len(set(nodes)) != len(nodes):
+            raise PlacementError(f"placement: move of partition {p} to {nodes}: 1-{rf} nodes")
+        if not all(isinstance(n, str) and n for n in nodes):
+            raise PlacementError(f"placement: move of partition {p} must name nodes")
+        if nodes == placement.replicas[p]:
+            raise PlacementError(f"placement: partition {p} moves to where it is")
+    changed = placement.changed
+    if changed and len(changed) != rows:
+        raise PlacementError(f"placement: {len(changed)} changed epochs for {rows} partitions")
+    if any(not 1 <= e <= placement.epoch for e in changed):
+        raise PlacementError(f"placement: changed epochs must lie in 1-{placement.epoch}")
+
+
 def _check_placement(epoch: object, rf: object, replicas: object) -> None:
     if type(epoch) is not int or epoch < 1:
         raise PlacementError(f"placement: epoch {epoch!r} (need an int >= 1)")
@@ -563,19 +652,12 @@ def _check_placement(epoch: object, rf: object, replicas: object) -> None:
         raise PlacementError(f"placement: replication_factor {rf!r} (need an int >= 1)")
     if not isinstance(replicas, tuple) or not replicas:
         raise PlacementError("placement: replicas must be a non-empty tuple of partitions")
-    width = -1
     for p, nodes in enumerate(replicas):
         if not isinstance(nodes, tuple) or not all(isinstance(n, str) and n for n in nodes):
             raise PlacementError(f"placement: partition {p} must be a tuple of node names")
         if len(set(nodes)) != len(nodes):
             raise PlacementError(f"placement: partition {p} names a node twice: {nodes}")
-        if width not in (-1, len(nodes)):
-            raise PlacementError(f"placement: partition {p} has {len(nodes)} replicas, not {width}")
-        width = len(nodes)
-    if not 1 <= width <= rf:
-        raise PlacementError(f"placement: {width} replicas per partition with RF {rf}")
-    if width < rf and len({n for nodes in replicas for n in nodes}) != width:
-        raise PlacementError(
-            f"placement: {width} replicas per partition is less than RF {rf}, "
-            "so every partition must hold all nodes"
-        )
+        # Widths may differ while partitions move to a new replication (two nodes to three:
+        # each partition gains its third replica when its move flips).
+        if not 1 <= len(nodes) <= rf:
+            raise PlacementError(f"placement: partition {p} has {len(nodes)} replicas, RF {rf}")

@@ -27,6 +27,7 @@ class Reply(enum.Enum):
     HELD = "held"  # the replica already held it or a newer version (merge no-op)
     REFUSED = "refused"  # the replica refused it for the client's fault (replay, cap)
     UNREACHABLE = "unreachable"  # no answer: down, partitioned, timed out
+    STALE = "stale"  # routed by an older placement than the replica's: route again
 
 
 class Decision(enum.Enum):
@@ -38,19 +39,33 @@ class Decision(enum.Enum):
 
 @dataclass
 class QuorumWrite:
+    """One write's replies. ``moving_to``: while the partition moves, the replica set it
+    moves to; the write is then sent to both sets and acknowledged once each holds ``w``
+    (or all of a smaller set), so whichever set reads after the flip finds it."""
+
     replicas: tuple[str, ...]
     w: int
+    moving_to: tuple[str, ...] = ()
     replies: dict[str, Reply] = field(default_factory=dict)
     refusal: Exception | None = None  # the first replica's reason, for the client
 
     def __post_init__(self) -> None:
-        if not self.replicas or len(set(self.replicas)) != len(self.replicas):
-            raise ValueError(f"replicas: {self.replicas!r}, need distinct nodes")
+        for nodes in (self.replicas, self.moving_to):
+            if len(set(nodes)) != len(nodes):
+                raise ValueError(f"replicas: {nodes!r}, need distinct nodes")
+        if not self.replicas:
+            raise ValueError("replicas: empty, need at least one node")
         if not 1 <= self.w <= len(self.replicas):
             raise ValueError(f"w: {self.w}, must be 1-{len(self.replicas)}")
+        self._sets = (self.replicas, self.moving_to) if self.moving_to else (self.replicas,)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every node the write goes to: the replicas, then the nodes the move adds."""
+        return self.replicas + tuple(n for n in self.moving_to if n not in self.replicas)
 
     def record(self, node: str, reply: Reply, error: Exception | None = None) -> Decision:
-        if node not in self.replicas:
+        if node not in self.replicas and node not in self.moving_to:
             raise ValueError(f"{node} is not a replica of this write")
         if node not in self.replies:  # the first reply of a replica is the one that counts
             self.replies[node] = reply
@@ -58,33 +73,51 @@ class QuorumWrite:
                 self.refusal = error
         return self.decision
 
-    def _count(self, *kinds: Reply) -> int:
-        return sum(1 for reply in self.replies.values() if reply in kinds)
+    def _count(self, nodes: tuple[str, ...], *kinds: Reply) -> int:
+        return sum(1 for node in nodes if self.replies.get(node) in kinds)
 
     @property
     def acknowledgements(self) -> int:
-        return self._count(Reply.APPLIED, Reply.HELD)
+        """Replicas (of either set) that hold the write."""
+        return self._count(self.targets, Reply.APPLIED, Reply.HELD)
 
     @property
     def decision(self) -> Decision:
-        acks = self.acknowledgements
-        if acks >= self.w:
-            return Decision.ACKNOWLEDGED
-        waiting = len(self.replicas) - len(self.replies)
-        if acks + waiting >= self.w:
+        reachable = True
+        for nodes in self._sets:
+            need = min(self.w, len(nodes))
+            acks = self._count(nodes, Reply.APPLIED, Reply.HELD)
+            if acks >= need:
+                continue
+            waiting = sum(1 for node in nodes if node not in self.replies)
+            if acks + waiting < need:
+                reachable = False
+                break
+        if reachable:
+            if all(
+                self._count(nodes, Reply.APPLIED, Reply.HELD) >= min(self.w, len(nodes))
+                for nodes in self._sets
+            ):
+                return Decision.ACKNOWLEDGED
             return Decision.PENDING
         # Out of reach: refused when a replica said why, else nobody could be asked.
-        return Decision.REFUSED if self._count(Reply.REFUSED) else Decision.UNAVAILABLE
+        refused = self._count(self.targets, Reply.REFUSED)
+        return Decision.REFUSED if refused else Decision.UNAVAILABLE
 
     def timed_out(self) -> None:
         """The deadline passed: every replica that has not answered is unreachable."""
-        for node in self.replicas:
+        for node in self.targets:
             self.replies.setdefault(node, Reply.UNREACHABLE)
 
     @property
     def need_hints(self) -> list[str]:
         """Replicas that did not get the write and must get it later (hinted handoff)."""
-        return [n for n in self.replicas if self.replies.get(n) is Reply.UNREACHABLE]
+        return [n for n in self.targets if self.replies.get(n) is Reply.UNREACHABLE]
+
+    @property
+    def stale(self) -> bool:
+        """Some replica refused the write as routed by an older placement than its own."""
+        return any(reply is Reply.STALE for reply in self.replies.values())
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,22 @@ from supernode.cluster.peers import Peers
 from supernode.cluster.quorum import Decision, QuorumWrite, Reply
 from supernode.cluster.view import ClusterView
 from supernode.directory.presence import DeviceWrite, Presence
-from supernode.errors import SupernodeError, Unavailable
+from supernode.errors import Aborted, SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 
 log = logging.getLogger("supernode.cluster")
 
 _DEADLINE_S = 5.0
+
+
+class StaleRoute(Unavailable):
+    """A replica holds a newer placement for the handle's partition than the one the call
+    was routed by (a move began or flipped): route again once this node's view catches up.
+    Reaching a client, it is UNAVAILABLE: retry."""
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 def write_message(write: DeviceWrite) -> pb.DeviceWrite:
@@ -66,14 +76,22 @@ class Replicator:
         self.repairs = 0  # versions sent to lagging replicas by read repair
 
     async def write(
-        self, write: DeviceWrite, replicas: tuple[str, ...], epoch: int, *, fresh: bool
+        self,
+        write: DeviceWrite,
+        replicas: tuple[str, ...],
+        epoch: int,
+        *,
+        fresh: bool,
+        moving_to: tuple[str, ...] = (),
     ) -> None:
-        """Return once acknowledged; raise the refusal, or ``Unavailable``."""
-        quorum = QuorumWrite(replicas, min(self._write_quorum, len(replicas)))
+        """Return once acknowledged (by a quorum of ``replicas`` and, while the partition
+        moves, of ``moving_to``); raise the refusal, ``StaleRoute``, or ``Unavailable``."""
+        quorum = QuorumWrite(replicas, min(self._write_quorum, len(replicas)), moving_to)
         request = pb.ApplyRequest(write=write_message(write), epoch=epoch, fresh=fresh)
         raw = request.SerializeToString()
         decided = asyncio.Event()
-        if self.name in replicas:
+        targets = quorum.targets
+        if self.name in targets:
             reply, error = self._apply_here(write, fresh)
             if quorum.record(self.name, reply, error) is not Decision.PENDING:
                 decided.set()
@@ -83,7 +101,7 @@ class Replicator:
             if quorum.record(node, reply, error) is not Decision.PENDING:
                 decided.set()
 
-        tasks = [asyncio.create_task(ask(node)) for node in replicas if node != self.name]
+        tasks = [asyncio.create_task(ask(node)) for node in targets if node != self.name]
         if tasks and not decided.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DEADLINE_S):
@@ -97,10 +115,13 @@ class Replicator:
         if decision is Decision.REFUSED and isinstance(quorum.refusal, SupernodeError):
             raise quorum.refusal
         acks = quorum.acknowledgements
-        raise Unavailable(
-            f"handle: {write.handle!r}: {acks} of its replicas {', '.join(replicas)} took the "
-            f"write, {quorum.w} needed; retry"
+        message = (
+            f"handle: {write.handle!r}: {acks} of its replicas {', '.join(targets)} took the "
+            f"write, {quorum.w} of each replica set needed; retry"
         )
+        if quorum.stale:
+            raise StaleRoute(message, epoch)
+        raise Unavailable(message)
 
     def _apply_here(self, write: DeviceWrite, fresh: bool) -> tuple[Reply, Exception | None]:
         try:
@@ -117,6 +138,8 @@ class Replicator:
             )
         except Unavailable as exc:
             return Reply.UNREACHABLE, exc
+        except Aborted as exc:
+            return Reply.STALE, exc
         except SupernodeError as exc:
             return Reply.REFUSED, exc
         applied = pb.ApplyResponse.FromString(answer).applied

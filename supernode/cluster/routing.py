@@ -11,7 +11,9 @@ factor 1, or a one-node cluster) never leaves the single-node path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import directory_pb2 as dpb
@@ -19,13 +21,17 @@ from client_sdk.protocol.validation import check_device_id, check_handle
 from supernode.cluster.peers import Peers
 from supernode.cluster.placement import partition_of
 from supernode.cluster.quorum import MergedRead, live, merge_reads
-from supernode.cluster.replication import Replicator, write_value
+from supernode.cluster.replication import Replicator, StaleRoute, write_value
 from supernode.cluster.view import ClusterView
 from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import DeviceWrite, Presence, Registration, burial_seq
-from supernode.errors import NotFound, Unavailable
+from supernode.errors import Aborted, NotFound, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.directory import settled
+
+T = TypeVar("T")
+_ROUTE_ATTEMPTS = 3  # a call refused as stale is routed again this often
+_CATCH_UP_S = 2.0  # how long a call waits for this node's view to pass a stale epoch
 
 
 class ClusterPresence:
@@ -50,6 +56,13 @@ class ClusterPresence:
         # Devices registered through this node whose partition it holds no replica of: the
         # rendezvous here (Listen, an offer's caller) must know they are live.
         self._attached: dict[tuple[str, str], int] = {}
+        self._placement_changed = asyncio.Event()
+        self.rerouted = 0  # calls routed again after a replica held a newer placement
+
+    def view_changed(self) -> None:
+        """The mirror applied a new placement: wake the calls waiting to route again."""
+        self._placement_changed.set()
+        self._placement_changed = asyncio.Event()
 
     @property
     def online(self) -> int:
@@ -61,6 +74,35 @@ class ClusterPresence:
         if placement is None:
             raise Unavailable("cluster: no placement yet (the controller has not planned one)")
         return placement.replicas_of(partition_of(handle, placement.partitions)), placement.epoch
+
+    def write_route(self, handle: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """Where a write to ``handle`` goes: its replicas, the replicas its partition is
+        moving to (empty when it is not moving), and the epoch that says so."""
+        placement = self.view.placement
+        if placement is None:
+            raise Unavailable("cluster: no placement yet (the controller has not planned one)")
+        p = partition_of(handle, placement.partitions)
+        return placement.replicas[p], placement.moves.get(p, ()), placement.epoch
+
+    async def _rerouted(self, handle: str, attempt: Callable[[int], Awaitable[T]]) -> T:
+        """Run ``attempt(n)``; when a replica says the route was stale, wait (bounded) for
+        this node's view to move past that epoch and run it again."""
+        for n in range(_ROUTE_ATTEMPTS):
+            try:
+                return await attempt(n)
+            except StaleRoute as exc:
+                self.rerouted += 1
+                if n == _ROUTE_ATTEMPTS - 1:
+                    raise
+                await self._catch_up(exc.epoch)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _catch_up(self, epoch: int) -> None:
+        deadline = asyncio.get_running_loop().time() + _CATCH_UP_S
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while self.view.placement is None or self.view.placement.epoch <= epoch:
+                    await self._placement_changed.wait()
 
     def owner_of(self, handle: str) -> tuple[str, int]:
         replicas, epoch = self.replicas_of(handle)
@@ -98,7 +140,7 @@ class ClusterPresence:
         for node in self._ordered(replicas):
             try:
                 return await self._call(node, method, request)
-            except Unavailable as exc:
+            except (Unavailable, Aborted) as exc:  # down, or it knows a newer placement
                 failures.append(str(exc))
         raise Unavailable(
             f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})"
@@ -113,12 +155,17 @@ class ClusterPresence:
 
     async def register(self, session_handle: str, signed: dpb.SignedDeviceRecord) -> Registration:
         candidate = self.local.admission.parse(session_handle, signed)
-        replicas, epoch = self.replicas_of(candidate.record.handle)
-        if replicas == (self.name,):
+        replicas, moving_to, _ = self.write_route(candidate.record.handle)
+        if replicas == (self.name,) and not moving_to:
             return self.local.register_candidate(candidate)
         admitted = self.local.admission.admit(candidate)
         write = admitted.write
-        await self._replicator().write(write, replicas, epoch, fresh=True)
+
+        async def send(attempt: int) -> None:
+            # Routed again, some replicas may hold it already: from then on it is a merge.
+            await self._write(write, fresh=attempt == 0)
+
+        await self._rerouted(write.handle, send)
         self._attached[(write.handle, write.device_id)] = write.expires_at_ms
         return Registration(write.expires_at_ms, admitted.ttl_seconds)
 
@@ -126,34 +173,46 @@ class ClusterPresence:
         """Bury the newest version any replica of a majority holds (or the client's higher
         ``at_least_seq``), on every replica."""
         check_device_id("device_id", device_id)
-        replicas, epoch = self.replicas_of(session_handle)
-        if replicas == (self.name,):
+        replicas, moving_to, _ = self.write_route(session_handle)
+        if replicas == (self.name,) and not moving_to:
             return self.local.unregister(session_handle, device_id, at_least_seq)
         self._attached.pop((session_handle, device_id), None)
-        merged = self._repair(session_handle, await self._versions(session_handle, replicas), epoch)
-        current = merged.winners.get(device_id)
-        seq = burial_seq(None if current is None else current.version, at_least_seq)
-        if seq is None:
-            return False
-        tombstone = self.local.replica.tombstone(session_handle, device_id, seq)
-        await self._replicator().write(tombstone, replicas, epoch, fresh=False)
-        return (
-            current is not None
-            and not current.tombstone
-            and current.expires_at_ms > self._clock_ms()
-        )
+
+        async def bury(attempt: int) -> bool:
+            replicas, _, epoch = self.write_route(session_handle)
+            held = await self._versions(session_handle, replicas, epoch)
+            current = self._repair(session_handle, held, epoch).winners.get(device_id)
+            seq = burial_seq(None if current is None else current.version, at_least_seq)
+            if seq is None:
+                return False
+            tombstone = self.local.replica.tombstone(session_handle, device_id, seq)
+            await self._write(tombstone, fresh=False)
+            return (
+                current is not None
+                and not current.tombstone
+                and current.expires_at_ms > self._clock_ms()
+            )
+
+        return await self._rerouted(session_handle, bury)
+
+    async def _write(self, write: DeviceWrite, *, fresh: bool) -> None:
+        """Replicate ``write`` by the current route (both replica sets while it moves)."""
+        replicas, moving_to, epoch = self.write_route(write.handle)
+        await self._replicator().write(write, replicas, epoch, fresh=fresh, moving_to=moving_to)
 
     async def _versions(
-        self, handle: str, replicas: tuple[str, ...]
+        self, handle: str, replicas: tuple[str, ...], epoch: int
     ) -> dict[str, list[DeviceWrite]]:
         """What a majority of the replicas hold for ``handle`` (tombstones included): the
         first majority to answer, this node first when it is one. ``Unavailable`` when no
-        majority answers, since fewer might all have missed an acknowledged write."""
+        majority answers, since fewer might all have missed an acknowledged write;
+        ``StaleRoute`` when that is because a replica knows a newer placement."""
         need = len(replicas) // 2 + 1
         held: dict[str, list[DeviceWrite]] = {}
         if self.name in replicas:
             held[self.name] = self.local.replica.versions(handle)
-        request = pb.ReplicaLookupRequest(handles=[handle]).SerializeToString()
+        request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
+        stale = False
 
         async def ask(node: str) -> tuple[str, list[DeviceWrite]]:
             raw = await self._call(node, "Versions", request)
@@ -167,6 +226,9 @@ class ClusterPresence:
                 for task in done:
                     try:
                         node, versions = task.result()
+                    except Aborted as exc:
+                        stale = True
+                        failures.append(str(exc))
                     except Unavailable as exc:
                         failures.append(str(exc))
                     else:
@@ -175,10 +237,11 @@ class ClusterPresence:
             for task in pending:
                 task.cancel()
         if len(held) < need:
-            raise Unavailable(
+            message = (
                 f"handle: {handle!r}: {len(held)} of its replicas answered, {need} needed "
                 f"({'; '.join(failures)})"
             )
+            raise StaleRoute(message, epoch) if stale else Unavailable(message)
         return held
 
     def _repair(self, handle: str, held: dict[str, list[DeviceWrite]], epoch: int) -> MergedRead:
@@ -206,8 +269,13 @@ class ClusterPresence:
         if account is None:
             check_handle("handle", handle)
             raise NotFound(f"handle: no account {handle!r}")
-        merged = self._repair(handle, await self._versions(handle, replicas), epoch)
-        return self._answer(account, merged)
+
+        async def read(attempt: int) -> bytes:
+            routed, at = (replicas, epoch) if attempt == 0 else self.replicas_of(handle)
+            merged = self._repair(handle, await self._versions(handle, routed, at), at)
+            return self._answer(account, merged)
+
+        return await self._rerouted(handle, read)
 
     async def _lookup_remote(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
         request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
@@ -217,12 +285,18 @@ class ClusterPresence:
             account = self._accounts.find(handle)
             if account is None:
                 raise
-            return await self._assemble(handle, account, replicas)
+            return await self._assemble(handle, account)
 
-    async def _assemble(self, handle: str, account: bytes, replicas: tuple[str, ...]) -> bytes:
+    async def _assemble(self, handle: str, account: bytes) -> bytes:
         """The answer for an account this node knows and the replicas' mirrors do not yet
         (just created elsewhere): the account from here, the live devices from them."""
-        return self._answer(account, merge_reads(await self._versions(handle, replicas)))
+
+        async def read(attempt: int) -> bytes:
+            replicas, epoch = self.replicas_of(handle)
+            held = await self._versions(handle, replicas, epoch)
+            return self._answer(account, merge_reads(held))
+
+        return await self._rerouted(handle, read)
 
     def _answer(self, account: bytes, merged: MergedRead) -> bytes:
         """A Lookup answer from merged replica versions: the winners still live now."""
@@ -285,8 +359,7 @@ class ClusterPresence:
         for handle in list(not_found):  # known here, not yet in the replicas' mirrors
             account = self._accounts.find(handle)
             if account is not None:
-                replicas, _ = self.replicas_of(handle)
-                found[handle] = await self._assemble(handle, account, replicas)
+                found[handle] = await self._assemble(handle, account)
                 not_found.discard(handle)
         results = [found[h] for h in handles if h in found]
         return wire.lookup_many_response(results, [h for h in handles if h in not_found])

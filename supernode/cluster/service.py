@@ -16,9 +16,17 @@ import grpc
 
 from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from supernode.cluster.peers import CLUSTER_SERVICE
+from supernode.cluster.placement import Placement, partition_of
 from supernode.cluster.replication import write_message, write_value
-from supernode.directory.presence import DeviceChanged, Presence
-from supernode.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from supernode.directory.presence import DeviceChanged, DeviceWrite, Presence
+from supernode.errors import (
+    Aborted,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
@@ -28,6 +36,36 @@ from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
 Context: TypeAlias = grpc.aio.ServicerContext
 DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
 _FEED_QUEUE = 10_000  # changes buffered towards one follower before it is cut off
+_STREAM_PAGE = 2_000  # stored versions read per step of a partition stream
+_STREAM_CHUNK = 500  # versions per message of a partition stream
+
+
+StorePage = Callable[[bytes, int], tuple[list[tuple[str, str, int, int, bytes]], bytes | None]]
+
+
+async def stream_versions(
+    page: StorePage, wanted: frozenset[int], partitions: int
+) -> AsyncIterator[list[DeviceWrite]]:
+    """The stored versions of the ``wanted`` partitions, in chunks. One pass over the
+    devices family: keys are by handle, so a partition is not one prefix; each handle is
+    hashed once. The loop yields to the event loop between pages."""
+    start: bytes | None = b""
+    chunk: list[DeviceWrite] = []
+    last_handle, last_wanted = "", False
+    while start is not None:
+        rows, start = page(start, _STREAM_PAGE)
+        for handle, device_id, expires_at_ms, seq, payload in rows:
+            if handle != last_handle:
+                last_handle = handle
+                last_wanted = partition_of(handle, partitions) in wanted
+            if last_wanted:
+                chunk.append(DeviceWrite(handle, device_id, seq, expires_at_ms, payload))
+                if len(chunk) >= _STREAM_CHUNK:
+                    yield chunk
+                    chunk = []
+        await asyncio.sleep(0)
+    if chunk:
+        yield chunk
 
 
 class FeedHub:
@@ -83,10 +121,13 @@ class ClusterApi:
         metrics: Metrics,
         feeds: FeedHub,
         deliver_offer: DeliverOffer,
-        epoch: Callable[[], int],
+        placement: Callable[[], Placement | None],
+        store_page: StorePage,
     ) -> None:
-        """``epoch``: the placement epoch this node routes by now."""
-        self._epoch = epoch
+        """``placement``: the placement this node routes by now; ``store_page``: the store's
+        ``device_page``, which a partition stream reads."""
+        self._placement = placement
+        self._store_page = store_page
         self._presence = presence
         self._sessions = sessions
         self._metrics = metrics
@@ -99,20 +140,26 @@ class ClusterApi:
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
         return session.handle[len(NODE_HANDLE_PREFIX) :]
 
-    def _check_epoch(self, epoch: int) -> None:
-        """Refuse a call routed by an older placement than this node's: the handle may
-        have moved. UNAVAILABLE, so the caller retries once its mirror caught up."""
-        current = self._epoch()
-        if epoch < current:
-            raise Unavailable(
-                f"cluster: routed by placement epoch {epoch}, this node is at {current}; "
-                "retry (the handle may have moved)"
+    def _check_route(self, handle: str, epoch: int) -> None:
+        """Refuse a call routed by a placement older than the last change of ``handle``'s
+        partition here (a move began or flipped since): the caller's replica sets are not
+        the ones that hold or must get the data. ABORTED, which the caller answers by
+        routing again once its own mirror has caught up; calls to partitions that did not
+        move are not disturbed by moves elsewhere."""
+        placement = self._placement()
+        if placement is None or epoch == 0:
+            return
+        changed = placement.changed_at(partition_of(handle, placement.partitions))
+        if epoch < changed:
+            raise Aborted(
+                f"cluster: routed by placement epoch {epoch}, but {handle!r}'s partition "
+                f"changed at epoch {changed}; route again"
             )
 
     def apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:
         self._node_of(context)
-        self._check_epoch(request.epoch)
         write = write_value(request.write)
+        self._check_route(write.handle, request.epoch)
         change = self._presence.apply_write(write, request.fresh)
         return pb.ApplyResponse(applied=change is not None)
 
@@ -120,6 +167,7 @@ class ClusterApi:
         self._node_of(context)
         if len(request.handles) != 1:
             raise NotFound("handles: exactly one handle per Lookup")
+        self._check_route(request.handles[0], request.epoch)
         return self._presence.lookup(request.handles[0])
 
     def lookup_many(self, request: pb.ReplicaLookupRequest, context: Context) -> bytes:
@@ -130,8 +178,29 @@ class ClusterApi:
         self._node_of(context)
         if len(request.handles) != 1:
             raise NotFound("handles: exactly one handle per Versions")
+        self._check_route(request.handles[0], request.epoch)
         versions = self._presence.replica.versions(request.handles[0])
         return pb.VersionsResponse(versions=[write_message(v) for v in versions])
+
+    async def stream(self, request: pb.StreamRequest, context: Context) -> AsyncIterator[bytes]:
+        """Every stored version of the partitions asked for, read page by page (a move's
+        source; see ``supernode.cluster.mover``)."""
+        self._node_of(context)
+        placement = self._placement()
+        if placement is None or placement.epoch < request.epoch:
+            at = 0 if placement is None else placement.epoch
+            raise Unavailable(
+                f"cluster: this node is at placement epoch {at}, the move began at "
+                f"{request.epoch}; retry once its mirror caught up"
+            )
+        if request.partition_count != placement.partitions:
+            raise InvalidArgument(
+                f"partition_count: {request.partition_count}, the cluster has "
+                f"{placement.partitions}"
+            )
+        wanted = frozenset(request.partitions)
+        async for versions in stream_versions(self._store_page, wanted, placement.partitions):
+            yield pb.StreamChunk(versions=[write_message(v) for v in versions]).SerializeToString()
 
     async def feed(self, request: pb.FeedRequest, context: Context) -> AsyncIterator[bytes]:
         self._node_of(context)
@@ -178,6 +247,7 @@ class ClusterApi:
                     "cluster.Versions", pb.ReplicaLookupRequest, self.versions, m
                 ),
                 "Feed": server_stream_handler("cluster.Feed", pb.FeedRequest, self.feed, m),
+                "Stream": server_stream_handler("cluster.Stream", pb.StreamRequest, self.stream, m),
                 "DeliverOffer": unary_handler(
                     "cluster.DeliverOffer", pb.DeliverOfferRequest, self.deliver_offer, m
                 ),

@@ -18,7 +18,8 @@ and why the others did not; the cluster is then read through the first that answ
         "revision": 42,                         # etcd's store revision at that read
         "endpoints": [{"endpoint": "...", "reachable": true, "error": null}, ...]
       },
-      "placement": {"epoch": 3, "partitions": 1024, "replication_factor": 3} | null,
+      "placement": {"epoch": 3, "partitions": 1024, "replication_factor": 3,
+                    "moving": 32} | null,      # partitions moving between nodes now
       "controller": "127.0.0.1:7701" | null,   # the elected controller's node name
       "nodes": [                                # sorted by name
         {
@@ -30,8 +31,10 @@ and why the others did not; the cluster is then read through the first that answ
           "mirror_revision": 40 | null,         # null while down
           "lag": 2 | null,                      # revision - mirror_revision, null while down
           "partitions_owned": 342,              # owner position in the placement
-          "partitions_held": 1024               # any position
-        }, ...
+          "partitions_held": 1024,              # any position (where reads go)
+          "partitions_incoming": 12,            # moving to it, not yet flipped
+          "membership": "active"                # /nodes state: "active", "leaving"
+        }, ...                                  # (decommissioned), "left"; null if absent
       ],
       "problems": ["..."]                       # values that could not be decoded
     }
@@ -102,6 +105,8 @@ class NodeStatus:
     lag: int | None
     partitions_owned: int
     partitions_held: int
+    partitions_incoming: int = 0
+    membership: str | None = None
 
     @property
     def state(self) -> str:
@@ -113,6 +118,7 @@ class PlacementSummary:
     epoch: int
     partitions: int
     replication_factor: int
+    moving: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,7 @@ class StatusReport:
                 "epoch": self.placement.epoch,
                 "partitions": self.placement.partitions,
                 "replication_factor": self.placement.replication_factor,
+                "moving": self.placement.moving,
             },
             "controller": self.controller,
             "nodes": [
@@ -158,6 +165,8 @@ class StatusReport:
                     "lag": n.lag,
                     "partitions_owned": n.partitions_owned,
                     "partitions_held": n.partitions_held,
+                    "partitions_incoming": n.partitions_incoming,
+                    "membership": n.membership,
                 }
                 for n in self.nodes
             ],
@@ -188,11 +197,14 @@ def build_report(
             problems.append(f"/placement: {exc}")
     owned: Counter[str] = Counter()
     held: Counter[str] = Counter()
+    incoming: Counter[str] = Counter()
     if placement is not None:
         for replicas in placement.replicas:
             owned[replicas[0]] += 1
             held.update(replicas)
-    names = sorted(set(read.nodes) | set(read.members) | set(held))
+        for p in placement.moves:
+            incoming.update(placement.incoming(p))
+    names = sorted(set(read.nodes) | set(read.members) | set(held) | set(incoming))
     statuses = tuple(
         _node_status(
             name,
@@ -203,13 +215,19 @@ def build_report(
             revision=read.revision,
             owned=owned[name],
             held=held[name],
+            incoming=incoming[name],
         )
         for name in names
     )
     summary = (
         None
         if placement is None
-        else PlacementSummary(placement.epoch, placement.partitions, placement.replication_factor)
+        else PlacementSummary(
+            placement.epoch,
+            placement.partitions,
+            placement.replication_factor,
+            len(placement.moves),
+        )
     )
     return StatusReport(
         prefix=prefix,
@@ -250,6 +268,7 @@ def _node_status(
     revision: int,
     owned: int,
     held: int,
+    incoming: int,
 ) -> NodeStatus:
     """One node's row. Up means its member key is present, even if its value is garbage
     (the key lives under the node's lease; the value only describes it)."""
@@ -264,6 +283,8 @@ def _node_status(
         lag=None if member is None else max(0, revision - member.mirror_revision),
         partitions_owned=owned,
         partitions_held=held,
+        partitions_incoming=incoming,
+        membership=None if node is None else node.state,
     )
 
 
@@ -276,7 +297,8 @@ def render_table(report: StatusReport) -> str:
         "no placement yet"
         if report.placement is None
         else f"placement epoch {report.placement.epoch} ({report.placement.partitions} "
-        f"partitions, RF {report.placement.replication_factor})"
+        f"partitions, RF {report.placement.replication_factor}, "
+        f"{report.placement.moving} moving)"
     )
     up = sum(node.up for node in report.nodes)
     header = (
@@ -290,9 +312,11 @@ def render_table(report: StatusReport) -> str:
         for probe in report.endpoints
         if not probe.reachable
     ]
-    rows = [("NODE", "STATE", "ADDRESS", "ZONE", "VERSION", "MIRROR", "LAG", "OWNED", "HELD")]
+    rows = [("NODE", "STATE", "ADDRESS", "ZONE", "VERSION", "MIRROR", "LAG", "OWNED", "HELD", "IN")]
     for node in report.nodes:
         state = node.state if node.registered else f"{node.state} (not in /nodes)"
+        if node.membership not in (None, "active"):
+            state = f"{state}, {node.membership}"
         rows.append(
             (
                 node.name,
@@ -304,6 +328,7 @@ def render_table(report: StatusReport) -> str:
                 _or_dash(node.lag),
                 str(node.partitions_owned),
                 str(node.partitions_held),
+                str(node.partitions_incoming),
             )
         )
     if report.nodes:

@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 from supernode.cluster.etcd import EventKind, WatchEvent
-from supernode.cluster.keys import Keys, LayoutError, MemberInfo, NodeInfo
+from supernode.cluster.keys import (
+    Keys,
+    LayoutError,
+    MemberInfo,
+    NodeInfo,
+    streamed_from_bytes,
+    streamed_to_bytes,
+)
 from supernode.cluster.placement import Placement, PlacementError
 
 
@@ -33,11 +40,17 @@ class Applied:
     @property
     def structural(self) -> bool:
         """Anything but accounts: the persisted view must be rewritten."""
-        return self.members_changed or self.placement_changed or self.other_changed
+        return (
+            self.members_changed
+            or self.placement_changed
+            or self.streamed_changed
+            or self.other_changed
+        )
 
     accounts: list[AccountSeen] = field(default_factory=list)
     members_changed: bool = False
     placement_changed: bool = False
+    streamed_changed: bool = False  # a node reported partitions streamed (the controller flips)
     other_changed: bool = False  # the controller or the shared secret
     ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
 
@@ -47,6 +60,8 @@ class ClusterView:
     members: dict[str, MemberInfo] = field(default_factory=dict)  # live (under a lease)
     nodes: dict[str, NodeInfo] = field(default_factory=dict)  # joined (planned over)
     placement: Placement | None = None
+    # node -> partition -> the epoch of the move it streamed the partition for
+    streamed: dict[str, dict[int, int]] = field(default_factory=dict)
     controller: str = ""
     token_secret: bytes = b""
     revision: int = 0  # the last etcd revision applied
@@ -93,6 +108,12 @@ class ClusterView:
         elif (handle := keys.name_under(key, keys.accounts)) is not None:
             if put:
                 applied.accounts.append(AccountSeen(handle, event.value))
+        elif (name := keys.name_under(key, keys.streamed)) is not None:
+            if put:
+                self.streamed[name] = streamed_from_bytes(event.value)
+            else:
+                self.streamed.pop(name, None)
+            applied.streamed_changed = True
         elif key == keys.placement:
             self.placement = Placement.from_bytes(event.value) if put else None
             applied.placement_changed = True
@@ -113,6 +134,7 @@ class ClusterView:
                 "members": {n: m.to_bytes().decode() for n, m in self.members.items()},
                 "nodes": {n: i.to_bytes().decode() for n, i in self.nodes.items()},
                 "placement": "" if self.placement is None else self.placement.to_bytes().decode(),
+                "streamed": {n: streamed_to_bytes(d).decode() for n, d in self.streamed.items()},
                 "controller": self.controller,
                 "token_secret": base64.b64encode(self.token_secret).decode(),
             },
@@ -130,6 +152,10 @@ class ClusterView:
                 },
                 nodes={n: NodeInfo.from_bytes(v.encode()) for n, v in fields["nodes"].items()},
                 placement=Placement.from_bytes(placement.encode()) if placement else None,
+                streamed={  # absent in views stored before moves existed
+                    n: streamed_from_bytes(v.encode())
+                    for n, v in fields.get("streamed", {}).items()
+                },
                 controller=str(fields["controller"]),
                 token_secret=base64.b64decode(fields["token_secret"]),
                 revision=int(fields["revision"]),

@@ -91,6 +91,12 @@ class Cluster:
             node.kill()
             self.nodes[index] = None
 
+    def stop(self, index: int) -> int:
+        """SIGTERM node ``index`` and wait: the exit code of its graceful shutdown."""
+        code = self.node(index).terminate()
+        self.nodes[index] = None
+        return code
+
     def kill_all(self) -> None:
         for index in range(len(self.nodes)):
             self.kill(index)
@@ -100,15 +106,20 @@ class Cluster:
             entry = await etcd.get(self.keys.placement)
         return None if entry is None else Placement.from_bytes(entry.value)
 
-    async def wait_placed_on_all(self, within: float = 30.0) -> Placement:
-        """Until placement spreads partitions over every node of the cluster."""
-        wanted = set(self.targets)
+    async def wait_placed_on_all(self, within: float = 60.0) -> Placement:
+        """Until placement spreads partitions over every running node, no move in flight."""
+        return await self.wait_placed_on(
+            {self.target(i) for i, node in enumerate(self.nodes) if node is not None}, within
+        )
+
+    async def wait_placed_on(self, wanted: set[str], within: float = 60.0) -> Placement:
+        """Until the placement holds partitions on exactly ``wanted``, every move flipped."""
 
         async def placed() -> bool:
             placement = await self.placement()
-            return placement is not None and placement.nodes() == wanted
+            return placement is not None and placement.settled and placement.nodes() == wanted
 
-        await eventually(placed, within, "placement over every node")
+        await eventually(placed, within, f"placement settled over {sorted(wanted)}")
         placement = await self.placement()
         assert placement is not None
         return placement
@@ -139,11 +150,14 @@ async def running_cluster(
     *extra: str,
     etcd_members: int = 1,
     python_of: PythonOf = this_python,
+    started: int | None = None,
 ) -> AsyncIterator[Cluster]:
+    """A cluster of ``nodes`` (ports and data directories), of which the first ``started``
+    (default all) run; a test starts the others itself, to join them."""
     etcd = await started_etcd(etcd_members)
     cluster = Cluster(etcd, root, nodes, *extra, python_of=python_of)
     try:
-        for index in range(nodes):
+        for index in range(nodes if started is None else started):
             cluster.start(index)
         await cluster.wait_placed_on_all()
         yield cluster

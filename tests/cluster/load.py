@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from client_sdk import Client, ClientConfig, Identity, SupernodeError, WriteAttempt, WriteKind
+from client_sdk import (
+    Client,
+    ClientConfig,
+    EventKind,
+    Identity,
+    SupernodeError,
+    WriteAttempt,
+    WriteKind,
+)
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection, now_ms
 from supernode.transport import PEER_RECONNECT_OPTIONS
@@ -184,3 +192,43 @@ async def quorum_connections(targets: list[str]) -> list[DirectoryConnection]:
         connection.token = connections[0].token
         await mirrored(connection, handle)
     return connections
+
+
+class Watcher:
+    """An SDK watch over the users' handles, folded into what it says each device is now:
+    (handle, device) -> the seq it last saw live, or None once told the device went away.
+    After the load, the view must match the replicas: a watcher that missed a change would
+    be left with an older seq, or a device that is gone."""
+
+    def __init__(self, client: Client, handles: list[str]) -> None:
+        self.client, self.handles = client, handles
+        self.view: dict[tuple[str, str], int | None] = {}
+        self.events = 0
+        self.gaps = 0
+
+    async def run(self) -> None:
+        async for event in self.client.watch(self.handles):
+            self.events += 1
+            if event.kind is EventKind.SNAPSHOT:
+                self.gaps += event.after_gap
+                assert event.snapshot is not None
+                for handle in self.handles:
+                    for key in [k for k in self.view if k[0] == handle]:
+                        self.view[key] = None
+                    presence = event.snapshot.get(handle)
+                    for device in () if presence is None else presence.devices:
+                        self.view[(handle, device.device_id)] = device.seq
+            elif event.kind is EventKind.OFFLINE:
+                self.view[(event.handle, event.device_id)] = None
+            else:
+                assert event.device is not None
+                self.view[(event.handle, event.device_id)] = event.device.seq
+
+    def differences(self, final: dict[checks.Key, checks.Observed]) -> list[str]:
+        """Where the view disagrees with the replicas' merged final state."""
+        wrong = []
+        for key, (seq, tombstone) in sorted(final.items()):
+            expected = None if tombstone else seq
+            if self.view.get(key) != expected:
+                wrong.append(f"{key}: watcher says {self.view.get(key)}, replicas {expected}")
+        return wrong

@@ -123,7 +123,12 @@ def test_json_keys_are_stable() -> None:
             {"endpoint": "127.0.0.1:2379", "reachable": True, "error": None},
         ],
     }
-    assert document["placement"] == {"epoch": 4, "partitions": 4, "replication_factor": 2}
+    assert document["placement"] == {
+        "epoch": 4,
+        "partitions": 4,
+        "replication_factor": 2,
+        "moving": 0,
+    }
     assert document["nodes"][2] == {
         "name": C,
         "state": "down",
@@ -135,6 +140,8 @@ def test_json_keys_are_stable() -> None:
         "lag": None,
         "partitions_owned": 1,
         "partitions_held": 2,
+        "partitions_incoming": 0,
+        "membership": "active",
     }
     empty = build_report(_read(placement=None, controller=None), "/x").to_json()
     assert (empty["placement"], empty["controller"]) == (None, None)
@@ -145,18 +152,18 @@ def test_table_has_a_header_line_and_aligned_columns() -> None:
     lines = render_table(build_report(_read(), "/supernode", probes)).splitlines()
     assert lines[0] == (
         "etcd 127.0.0.1:2379 ok at revision 50 | prefix /supernode | 3 nodes, 2 up | "
-        f"placement epoch 4 (4 partitions, RF 2) | controller {A}"
+        f"placement epoch 4 (4 partitions, RF 2, 0 moving) | controller {A}"
     )
     assert lines[1] == "etcd 127.0.0.1:1 unreachable: refused"
     header, *rows = lines[2:]
     assert header.split() == [
-        "NODE", "STATE", "ADDRESS", "ZONE", "VERSION", "MIRROR", "LAG", "OWNED", "HELD"
+        "NODE", "STATE", "ADDRESS", "ZONE", "VERSION", "MIRROR", "LAG", "OWNED", "HELD", "IN"
     ]  # fmt: skip
     columns = [header.index(title) for title in ("STATE", "LAG", "HELD")]
     assert [row.split() for row in rows] == [
-        [A, "up", A, "z1", "0.1.0", "48", "2", "2", "3"],
-        [B, "up", B, "z2", "0.2.0", "10", "40", "1", "3"],
-        [C, "down", C, "z3", "-", "-", "-", "1", "2"],
+        [A, "up", A, "z1", "0.1.0", "48", "2", "2", "3", "0"],
+        [B, "up", B, "z2", "0.2.0", "10", "40", "1", "3", "0"],
+        [C, "down", C, "z3", "-", "-", "-", "1", "2", "0"],
     ]
     for row in rows:  # every value starts under its title
         assert all(row[column - 1] == " " and row[column] != " " for column in columns)
@@ -213,7 +220,10 @@ async def test_status_reads_a_real_etcd(etcd: LocalEtcd, connect: ClientFactory)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"etcd {endpoint} ok at revision {revision} | prefix /test-cluster")
-    assert "3 nodes, 2 up | placement epoch 4 (4 partitions, RF 2) | controller " + A in lines[0]
+    assert (
+        "3 nodes, 2 up | placement epoch 4 (4 partitions, RF 2, 0 moving) | controller " + A
+        in (lines[0])
+    )
     assert [line.split()[:2] for line in lines[2:]] == [[A, "up"], [B, "up"], [C, "down"]]
 
     dead = f"127.0.0.1:{free_ports(1)[0]}"  # nobody listens there

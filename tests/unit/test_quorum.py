@@ -107,3 +107,34 @@ def test_a_lookup_serves_only_live_unexpired_winners() -> None:
         "c": DeviceWrite("h", "c", 1, 99, b"y"),
     }
     assert [w.device_id for w in live(winners, now_ms=50)] == ["c"]
+
+
+def test_a_moving_partition_needs_a_quorum_in_both_sets() -> None:
+    write = QuorumWrite(("a", "b", "c"), 2, moving_to=("d", "b", "c"))
+    assert write.targets == ("a", "b", "c", "d")
+    write.record("a", Reply.APPLIED)
+    assert write.record("d", Reply.APPLIED) is Decision.PENDING  # one in each: not yet
+    assert write.record("b", Reply.APPLIED) is Decision.ACKNOWLEDGED
+    write.timed_out()
+    assert write.need_hints == ["c"]
+
+
+def test_a_moving_partition_is_unavailable_when_the_new_set_cannot_take_it() -> None:
+    write = QuorumWrite(("a", "b", "c"), 2, moving_to=("d", "e", "c"))
+    write.record("a", Reply.APPLIED)
+    write.record("b", Reply.APPLIED)
+    write.record("d", Reply.UNREACHABLE)
+    assert write.record("e", Reply.STALE) is Decision.UNAVAILABLE
+    assert write.stale and write.need_hints == ["d"]
+
+
+@given(st.lists(st.sampled_from(list(Reply)), min_size=4, max_size=4))
+def test_acknowledged_means_a_quorum_of_each_set(kinds: list[Reply]) -> None:
+    old, new = ("a", "b", "c"), ("d", "b", "c")
+    write = QuorumWrite(old, 2, moving_to=new)
+    for node, kind in zip(write.targets, kinds, strict=True):
+        write.record(node, kind)
+    holds = {n for n, r in write.replies.items() if r in (Reply.APPLIED, Reply.HELD)}
+    both = len(holds & set(old)) >= 2 and len(holds & set(new)) >= 2
+    assert (write.decision is Decision.ACKNOWLEDGED) == both
+    assert write.decision is not Decision.PENDING  # every target answered
