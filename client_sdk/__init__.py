@@ -6,8 +6,9 @@ it, register the app's devices and keep their leases alive, look others up and w
 holds the account key. Errors are one hierarchy under ``SupernodeError``.
 
 No gRPC error ever reaches the app: every method raises ``SupernodeError`` subclasses
-(``Unavailable`` when no supernode answered, ``Closed`` after ``close()``, the class for
-the server's answer otherwise). Peer to peer (``enable_peer_to_peer``, ``connect``,
+(``Unavailable`` when no supernode answered, ``Overloaded`` when one kept shedding load
+after the SDK waited as it asked, ``Closed`` after ``close()``, the class for the server's
+answer otherwise). Peer to peer (``enable_peer_to_peer``, ``connect``,
 ``incoming``) is in ``client_sdk.p2p``, re-exported here.
 
 Everything exported is documented (``pydoc client_sdk.Client``, ``pydoc client_sdk.SyncClient``);
@@ -25,6 +26,7 @@ from client_sdk.errors import (
     InvalidArgument,
     KeyChanged,
     NotFound,
+    Overloaded,
     PermissionDenied,
     RateLimited,
     SignatureError,
@@ -85,6 +87,7 @@ __all__ = [
     "KeyChanged",
     "NotFound",
     "OfflineReason",
+    "Overloaded",
     "P2PError",
     "P2PSettings",
     "PeerAuthenticationFailed",

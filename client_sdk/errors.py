@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import grpc
 
+from client_sdk.protocol.pushback import pushback_ms
+
 
 class SupernodeError(Exception):
     """Base of everything the SDK raises on purpose.
@@ -52,6 +54,18 @@ class Stale(SupernodeError):
 
 class RateLimited(SupernodeError):
     """RESOURCE_EXHAUSTED: a rate, size or count limit; back off or ask for less."""
+
+
+class Overloaded(RateLimited):
+    """RESOURCE_EXHAUSTED with a retry hint: the supernode shed the call to protect itself
+    (a reconnect storm) and said when to come back. The SDK has already waited and retried
+    within its budget; ``retry_after_seconds`` is the last hint."""
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float, code: grpc.StatusCode | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Unavailable(SupernodeError):
@@ -110,5 +124,14 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> SupernodeEr
     return cls(message, code=code)
 
 
+def pushback_of(exc: grpc.aio.AioRpcError) -> int | None:
+    """The call's retry hint in milliseconds (``client_sdk.protocol.pushback``), if any."""
+    return pushback_ms(exc.trailing_metadata())
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> SupernodeError:
+    hint = pushback_of(exc) if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if hint is not None:
+        message = exc.details() or "overloaded"
+        return Overloaded(message, retry_after_seconds=hint / 1000, code=exc.code())
     return error_from_status(exc.code(), exc.details())

@@ -5,7 +5,8 @@ so the same code path serves the first registration, every renewal, a status cha
 recovery after a supernode restart or a lost token (``Session.call`` logs in again; the
 record is re-signed with a fresh ``seq`` and ``issued_at`` on every attempt, so a retry is
 never refused as a replay). Renewal runs in a background task at a jittered fraction of
-the granted TTL; a failure is retried with backoff, but never later than the lease's end.
+the granted TTL; a failure is retried with backoff, but never later than the lease's end
+(nor sooner than an overloaded supernode's retry hint: ``client_sdk.timing``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from client_sdk.convert import device_record_pb
-from client_sdk.errors import Closed, SupernodeError
+from client_sdk.errors import Closed, Overloaded, SupernodeError
 from client_sdk.session import Session
 from client_sdk.timing import next_renewal_delay, next_seq
 from client_sdk.transport import DirectoryConnection, sign_device_record
@@ -152,6 +153,7 @@ class DeviceLease:
     def _next_delay(self) -> float:
         session = self._session
         registration = self.registration
+        shed = self.last_error if isinstance(self.last_error, Overloaded) else None
         return next_renewal_delay(
             granted_ttl_seconds=None if registration is None else registration.ttl_seconds,
             expires_at_ms=None if registration is None else registration.expires_at_ms,
@@ -160,6 +162,7 @@ class DeviceLease:
             backoff=session.config.backoff,
             rng=session.rng,
             window=session.config.renew_window,
+            pushback_ms=None if shed is None else round(shed.retry_after_seconds * 1000),
         )
 
     async def _renew_forever(self) -> None:

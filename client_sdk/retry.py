@@ -1,9 +1,14 @@
 """What to do after a failed attempt: the retry rules, as a pure function of the status.
 
 Only failures that say nothing about the request itself are retried: the target is down
-or slow (UNAVAILABLE, DEADLINE_EXCEEDED: try the next target after a backoff), or our
-token is no longer accepted (UNAUTHENTICATED: log in again once, then retry at once).
-Everything else is the server's answer to this request, and retrying would get the same.
+or slow (UNAVAILABLE, DEADLINE_EXCEEDED: try the next target after a backoff), our token
+is no longer accepted (UNAUTHENTICATED: log in again once, then retry at once), or the
+target shed the call to protect itself (RESOURCE_EXHAUSTED *with* a retry-pushback hint,
+``client_sdk.protocol.pushback``: wait at least the hint, then retry on the same target,
+where our token is good; moving on would cost another node a login in the middle of a
+storm). Everything else is the server's answer to this request, and retrying would get the
+same: a RESOURCE_EXHAUSTED without a hint is a limit (devices per account, watches per
+session), final as before.
 """
 
 from __future__ import annotations
@@ -18,10 +23,25 @@ FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLIN
 class Action(enum.Enum):
     FAILOVER = "failover"  # move to the next target, back off, try again
     RELOGIN = "relogin"  # drop the token, log in, try again now
+    WAIT = "wait"  # shed by an overloaded target: wait for its hint, try it again
     FAIL = "fail"  # raise the mapped error
 
 
-def after_failure(code: grpc.StatusCode, *, authenticated: bool, relogged_in: bool) -> Action:
+def shed(code: grpc.StatusCode, pushback_ms: int | None) -> bool:
+    """The target refused the call to protect itself and said when to come back."""
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and pushback_ms is not None
+
+
+def after_failure(
+    code: grpc.StatusCode,
+    *,
+    authenticated: bool,
+    relogged_in: bool,
+    pushback_ms: int | None = None,
+) -> Action:
+    """``pushback_ms``: the call's retry hint (``client_sdk.protocol.pushback``), if any."""
+    if shed(code, pushback_ms):
+        return Action.WAIT
     if code in FAILOVER_CODES:
         return Action.FAILOVER
     if code == grpc.StatusCode.UNAUTHENTICATED and authenticated and not relogged_in:
@@ -35,19 +55,27 @@ class StreamAction(enum.Enum):
     RESUME = "resume"  # reconnect to the same target now, from the last position
     FAILOVER = "failover"
     RELOGIN = "relogin"
+    WAIT = "wait"  # the target shed the open: wait for its hint, reopen there
     FAIL = "fail"
 
 
 def after_stream_failure(
-    code: grpc.StatusCode, *, received: bool, relogged_in: bool
+    code: grpc.StatusCode,
+    *,
+    received: bool,
+    relogged_in: bool,
+    pushback_ms: int | None = None,
 ) -> StreamAction:
     """What a watch does when its stream ends with ``code``.
 
-    RESOURCE_EXHAUSTED after the stream delivered something is the supernode cutting off a
-    reader that fell behind: resume at once (before the stream started, it is a watch
-    limit and final). CANCELLED that we did not ask for is the server or a proxy dropping
-    the stream, so it is treated like UNAVAILABLE.
+    RESOURCE_EXHAUSTED with a retry hint is an overloaded supernode refusing to open the
+    stream: wait, then reopen. Without a hint, after the stream delivered something, it is
+    the supernode cutting off a reader that fell behind: resume at once (before the stream
+    started, it is a watch limit and final). CANCELLED that we did not ask for is the server
+    or a proxy dropping the stream, so it is treated like UNAVAILABLE.
     """
+    if shed(code, pushback_ms):
+        return StreamAction.WAIT
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and received:
         return StreamAction.RESUME
     if code == grpc.StatusCode.CANCELLED:

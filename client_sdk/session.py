@@ -2,9 +2,11 @@
 
 Every unary call of the client goes through :meth:`Session.call`, the one place that knows
 how to retry: a per-attempt gRPC deadline, failover to the next target on UNAVAILABLE or
-DEADLINE_EXCEEDED with jittered exponential backoff, and one fresh login when a token is
-refused. Tokens are kept per target (independent supernodes have independent secrets) and
-renewed by logging in again shortly before they expire, so the app never handles them.
+DEADLINE_EXCEEDED with jittered exponential backoff, one fresh login when a token is
+refused, and a wait of at least the server's hint when an overloaded target shed the call
+(then a retry on that target: ``client_sdk.retry``). Tokens are kept per target
+(independent supernodes have independent secrets) and renewed by logging in again shortly
+before they expire, so the app never handles them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TypeVar
 import grpc
 
 from client_sdk.config import ClientConfig
-from client_sdk.errors import Closed, Unavailable, error_from_rpc
+from client_sdk.errors import Closed, Unavailable, error_from_rpc, pushback_of
 from client_sdk.identity import Identity
 from client_sdk.retry import Action, after_failure
 from client_sdk.timing import token_refresh_at_ms
@@ -96,6 +98,11 @@ class Session:
     async def backoff(self, failures: int) -> None:
         await self._sleep(self.config.backoff.delay(failures, self.rng))
 
+    async def wait_pushback(self, pushback_ms: int, failures: int) -> None:
+        """Wait as an overloaded target asked: at least its hint, capped
+        (:meth:`client_sdk.backoff.Backoff.after_pushback`)."""
+        await self._sleep(self.config.backoff.after_pushback(pushback_ms, failures, self.rng))
+
     async def _ready(
         self, target: _Target, authenticated: bool, deadline: float
     ) -> DirectoryConnection:
@@ -123,7 +130,8 @@ class Session:
     ) -> T:
         """Run ``operation`` until it succeeds, fails for good, or attempts run out.
 
-        Raises the mapped ``SupernodeError`` for an answer, or ``Unavailable`` when no
+        Raises the mapped ``SupernodeError`` for an answer, ``Overloaded`` when the last
+        of ``attempts`` tries was shed by an overloaded target, or ``Unavailable`` when no
         target answered in ``attempts`` tries.
         """
         attempts = attempts or self.config.max_attempts
@@ -131,6 +139,7 @@ class Session:
         relogged_in = False
         failures = 0
         last: grpc.aio.AioRpcError | None = None
+        last_action = Action.FAIL
         while failures < attempts:
             if self._closed:
                 raise Closed("the client is closed")
@@ -139,21 +148,32 @@ class Session:
                 connection = await self._ready(target, authenticated, deadline)
                 return await operation(connection, deadline)
             except grpc.aio.AioRpcError as exc:
+                hint = pushback_of(exc)
                 action = after_failure(
-                    exc.code(), authenticated=authenticated, relogged_in=relogged_in
+                    exc.code(),
+                    authenticated=authenticated,
+                    relogged_in=relogged_in,
+                    pushback_ms=hint,
                 )
                 if action is Action.FAIL:
                     raise error_from_rpc(exc) from exc
-                last = exc
+                last, last_action = exc, action
                 if action is Action.RELOGIN:
                     relogged_in = True
                     self.forget_token(target.address)
                     continue
-                self.failover(target.address)
                 failures += 1
+                if action is Action.WAIT:  # stay: our token is good there
+                    assert hint is not None
+                    if failures < attempts:
+                        await self.wait_pushback(hint, failures - 1)
+                    continue
+                self.failover(target.address)
                 if failures < attempts:
                     await self.backoff(failures - 1)
         assert last is not None
+        if last_action is Action.WAIT:
+            raise error_from_rpc(last) from last  # Overloaded, with the last hint
         raise Unavailable(
             f"no supernode answered in {attempts} attempts "
             f"({', '.join(t.address for t in self._targets)}); last: "

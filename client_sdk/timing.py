@@ -53,16 +53,24 @@ def next_renewal_delay(
     backoff: Backoff,
     rng: random.Random,
     window: tuple[float, float] = RENEW_WINDOW,
+    pushback_ms: int | None = None,
 ) -> float:
     """How long a device lease waits before its next registration attempt.
 
     After a success (``failures == 0``): a jittered fraction of the granted TTL. After
     ``failures`` failed attempts in a row: the backoff for that many, cut short so that one
-    more attempt happens before the current lease (if any) ends.
+    more attempt happens before the current lease (if any) ends. When the last failure was
+    an overloaded supernode's refusal with a hint (``pushback_ms``), never sooner than the
+    hint (capped): the lease may lapse, but coming back early would only be refused again
+    and add to the storm that caused the refusal.
     """
     if failures == 0 and granted_ttl_seconds is not None:
         return renewal_delay(granted_ttl_seconds, rng, window)
-    return retry_delay(backoff.delay(max(0, failures - 1), rng), expires_at_ms, now_ms)
+    attempt = max(0, failures - 1)
+    delay = retry_delay(backoff.delay(attempt, rng), expires_at_ms, now_ms)
+    if pushback_ms is None:
+        return delay
+    return max(delay, backoff.after_pushback(pushback_ms, attempt, rng))
 
 
 def next_seq(last_seq: int, now_ms: int) -> int:

@@ -3,7 +3,8 @@
 A background task holds the gRPC stream open, feeds each message to the pure
 ``WatchState`` and queues the events it returns for the app. When the stream breaks (the
 supernode restarts, is unreachable, or cut us off for reading too slowly) the task opens a
-new one, on the next target if the current one is down, asking to resume from the last
+new one (on the next target if the current one is down; on the same one, after at least its
+retry hint, if it was overloaded and refused to open it), asking to resume from the last
 position; the supernode then replays exactly what was missed, or sends a fresh snapshot
 that reaches the app flagged ``after_gap``. The app sees one uninterrupted sequence.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from client_sdk.errors import Unavailable, error_from_rpc
+from client_sdk.errors import Overloaded, Unavailable, error_from_rpc, pushback_of
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.retry import StreamAction, after_stream_failure
@@ -127,6 +128,11 @@ class Watch:
         while True:
             try:
                 connection = await self._session.connection()
+            except Overloaded as exc:  # logging in was shed, again and again: keep trying
+                log.info("watch: supernode overloaded (%s); retrying", exc)
+                await self._session.wait_pushback(round(exc.retry_after_seconds * 1000), failures)
+                failures += 1
+                continue
             except Unavailable as exc:  # a watch outlives outages: keep trying
                 log.info("watch: no supernode reachable (%s); retrying", exc)
                 await self._session.backoff(failures)
@@ -136,6 +142,7 @@ class Watch:
             call = connection.watch(sorted(self.handles), epoch, revision)
             self._state.stream_opened()
             received = False
+            hint: int | None = None
             try:
                 async for message in call:
                     received = True
@@ -146,8 +153,9 @@ class Watch:
                 error: grpc.aio.AioRpcError | None = None
             except grpc.aio.AioRpcError as exc:
                 error = exc
+                hint = pushback_of(exc)
                 continue_after = after_stream_failure(
-                    exc.code(), received=received, relogged_in=relogged_in
+                    exc.code(), received=received, relogged_in=relogged_in, pushback_ms=hint
                 )
             finally:
                 call.cancel()
@@ -158,6 +166,11 @@ class Watch:
             if continue_after is StreamAction.RELOGIN:
                 relogged_in = True
                 self._session.forget_token(connection.target)
+                continue
+            if continue_after is StreamAction.WAIT:  # shed while opening: reopen there
+                assert hint is not None
+                await self._session.wait_pushback(hint, failures)
+                failures += 1
                 continue
             if continue_after is StreamAction.FAILOVER:
                 log.info("watch: stream to %s ended (%s); reconnecting", connection.target, error)

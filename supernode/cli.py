@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument(
-        "--config", type=Path, help="TOML file with [server], [lease], [limits] tables"
+        "--config",
+        type=Path,
+        help="TOML file with [server], [lease], [limits], [cluster], [overload] tables",
     )
     for section, name, kind, default in setting_names():
         help_text = f"{section}.{name} (env {env_name(section, name)})"

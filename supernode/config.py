@@ -6,6 +6,9 @@ each section is reachable three ways, with the later winning:
 * TOML file: ``[server] listen = "0.0.0.0:7700"``, ``[lease] max_ttl_seconds = 600``
 * environment: ``SUPERNODE_LISTEN`` (server section), ``SUPERNODE_LEASE_MAX_TTL_SECONDS``
 * flags: ``--listen``, ``--lease-max-ttl-seconds``
+
+Sections: ``server``, ``lease``, ``limits``, ``cluster`` and ``overload`` (load shedding,
+``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from supernode.directory.lease import LeasePolicy
 from supernode.directory.validation import Limits
+from supernode.overload import OverloadSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +158,7 @@ class Config:
     lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
     limits: Limits = dataclasses.field(default_factory=Limits)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
+    overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
 
 
 class ConfigError(ValueError):
@@ -165,6 +170,7 @@ SECTIONS: dict[str, type[Any]] = {
     "lease": LeasePolicy,
     "limits": Limits,
     "cluster": ClusterSettings,
+    "overload": OverloadSettings,
 }
 
 

@@ -10,6 +10,7 @@ microseconds per call; this is a fraction of one.
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import accumulate
 from wsgiref.simple_server import WSGIServer
 
@@ -19,11 +20,16 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from supernode.directory.presence import Change, DeviceChanged
+from supernode.overload import Lane, Shedding
 
 # Lookups take tens of microseconds to a few milliseconds; registrations up to ~10 ms.
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 )  # fmt: skip
+
+
+def _in_flight(lane: Lane) -> float:
+    return lane.in_flight
 
 
 class RpcMetrics:
@@ -146,6 +152,29 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._requests_shed = Counter(
+            "supernode_requests_shed",
+            "Calls refused with RESOURCE_EXHAUSTED and a retry hint to protect the node "
+            "(supernode.overload), by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self._in_flight = Gauge(
+            "supernode_in_flight",
+            "Gated calls inside their handler on this process, by class (supernode.overload).",
+            ["call_class"],
+            registry=self.registry,
+        )
+        self._in_flight_total = Gauge(
+            "supernode_in_flight_total",
+            "Gated calls inside their handler on this process, all classes.",
+            registry=self.registry,
+        )
+        self._loop_lag = Gauge(
+            "supernode_event_loop_lag_seconds",
+            "How late the latest event-loop lag probe fired (supernode.loop_lag).",
+            registry=self.registry,
+        )
         self._stun_children = {o: self._stun.labels(o) for o in ("answered", "dropped")}
         self._change_children = {c: self._device_changes.labels(c.value) for c in Change}
         self._http: WSGIServer | None = None
@@ -169,6 +198,23 @@ class Metrics:
         self.accounts.set_function(accounts)
         self.devices_online.set_function(devices_online)
         self.store_size.set_function(store_size)
+
+    def shed_counter(self, method: str) -> Callable[[], None]:
+        """What a handler calls when it refuses a call of ``method``. The series appears
+        with the first refusal, so exempt methods export none."""
+        counter = self._requests_shed
+
+        def count() -> None:
+            counter.labels(method).inc()
+
+        return count
+
+    def watch_shedding(self, shedding: Shedding) -> None:
+        """Export the in-flight counts and the loop lag of ``shedding`` at scrape time."""
+        for call_class, lane in shedding.lanes.items():
+            self._in_flight.labels(call_class.value).set_function(partial(_in_flight, lane))
+        self._in_flight_total.set_function(lambda: shedding.in_flight)
+        self._loop_lag.set_function(lambda: shedding.lag_ms / 1000)
 
     def device_changed(self, event: DeviceChanged) -> None:
         self._change_children[event.change].inc()

@@ -8,6 +8,7 @@ differs is said where it differs, so the graph is wired once.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from supernode.config import Config
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
+from supernode.metrics import Metrics
+from supernode.overload import Shedding
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
 
@@ -112,6 +115,14 @@ def build_directory(
         secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
     )
     return Directory(accounts, presence, sessions, secret)
+
+
+def build_shedding(config: Config, metrics: Metrics) -> Shedding:
+    """The load-shedding state of one process (primary or worker: each gates what it
+    serves itself), with its in-flight counts and loop lag exported by ``metrics``."""
+    shedding = Shedding(config.overload, clock=time.monotonic, rng=random.Random())
+    metrics.watch_shedding(shedding)
+    return shedding
 
 
 def add_standard_services(

@@ -26,11 +26,13 @@ from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Presence, PresenceObserver
 from supernode.directory.watch import WatchHub
+from supernode.loop_lag import sample_loop_lag
 from supernode.metrics import Metrics
 from supernode.node import (
     Directory,
     add_standard_services,
     build_directory,
+    build_shedding,
     local_token_secret,
     mark_serving,
     open_store,
@@ -75,6 +77,10 @@ class Supernode:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
+        # Load shedding of the public calls this process serves (the internal cluster
+        # service is never gated: supernode.overload).
+        self.shedding = build_shedding(config, self.metrics)
+        self._loop_lag: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.node_name = config.server.node_name
         self.metrics_port = 0
@@ -144,6 +150,7 @@ class Supernode:
             )
         presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
+        self._loop_lag = asyncio.create_task(sample_loop_lag(self.shedding), name="loop lag")
         log.info(
             "supernode ready %s",
             json.dumps(
@@ -228,8 +235,11 @@ class Supernode:
         served: Presence | ClusterPresence = presence
         if self.cluster is not None:
             served = self._routed(presence, accounts, sessions)
+        shedding = self.shedding
         apis = {
-            "search": SearchApi(accounts, sessions, buckets).method_handlers(self.metrics),
+            "search": SearchApi(accounts, sessions, buckets).method_handlers(
+                self.metrics, shedding
+            ),
             "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
         }
         if self.cluster is not None:
@@ -244,8 +254,12 @@ class Supernode:
                 self.cluster.placement,
                 store.device_page,
             ).method_handlers()
-        apis["directory"] = DirectoryApi(accounts, served, sessions, self.metrics).method_handlers()
-        apis["watch"] = WatchApi(self.hub, served, sessions, self.metrics).method_handlers()
+        apis["directory"] = DirectoryApi(
+            accounts, served, sessions, self.metrics, shedding
+        ).method_handlers()
+        apis["watch"] = WatchApi(
+            self.hub, served, sessions, self.metrics, shedding
+        ).method_handlers()
         return apis
 
     def _routed(
@@ -324,7 +338,13 @@ class Supernode:
                 answer_timeout_ms=limits.answer_timeout_ms,
             )
         self.rendezvous = RendezvousApi(
-            self.switchboard, self.relay, sessions, self.metrics, wall_clock_ms, router
+            self.switchboard,
+            self.relay,
+            sessions,
+            self.metrics,
+            wall_clock_ms,
+            router,
+            self.shedding,
         )
         return self.rendezvous.method_handlers()
 
@@ -398,10 +418,11 @@ class Supernode:
                     await self.cluster.stop()
             except TimeoutError:
                 log.warning("leaving the cluster took over %.0f s; going on", _CLUSTER_STOP_S)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._loop_lag):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.metrics.stop_http()
         if self._stun is not None:
             self._stun.close()

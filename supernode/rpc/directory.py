@@ -12,6 +12,7 @@ from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
 from supernode.errors import InvalidArgument
 from supernode.metrics import Metrics
+from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
 from supernode.sessions import SessionAuthority
@@ -64,39 +65,41 @@ class DirectoryApi:
         presence: PresenceApi,
         sessions: SessionAuthority,
         metrics: Metrics,
+        shedding: Shedding | None = None,
     ) -> None:
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
         self._metrics = metrics
+        self._shedding = shedding  # None: nothing is shed (supernode.overload)
 
     def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
-        m = self._metrics
+        m, s = self._metrics, self._shedding
         return {
             ACCOUNT_SERVICE: {
                 "CreateAccount": unary_handler(
-                    "CreateAccount", pb.CreateAccountRequest, self.create_account, m
+                    "CreateAccount", pb.CreateAccountRequest, self.create_account, m, s
                 ),
                 "GetAccount": unary_handler(
-                    "GetAccount", pb.GetAccountRequest, self.get_account, m
+                    "GetAccount", pb.GetAccountRequest, self.get_account, m, s
                 ),
             },
             SESSION_SERVICE: {
                 "GetChallenge": unary_handler(
-                    "GetChallenge", pb.GetChallengeRequest, self.get_challenge, m
+                    "GetChallenge", pb.GetChallengeRequest, self.get_challenge, m, s
                 ),
-                "Login": unary_handler("Login", pb.LoginRequest, self.login, m),
+                "Login": unary_handler("Login", pb.LoginRequest, self.login, m, s),
             },
             PRESENCE_SERVICE: {
                 "RegisterDevice": unary_handler(
-                    "RegisterDevice", pb.RegisterDeviceRequest, self.register_device, m
+                    "RegisterDevice", pb.RegisterDeviceRequest, self.register_device, m, s
                 ),
                 "UnregisterDevice": unary_handler(
-                    "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m
+                    "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m, s
                 ),
-                "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m),
+                "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m, s),
                 "LookupMany": unary_handler(
-                    "LookupMany", pb.LookupManyRequest, self.lookup_many, m
+                    "LookupMany", pb.LookupManyRequest, self.lookup_many, m, s
                 ),
             },
         }

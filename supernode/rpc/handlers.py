@@ -1,7 +1,13 @@
-"""One wrapper per kind of method: parse, call, map errors, record metrics.
+"""One wrapper per kind of method: shed, parse, call, map errors, record metrics.
 
 Deliberately not interceptors: an interceptor costs a coroutine and a context object per
 call, while these wrappers are bound once per method at start-up.
+
+Load shedding (``supernode.overload``) is the first thing a gated handler does, before it
+parses the request: two integer comparisons when the node is healthy; when it is not, the
+call ends at once with RESOURCE_EXHAUSTED, a message saying when to retry and the standard
+``grpc-retry-pushback-ms`` trailer. A handler built without ``shedding`` (the internal
+cluster service) or for an exempt method is not gated.
 """
 
 import asyncio
@@ -13,8 +19,10 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from client_sdk.protocol.pushback import pushback_metadata
 from supernode import errors
 from supernode.metrics import Metrics, RpcMetrics
+from supernode.overload import Lane, Overloaded, Shedding
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +70,54 @@ def status_of(error: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def _lane(method: str, shedding: Shedding | None) -> Lane | None:
+    return None if shedding is None else shedding.lane(method)
+
+
+def _refusal(
+    exc: Exception, context: grpc.aio.ServicerContext, count_shed: Callable[[], None]
+) -> tuple[grpc.StatusCode, str]:
+    """The status and message of a refusal; a shed call also gets the retry trailer."""
+    if isinstance(exc, Overloaded):
+        count_shed()
+        context.set_trailing_metadata(pushback_metadata(exc.retry_after_ms))
+    return status_of(exc), str(exc)
+
+
 def unary_handler(
     method: str,
     request_type: type[RequestT],
     behavior: Behavior[RequestT],
     metrics: Metrics,
+    shedding: Shedding | None = None,
 ) -> grpc.RpcMethodHandler:
     """A gRPC method handler over raw bytes around ``behavior``.
 
     Most behaviors answer synchronously (storage is a local RocksDB call); those that wait
     for another party (a callee's answer, another node of the cluster) return an awaitable.
+    A gated call counts as in flight from before parsing until its answer is ready.
     """
     parse = _parser(request_type)
     rpc_metrics = metrics.rpc(method)
+    count_shed = metrics.shed_counter(method)
+    lane = _lane(method, shedding)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = perf_counter()
         code = grpc.StatusCode.OK
         try:
-            response: Any = behavior(parse(raw), context)
-            if not isinstance(response, bytes | Message):  # an answer another node gives
-                response = await response
+            if lane is not None:
+                lane.enter()  # raises Overloaded, counting nothing
+            try:
+                response: Any = behavior(parse(raw), context)
+                if not isinstance(response, bytes | Message):  # an answer another node gives
+                    response = await response
+            finally:
+                if lane is not None:
+                    lane.leave()
             return response if isinstance(response, bytes) else response.SerializeToString()
         except errors.REFUSALS as exc:
-            code = status_of(exc)
-            message = str(exc)
+            code, message = _refusal(exc, context, count_shed)
         except Exception:
             log.exception("%s failed", method)
             code = grpc.StatusCode.INTERNAL
@@ -104,17 +135,39 @@ def server_stream_handler(
     request_type: type[RequestT],
     behavior: StreamBehavior[RequestT],
     metrics: Metrics,
+    shedding: Shedding | None = None,
 ) -> grpc.RpcMethodHandler:
-    """A server-streaming handler over raw bytes; ``behavior`` yields serialized messages."""
+    """A server-streaming handler over raw bytes; ``behavior`` yields serialized messages.
+
+    A gated stream counts as in flight while it opens: until its first message (a watch's
+    snapshot, a listener's ready), which is where its cost lies; an open stream that waits
+    for news costs nothing and is bounded elsewhere (watches per session, connections).
+    """
     parse = _parser(request_type)
     rpc_metrics = metrics.rpc(method)
+    count_shed = metrics.shed_counter(method)
+    lane = _lane(method, shedding)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async def responses() -> AsyncIterator[bytes]:
             async for response in behavior(parse(raw), context):
                 yield response
 
-        async for response in _observed(method, responses(), rpc_metrics, context):
+        async def opened_within_lane(lane: Lane) -> AsyncIterator[bytes]:
+            lane.enter()
+            opening = True
+            try:
+                async for response in behavior(parse(raw), context):
+                    if opening:
+                        opening = False
+                        lane.leave()
+                    yield response
+            finally:
+                if opening:
+                    lane.leave()
+
+        stream = responses() if lane is None else opened_within_lane(lane)
+        async for response in _observed(method, stream, rpc_metrics, context, count_shed):
             yield response
 
     return grpc.unary_stream_rpc_method_handler(handle)
@@ -125,6 +178,7 @@ async def _observed(
     responses: AsyncIterator[bytes],
     rpc_metrics: RpcMetrics,
     context: grpc.aio.ServicerContext,
+    count_shed: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     """Relay a stream's responses; map its errors to statuses and record its metrics."""
     started = perf_counter()
@@ -134,8 +188,7 @@ async def _observed(
         async for response in responses:
             yield response
     except errors.REFUSALS as exc:
-        code = status_of(exc)
-        message = str(exc)
+        code, message = _refusal(exc, context, count_shed)
     except asyncio.CancelledError:
         code = grpc.StatusCode.CANCELLED  # the client went away
         raise
@@ -159,11 +212,13 @@ def stream_stream_handler(
 ) -> grpc.RpcMethodHandler:
     """A bidirectional handler over raw frames; ``behavior`` parses them itself."""
     rpc_metrics = metrics.rpc(method)
+    count_shed = metrics.shed_counter(method)
 
     async def handle(
         frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        async for response in _observed(method, behavior(frames, context), rpc_metrics, context):
+        responses = behavior(frames, context)
+        async for response in _observed(method, responses, rpc_metrics, context, count_shed):
             yield response
 
     return grpc.stream_stream_rpc_method_handler(handle)

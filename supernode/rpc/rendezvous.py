@@ -19,6 +19,7 @@ from supernode.errors import (
     SupernodeError,
 )
 from supernode.metrics import Metrics
+from supernode.overload import Shedding
 from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard
 from supernode.rendezvous.tickets import Endpoint
@@ -60,8 +61,10 @@ class RendezvousApi:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         router: OfferRouter | None = None,
+        shedding: Shedding | None = None,
     ) -> None:
         self._router = router
+        self._shedding = shedding
         self._switchboard = switchboard
         self._relay = relay
         self._sessions = sessions
@@ -69,12 +72,12 @@ class RendezvousApi:
         self._clock_ms = clock_ms
 
     def method_handlers(self) -> ServiceHandlers:
-        m = self._metrics
+        m, s = self._metrics, self._shedding
         return {
             RENDEZVOUS_SERVICE: {
-                "Listen": server_stream_handler("Listen", pb.ListenRequest, self.listen, m),
-                "Connect": unary_handler("Connect", pb.ConnectRequest, self.connect, m),
-                "Answer": unary_handler("Answer", pb.AnswerRequest, self.answer, m),
+                "Listen": server_stream_handler("Listen", pb.ListenRequest, self.listen, m, s),
+                "Connect": unary_handler("Connect", pb.ConnectRequest, self.connect, m, s),
+                "Answer": unary_handler("Answer", pb.AnswerRequest, self.answer, m, s),
             },
             RELAY_SERVICE: {"Relay": stream_stream_handler("Relay", self.relay, m)},
         }

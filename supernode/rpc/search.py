@@ -7,6 +7,7 @@ from client_sdk.protocol.v1 import search_pb2
 from supernode.directory.accounts import Accounts
 from supernode.errors import ResourceExhausted
 from supernode.metrics import Metrics
+from supernode.overload import Shedding
 from supernode.ratelimit import TokenBuckets
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
@@ -34,9 +35,13 @@ class SearchApi:
         # SearchResponse{repeated Account accounts = 1}: stored bytes, framed.
         return wire.repeated_field(1, found)
 
-    def method_handlers(self, metrics: Metrics) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    def method_handlers(
+        self, metrics: Metrics, shedding: Shedding | None = None
+    ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
         return {
             SEARCH_SERVICE: {
-                "Search": unary_handler("Search", search_pb2.SearchRequest, self.search, metrics)
+                "Search": unary_handler(
+                    "Search", search_pb2.SearchRequest, self.search, metrics, shedding
+                )
             }
         }

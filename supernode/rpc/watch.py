@@ -12,6 +12,7 @@ from supernode.directory.presence import Change
 from supernode.directory.watch import ChangeEvent, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
+from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
 from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
@@ -37,12 +38,18 @@ def change_message(epoch: str, event: ChangeEvent) -> bytes:
 
 class WatchApi:
     def __init__(
-        self, hub: WatchHub, presence: PresenceApi, sessions: SessionAuthority, metrics: Metrics
+        self,
+        hub: WatchHub,
+        presence: PresenceApi,
+        sessions: SessionAuthority,
+        metrics: Metrics,
+        shedding: Shedding | None = None,
     ) -> None:
         self._hub = hub
         self._presence = presence
         self._sessions = sessions
         self._metrics = metrics
+        self._shedding = shedding
 
     async def watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
@@ -98,6 +105,8 @@ class WatchApi:
     def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
         return {
             PRESENCE_SERVICE: {
-                "Watch": server_stream_handler("Watch", pb.WatchRequest, self.watch, self._metrics)
+                "Watch": server_stream_handler(
+                    "Watch", pb.WatchRequest, self.watch, self._metrics, self._shedding
+                )
             }
         }

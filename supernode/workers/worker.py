@@ -22,11 +22,13 @@ from supernode import transport
 from supernode.config import Config, load, split_host_port
 from supernode.internal.v1 import replication_pb2 as pb
 from supernode.internal.v1 import replication_pb2_grpc as rpc
+from supernode.loop_lag import sample_loop_lag
 from supernode.metrics import Metrics
 from supernode.node import (
     PUBLIC_SERVICES,
     add_standard_services,
     build_directory,
+    build_shedding,
     local_token_secret,
     mark_serving,
     open_store,
@@ -119,11 +121,15 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         await first
 
     metrics = Metrics()
+    # Gates the lookups answered here; forwarded calls are gated by the primary, which
+    # does their work (its refusal and retry trailer come back through the proxy).
+    shedding = build_shedding(config, metrics)
+    lag = asyncio.create_task(sample_loop_lag(shedding), name="loop lag")
     directory = build_directory(
         config, store, node_name=settings.node_name, secret=local_token_secret(store)
     )
     handlers = DirectoryApi(
-        directory.accounts, directory.presence, directory.sessions, metrics
+        directory.accounts, directory.presence, directory.sessions, metrics, shedding
     ).method_handlers()
     local = {
         service: {name: handlers[service][name] for name in names}
@@ -158,9 +164,10 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         log.error("worker %d: lost the primary; exiting", spec.index)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_seconds)
-    following.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await following
+    for task in (following, lag):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await channel.close()
     metrics.stop_http()
     store.close()
