@@ -151,6 +151,18 @@ def _add_dev_cluster(commands: Any) -> None:
         "--ready-timeout-seconds", type=float, default=60.0, help="time allowed to get ready"
     )
     dev.add_argument(
+        "--rolling-restart",
+        action="store_true",
+        help="restart every node of the dev-cluster running from --data-dir, one at a time "
+        "(docs/operations.md), and print each step",
+    )
+    dev.add_argument(
+        "--rolling-restart-seconds",
+        type=float,
+        default=600.0,
+        help="how long --rolling-restart follows the restart",
+    )
+    dev.add_argument(
         "serve_args", nargs="*", default=[], metavar="-- SERVE_FLAGS", help="given to every serve"
     )
 
@@ -190,8 +202,16 @@ def _decommission(args: argparse.Namespace) -> int:
 
 
 def _dev_cluster(args: argparse.Namespace) -> int:
-    from supernode.cluster.dev_cluster import DevClusterPlan, run_dev_cluster
+    from supernode.cluster.dev_cluster import (
+        DevClusterPlan,
+        request_rolling_restart,
+        run_dev_cluster,
+    )
 
+    if args.rolling_restart:
+        return request_rolling_restart(
+            args.data_dir, args.rolling_restart_seconds, sys.stdout, sys.stderr
+        )
     try:
         plan = DevClusterPlan(
             nodes=args.nodes,

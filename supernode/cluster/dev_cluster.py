@@ -13,6 +13,11 @@ and etcd last, so nodes can leave while etcd still hears them. (etcd itself is i
 process group and gets the terminal's Ctrl-C too; the nodes then stop without it, which
 only costs them their etcd timeout.) Every child is started with a parent-death signal
 (``dying_with_parent``), so none outlives a killed dev-cluster.
+
+A running dev-cluster writes its pid to ``<data-dir>/dev-cluster.pid``; SIGHUP makes it
+restart every node in turn by the rolling-restart procedure (``supernode.cluster.rolling``),
+logging each step to ``<data-dir>/rolling-restart.log``. ``supernode dev-cluster
+--rolling-restart`` sends that signal and follows the log until the restart is done.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import os
 import re
 import signal
 import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar
 
 from supernode.cluster.etcd_server import EtcdServerError, LocalEtcd, dying_with_parent
+from supernode.cluster.rolling import Restarted, RollingRestartError, rolling_restart
 from supernode.debian import PackageError
 
 T = TypeVar("T")
@@ -61,6 +69,14 @@ class DevClusterPlan:
             base = getattr(self, name)
             if not (base == 0 or (base >= 1 and base + self.nodes - 1 <= 65535)):
                 raise ValueError(f"{name}: {base} leaves no room for {self.nodes} ports")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "dev-cluster.pid"
+
+    @property
+    def restart_log(self) -> Path:
+        return self.data_dir / "rolling-restart.log"
 
     def node_dir(self, index: int) -> Path:
         return self.data_dir / f"node-{index}"
@@ -113,9 +129,15 @@ def instructions(etcd_endpoint: str, etcd_dir: Path, nodes: Sequence[ServeProces
         f"  Client({json.dumps(grpc)}, identity, handle)",
         "See the cluster:",
         f"  supernode status --etcd-endpoints {etcd_endpoint}",
+        "Restart every node in turn (a rolling restart):",
+        f"  supernode dev-cluster --rolling-restart --data-dir {_data_dir_of(etcd_dir)}",
         "Ctrl-C stops every node and etcd.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _data_dir_of(etcd_dir: Path) -> Path:
+    return etcd_dir.parent
 
 
 class ServeProcess:
@@ -137,6 +159,8 @@ class ServeProcess:
         return None if self._process is None else self._process.returncode
 
     async def start(self) -> None:
+        self.info = {}
+        self._ready = asyncio.Event()
         self._log = self._open_log()
         self._process = await asyncio.create_subprocess_exec(
             *dying_with_parent(self.argv),
@@ -227,6 +251,98 @@ class ServeProcess:
             os.killpg(self._process.pid, signal.SIGKILL)
 
 
+class _DevNode:
+    """A dev-cluster node as the rolling restart sees it."""
+
+    def __init__(self, process: ServeProcess, plan: DevClusterPlan) -> None:
+        self.process, self.plan = process, plan
+
+    @property
+    def name(self) -> str:
+        return self.process.name
+
+    async def stop(self) -> None:
+        await self.process.stop(self.plan.stop_grace_s)
+
+    async def start(self) -> None:
+        await self.process.start()
+        async with asyncio.timeout(self.plan.ready_timeout_s):
+            ready = await self.process.wait_ready()
+        if not ready:
+            await self.process.wait_exit()
+            raise RollingRestartError(
+                f"{self.name} exited while starting; its log ({self.process.log_path}) ends:\n"
+                f"{self.process.log_tail()}"
+            )
+
+    async def metrics(self) -> str:
+        address = self.process.info.get("metrics")
+        if not address:
+            raise OSError(f"{self.name} has no metrics address yet")
+        return await asyncio.to_thread(_fetch, f"http://{address}/metrics")
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def _rolling(nodes: Sequence[ServeProcess], plan: DevClusterPlan, out: TextIO) -> None:
+    """Restart every node in turn, each step on ``out`` and in the restart log."""
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+        with open(plan.restart_log, "a") as log:  # a line at a time: the requester tails it
+            log.write(line + "\n")
+
+    def report(restarted: Restarted) -> None:
+        say(
+            f"restarted {restarted.name}: serving again {restarted.down_s:.1f} s after "
+            f"its stop, cluster whole {restarted.caught_up_s:.1f} s later"
+        )
+
+    say(f"rolling restart of {len(nodes)} nodes")
+    try:
+        await rolling_restart([_DevNode(node, plan) for node in nodes], report=report)
+    except (RollingRestartError, TimeoutError, OSError) as exc:
+        say(f"failed: {' '.join(str(exc).split())}")
+        return
+    say("done")
+
+
+def request_rolling_restart(data_dir: Path, timeout_s: float, out: TextIO, err: TextIO) -> int:
+    """``supernode dev-cluster --rolling-restart``: signal the running dev-cluster of
+    ``data_dir`` and print its restart log until it is done (0) or failed (1)."""
+    plan = DevClusterPlan(nodes=1, data_dir=data_dir)
+    try:
+        pid = int(plan.pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        print(f"supernode dev-cluster: no dev-cluster running from {data_dir}", file=err)
+        return 1
+    offset = plan.restart_log.stat().st_size if plan.restart_log.exists() else 0
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if plan.restart_log.exists():
+            with open(plan.restart_log) as log:
+                log.seek(offset)
+                for line in log.read().splitlines(keepends=True):
+                    if not line.endswith("\n"):
+                        break  # the rest of the line is still being written
+                    offset += len(line)
+                    out.write(line)
+                    out.flush()
+                    if line.startswith("done"):
+                        return 0
+                    if line.startswith("failed"):
+                        return 1
+        time.sleep(0.2)
+    print(f"supernode dev-cluster: the rolling restart took over {timeout_s:g} s", file=err)
+    return 1
+
+
 class _Stopped(Exception):
     """SIGINT or SIGTERM arrived: stop everything, exit 0."""
 
@@ -264,12 +380,16 @@ async def _first_not_ready(nodes: Sequence[ServeProcess]) -> ServeProcess | None
     return None
 
 
-async def _first_exit(nodes: Sequence[ServeProcess]) -> ServeProcess:
+async def _first_exit(nodes: Sequence[ServeProcess], restart: asyncio.Event) -> ServeProcess | None:
+    """The first node that exits, or None when a rolling restart is asked for first."""
     exits = [asyncio.ensure_future(node.wait_exit()) for node in nodes]
+    asked = asyncio.ensure_future(restart.wait())
     try:
-        done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
-        return next(iter(done)).result()
+        await asyncio.wait([*exits, asked], return_when=asyncio.FIRST_COMPLETED)
+        exited = [task for task in exits if task.done()]
+        return exited[0].result() if exited else None
     finally:
+        asked.cancel()
         for wait in exits:
             wait.cancel()
 
@@ -314,10 +434,11 @@ async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
     0 after a SIGINT/SIGTERM; 1 when something failed to start or a node exited on its own
     (its log tail is printed and everything else is stopped).
     """
-    stop = asyncio.Event()
+    stop, restart = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, restart.set)
     etcd_dir = (plan.data_dir / "etcd").resolve()
     etcd = LocalEtcd(1, directory=etcd_dir)
     nodes: list[ServeProcess] = []
@@ -332,7 +453,10 @@ async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
             return 1
         out.write(instructions(endpoints[0], etcd_dir, nodes))
         out.flush()
-        exited = await _unless_stopped(stop, _first_exit(nodes))
+        plan.pid_file.write_text(str(os.getpid()))
+        while (exited := await _unless_stopped(stop, _first_exit(nodes, restart))) is None:
+            restart.clear()
+            await _unless_stopped(stop, _rolling(nodes, plan, out))
         _report_exit(exited, "while the cluster ran", err)
         return 1
     except _Stopped:
@@ -352,7 +476,8 @@ async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
                     flush=True,
                 )
         await etcd.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        plan.pid_file.unlink(missing_ok=True)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 

@@ -394,6 +394,32 @@ def test_dev_cluster_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
         assert (tmp_path / "dev" / "node-0").is_dir() and (tmp_path / "dev" / "node-1").is_dir()
 
+        restart = subprocess.run(
+            [sys.executable, "-m", "supernode.cli", "dev-cluster", "--rolling-restart",
+             "--data-dir", str(tmp_path / "dev"), "--rolling-restart-seconds", "150"],
+            capture_output=True, text=True, timeout=180, env=_environment(),
+        )  # fmt: skip
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        lines = restart.stdout.splitlines()
+        assert lines[0] == "rolling restart of 2 nodes" and lines[-1] == "done", lines
+        assert [line.split(":")[0] for line in lines[1:-1]] == [
+            "restarted node-0",
+            "restarted node-1",
+        ]
+        started |= _descendants(process.pid)  # the restarted nodes are new processes
+        for target in targets:
+            with grpc.insecure_channel(target) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        missing = subprocess.run(
+            [sys.executable, "-m", "supernode.cli", "dev-cluster", "--rolling-restart",
+             "--data-dir", str(tmp_path / "nothing-here")],
+            capture_output=True, text=True, timeout=60, env=_environment(),
+        )  # fmt: skip
+        assert missing.returncode == 1 and "no dev-cluster running" in missing.stderr
+
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, "".join(stderr)
         deadline = time.monotonic() + 10
