@@ -18,7 +18,7 @@ protobuf types, raw gRPC errors), is for tools and tests, not apps.
 """
 
 from client_sdk.backoff import Backoff
-from client_sdk.client import Client
+from client_sdk.client import Client, Routing
 from client_sdk.config import ClientConfig
 from client_sdk.errors import (
     AlreadyExists,
@@ -104,6 +104,7 @@ __all__ = [
     "PresenceEvent",
     "RateLimited",
     "Registration",
+    "Routing",
     "SearchResult",
     "SignatureError",
     "Stale",

@@ -25,6 +25,7 @@ import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -57,6 +58,23 @@ from client_sdk.watch import Watch
 from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver, observed
 
 RenewalErrorHandler = Callable[[str, SupernodeError], None]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """``Client.routing``: the ring epoch followed and where handle-keyed calls went.
+
+    Attributes:
+        ring_epoch: the placement epoch the client routes by; 0 on the plain path (a node
+            alone, or ``ClientConfig.ring_aware`` off).
+        to_replica: handle-keyed calls (lookups, renewals, unregisters) that a replica of
+            the handle answered.
+        elsewhere: such calls answered by another node (which forwarded them).
+    """
+
+    ring_epoch: int
+    to_replica: int
+    elsewhere: int
 
 
 class Client:
@@ -118,6 +136,14 @@ class Client:
     def identity(self) -> Identity:
         """The account key this client signs with."""
         return self._session.identity
+
+    @property
+    def routing(self) -> Routing:
+        """How the client routes: the ring epoch it follows (0: none, the plain path) and
+        how many handle-keyed calls a replica of the handle answered, or another node."""
+        session = self._session
+        epoch = 0 if session.ring is None else session.ring.epoch
+        return Routing(epoch, session.sent_to_replica, session.sent_elsewhere)
 
     @property
     def current_target(self) -> str:
@@ -283,7 +309,9 @@ class Client:
                 lambda _: None,
             )
 
-        return await self._session.call(unregister, attempts=attempts, deadline=deadline)
+        return await self._session.call(
+            unregister, attempts=attempts, deadline=deadline, handle=self.handle
+        )
 
     def _lease(self, device_id: str) -> DeviceLease:
         self._check_open()
@@ -310,9 +338,10 @@ class Client:
 
             return lookup
 
-        presence = await self._session.call(lookup_at(consistency is Consistency.QUORUM))
+        quorum = consistency is Consistency.QUORUM
+        presence = await self._session.call(lookup_at(quorum), handle=handle)
         if self._reads.regressed(presence):  # a lagging replica: read a majority instead
-            presence = await self._session.call(lookup_at(True))
+            presence = await self._session.call(lookup_at(True), handle=handle)
         self._reads.remember(presence)
         return presence
 

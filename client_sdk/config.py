@@ -59,6 +59,8 @@ class ClientConfig:
         renew_window: renew a lease between these fractions of the granted TTL.
         default_ttl_seconds: the lease ``register_device`` asks for when given no ``ttl``.
         watch_buffer: watch events read ahead of the app before reading pauses.
+        ring_aware: in a cluster, learn the placement and send each handle's calls straight
+            to one of its replicas (``client_sdk.ring``); False: always the targets given.
         unregister_on_close: ``close()`` unregisters our devices (False: their leases
             just run out, as after a crash).
         close_deadline_seconds: the budget for unregistering devices on ``close()``.
@@ -76,6 +78,7 @@ class ClientConfig:
     # Watch events read ahead of the app; when full the supernode sees a slow reader.
     watch_buffer: int = 256
     unregister_on_close: bool = True
+    ring_aware: bool = True
     # Budget for unregistering devices on close: a closing app should not hang.
     close_deadline_seconds: float = 2.0
     # Options of every channel to a supernode; the default is the keepalive above. Build

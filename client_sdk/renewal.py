@@ -79,7 +79,9 @@ class DeviceLease:
         """Sign the current spec and register it now (first registration or an update)."""
         async with self._lock:
             try:
-                registration = await self._session.call(self._register_once)
+                registration = await self._session.call(
+                    self._register_once, handle=self._session.handle
+                )
             except SupernodeError as exc:
                 self._failures += 1
                 self.last_error = exc

@@ -23,6 +23,7 @@ from client_sdk.config import ClientConfig
 from client_sdk.errors import Closed, Unavailable, error_from_rpc, pushback_of
 from client_sdk.identity import Identity
 from client_sdk.retry import Action, after_failure
+from client_sdk.ring import Ring, RingError
 from client_sdk.timing import token_refresh_at_ms
 from client_sdk.transport import DirectoryConnection
 
@@ -65,6 +66,14 @@ class Session:
         self.rng = rng
         self._sleep = sleep
         self._closed = False
+        # The ring (client_sdk.ring): learned after the first authenticated call when the
+        # config allows it and the supernode is in a cluster; None means the plain path.
+        self.ring: Ring | None = None
+        self._ring_asked = False
+        self._ring_lock = asyncio.Lock()
+        self._spread = rng.randrange(1 << 16)
+        self.sent_to_replica = 0  # handle-keyed calls answered by a replica of the handle
+        self.sent_elsewhere = 0  # handle-keyed calls answered by another node
 
     @property
     def current_target(self) -> str:
@@ -76,6 +85,37 @@ class Session:
 
     def _target(self, address: str) -> _Target:
         return next(t for t in self._targets if t.address == address)
+
+    def _target_for(self, handle: str) -> _Target | None:
+        """The replica of ``handle`` to try first (added to the targets when new)."""
+        if self.ring is None:
+            return None
+        address = self.ring.target_for(handle, self._spread)
+        for target in self._targets:
+            if target.address == address:
+                return target
+        target = _Target(address)
+        self._targets.append(target)
+        return target
+
+    async def _follow_ring(self, connection: DirectoryConnection) -> None:
+        """Learn the ring once, and again whenever an answer showed a newer epoch.
+        Best effort: a node that cannot say keeps the client on what it knew."""
+        known = 0 if self.ring is None else self.ring.epoch
+        if self._ring_asked and connection.epoch_seen <= known:
+            return
+        async with self._ring_lock:  # concurrent calls that saw it share one refresh
+            known = 0 if self.ring is None else self.ring.epoch
+            if self._ring_asked and connection.epoch_seen <= known:
+                return
+            self._ring_asked = True
+            try:
+                answer = await connection.get_placement(deadline=self.config.call_deadline_seconds)
+                ring = Ring.from_response(answer)
+            except (grpc.aio.AioRpcError, RingError):
+                return
+            if ring is None or ring.epoch >= known:
+                self.ring = ring
 
     def _connection(self, target: _Target) -> DirectoryConnection:
         if target.connection is None:
@@ -127,8 +167,12 @@ class Session:
         authenticated: bool = True,
         attempts: int | None = None,
         deadline: float | None = None,
+        handle: str | None = None,
     ) -> T:
         """Run ``operation`` until it succeeds, fails for good, or attempts run out.
+
+        ``handle``: the call is about that handle; with a ring, the first attempt goes to
+        one of its replicas (the others follow the failover order).
 
         Raises the mapped ``SupernodeError`` for an answer, ``Overloaded`` when the last
         of ``attempts`` tries was shed by an overloaded target, or ``Unavailable`` when no
@@ -143,10 +187,11 @@ class Session:
         while failures < attempts:
             if self._closed:
                 raise Closed("the client is closed")
-            target = self._targets[self._current]
+            routed = self._target_for(handle) if handle and not failures else None
+            target = routed or self._targets[self._current]
             try:
                 connection = await self._ready(target, authenticated, deadline)
-                return await operation(connection, deadline)
+                result = await operation(connection, deadline)
             except grpc.aio.AioRpcError as exc:
                 hint = pushback_of(exc)
                 action = after_failure(
@@ -171,6 +216,15 @@ class Session:
                 self.failover(target.address)
                 if failures < attempts:
                     await self.backoff(failures - 1)
+            else:
+                if handle and self.ring is not None:
+                    if self.ring.holds(target.address, handle):
+                        self.sent_to_replica += 1
+                    else:
+                        self.sent_elsewhere += 1
+                if authenticated and self.config.ring_aware:
+                    await self._follow_ring(connection)
+                return result
         assert last is not None
         if last_action is Action.WAIT:
             raise error_from_rpc(last) from last  # Overloaded, with the last hint

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.blocking import BlockingIterator, LoopThread
-from client_sdk.client import Client, RenewalErrorHandler
+from client_sdk.client import Client, RenewalErrorHandler, Routing
 from client_sdk.config import ClientConfig
 from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection
@@ -141,6 +141,11 @@ class SyncClient:
     def current_target(self) -> str:
         """The supernode the client talks to now (it moves on when one fails)."""
         return self.client.current_target
+
+    @property
+    def routing(self) -> Routing:
+        """The ring epoch followed and where handle-keyed calls went (``Client.routing``)."""
+        return self.client.routing
 
     # ------------------------------------------------------------------ account
 

@@ -7,16 +7,21 @@ the gRPC deadline, so the server also stops working on a call the client gave up
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
+from typing import TypeVar
 
 import grpc
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.v1 import directory_pb2_grpc as rpc
 from client_sdk.protocol.v1 import search_pb2, search_pb2_grpc
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -58,6 +63,22 @@ class DirectoryConnection:
         self.presence = rpc.PresenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.search_service = search_pb2_grpc.SearchServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.token: str | None = None
+        self.epoch_seen = 0  # the newest placement epoch a presence answer carried
+
+    async def _answered(self, call: grpc.aio.UnaryUnaryCall) -> T:
+        """The answer of a presence call, noting the placement epoch it carries."""
+        response: T = await call
+        for key, value in await call.trailing_metadata() or ():
+            if key == EPOCH_METADATA:
+                with contextlib.suppress(ValueError):  # garbage: the ring stays as it was
+                    self.epoch_seen = max(self.epoch_seen, int(value))
+        return response
+
+    async def get_placement(self, *, deadline: float | None = None) -> pb.GetPlacementResponse:
+        response: pb.GetPlacementResponse = await self.presence.GetPlacement(
+            pb.GetPlacementRequest(), metadata=self.metadata, timeout=deadline
+        )
+        return response
 
     async def close(self) -> None:
         await self.channel.close()
@@ -112,8 +133,10 @@ class DirectoryConnection:
     async def register_device(
         self, signed: pb.SignedDeviceRecord, *, deadline: float | None = None
     ) -> pb.RegisterDeviceResponse:
-        response: pb.RegisterDeviceResponse = await self.presence.RegisterDevice(
-            pb.RegisterDeviceRequest(signed=signed), metadata=self.metadata, timeout=deadline
+        response: pb.RegisterDeviceResponse = await self._answered(
+            self.presence.RegisterDevice(
+                pb.RegisterDeviceRequest(signed=signed), metadata=self.metadata, timeout=deadline
+            )
         )
         return response
 
@@ -121,10 +144,12 @@ class DirectoryConnection:
         self, device_id: str, *, seq: int = 0, deadline: float | None = None
     ) -> bool:
         """``seq``: the highest this client used for the device (the tombstone covers it)."""
-        response = await self.presence.UnregisterDevice(
-            pb.UnregisterDeviceRequest(device_id=device_id, seq=seq),
-            metadata=self.metadata,
-            timeout=deadline,
+        response: pb.UnregisterDeviceResponse = await self._answered(
+            self.presence.UnregisterDevice(
+                pb.UnregisterDeviceRequest(device_id=device_id, seq=seq),
+                metadata=self.metadata,
+                timeout=deadline,
+            )
         )
         return bool(response.removed)
 
@@ -132,8 +157,8 @@ class DirectoryConnection:
         self, handle: str, *, deadline: float | None = None, quorum: bool = False
     ) -> pb.LookupResponse:
         request = pb.LookupRequest(handle=handle, consistency=_consistency(quorum))
-        response: pb.LookupResponse = await self.presence.Lookup(
-            request, metadata=self.metadata, timeout=deadline
+        response: pb.LookupResponse = await self._answered(
+            self.presence.Lookup(request, metadata=self.metadata, timeout=deadline)
         )
         return response
 
@@ -141,8 +166,8 @@ class DirectoryConnection:
         self, handles: Sequence[str], *, deadline: float | None = None, quorum: bool = False
     ) -> pb.LookupManyResponse:
         request = pb.LookupManyRequest(handles=handles, consistency=_consistency(quorum))
-        response: pb.LookupManyResponse = await self.presence.LookupMany(
-            request, metadata=self.metadata, timeout=deadline
+        response: pb.LookupManyResponse = await self._answered(
+            self.presence.LookupMany(request, metadata=self.metadata, timeout=deadline)
         )
         return response
 

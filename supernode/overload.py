@@ -69,6 +69,7 @@ CLASS_OF_METHOD: Mapping[str, CallClass] = {
     "Watch": CallClass.STREAM_OPEN,
     "Listen": CallClass.STREAM_OPEN,
     "Lookup": CallClass.LOOKUP,
+    "GetPlacement": CallClass.LOOKUP,
     "LookupMany": CallClass.LOOKUP,
     "GetAccount": CallClass.LOOKUP,
     "Search": CallClass.LOOKUP,

@@ -254,8 +254,13 @@ class Supernode:
                 self.cluster.placement,
                 store.device_page,
             ).method_handlers()
+        ring = None
+        if self.cluster is not None:
+            from supernode.cluster.ring_answer import RingAnswer
+
+            ring = RingAnswer(self.cluster.view)
         apis["directory"] = DirectoryApi(
-            accounts, served, sessions, self.metrics, shedding
+            accounts, served, sessions, self.metrics, shedding, ring
         ).method_handlers()
         apis["watch"] = WatchApi(
             self.hub, served, sessions, self.metrics, shedding

@@ -7,6 +7,7 @@ from typing import Protocol, TypeAlias, TypeVar
 import grpc
 
 from client_sdk.protocol import wire
+from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
@@ -44,6 +45,14 @@ class PresenceApi(Protocol):
     ) -> bytes | Awaitable[bytes]: ...
 
 
+class RingSource(Protocol):
+    """A clustered node's placement, for ring-aware clients (``cluster.ring_answer``)."""
+
+    def epoch(self) -> int: ...
+
+    def response(self) -> bytes: ...
+
+
 def _quorum(consistency: int) -> bool:
     if consistency not in pb.Consistency.values():
         raise InvalidArgument(f"consistency: {consistency} is not a known Consistency")
@@ -66,7 +75,10 @@ class DirectoryApi:
         sessions: SessionAuthority,
         metrics: Metrics,
         shedding: Shedding | None = None,
+        ring: RingSource | None = None,
     ) -> None:
+        """``ring``: a cluster member's placement; presence answers then carry its epoch."""
+        self._ring = ring
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
@@ -98,6 +110,9 @@ class DirectoryApi:
                     "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m, s
                 ),
                 "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m, s),
+                "GetPlacement": unary_handler(
+                    "GetPlacement", pb.GetPlacementRequest, self.get_placement, m, s
+                ),
                 "LookupMany": unary_handler(
                     "LookupMany", pb.LookupManyRequest, self.lookup_many, m, s
                 ),
@@ -131,10 +146,22 @@ class DirectoryApi:
 
     # ------------------------------------------------------------------ presence
 
+    def _tell_epoch(self, context: Context) -> None:
+        """A ring-aware client compares this with the epoch it routes by."""
+        if self._ring is not None:
+            context.set_trailing_metadata(((EPOCH_METADATA, str(self._ring.epoch())),))
+
+    def get_placement(self, request: pb.GetPlacementRequest, context: Context) -> bytes:
+        session_of(context, self._sessions)
+        if self._ring is None:
+            return pb.GetPlacementResponse().SerializeToString()  # epoch 0: no ring
+        return self._ring.response()
+
     async def register_device(
         self, request: pb.RegisterDeviceRequest, context: Context
     ) -> pb.RegisterDeviceResponse:
         session = session_of(context, self._sessions)
+        self._tell_epoch(context)
         registration = await settled(self._presence.register(session.handle, request.signed))
         return pb.RegisterDeviceResponse(
             expires_at_ms=registration.expires_at_ms, ttl_seconds=registration.ttl_seconds
@@ -144,6 +171,7 @@ class DirectoryApi:
         self, request: pb.UnregisterDeviceRequest, context: Context
     ) -> pb.UnregisterDeviceResponse:
         session = session_of(context, self._sessions)
+        self._tell_epoch(context)
         removed = await settled(
             self._presence.unregister(session.handle, request.device_id, request.seq)
         )
@@ -151,6 +179,7 @@ class DirectoryApi:
 
     def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
+        self._tell_epoch(context)
         if request.consistency:
             return self._presence.lookup(request.handle, _quorum(request.consistency))
         return self._presence.lookup(request.handle)
@@ -159,4 +188,5 @@ class DirectoryApi:
         self, request: pb.LookupManyRequest, context: Context
     ) -> bytes | Awaitable[bytes]:
         session_of(context, self._sessions)
+        self._tell_epoch(context)
         return self._presence.lookup_many(request.handles, _quorum(request.consistency))

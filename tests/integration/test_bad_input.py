@@ -259,3 +259,21 @@ async def test_expired_token_is_refused(start_supernode: Callable[..., Supernode
             return False
 
         await eventually(refused)
+
+
+async def test_get_placement_needs_a_session_and_a_node_alone_has_no_ring(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    node = start_supernode()
+    async with DirectoryConnection(node.grpc_target) as conn:
+        await expect(conn.get_placement(), Code.UNAUTHENTICATED, r"missing bearer token")
+        conn.token = "garbage!"
+        await expect(conn.get_placement(), Code.UNAUTHENTICATED, r"malformed")
+        conn.token = None
+        await new_user(conn, "placer")
+        answer = await conn.get_placement()
+        assert answer == pb.GetPlacementResponse()  # epoch 0: the plain path
+        raw = conn.channel.unary_unary("/supernode.v1.PresenceService/GetPlacement")
+        await expect(
+            raw(b"\xff\xff", metadata=conn.metadata), Code.INVALID_ARGUMENT, r"not a serialized"
+        )

@@ -74,6 +74,7 @@ CASES: dict[str, Case] = {
     "handle": read("handle"),
     "identity": read("identity"),
     "current_target": read("current_target"),
+    "routing": read("routing"),
     "config": read("config"),
     "pins": read("pins"),
     "create_account": Case(lambda c: c.create_account("Surface"), down=Unavailable),
