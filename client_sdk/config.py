@@ -60,7 +60,9 @@ class ClientConfig:
         default_ttl_seconds: the lease ``register_device`` asks for when given no ``ttl``.
         watch_buffer: watch events read ahead of the app before reading pauses.
         ring_aware: in a cluster, learn the placement and send each handle's calls straight
-            to one of its replicas (``client_sdk.ring``); False: always the targets given.
+            to one of its replicas (``client_sdk.ring``); False (the default): always the
+            targets given, which forward. A lookup may then miss the client's own write
+            acknowledged a moment before (ONE reads one replica).
         unregister_on_close: ``close()`` unregisters our devices (False: their leases
             just run out, as after a crash).
         close_deadline_seconds: the budget for unregistering devices on ``close()``.
@@ -78,7 +80,9 @@ class ClientConfig:
     # Watch events read ahead of the app; when full the supernode sees a slow reader.
     watch_buffer: int = 256
     unregister_on_close: bool = True
-    ring_aware: bool = True
+    # Off by default until a client reads its own writes on any replica: spread over the
+    # replicas, a lookup right after a renewal may reach the one replica that lacks it.
+    ring_aware: bool = False
     # Budget for unregistering devices on close: a closing app should not hang.
     close_deadline_seconds: float = 2.0
     # Options of every channel to a supernode; the default is the keepalive above. Build

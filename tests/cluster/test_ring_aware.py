@@ -42,7 +42,10 @@ async def test_lookups_go_straight_to_a_replica_and_follow_epochs(tmp_path: Path
             handles.append(owner.handle)
             await owner.close()
         client = Client(
-            cluster.target(0), Identity.generate(), unique("ringreader"), config=TEST_CONFIG
+            cluster.target(0),
+            Identity.generate(),
+            unique("ringreader"),
+            config=dataclasses.replace(TEST_CONFIG, ring_aware=True),
         )
         await client.create_account()
         plain = Client(
