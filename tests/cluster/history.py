@@ -370,3 +370,22 @@ def summary(history: History) -> dict[str, float]:
     report["reads.succeeded"] = succeeded
     report["reads.success_rate"] = succeeded / attempted if attempted else 0.0
     return report
+
+
+def violations(
+    history: History, final: Mapping[Key, Observed], *, read_at: float, margin: float = 1.0
+) -> list[str]:
+    """Every check the fault tests assert empty, over one history and the final state:
+    lost writes, resurrections, stale QUORUM reads, reads going backwards."""
+    return (
+        lost_writes(history, final, read_at=read_at, margin=margin)
+        + resurrections(history, final)
+        + stale_quorum_reads(history, margin=margin)
+        + non_monotonic_reads(history)
+    )
+
+
+def one_read_success(report: Mapping[str, float]) -> tuple[float, int]:
+    """The share of SDK lookups at ONE that succeeded, and how many there were."""
+    reads = report.get("read.one.ok", 0) + report.get("read.one.failed", 0)
+    return report.get("read.one.ok", 0) / max(1, reads), int(reads)

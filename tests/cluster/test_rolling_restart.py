@@ -81,18 +81,12 @@ async def test_a_rolling_restart_under_load_loses_nothing(tmp_path: Path) -> Non
         for r in restarts:
             print(f"\n{r.name}: down {r.down_s:.1f} s, whole again {r.caught_up_s:.1f} s later")
         print(f"rolling restart: {report}")
-        violations = (
-            checks.lost_writes(history, final, read_at=read_at, margin=1.0)
-            + checks.resurrections(history, final)
-            + checks.stale_quorum_reads(history, margin=1.0)
-            + checks.non_monotonic_reads(history)
-        )
+        violations = checks.violations(history, final, read_at=read_at)
         assert violations == [], "\n".join(violations[:20])
         assert [r.name for r in restarts] == cluster.targets
         assert report["register.ok"] > 50 and report.get("unregister.ok", 0) > 5
-        sdk_reads = report.get("read.one.ok", 0) + report.get("read.one.failed", 0)
-        sdk_success = report.get("read.one.ok", 0) / max(1, sdk_reads)
-        print(f"SDK lookups (ONE): {sdk_success:.4%} of {int(sdk_reads)} succeeded")
+        sdk_success, sdk_reads = checks.one_read_success(report)
+        print(f"SDK lookups (ONE): {sdk_success:.4%} of {sdk_reads} succeeded")
         # The issue's target is 99.9 %; during restarts it is not met yet (one run: 6 of
         # 1,337 SDK lookups failed, 99.55 %; another 100 % of 1,566), so this checks the
         # floor reached so far while the cause is open (issue 15 stays open).
