@@ -24,11 +24,23 @@ Five comparisons, each within itself like for like:
    Their difference is the forwarding cost. ``lookup-many-10-local`` draws ten node-0
    handles, ``lookup-many-10-mixed`` ten of all handles: nearly every such call needs both
    other nodes, which node 0 asks concurrently (``ClusterPresence._gather``).
+   **Ring-aware / proxied**: ``lookup-proxied`` draws from all handles and calls node 0,
+   as a client that knows nothing of the ring does (about two in three calls forwarded);
+   ``lookup-ring`` draws the same handles and sends each call straight to its owner, as the
+   ring-aware SDK does (:mod:`benchmarks.systems.ring_routed`: the placement from
+   ``GetPlacement``, the node from ``client_sdk.ring``; a check before the points makes
+   sure no node forwards one).
 3. **ONE / QUORUM** (``cluster-rf3``): a second 3-node cluster with its own etcd, replication
    factor 3, writes acknowledged by W = 2 (``supernode.cluster.replication``), loaded the same
    way. ``lookup-one`` and ``lookup-quorum`` call node 0 for the same handles (all users):
    ONE answers from node 0's replica, QUORUM reads node 0's versions and asks both peers,
-   merging the first majority (``ClusterPresence._lookup_quorum``).
+   merging the first majority (``ClusterPresence._lookup_quorum``). ``lookup-ring`` sends
+   the same lookups ring-aware: every node holds every partition, so each client keeps to
+   one of the three replicas and the clients of a point share the three nodes: the cluster's
+   throughput against ``after``'s single node (the comparison "3 nodes / 1 node"). On two
+   cores the three nodes share the same CPU one node had, and one Python generator is the
+   first to saturate, so that ratio says what a cluster costs per lookup here, not what
+   three machines would serve.
 4. **renewals, single node / cluster**: ``renew`` is RegisterDevice of an existing device
    with the next seq, signed by its user's key: what every live device sends once per lease.
    Against ``after`` (the single node) and ``cluster-rf3`` (calls spread round-robin over
@@ -123,6 +135,7 @@ from benchmarks.systems.grpc_raw import (
     bearer,
 )
 from benchmarks.systems.process import ServerProcess
+from benchmarks.systems.ring_routed import RING, RingRoutedClient
 from benchmarks.systems.supernode import (
     PRESENCE,
     READY,
@@ -257,6 +270,8 @@ def make_bench_client(spec: ClientSpec) -> LookupClient:
     """The generator processes' client factory (module level: it is sent to them)."""
     if RENEWALS in spec.options:
         return RenewalClient(spec)
+    if spec.options.get(RING) == "1":
+        return RingRoutedClient(spec, spec.options[HANDLES].split(","))
     return ListedHandlesClient(spec) if HANDLES in spec.options else SupernodeClient(spec)
 
 
@@ -554,25 +569,17 @@ class ClusterSystem:
         self._root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
         self._etcd = LocalEtcd(1)
         await self._etcd.start()
-        endpoints = ",".join(self._etcd.client_endpoints)
-        for index in range(NODES):
-            argv = server_argv(self._root / f"node{index}", 1)
-            argv += ["--cluster-etcd-endpoints", endpoints, "--cluster-partitions", str(PARTITIONS),
-                     "--cluster-replication-factor", str(self.replication_factor),
-                     "--cluster-write-quorum", str(self.write_quorum)]  # fmt: skip
-            self._nodes.append(ServerProcess(argv, READY))
-        for node in self._nodes:
-            ready = json.loads((await node.wait_ready(60.0)).group(1))
-            self.targets.append(ready["grpc"])
-            self._metrics.append(f"http://{ready['metrics']}/metrics")
-        placement = await self._settled_placement()
+        starting = [self._launch() for _ in range(NODES)]
+        for node in starting:
+            await self._serving(node)
+        placement = await self.settled_placement()
         self.token = await login_bench_client(self.targets[0])
         began = time.monotonic()
         await register_users(self.targets, dataset, self.load_concurrency)
         copies = len(dataset.user(0, 0).devices) * dataset.users * self.replication_factor
         await settle("every user on every node", lambda: self._loaded(dataset.users, copies))
         self.load_seconds = time.monotonic() - began
-        if (await self._placement()) != placement:
+        if (await self.placement()) != placement:
             raise SetupError(f"{self.name}: placement changed while users were loaded")
         self.epoch = placement.epoch
         self._all = [Dataset.handle(i) for i in range(dataset.users)]
@@ -584,43 +591,69 @@ class ClusterSystem:
         if self.replication_factor > 1 and self._remote:
             raise SetupError(f"{self.name}: node 0 holds no replica of {self._remote[0]}")
         await self._check_routing()
+        await self.check_ring_routing()
 
-    async def _placement(self) -> Placement | None:
+    def _launch(self) -> ServerProcess:
+        """Start the next node (its ready line is awaited by :meth:`_serving`)."""
+        assert self._root is not None and self._etcd is not None, "start() first"
+        endpoints = ",".join(self._etcd.client_endpoints)
+        argv = server_argv(self._root / f"node{len(self._nodes)}", 1)
+        argv += ["--cluster-etcd-endpoints", endpoints, "--cluster-partitions", str(PARTITIONS),
+                 "--cluster-replication-factor", str(self.replication_factor),
+                 "--cluster-write-quorum", str(self.write_quorum)]  # fmt: skip
+        node = ServerProcess(argv, READY)
+        self._nodes.append(node)
+        return node
+
+    async def _serving(self, node: ServerProcess) -> str:
+        ready = json.loads((await node.wait_ready(60.0)).group(1))
+        self.targets.append(ready["grpc"])
+        self._metrics.append(f"http://{ready['metrics']}/metrics")
+        return str(ready["grpc"])
+
+    async def add_node(self) -> str:
+        """Start one more node, which joins the cluster (the controller moves partitions
+        to it while the others serve); its address once it listens."""
+        return await self._serving(self._launch())
+
+    async def placement(self) -> Placement | None:
         assert self._etcd is not None
         async with EtcdClient(EtcdConfig(tuple(self._etcd.client_endpoints))) as etcd:
             entry = await etcd.get(Keys("/supernode").placement)
         return None if entry is None else Placement.from_bytes(entry.value)
 
-    async def _node_metric(self, index: int, name: str, **labels: str) -> float:
+    async def node_metric(self, index: int, name: str, **labels: str) -> float:
         return metric(await asyncio.to_thread(_scrape, self._metrics[index]), name, **labels)
 
-    async def _settled_placement(self) -> Placement:
+    async def settled_placement(self, within_s: float = _SETTLE_S) -> Placement:
         """Placement over every node, and every node routing by it."""
         found: list[Placement] = []
 
         async def placed() -> bool:
-            placement = await self._placement()
+            placement = await self.placement()
             if placement is None or placement.nodes() != set(self.targets):
                 return False
+            if not placement.settled:
+                return False
             epochs = [
-                await self._node_metric(i, "supernode_cluster_placement_epoch")
-                for i in range(NODES)
+                await self.node_metric(i, "supernode_cluster_placement_epoch")
+                for i in range(len(self.targets))
             ]
             found[:] = [placement]
             return all(epoch == placement.epoch for epoch in epochs)
 
-        await settle("placement over every node", placed)
+        await settle("placement over every node, nothing moving", placed, within_s)
         return found[0]
 
     async def _loaded(self, users: int, copies: int) -> bool:
         """Every account in every node's mirror (the bench client's too), and ``copies``
         device records stored over the nodes (each on every replica of its partition)."""
-        accounts = [await self._node_metric(i, "supernode_accounts") for i in range(NODES)]
-        online = [await self._node_metric(i, "supernode_devices_online") for i in range(NODES)]
+        accounts = [await self.node_metric(i, "supernode_accounts") for i in range(NODES)]
+        online = [await self.node_metric(i, "supernode_devices_online") for i in range(NODES)]
         return all(a == users + 1 for a in accounts) and sum(online) == copies
 
     async def _forwarded(self, method: str) -> float:
-        return await self._node_metric(0, "supernode_cluster_forwarded_calls", method=method)
+        return await self.node_metric(0, "supernode_cluster_forwarded_calls", method=method)
 
     async def _check_routing(self) -> None:
         """Replication factor 1: a local handle's lookup is not forwarded and a remote
@@ -643,6 +676,27 @@ class ClusterSystem:
                 f"Versions calls; expected {expected} Lookup"
                 + ("" if self.replication_factor == 1 else " and at least one Versions")
             )
+
+    async def check_ring_routing(self, lookups: int = 32) -> None:
+        """Lookups routed by the ring-aware client (:mod:`benchmarks.systems.ring_routed`)
+        reach a replica of their handle: no node forwards one, and each one succeeds."""
+        spec = ClientSpec(self.name, "lookup-ring", self.targets[0], 1, {"token": self.token})
+        client = RingRoutedClient(spec, self._all)
+        await client.connect()
+        texts = await asyncio.gather(*(asyncio.to_thread(_scrape, u) for u in self._metrics))
+        try:
+            for index in range(min(lookups, len(self._all))):
+                await client.lookup([index])
+        finally:
+            await client.close()
+        after = await asyncio.gather(*(asyncio.to_thread(_scrape, u) for u in self._metrics))
+        forwarded = sum(
+            metric(b, "supernode_cluster_forwarded_calls", method="Lookup")
+            - metric(a, "supernode_cluster_forwarded_calls", method="Lookup")
+            for a, b in zip(texts, after, strict=True)
+        )
+        if forwarded:
+            raise SetupError(f"{self.name}: ring-routed lookups were forwarded {forwarded:g} times")
 
     async def forwarded_calls(self) -> dict[str, float]:
         """Node 0's calls to the other nodes so far, by internal method."""
@@ -687,19 +741,25 @@ class ClusterSystem:
     def workloads(self) -> list[ClientSpec]:
         node0, token = self.targets[0], self.token
 
-        def spec(workload: str, batch: int, handles: list[str], quorum: bool = False) -> ClientSpec:
-            options = {"token": token, HANDLES: ",".join(handles), QUORUM: "1" if quorum else ""}
+        def spec(
+            workload: str, batch: int, handles: list[str], quorum: bool = False, ring: bool = False
+        ) -> ClientSpec:
+            options = {"token": token, HANDLES: ",".join(handles), QUORUM: "1" if quorum else "",
+                       RING: "1" if ring else ""}  # fmt: skip
             return ClientSpec(self.name, workload, node0, batch, options)
 
         if self.replication_factor > 1:
             return [
                 spec("lookup-one", 1, self._all),
+                spec("lookup-ring", 1, self._all, ring=True),
                 spec("lookup-quorum", 1, self._all, quorum=True),
                 renewal_spec(self.name, self.targets),
             ]
         return [
             spec("lookup-local", 1, self._local),
             spec("lookup-forwarded", 1, self._remote),
+            spec("lookup-proxied", 1, self._all),
+            spec("lookup-ring", 1, self._all, ring=True),
             spec(f"lookup-many-{BATCH}-local", BATCH, self._local),
             spec(f"lookup-many-{BATCH}-mixed", BATCH, self._all),
         ]
@@ -823,6 +883,9 @@ COMPARISONS = (
         (RF1, f"lookup-many-{BATCH}-local"),
         (RF1, f"lookup-many-{BATCH}-mixed"),
     ),
+    ("RF1: ring-aware / proxied", (RF1, "lookup-proxied"), (RF1, "lookup-ring")),
+    ("RF3: ring-aware over 3 nodes / node 0", (RF3, "lookup-one"), (RF3, "lookup-ring")),
+    ("3 nodes (RF3 ring-aware) / 1 node", ("after", "lookup"), (RF3, "lookup-ring")),
     ("local path: RF1 / single node", ("after", "lookup"), (RF1, "lookup-local")),
     ("local path: RF3 ONE / RF1", (RF1, "lookup-local"), (RF3, "lookup-one")),
     ("RF3 lookup: QUORUM / ONE", (RF3, "lookup-one"), (RF3, "lookup-quorum")),

@@ -43,14 +43,17 @@ WORKLOADS = {
     ("after", RENEW),
     (RF1, "lookup-local"),
     (RF1, "lookup-forwarded"),
+    (RF1, "lookup-proxied"),
+    (RF1, "lookup-ring"),
     (RF1, "lookup-many-10-local"),
     (RF1, "lookup-many-10-mixed"),
     (RF3, "lookup-one"),
+    (RF3, "lookup-ring"),
     (RF3, "lookup-quorum"),
     (RF3, RENEW),
 }
 QUICK_CONCURRENCY = (1, 4)
-COMPARISONS = 7
+COMPARISONS = 10
 
 
 def test_rounds_alternate_the_systems_at_each_concurrency() -> None:
