@@ -78,7 +78,9 @@ What the figures mean:
   a cluster, etcd excluded: the hot path never calls it), measured from /proc and
   independent of the generator: the forwarding and replication cost in CPU.
 
-h2load is not used: the suite has no h2load driver (FINDINGS.md measured it by hand).
+Then the same comparisons with a native generator, h2load (:mod:`benchmarks.cluster_native`,
+``--no-native`` skips them): ring-aware / proxied on RF 1, 3 nodes / 1 node, and the
+forwarding hop unloaded, each judged by the servers' own counters.
 Defaults fit in about 4 minutes on two cores; ``--quick`` (the smoke test) takes well under
 a minute. The Markdown table is printed; ``--save`` also writes it and a JSON report into
 ``benchmarks/baselines/``. Every process, the worktree and the signed records are removed
@@ -101,20 +103,29 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import generate
 from benchmarks import histogram as hist
+from benchmarks.cluster_native import (
+    CaseResult,
+    NativeRow,
+    Node,
+    loaded_cases,
+    measure_case,
+    native_comparisons,
+    unloaded_cases,
+)
+from benchmarks.cluster_native import summarize as summarize_native
 from benchmarks.dataset import LEASE_MS, Dataset
 from benchmarks.figures import Figure
 from benchmarks.loadgen import CLOSED, GeneratorPool, LoadSpec
+from benchmarks.metrics_scrape import metric, scrape
 from benchmarks.procstat import total_cpu_seconds
 from benchmarks.report import format_ms, markdown_table
 from benchmarks.run import (
@@ -481,22 +492,6 @@ class OlderSupernodeSystem(SupernodeSystem):
 # ---------------------------------------------------------------------- the clusters
 
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples (a counter's ``_total`` too) matching ``labels``."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in (name, f"{name}_total") and labels.items() <= sample.labels.items()
-    )
-
-
 async def lookup_devices(target: str, token: str, handle: str, quorum: bool = False) -> int:
     """One Lookup through the public API: the number of devices it returns."""
     async with DirectoryConnection(target) as connection:
@@ -564,6 +559,7 @@ class ClusterSystem:
         self._remote: list[str] = []
         self._all: list[str] = []
         self.epoch = 0
+        self._placed: Placement | None = None  # as the users were loaded
 
     async def start(self, dataset: Dataset) -> None:
         self._root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -582,6 +578,7 @@ class ClusterSystem:
         if (await self.placement()) != placement:
             raise SetupError(f"{self.name}: placement changed while users were loaded")
         self.epoch = placement.epoch
+        self._placed = placement
         self._all = [Dataset.handle(i) for i in range(dataset.users)]
         node0 = self.targets[0]
         self._local = [h for h in self._all if node0 in placement.replicas_of_handle(h)]
@@ -623,7 +620,7 @@ class ClusterSystem:
         return None if entry is None else Placement.from_bytes(entry.value)
 
     async def node_metric(self, index: int, name: str, **labels: str) -> float:
-        return metric(await asyncio.to_thread(_scrape, self._metrics[index]), name, **labels)
+        return metric(await asyncio.to_thread(scrape, self._metrics[index]), name, **labels)
 
     async def settled_placement(self, within_s: float = _SETTLE_S) -> Placement:
         """Placement over every node, and every node routing by it."""
@@ -677,19 +674,34 @@ class ClusterSystem:
                 + ("" if self.replication_factor == 1 else " and at least one Versions")
             )
 
+    def native_nodes(self) -> list[Node]:
+        """Every node as :mod:`benchmarks.cluster_native` calls it."""
+        return [Node(t, u) for t, u in zip(self.targets, self._metrics, strict=True)]
+
+    def owned_handles(self) -> list[str]:
+        """A loaded handle owned by each node, in node order."""
+        assert self._placed is not None, "start() first"
+        owned = []
+        for target in self.targets:
+            mine = [h for h in self._all if self._placed.replicas_of_handle(h)[0] == target]
+            if not mine:
+                raise SetupError(f"{self.name}: {target} owns none of the users; use more")
+            owned.append(mine[0])
+        return owned
+
     async def check_ring_routing(self, lookups: int = 32) -> None:
         """Lookups routed by the ring-aware client (:mod:`benchmarks.systems.ring_routed`)
         reach a replica of their handle: no node forwards one, and each one succeeds."""
         spec = ClientSpec(self.name, "lookup-ring", self.targets[0], 1, {"token": self.token})
         client = RingRoutedClient(spec, self._all)
         await client.connect()
-        texts = await asyncio.gather(*(asyncio.to_thread(_scrape, u) for u in self._metrics))
+        texts = await asyncio.gather(*(asyncio.to_thread(scrape, u) for u in self._metrics))
         try:
             for index in range(min(lookups, len(self._all))):
                 await client.lookup([index])
         finally:
             await client.close()
-        after = await asyncio.gather(*(asyncio.to_thread(_scrape, u) for u in self._metrics))
+        after = await asyncio.gather(*(asyncio.to_thread(scrape, u) for u in self._metrics))
         forwarded = sum(
             metric(b, "supernode_cluster_forwarded_calls", method="Lookup")
             - metric(a, "supernode_cluster_forwarded_calls", method="Lookup")
@@ -700,7 +712,7 @@ class ClusterSystem:
 
     async def forwarded_calls(self) -> dict[str, float]:
         """Node 0's calls to the other nodes so far, by internal method."""
-        text = await asyncio.to_thread(_scrape, self._metrics[0])
+        text = await asyncio.to_thread(scrape, self._metrics[0])
         return {
             m: metric(text, "supernode_cluster_forwarded_calls", method=m)
             for m in ("Lookup", "LookupMany", "Versions", "Apply")
@@ -708,7 +720,7 @@ class ClusterSystem:
 
     async def replication_counters(self) -> dict[str, float]:
         """Hints stored (a replica missed a write) and read repairs, over every node."""
-        texts = await asyncio.gather(*(asyncio.to_thread(_scrape, url) for url in self._metrics))
+        texts = await asyncio.gather(*(asyncio.to_thread(scrape, url) for url in self._metrics))
         return {
             name: sum(metric(text, f"supernode_cluster_{name}") for text in texts)
             for name in ("hints_stored", "read_repairs")
@@ -782,6 +794,7 @@ class Settings:
     quick: bool
     save_dir: Path | None
     idle_s: float = 2.0  # server CPU at rest is sampled this long before the points
+    native: bool = True  # h2load points too
 
 
 @dataclass(frozen=True)
@@ -956,7 +969,42 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
         "",
     ]
     lines += [f"- {note}" for note in run["notes"]]
+    if report["native"]:
+        lines += ["", *native_markdown(report)]
     return "\n".join(lines) + "\n"
+
+
+def native_markdown(report: dict[str, Any]) -> list[str]:
+    """The h2load table and its ratios."""
+    header = ["case (h2load)", "system", "h2loads x clients x streams", "req/s", "p50 ms",
+              "p99 ms", "p99.9 ms", "server CPU ms/op", "failed rounds"]  # fmt: skip
+    table = [
+        [r["label"], r["system"], f"{r['h2loads']} x {r['clients']} x {r['streams']}",
+         f"{r['req_per_s']:,.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}",
+         f"{r['p999_ms']:.3f}",
+         "" if r["cpu_ms_per_op"] is None else f"{r['cpu_ms_per_op']:.3f}",
+         "; ".join(r["failures"]) or "0"]
+        for r in report["native"]
+    ]  # fmt: skip
+    ratios = [
+        [c["label"], _times(c["ops_ratio"]), _times(c["p50_ratio"]), _times(c["p99_ratio"]),
+         _times(c["cpu_ratio"])]
+        for c in report["native_comparisons"]
+    ]  # fmt: skip
+    return [
+        "## Native generator (h2load)",
+        "",
+        *markdown_table(header, table),
+        "",
+        *markdown_table(["comparison", "req/s", "p50", "p99", "server CPU/op"], ratios),
+        "",
+        "- Each h2load looks up one handle (a fixed body); a case's h2loads run at once. A "
+        "case counts only if the nodes it called answered OK at least as many Lookups as "
+        "h2load completed, with no error (h2load sees only HTTP status).",
+        "- The three nodes of a cluster share this machine's two cores with h2load: the "
+        "3 nodes / 1 node ratio is what the cluster's extra work costs here, not what three "
+        "machines would serve.",
+    ]
 
 
 def save(report: dict[str, Any], text: str, directory: Path) -> Path:
@@ -1029,6 +1077,32 @@ def renewal_notes(rf3: ClusterSystem, counters: dict[str, float]) -> list[str]:
     ]
 
 
+async def native_points(
+    settings: Settings, single: SupernodeSystem, rf1: ClusterSystem, rf3: ClusterSystem
+) -> list[NativeRow]:
+    """The h2load cases (:mod:`benchmarks.cluster_native`), round by round, interleaved."""
+    lookup = single.workloads()[0]
+    alone = (Node(lookup.target, f"http://{single.metrics_address}/metrics"),
+             lookup.options["token"], tuple(single.server_pids()))  # fmt: skip
+    one_per_node = (rf1.native_nodes(), rf1.token, tuple(rf1.server_pids()), rf1.owned_handles())
+    handles = [Dataset.handle(i) for i in range(3)]
+    cases = [
+        *loaded_cases(alone, (rf3.native_nodes(), rf3.token, tuple(rf3.server_pids())),
+                      one_per_node, handles),
+        *unloaded_cases(alone, one_per_node, handles[0]),
+    ]  # fmt: skip
+    results = [CaseResult(case) for case in cases]
+    print(f"{len(cases) * settings.rounds} native points (h2load) ...", flush=True)
+    for _ in range(settings.rounds):
+        for result in results:
+            point, cpu = await measure_case(result.case, settings.duration_s, settings.warmup_s)
+            result.points.append(point)
+            result.cpu_ms_per_op.append(cpu)
+            verdict = point.failure or f"{point.req_per_s:,.0f} req/s"
+            print(f"  {result.case.label}: {verdict}", flush=True)
+    return summarize_native(results)
+
+
 async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str, Any], list[Row]]:
     started_at = timestamp()
     machine = describe_machine()
@@ -1096,12 +1170,13 @@ async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str
             for c in (rf1, rf3)
         }
         counters = difference(await rf3.replication_counters(), counters_before)
+        native = await native_points(settings, new, rf1, rf3) if settings.native else []
     finally:
         await stop_all(running)
         shutil.rmtree(records, ignore_errors=True)
     rows = summarize(runner.figures)
     notes = [
-        "h2load was not run: the benchmark suite has no h2load driver.",
+        *(["h2load was not run (--no-native)."] if not settings.native else []),
         f"{RF1} runs with replication factor 1 so that a handle has one owner and the "
         f"forwarded path exists; with {NODES} replicas on {NODES} nodes every lookup is local.",
         f"node 0 of {RF1} forwarded {forwarded[RF1]['Lookup']:,.0f} Lookup and "
@@ -1142,6 +1217,8 @@ async def measure(settings: Settings, tree: Path, before: str) -> tuple[dict[str
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
         },
         "rows": [dataclasses.asdict(r) for r in rows],
+        "native": [dataclasses.asdict(r) for r in native],
+        "native_comparisons": native_comparisons(native),
         "comparisons": [
             {
                 "label": c.label,
@@ -1175,6 +1252,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--connections", type=int, default=4, help="client connections per point, at most")
     add("--before", default=DEFAULT_BEFORE, help=f"older revision (default {DEFAULT_BEFORE})")
     add("--load-concurrency", type=int, default=16, help="users registered at a time")
+    add("--no-native", action="store_true", help="skip the h2load points")
     add("--save", action="store_true", help="also write the report into --save-dir")
     add("--save-dir", type=Path, default=BASELINES, help="where --save writes (baselines)")
     return parser
@@ -1200,6 +1278,7 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
         quick=quick,
         save_dir=args.save_dir if args.save else None,
         idle_s=0.5 if quick else 2.0,
+        native=not args.no_native,
     )
     if min(settings.users, settings.rounds, settings.connections, *settings.concurrencies) < 1:
         raise SetupError("--users, --rounds, --connections and --concurrency must be >= 1")

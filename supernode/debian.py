@@ -33,10 +33,15 @@ class DebianPackage:
 
     name: str  # Debian package name
     binary: str  # executable it installs (looked up on PATH)
-    service: str  # the init script / systemd unit Debian may start on install
+    # The init script / systemd unit Debian may start on install; None for a package that
+    # starts none (a client tool), so no unit is disabled on its behalf.
+    service: str | None
 
 
 ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
+# The native HTTP/2 load generator the benchmarks drive unary gRPC methods with
+# (benchmarks.native). A client: its install starts nothing.
+H2LOAD_PACKAGE = DebianPackage("nghttp2-client", "h2load", None)
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600
@@ -108,7 +113,13 @@ def _stop_packaged_instance(package: DebianPackage, binary: str, before: set[int
     Ours run on other ports, but a stray instance would still take CPU and memory (and, for
     etcd, a benchmark's measurements or a test's port 2379). On systemd hosts the unit is also
     disabled so it does not return on boot.
+
+    A package with no service (a client tool such as h2load) starts nothing, so nothing is
+    stopped: a process of its binary that appeared meanwhile is a caller's own run (another
+    process finds the binary on PATH as soon as dpkg unpacks it, before our lock is free).
     """
+    if package.service is None:
+        return
     if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
         subprocess.run(
             ["systemctl", "disable", "--now", package.service],

@@ -145,6 +145,9 @@ class SupernodeSystem:
         self._data_dir: Path | None = None
         self._target = ""
         self._token = ""
+        # host:port of its Prometheus endpoint: what a generator that sees only HTTP status
+        # (benchmarks.native) counts the server's own OK answers from.
+        self.metrics_address = ""
         self.loaded_users = 0
         self.load_seconds = 0.0
         self.lease_until_ms = 0
@@ -163,6 +166,7 @@ class SupernodeSystem:
         ready = json.loads((await self._process.wait_ready(_READY_TIMEOUT_S)).group(1))
         self._worker_pids = [int(worker["pid"]) for worker in ready.get("workers", [])]
         self._target = ready["grpc"]
+        self.metrics_address = ready["metrics"]
         self._token = await login_bench_client(self._target)
 
     async def stop(self) -> None:

@@ -1,7 +1,8 @@
 """The cluster benchmark: its pure parts (the plan, the renewal records and how many to
 sign), then the whole run in quick mode: an older revision's worktree, both single nodes,
 two 3-node clusters (replication factor 1 and 3) with their etcds, every workload measured
-with zero errors, the report saved, and nothing left behind. Timings are never asserted:
+with zero errors by the Python generator and every native (h2load) case judged good by the
+servers' own counters, the report saved, and nothing left behind. Timings are never asserted:
 they depend on the machine."""
 
 from __future__ import annotations
@@ -155,6 +156,14 @@ def test_quick_cluster_benchmark_measures_every_workload_and_cleans_up(tmp_path:
     assert forwarded[RF3]["Lookup"] == 0
     assert forwarded[RF3]["Versions"] > 0 and forwarded[RF3]["Apply"] > 0
     assert all(run["renewals_signed"][s] > 0 for s in ("after", RF3))
+
+    # The native generator's cases: every one measured, judged by the servers' counters.
+    native = {row["label"]: row for row in data["native"]}
+    assert len(native) == 7 and len(data["native_comparisons"]) == 3
+    for label, row in native.items():
+        assert row["failures"] == [] and row["rounds"] == 1, (label, row["failures"])
+        assert row["req_per_s"] > 0 and row["cpu_ms_per_op"] is not None, label
+    assert "## Native generator (h2load)" in done.stdout
 
     for removed in (run["before_tree"], run["renewals_dir"]):
         assert not Path(removed).exists()

@@ -1,0 +1,81 @@
+"""h2load against a real single supernode: Lookup loaded for two seconds yields figures the
+server's counters confirm, and calls the server refuses (no token, a malformed request) come
+out as a failed point although h2load saw HTTP 200 for each. Timings are never asserted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from benchmarks.dataset import Dataset
+from benchmarks.native import NativeRun, NativeTarget, metrics_url, run_many
+from benchmarks.systems.grpc_raw import bearer, encode_lookup
+from benchmarks.systems.supernode import PRESENCE, SupernodeSystem
+
+pytestmark = pytest.mark.slow
+LOOKUP = f"{PRESENCE}/Lookup"
+USERS = 50
+SECONDS = 2.0
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[SupernodeSystem]:
+    system = SupernodeSystem()
+    await system.start(Dataset(USERS))
+    try:
+        yield system
+    finally:
+        await system.stop()
+
+
+def _target(node: SupernodeSystem, request: bytes, *, token: bool = True) -> NativeTarget:
+    (spec, *_) = node.workloads()  # batch 1: Lookup
+    return NativeTarget(
+        target=spec.target,
+        method_path=LOOKUP,
+        request=request,
+        metadata=bearer(spec.options["token"]) if token else (),
+        metrics_url=metrics_url(node.metrics_address),
+    )
+
+
+CLIENTS, STREAMS = 2, 4
+
+
+async def _load(target: NativeTarget, warmup_s: float) -> NativeRun:
+    return await run_many(
+        [target], duration_s=SECONDS, warmup_s=warmup_s, clients=CLIENTS, streams=STREAMS
+    )
+
+
+async def test_lookups_under_h2load_are_all_answered_ok_by_the_server(
+    node: SupernodeSystem,
+) -> None:
+    run = await _load(_target(node, encode_lookup([7])), warmup_s=0)
+    (point,) = run.points
+    assert point.failure is None
+    assert point.done > 0 and point.http_succeeded == point.done
+    # Without warm-up the server counts every call h2load finished, plus at most those in
+    # flight when it stopped (answered, but no longer awaited), and refuses none.
+    assert point.server_ok is not None
+    assert point.done <= point.server_ok <= point.done + CLIENTS * STREAMS
+    assert point.server_errors == 0
+    assert point.req_per_s > 0 and 0 < point.p50_ms <= point.p99_ms <= point.p999_ms
+    assert point.p999_ms <= point.max_ms
+    assert run.total.done == point.done and run.total.failure is None
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "token"),
+    [(encode_lookup([7]), False), (b"\xff\xff\xff", True)],
+    ids=["no-token", "malformed-request"],
+)
+async def test_calls_the_server_refuses_make_a_failed_point_despite_http_200(
+    node: SupernodeSystem, request_bytes: bytes, token: bool
+) -> None:
+    run = await _load(_target(node, request_bytes, token=token), warmup_s=0.5)
+    (point,) = run.points
+    assert point.done > 0 and point.http_succeeded == point.done  # h2load saw only success
+    assert point.server_ok == 0 and point.server_errors is not None and point.server_errors > 0
+    assert point.failed and run.total.failed
