@@ -541,10 +541,17 @@ class ClusterSystem:
     Replication factor 1 offers the local/forwarded workloads; ``NODES`` (every node holds
     every partition) the ONE/QUORUM lookups and the renewals."""
 
-    def __init__(self, name: str, replication_factor: int, load_concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        name: str,
+        replication_factor: int,
+        load_concurrency: int = 16,
+        node_args: Sequence[str] = (),
+    ) -> None:
         if replication_factor not in (1, NODES):
             raise ValueError(f"replication factor {replication_factor}: 1 or {NODES} here")
         self.name = name
+        self.node_args = list(node_args)  # more serve options for every node
         self.replication_factor = replication_factor
         self.write_quorum = replication_factor // 2 + 1
         self.load_concurrency = load_concurrency
@@ -597,7 +604,7 @@ class ClusterSystem:
         argv = server_argv(self._root / f"node{len(self._nodes)}", 1)
         argv += ["--cluster-etcd-endpoints", endpoints, "--cluster-partitions", str(PARTITIONS),
                  "--cluster-replication-factor", str(self.replication_factor),
-                 "--cluster-write-quorum", str(self.write_quorum)]  # fmt: skip
+                 "--cluster-write-quorum", str(self.write_quorum), *self.node_args]  # fmt: skip
         node = ServerProcess(argv, READY)
         self._nodes.append(node)
         return node

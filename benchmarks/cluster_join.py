@@ -19,7 +19,9 @@ coordinators route them again. This measures what a user sees of it:
   here).
 
 Phases: ``steady`` (``--steady`` seconds), ``join`` (from starting node 3 until the
-placement holds it, nothing moves and every node routes by the final epoch), ``after``
+placement holds it, nothing moves and every node routes by the final epoch; at most
+``--max-moving`` partitions move at once, default 4, so the join takes several steps, each
+a stream, a catch-up and a flip, as a real cluster's would), ``after``
 (``--steady`` seconds). All load runs in this one process (uvloop), so the client's own
 scheduling noise is in every phase alike. The Markdown table is printed; ``--save`` writes
 it and a JSON report into ``benchmarks/baselines/``.
@@ -82,6 +84,7 @@ class Settings:
     write_rate: float
     watched: int
     steady_s: float
+    max_moving: int
     load_concurrency: int
     quick: bool
     save_dir: Path | None
@@ -242,7 +245,8 @@ async def measure(settings: Settings) -> tuple[dict[str, Any], list[PhaseSummary
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    cluster = ClusterSystem("cluster-join", NODES, settings.load_concurrency)
+    moving = ["--cluster-max-moving-partitions", str(settings.max_moving)]
+    cluster = ClusterSystem("cluster-join", NODES, settings.load_concurrency, moving)
     records = Path(tempfile.mkdtemp(prefix="bench-join-"))
     calls: Calls | None = None
     try:
@@ -348,7 +352,8 @@ def markdown(report: dict[str, Any], rows: Sequence[PhaseSummary]) -> str:
         f"# Lookups and watch notifications during a join, {run['started_at']}",
         "",
         f"{run['users']:,} users on {run['nodes_before']} nodes (RF {run['replication_factor']}, "
-        f"W {run['write_quorum']}, {run['partitions']} partitions), then a 4th node joins. "
+        f"W {run['write_quorum']}, {run['partitions']} partitions), then a 4th node joins, "
+        f"{run['max_moving']} partitions moving at a time. "
         f"Lookups: open loop at {run['lookup_rate']:g}/s, round-robin over the first three "
         f"nodes; renewals of {run['watched']} watched users at {run['write_rate']:g}/s, "
         f"a watcher at node 1. Tree {run['tree']}{' (quick mode)' if run['quick'] else ''}.",
@@ -388,12 +393,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster_join", description=__doc__)
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke test: 200 users, short phases, low rates")
-    add("--users", type=int, help="users (default 2000; quick 200)")
+    add("--users", type=int, help="users (default 10000; quick 200)")
     add("--seed", type=int, default=1)
     add("--lookup-rate", type=float, help="lookups per second (default 400; quick 100)")
     add("--write-rate", type=float, help="renewals per second (default 40; quick 20)")
     add("--watched", type=int, default=64, help="users watched and renewed (default 64)")
     add("--steady", type=float, help="seconds before and after the join (default 20; quick 3)")
+    add(
+        "--max-moving",
+        type=int,
+        default=4,
+        help="partitions moving at once (--cluster-max-moving-partitions; default 4)",
+    )
     add("--load-concurrency", type=int, default=16, help="registrations in flight at setup")
     add("--save", action="store_true", help="write the report into benchmarks/baselines/")
     add("--save-dir", type=Path, help="where --save writes (default benchmarks/baselines/)")
@@ -403,17 +414,18 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: Sequence[str]) -> Settings:
     args = _parser().parse_args(argv)
     quick = bool(args.quick)
-    for name in ("users", "lookup_rate", "write_rate", "steady", "watched"):
+    for name in ("users", "lookup_rate", "write_rate", "steady", "watched", "max_moving"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive, not {value}")
     return Settings(
-        users=args.users or (200 if quick else 2000),
+        users=args.users or (200 if quick else 10_000),
         seed=args.seed,
         lookup_rate=args.lookup_rate or (100.0 if quick else 400.0),
         write_rate=args.write_rate or (20.0 if quick else 40.0),
         watched=args.watched,
         steady_s=args.steady or (3.0 if quick else 20.0),
+        max_moving=args.max_moving,
         load_concurrency=args.load_concurrency,
         quick=quick,
         save_dir=(args.save_dir or BASELINES) if args.save else None,

@@ -278,6 +278,8 @@ class ClusterPresence:
         return await self._rerouted(handle, read)
 
     async def _lookup_remote(self, handle: str, replicas: tuple[str, ...], epoch: int) -> bytes:
+        # Checked here, not by the replica: its refusal would come back as a failed forward.
+        check_handle("handle", handle)
         request = pb.ReplicaLookupRequest(handles=[handle], epoch=epoch).SerializeToString()
         try:
             return await self._first_answer(replicas, "Lookup", request, handle)

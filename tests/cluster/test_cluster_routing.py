@@ -502,3 +502,45 @@ async def test_watchers_on_every_node_see_each_change_once_across_a_node_kill(
             assert seen == sorted(set(seen)), seen  # once each, in seq order
             assert len(seen) >= 2
             await watch.close()
+
+
+def malformed_handles_owned_by(placement: Any, owner: str) -> list[str]:
+    """Malformed handles of every shape whose partition ``owner`` holds (so a lookup through
+    another node would be forwarded if the handle were not checked first)."""
+    shapes = ("Upper{n}", "has space{n}", "x" * 40 + "{n}", "bad!{n}", "{n}\u00e9t\u00e9")
+    found = []
+    for shape in shapes:
+        for n in range(10_000):
+            handle = shape.format(n=n)
+            if placement.owner_of_handle(handle) == owner:
+                found.append(handle)
+                break
+    assert len(found) == len(shapes)
+    return found
+
+
+async def test_a_malformed_handle_is_refused_as_invalid_on_any_node_never_forwarded(
+    tmp_path: Path,
+) -> None:
+    """Through a node that does not own the handle's partition, a malformed handle gets the
+    same INVALID_ARGUMENT as on its owner (not UNAVAILABLE from a forwarded call), with
+    consistency ONE or QUORUM, alone or in a LookupMany, and nothing is forwarded."""
+    async with running_cluster(tmp_path, 2, "--cluster-replication-factor", "1") as cluster:
+        placement = await cluster.wait_placed_on_all()
+        bad = malformed_handles_owned_by(placement, cluster.target(1))
+        identity, handle = Identity.generate(), unique("vera")
+        forwarded = "supernode_cluster_forwarded_calls_total"
+        async with DirectoryConnection(cluster.target(0)) as on_a:
+            await on_a.create_account(identity, handle)
+            await on_a.login(identity, handle)
+            before = sample(cluster.node(0).metrics(), forwarded, method="Lookup")
+            for handle in bad:
+                for quorum in (False, True):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await on_a.lookup(handle, quorum=quorum)
+                    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, handle
+                    assert "is not a handle" in (refused.value.details() or ""), handle
+                    with pytest.raises(grpc.aio.AioRpcError) as many:
+                        await on_a.lookup_many([handle], quorum=quorum)
+                    assert many.value.code() is grpc.StatusCode.INVALID_ARGUMENT, handle
+            assert sample(cluster.node(0).metrics(), forwarded, method="Lookup") == before

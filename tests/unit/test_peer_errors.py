@@ -1,0 +1,36 @@
+"""A peer's refusal comes back as the same status (supernode.cluster.peers.remote_error):
+a forwarded call's client sees the owner's status and message, whatever the code; only an
+unreachable peer (UNAVAILABLE, DEADLINE_EXCEEDED) becomes Unavailable naming the node."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from supernode.cluster.peers import remote_error
+from supernode.errors import Unavailable
+from supernode.rpc.handlers import STATUS_OF, status_of
+
+UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def refused(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@pytest.mark.parametrize("code", sorted(set(STATUS_OF.values()) - set(UNREACHABLE), key=str))
+def test_every_refusal_keeps_its_status_and_message(code: grpc.StatusCode) -> None:
+    error = remote_error("node-b", refused(code, f"handle: refused with {code.name}"))
+    assert status_of(error) is code
+    assert str(error) == f"handle: refused with {code.name}"
+
+
+@pytest.mark.parametrize("code", UNREACHABLE)
+def test_an_unreachable_peer_is_unavailable_and_named(code: grpc.StatusCode) -> None:
+    error = remote_error("node-b", refused(code, "connect failed"))
+    assert isinstance(error, Unavailable) and "node-b" in str(error)
+
+
+def test_a_status_we_never_send_is_unavailable_not_unknown() -> None:
+    error = remote_error("node-b", refused(grpc.StatusCode.DATA_LOSS, "?"))
+    assert status_of(error) is grpc.StatusCode.UNAVAILABLE
