@@ -108,6 +108,14 @@ class Calls:
         await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
 
 
+async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed (asyncio.timeout, never wait_for:
+    see tests/unit/test_layering.py)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 def _outcome(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return str(exc.code().name)
@@ -139,8 +147,7 @@ async def lookups(
             break
         delay = scheduled - time.monotonic()
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_at_most(stop, delay)
             if stop.is_set():
                 break
         handle = Dataset.handle(draw.randrange(users))
@@ -180,8 +187,7 @@ async def writes(
         task = asyncio.create_task(one(node, token, request))
         pending.add(task)
         task.add_done_callback(pending.discard)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0 / rate)
+        await wait_at_most(stop, 1.0 / rate)
     await asyncio.gather(*pending)
 
 
@@ -290,8 +296,7 @@ async def measure(settings: Settings) -> tuple[dict[str, Any], list[PhaseSummary
         await asyncio.gather(*load)
         counters.caught_up.clear()  # the last events may still be on their way
         if ledger.outstanding():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(counters.caught_up.wait(), _DRAIN_S)
+            await wait_at_most(counters.caught_up, _DRAIN_S)
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch

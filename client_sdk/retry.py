@@ -1,7 +1,10 @@
 """What to do after a failed attempt: the retry rules, as a pure function of the status.
 
 Only failures that say nothing about the request itself are retried: the target is down
-or slow (UNAVAILABLE, DEADLINE_EXCEEDED: try the next target after a backoff), our token
+or slow (UNAVAILABLE, DEADLINE_EXCEEDED: try the next target after a backoff), the call was
+cut by the other side (CANCELLED that we did not ask for: a supernode shutting down ends
+the calls still on its connections so; our own cancellation raises ``CancelledError``, and
+a closed client stops retrying), our token
 is no longer accepted (UNAUTHENTICATED: log in again once, then retry at once), or the
 target shed the call to protect itself (RESOURCE_EXHAUSTED *with* a retry-pushback hint,
 ``client_sdk.protocol.pushback``: wait at least the hint, then retry on the same target,
@@ -17,7 +20,11 @@ import enum
 
 import grpc
 
-FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED: measured in a rolling restart, 2 of ~1,000 lookups failed with it (the node
+# they were on was stopping) while the other nodes would have answered.
+FAILOVER_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 
 
 class Action(enum.Enum):
@@ -72,12 +79,10 @@ def after_stream_failure(
     stream: wait, then reopen. Without a hint, after the stream delivered something, it is
     the supernode cutting off a reader that fell behind: resume at once (before the stream
     started, it is a watch limit and final). CANCELLED that we did not ask for is the server
-    or a proxy dropping the stream, so it is treated like UNAVAILABLE.
+    or a proxy dropping the stream, so it is treated like UNAVAILABLE (as for a call).
     """
     if shed(code, pushback_ms):
         return StreamAction.WAIT
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and received:
         return StreamAction.RESUME
-    if code == grpc.StatusCode.CANCELLED:
-        return StreamAction.FAILOVER
     return StreamAction(after_failure(code, authenticated=True, relogged_in=relogged_in).value)

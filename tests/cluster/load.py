@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import grpc
@@ -111,6 +112,8 @@ class Load:
         self.users, self.history, self.ttl = users, history, ttl
         self.rng = random.Random(7)
         self.stopping = asyncio.Event()
+        # Why SDK lookups failed (kind and message), for a failing test's report.
+        self.read_errors: Counter[str] = Counter()
 
     async def write(self, user: User) -> None:
         """One register (a new seq), or an unregister of a device this client registered.
@@ -138,8 +141,9 @@ class Load:
             token = self.history.invoke_read(handle, "one", name)
             try:
                 presence = await client.lookup(handle)
-            except Exception:  # any failure is a failed lookup, counted
+            except Exception as exc:  # any failure is a failed lookup, counted
                 self.history.complete_read(token, "failed")
+                self.read_errors[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
             else:
                 seen = {d.device_id: d.seq for d in presence.devices}
                 self.history.complete_read(token, "ok", seen)

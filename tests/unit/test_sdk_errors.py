@@ -47,8 +47,8 @@ def test_sdk_side_errors_are_supernode_errors_without_a_status() -> None:
     assert issubclass(errors.SignatureError, errors.SupernodeError)
 
 
-@pytest.mark.parametrize("code", [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED])
-def test_unreachable_or_slow_targets_fail_over(code: grpc.StatusCode) -> None:
+@pytest.mark.parametrize("code", [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED])
+def test_unreachable_slow_or_stopping_targets_fail_over(code: grpc.StatusCode) -> None:
     assert after_failure(code, authenticated=True, relogged_in=False) is Action.FAILOVER
     assert after_failure(code, authenticated=False, relogged_in=True) is Action.FAILOVER
 
