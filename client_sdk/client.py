@@ -33,7 +33,7 @@ from client_sdk.config import ClientConfig
 from client_sdk.convert import search_result_from_pb
 from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
 from client_sdk.identity import Identity
-from client_sdk.monotonic import MonotonicReads
+from client_sdk.monotonic import MonotonicReads, OwnWrites
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PAgent, P2PSettings
 from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
@@ -121,7 +121,8 @@ class Client:
             rng=rng or random.Random(),
         )
         self._on_renewal_error = on_renewal_error
-        self._write_observer = write_observer
+        # Every acknowledged write of ours also sets what our reads must not undo.
+        self._write_observer = OwnWrites(self._reads, write_observer)
         self._leases: dict[str, DeviceLease] = {}
         self._watches: set[Watch] = set()
         self._closed = False
@@ -340,9 +341,10 @@ class Client:
 
         quorum = consistency is Consistency.QUORUM
         presence = await self._session.call(lookup_at(quorum), handle=handle)
-        if self._reads.regressed(presence):  # a lagging replica: read a majority instead
-            presence = await self._session.call(lookup_at(True), handle=handle)
-        self._reads.remember(presence)
+        if not quorum and self._reads.regressed(presence):  # a lagging replica: read a
+            presence = await self._session.call(lookup_at(True), handle=handle)  # majority
+            quorum = True
+        self._reads.remember(presence, settled=quorum)
         return presence
 
     async def lookup_many(
@@ -369,12 +371,14 @@ class Client:
 
             return lookup_many
 
-        found = await self._session.call(lookup_many_at(consistency is Consistency.QUORUM))
-        if any(p is not None and self._reads.regressed(p) for p in found.values()):
+        quorum = consistency is Consistency.QUORUM
+        found = await self._session.call(lookup_many_at(quorum))
+        if not quorum and any(p is not None and self._reads.regressed(p) for p in found.values()):
             found = await self._session.call(lookup_many_at(True))
+            quorum = True
         for presence in found.values():
             if presence is not None:
-                self._reads.remember(presence)
+                self._reads.remember(presence, settled=quorum)
         return found
 
     async def search(self, query: str, limit: int = 0) -> list[SearchResult]:
