@@ -60,9 +60,10 @@ class ClientConfig:
         default_ttl_seconds: the lease ``register_device`` asks for when given no ``ttl``.
         watch_buffer: watch events read ahead of the app before reading pauses.
         ring_aware: in a cluster, learn the placement and send each handle's calls straight
-            to one of its replicas (``client_sdk.ring``); False (the default): always the
-            targets given, which forward. A lookup may then miss the client's own write
-            acknowledged a moment before (ONE reads one replica).
+            to one of its replicas (``client_sdk.ring``; the default), saving the forwarding
+            hop; False: always the targets given, which forward. A read that would undo the
+            client's own acknowledged write (it reached a replica still to get it) is read
+            again at QUORUM (``client_sdk.monotonic``).
         unregister_on_close: ``close()`` unregisters our devices (False: their leases
             just run out, as after a crash).
         close_deadline_seconds: the budget for unregistering devices on ``close()``.
@@ -82,7 +83,7 @@ class ClientConfig:
     unregister_on_close: bool = True
     # Off by default until a client reads its own writes on any replica: spread over the
     # replicas, a lookup right after a renewal may reach the one replica that lacks it.
-    ring_aware: bool = False
+    ring_aware: bool = True
     # Budget for unregistering devices on close: a closing app should not hang.
     close_deadline_seconds: float = 2.0
     # Options of every channel to a supernode; the default is the keepalive above. Build
