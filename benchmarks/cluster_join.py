@@ -85,6 +85,7 @@ class Settings:
     watched: int
     steady_s: float
     max_moving: int
+    stream_share: float
     load_concurrency: int
     quick: bool
     save_dir: Path | None
@@ -251,7 +252,8 @@ async def measure(settings: Settings) -> tuple[dict[str, Any], list[PhaseSummary
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    moving = ["--cluster-max-moving-partitions", str(settings.max_moving)]
+    moving = ["--cluster-max-moving-partitions", str(settings.max_moving),
+              "--cluster-stream-share", str(settings.stream_share)]  # fmt: skip
     cluster = ClusterSystem("cluster-join", NODES, settings.load_concurrency, moving)
     records = Path(tempfile.mkdtemp(prefix="bench-join-"))
     calls: Calls | None = None
@@ -358,7 +360,8 @@ def markdown(report: dict[str, Any], rows: Sequence[PhaseSummary]) -> str:
         "",
         f"{run['users']:,} users on {run['nodes_before']} nodes (RF {run['replication_factor']}, "
         f"W {run['write_quorum']}, {run['partitions']} partitions), then a 4th node joins, "
-        f"{run['max_moving']} partitions moving at a time. "
+        f"{run['max_moving']} partitions moving at a time, each source streaming at most "
+        f"{run['stream_share']:g} of its time. "
         f"Lookups: open loop at {run['lookup_rate']:g}/s, round-robin over the first three "
         f"nodes; renewals of {run['watched']} watched users at {run['write_rate']:g}/s, "
         f"a watcher at node 1. Tree {run['tree']}{' (quick mode)' if run['quick'] else ''}.",
@@ -410,6 +413,12 @@ def _parser() -> argparse.ArgumentParser:
         default=4,
         help="partitions moving at once (--cluster-max-moving-partitions; default 4)",
     )
+    add(
+        "--stream-share",
+        type=float,
+        default=0.5,
+        help="a move source's share of time streaming (--cluster-stream-share; default 0.5)",
+    )
     add("--load-concurrency", type=int, default=16, help="registrations in flight at setup")
     add("--save", action="store_true", help="write the report into benchmarks/baselines/")
     add("--save-dir", type=Path, help="where --save writes (default benchmarks/baselines/)")
@@ -419,10 +428,20 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: Sequence[str]) -> Settings:
     args = _parser().parse_args(argv)
     quick = bool(args.quick)
-    for name in ("users", "lookup_rate", "write_rate", "steady", "watched", "max_moving"):
+    for name in (
+        "users",
+        "lookup_rate",
+        "write_rate",
+        "steady",
+        "watched",
+        "max_moving",
+        "stream_share",
+    ):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive, not {value}")
+    if args.stream_share > 1:
+        raise SystemExit(f"--stream-share must be at most 1, not {args.stream_share}")
     return Settings(
         users=args.users or (200 if quick else 10_000),
         seed=args.seed,
@@ -431,6 +450,7 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
         watched=args.watched,
         steady_s=args.steady or (3.0 if quick else 20.0),
         max_moving=args.max_moving,
+        stream_share=args.stream_share,
         load_concurrency=args.load_concurrency,
         quick=quick,
         save_dir=(args.save_dir or BASELINES) if args.save else None,

@@ -108,6 +108,9 @@ class ClusterSettings:
     # Partitions moving at once during a join or decommission (each is streamed from a
     # majority of its replicas): bounds the extra load of rebuilding the plane in flight.
     max_moving_partitions: int = 32
+    # The share of a move's source's time spent streaming (0-1]: after each page it rests
+    # in proportion, so a join takes CPU from serving only in proportion (1: flat out).
+    stream_share: float = 0.5
     # Per etcd operation, over every endpoint and retry; beyond it etcd counts as
     # unreachable (CreateAccount answers UNAVAILABLE). Long enough to ride out a leader
     # election (etcd's default election timeout is 1 s), short enough for a client's deadline.
@@ -128,6 +131,8 @@ class ClusterSettings:
                 f"cluster.max_moving_partitions: {self.max_moving_partitions}, must be "
                 f"1-{self.partitions} (the partitions)"
             )
+        if not 0 < self.stream_share <= 1:
+            raise ValueError(f"cluster.stream_share: {self.stream_share}, must be in (0, 1]")
         if self.max_hints_per_node < 1:
             raise ValueError(f"cluster.max_hints_per_node: {self.max_hints_per_node}, at least 1")
         if self.member_ttl_seconds < 2:

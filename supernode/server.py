@@ -253,6 +253,7 @@ class Supernode:
                 self._deliver_offer,
                 self.cluster.placement,
                 store.device_page,
+                self.config.cluster.stream_share,
             ).method_handlers()
         ring = None
         if self.cluster is not None:

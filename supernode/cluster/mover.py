@@ -37,6 +37,7 @@ from supernode.internal.v1 import cluster_pb2 as pb
 log = logging.getLogger("supernode.cluster")
 
 _RETRY_S = 1.0
+_APPLY_BATCH = 100  # streamed versions applied between yields to the event loop
 
 
 @dataclass
@@ -146,10 +147,12 @@ class Mover:
         request = pb.StreamRequest(partitions=partitions, partition_count=count, epoch=epoch)
         try:
             async for chunk in self._peers.stream(node, self._view.address_of(node), request):
-                for message in chunk.versions:
+                for index, message in enumerate(chunk.versions, 1):
                     self._replica.apply(write_value(message))
                     self.counters.versions += 1
                     self.counters.bytes += message.ByteSize()
+                    if index % _APPLY_BATCH == 0:  # writes to this node wait meanwhile:
+                        await asyncio.sleep(0)  # let them in between batches
         except SupernodeError as exc:
             self.counters.failures += 1
             log.info("mover: %d partitions from %s failed: %s", len(partitions), node, exc)

@@ -17,9 +17,12 @@ from benchmarks.cluster_join import AFTER, JOIN, STEADY, settings_from_args
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_settings_refuse_a_rate_that_is_not_positive() -> None:
+def test_settings_refuse_a_rate_or_share_out_of_range() -> None:
     with pytest.raises(SystemExit, match="lookup-rate"):
         settings_from_args(["--lookup-rate", "-5"])
+    for share in ("0", "1.5"):
+        with pytest.raises(SystemExit, match="stream-share"):
+            settings_from_args(["--stream-share", share])
     quick = settings_from_args(["--quick"])
     assert (quick.users, quick.steady_s) == (200, 3.0)
 

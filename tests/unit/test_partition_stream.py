@@ -6,12 +6,15 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from supernode.cluster.decommission import CannotDecommission, check_can_leave, progress_of
 from supernode.cluster.keys import LayoutError, NodeInfo
 from supernode.cluster.placement import Placement, partition_of
-from supernode.cluster.service import stream_versions
+from supernode.cluster.service import rest_after, stream_versions
 from supernode.cluster.status import ClusterRead, build_report
+from supernode.config import ClusterSettings
 from supernode.directory.presence import DeviceWrite
 from supernode.store import Store
 
@@ -32,9 +35,9 @@ def fill(store: Store, handles: int, devices: int) -> dict[str, list[tuple[str, 
     return stored
 
 
-async def collect(store: Store, wanted: frozenset[int]) -> list[DeviceWrite]:
+async def collect(store: Store, wanted: frozenset[int], share: float = 1.0) -> list[DeviceWrite]:
     found: list[DeviceWrite] = []
-    async for chunk in stream_versions(store.device_page, wanted, PARTITIONS):
+    async for chunk in stream_versions(store.device_page, wanted, PARTITIONS, share):
         assert chunk and len(chunk) <= 500
         found.extend(chunk)
     return found
@@ -57,7 +60,26 @@ def test_a_stream_sends_every_version_of_the_partitions_asked_and_nothing_else(
     tombstones = [w for w in found if w.tombstone]
     assert tombstones and all(w.device_id == "d2" for w in tombstones)
     assert asyncio.run(collect(store, frozenset())) == []
+    paced = asyncio.run(collect(store, wanted, share=0.5))  # resting between pages
+    assert sorted((w.handle, w.device_id, w.seq) for w in paced) == expected
     store.close()
+
+
+@given(st.floats(0, 10), st.floats(0.01, 1))
+def test_a_stream_rests_so_that_its_work_is_the_share_asked(worked: float, share: float) -> None:
+    rest = rest_after(worked, share)
+    assert rest >= 0
+    if worked > 1e-6:
+        assert worked / (worked + rest) == pytest.approx(share)
+    assert rest_after(worked, 1.0) == 0
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="share"):
+        rest_after(1.0, share)
+    with pytest.raises(ValueError, match="stream_share"):
+        ClusterSettings(stream_share=share)
 
 
 def test_device_pages_cover_the_store_exactly_once(tmp_path: Path) -> None:
