@@ -24,7 +24,13 @@ from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, StaleRoute, write_value
 from supernode.cluster.view import ClusterView
 from supernode.directory.ports import AccountKeys
-from supernode.directory.presence import DeviceWrite, Presence, Registration, burial_seq
+from supernode.directory.presence import (
+    DeviceWrite,
+    Presence,
+    Registration,
+    burial_seq,
+    first_positions,
+)
 from supernode.errors import Aborted, NotFound, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.directory import settled
@@ -307,10 +313,12 @@ class ClusterPresence:
 
     def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)
+        asked = first_positions(handles)  # each answered once (Presence.lookup_many)
+        handles = list(asked)
         if quorum:
-            for index, handle in enumerate(handles):
+            for handle, index in asked.items():
                 check_handle(f"handles[{index}]", handle)
-            return self._lookup_many_quorum(list(handles))
+            return self._lookup_many_quorum(handles)
         by_replicas: dict[tuple[str, ...], list[str]] = {}
         epoch = 0
         for handle in handles:
@@ -319,7 +327,7 @@ class ClusterPresence:
             by_replicas.setdefault(key, []).append(handle)
         if set(by_replicas) <= {(self.name,)}:
             return self.local.lookup_many(handles)
-        for index, handle in enumerate(handles):  # here: the replicas see only their share
+        for handle, index in asked.items():  # here: the replicas see only their share
             check_handle(f"handles[{index}]", handle)
         return self._gather(list(handles), by_replicas, epoch)
 

@@ -531,7 +531,8 @@ async def test_a_malformed_handle_is_refused_as_invalid_on_any_node_never_forwar
 ) -> None:
     """Through a node that does not own the handle's partition, a malformed handle gets the
     same INVALID_ARGUMENT as on its owner (not UNAVAILABLE from a forwarded call), with
-    consistency ONE or QUORUM, alone or in a LookupMany, and nothing is forwarded."""
+    consistency ONE or QUORUM, alone or in a LookupMany, and nothing is forwarded; a
+    LookupMany answers a repeated handle once."""
     async with running_cluster(tmp_path, 2, "--cluster-replication-factor", "1") as cluster:
         placement = await cluster.wait_placed_on_all()
         bad = malformed_handles_owned_by(placement, cluster.target(1))
@@ -541,13 +542,21 @@ async def test_a_malformed_handle_is_refused_as_invalid_on_any_node_never_forwar
             await on_a.create_account(identity, handle)
             await on_a.login(identity, handle)
             before = sample(cluster.node(0).metrics(), forwarded, method="Lookup")
-            for handle in bad:
+            for malformed in bad:
                 for quorum in (False, True):
                     with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        await on_a.lookup(handle, quorum=quorum)
-                    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, handle
-                    assert "is not a handle" in (refused.value.details() or ""), handle
+                        await on_a.lookup(malformed, quorum=quorum)
+                    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, malformed
+                    assert "is not a handle" in (refused.value.details() or ""), malformed
                     with pytest.raises(grpc.aio.AioRpcError) as many:
-                        await on_a.lookup_many([handle], quorum=quorum)
-                    assert many.value.code() is grpc.StatusCode.INVALID_ARGUMENT, handle
+                        await on_a.lookup_many([malformed], quorum=quorum)
+                    assert many.value.code() is grpc.StatusCode.INVALID_ARGUMENT, malformed
             assert sample(cluster.node(0).metrics(), forwarded, method="Lookup") == before
+            # Through the cluster too, a repeated handle is answered once and an error names
+            # where the malformed handle was first asked.
+            for quorum in (False, True):
+                many = await on_a.lookup_many([handle] * 999, quorum=quorum)
+                assert [r.account.handle for r in many.results] == [handle]
+                with pytest.raises(grpc.aio.AioRpcError) as named:
+                    await on_a.lookup_many([handle, handle, bad[0], bad[0]], quorum=quorum)
+                assert (named.value.details() or "").startswith("handles[2]:")

@@ -71,6 +71,18 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
     await expect(conn.lookup("ab"), Code.INVALID_ARGUMENT, r"^handle:")
     await expect(conn.get_account(""), Code.INVALID_ARGUMENT, r"^handle: required")
     await expect(conn.lookup_many(["alice", "BAD!"]), Code.INVALID_ARGUMENT, r"^handles\[1\]:")
+    # A repeated handle is answered once, and an error names where it was first asked.
+    await expect(
+        conn.lookup_many(["alice", "alice", "BAD!", "bob", "BAD!"]),
+        Code.INVALID_ARGUMENT,
+        r"^handles\[2\]:",
+    )
+    one = await conn.lookup_many(["alice"])
+    repeated = await conn.lookup_many(["alice"] * 995 + ["nobody-here"] * 3 + ["bob", "alice"])
+    assert [r.account.handle for r in repeated.results] == ["alice", "bob"]
+    assert list(repeated.not_found) == ["nobody-here"]
+    assert repeated.results[0] == one.results[0]
+    assert repeated.ByteSize() < 2 * one.ByteSize() + 1024  # not 1,000 copies
     for unknown in (
         conn.presence.Lookup(
             pb.LookupRequest(handle="alice", consistency=99),  # type: ignore[arg-type]

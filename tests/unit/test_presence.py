@@ -5,6 +5,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from client_sdk.identity import Identity
 from client_sdk.protocol.errors import InvalidField
@@ -19,6 +21,7 @@ from supernode.directory.presence import (
     Presence,
     PresenceObserver,
     Replica,
+    first_positions,
 )
 from supernode.directory.validation import Limits
 from supernode.errors import (
@@ -374,3 +377,11 @@ def test_a_secondary_follows_its_primary_through_catch_up(tmp_path: Path, clock:
         secondary.put_meta("x", b"y")
     secondary.close()
     primary.close()
+
+
+@given(st.lists(st.sampled_from(["alice", "bob", "carol", "BAD!"]), max_size=30))
+def test_each_handle_once_in_request_order_at_its_first_index(handles: list[str]) -> None:
+    first = first_positions(handles)
+    assert list(first) == list(dict.fromkeys(handles))
+    for handle, index in first.items():
+        assert handles[index] == handle and handle not in handles[:index]
