@@ -81,8 +81,7 @@ class ClientConfig:
     # Watch events read ahead of the app; when full the supernode sees a slow reader.
     watch_buffer: int = 256
     unregister_on_close: bool = True
-    # Off by default until a client reads its own writes on any replica: spread over the
-    # replicas, a lookup right after a renewal may reach the one replica that lacks it.
+    # Straight to a replica of each handle; reads stay read-your-writes (client_sdk.monotonic).
     ring_aware: bool = True
     # Budget for unregistering devices on close: a closing app should not hang.
     close_deadline_seconds: float = 2.0

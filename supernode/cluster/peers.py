@@ -16,20 +16,17 @@ from collections.abc import AsyncIterator
 import grpc
 
 from supernode import transport
-from supernode.errors import InvalidArgument, SupernodeError, Unavailable
+from supernode.errors import SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.handlers import STATUS_OF
 from supernode.sessions import NODE_HANDLE_PREFIX, IssuedToken, SessionAuthority
 
 CLUSTER_SERVICE = "supernode.internal.v1.ClusterService"
 _TIMEOUT_S = 5.0
-# A peer's status back to the domain error that gives the client the same status. A field
-# check raises ``InvalidField`` (shared with the SDK, not a SupernodeError), so
-# INVALID_ARGUMENT is named here: missing, a replica's refusal of a malformed handle came
-# back as UNAVAILABLE (no replica answers) instead of the replica's own status.
+# A peer's status back to the domain error that gives the client the same status.
 _ERROR_OF: dict[grpc.StatusCode, type[SupernodeError]] = {
     code: cls for cls, code in STATUS_OF.items() if issubclass(cls, SupernodeError)
-} | {grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument}
+}
 _RENEW_BEFORE_MS = 60_000
 
 

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 # The one table from domain errors to gRPC status codes.
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
-    errors.InvalidField: grpc.StatusCode.INVALID_ARGUMENT,  # also errors.InvalidArgument
+    # A field check raises InvalidField (shared with the SDK); InvalidArgument is its
+    # SupernodeError form, named too so a peer's status maps back to it (cluster.peers).
+    errors.InvalidField: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,

@@ -7,10 +7,8 @@ they depend on the machine."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -36,8 +34,8 @@ from benchmarks.dataset import Dataset
 from benchmarks.systems.base import ClientSpec
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from tests.integration.bench_runs import ROOT, run_quick_and_load
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = {
     ("before", "lookup"),
     ("after", "lookup"),
@@ -130,15 +128,9 @@ def test_renewals_are_signed_for_twice_the_measured_rate_else_the_ceiling() -> N
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_quick_cluster_benchmark_measures_every_workload_and_cleans_up(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "benchmarks.cluster", "--quick", "--save",
-               "--save-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=140)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| comparison |" in done.stdout
+    stdout, data = run_quick_and_load("benchmarks.cluster", tmp_path)
+    assert "| comparison |" in stdout
 
-    (report,) = tmp_path.glob("*.json")
-    assert report.with_suffix(".md").stat().st_size > 0
-    data = json.loads(report.read_text())
     rows = {(r["system"], r["workload"], r["concurrency"]) for r in data["rows"]}
     assert rows == {(*w, c) for w in WORKLOADS for c in QUICK_CONCURRENCY}
     for figure in data["figures"]:
@@ -163,7 +155,7 @@ def test_quick_cluster_benchmark_measures_every_workload_and_cleans_up(tmp_path:
     for label, row in native.items():
         assert row["failures"] == [] and row["rounds"] == 1, (label, row["failures"])
         assert row["req_per_s"] > 0 and row["cpu_ms_per_op"] is not None, label
-    assert "## Native generator (h2load)" in done.stdout
+    assert "## Native generator (h2load)" in stdout
 
     for removed in (run["before_tree"], run["renewals_dir"]):
         assert not Path(removed).exists()

@@ -5,16 +5,12 @@ missing. Timings are never asserted: they depend on the machine."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cluster_join import AFTER, JOIN, STEADY, settings_from_args
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.bench_runs import run_quick_and_load
 
 
 def test_settings_refuse_a_rate_or_share_out_of_range() -> None:
@@ -32,15 +28,9 @@ def test_settings_refuse_a_rate_or_share_out_of_range() -> None:
 def test_quick_join_benchmark_measures_every_phase_and_misses_no_notification(
     tmp_path: Path,
 ) -> None:
-    command = [sys.executable, "-m", "benchmarks.cluster_join", "--quick", "--save",
-               "--save-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=140)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| phase |" in done.stdout
+    stdout, data = run_quick_and_load("benchmarks.cluster_join", tmp_path)
+    assert "| phase |" in stdout
 
-    (report,) = tmp_path.glob("*.json")
-    assert report.with_suffix(".md").stat().st_size > 0
-    data = json.loads(report.read_text())
     phases = {row["phase"]: row for row in data["phases"]}
     assert list(phases) == [STEADY, JOIN, AFTER]
     for name, row in phases.items():
