@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from client_sdk.protocol.signing import LOGIN_DOMAIN, signature_is_valid
-from client_sdk.protocol.validation import check_handle, check_signature_length
+from client_sdk.protocol.validation import check_handle, check_signature, key_defect
 from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 _TOKEN_VERSION = 1
@@ -83,7 +83,7 @@ class SessionAuthority:
         self, handle: str, challenge: bytes, signature: bytes, account_key: bytes
     ) -> IssuedToken:
         """Check the signed challenge and issue a token for ``handle``."""
-        check_signature_length("signature", signature)
+        check_signature("signature", signature)
         if len(challenge) != _CHALLENGE_HEADER.size + _MAC_BYTES:
             raise InvalidArgument("challenge: not a challenge issued by GetChallenge")
         header, mac = challenge[: _CHALLENGE_HEADER.size], challenge[_CHALLENGE_HEADER.size :]
@@ -96,6 +96,9 @@ class SessionAuthority:
         self._forget_used_challenges(now_ms)
         if challenge in self._used_challenges:
             raise Unauthenticated("challenge: already used, ask for a new one")
+        weakness = key_defect(account_key)
+        if weakness is not None:  # stored before weak keys were refused: nobody may log in
+            raise PermissionDenied(f"handle: the account key of {handle!r} is {weakness}")
         if not signature_is_valid(account_key, LOGIN_DOMAIN, challenge, signature):
             raise PermissionDenied(f"signature: does not verify with the account key of {handle!r}")
         self._used_challenges[challenge] = expires_at_ms

@@ -11,7 +11,7 @@ from functools import lru_cache
 from client_sdk.protocol.records import parse_account
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_handle, check_signature_length
+from client_sdk.protocol.validation import check_handle, check_signature
 from supernode.directory import lease, search
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
@@ -38,7 +38,7 @@ class Accounts:
 
     async def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
         account = parse_account(account_raw, self._limits)
-        check_signature_length("signature", signature)
+        check_signature("signature", signature)
         lease.check_issued_at(
             account.created_at_ms, self._clock_ms(), self._policy, "account.created_at_ms"
         )

@@ -25,7 +25,7 @@ from client_sdk.protocol import wire
 from client_sdk.protocol.records import Version, parse_device_record, supersedes
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_device_id, check_handle, check_signature_length
+from client_sdk.protocol.validation import check_device_id, check_handle, check_signature
 from supernode.directory import lease
 from supernode.directory.ports import AccountKeys, PresenceStore
 from supernode.directory.validation import Limits
@@ -163,7 +163,7 @@ class Admission:
     def parse(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Candidate:
         """The cheap checks, which run before the signature so garbage costs little CPU."""
         record = parse_device_record(signed.record, self._limits)
-        check_signature_length("signed.signature", signed.signature)
+        check_signature("signed.signature", signed.signature)
         if record.handle != session_handle:
             raise PermissionDenied(
                 f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"

@@ -111,9 +111,18 @@ def test_malformed_challenge_and_signature(authority: SessionAuthority) -> None:
     with pytest.raises(InvalidField, match="signature"):
         authority.login("alice", b"c" * 57, b"short", identity.public_key)
     with pytest.raises(InvalidField, match="challenge"):
-        authority.login("alice", b"c" * 3, b"s" * 64, identity.public_key)
+        authority.login("alice", b"c" * 3, b"s" * 32 + b"\x01" * 32, identity.public_key)
 
 
 def test_short_secret_is_refused(clock: Clock) -> None:
     with pytest.raises(ValueError):
         SessionAuthority(b"short", clock_ms=clock)
+
+
+def test_an_account_stored_with_a_weak_key_cannot_log_in(authority: SessionAuthority) -> None:
+    """Stored before weak keys were refused: the universal signature no longer logs in."""
+    identity_point = b"\x01" + bytes(31)
+    challenge, _ = authority.challenge("alice")
+    universal_r_ok = Identity.generate().sign(LOGIN_DOMAIN, challenge)  # any well-formed one
+    with pytest.raises(PermissionDenied, match=r"^handle: the account key of 'alice' is a small"):
+        authority.login("alice", challenge, universal_r_ok, identity_point)
