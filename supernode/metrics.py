@@ -148,7 +148,8 @@ class Metrics:
         )
         self._stun = Counter(
             "supernode_stun_requests",
-            "STUN datagrams received, by outcome (answered, dropped).",
+            "STUN datagrams received, by outcome (answered, dropped, rate_limited: the source "
+            "address was over stun_rate_per_second and got no answer).",
             ["outcome"],
             registry=self.registry,
         )
@@ -175,7 +176,9 @@ class Metrics:
             "How late the latest event-loop lag probe fired (supernode.loop_lag).",
             registry=self.registry,
         )
-        self._stun_children = {o: self._stun.labels(o) for o in ("answered", "dropped")}
+        self._stun_children = {
+            o: self._stun.labels(o) for o in ("answered", "dropped", "rate_limited")
+        }
         self._change_children = {c: self._device_changes.labels(c.value) for c in Change}
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None

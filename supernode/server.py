@@ -41,7 +41,7 @@ from supernode.node import (
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
-from supernode.rendezvous.stun import start_stun
+from supernode.rendezvous.stun import source_limiter, start_stun
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
 from supernode.rpc.directory import DirectoryApi
 from supernode.rpc.handlers import ServiceHandlers, register_services
@@ -140,7 +140,10 @@ class Supernode:
         if settings.stun_listen:
             stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
             self._stun, self.stun_port = await start_stun(
-                stun_host, stun_port, self.metrics.count_stun
+                stun_host,
+                stun_port,
+                self.metrics.count_stun,
+                source_limiter(settings.stun_rate_per_second, settings.stun_burst),
             )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
