@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.config import ClientConfig
 from client_sdk.convert import search_result_from_pb
-from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
+from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError, Unavailable
 from client_sdk.identity import Identity
 from client_sdk.monotonic import MonotonicReads, OwnWrites
 from client_sdk.p2p.connection import PeerConnection
@@ -360,13 +360,27 @@ class Client:
             async def lookup_many(
                 connection: DirectoryConnection, deadline: float
             ) -> dict[str, Presence | None]:
-                response = await connection.lookup_many(wanted, deadline=deadline, quorum=quorum)
                 found: dict[str, Presence | None] = dict.fromkeys(wanted)
-                for result in response.results:
-                    handle = result.account.handle
-                    if handle not in found:
-                        raise SignatureError(f"lookup_many: served {handle!r}, not asked")
-                    found[handle] = verify_presence(result, self.pins, handle)
+                pending = wanted
+                # A partial answer (the server's max_response_bytes) lists the rest as
+                # unanswered: ask again for them, each answer settling at least one handle.
+                while pending:
+                    response = await connection.lookup_many(
+                        pending, deadline=deadline, quorum=quorum
+                    )
+                    asked = set(pending)
+                    for result in response.results:
+                        handle = result.account.handle
+                        if handle not in asked:
+                            raise SignatureError(f"lookup_many: served {handle!r}, not asked")
+                        found[handle] = verify_presence(result, self.pins, handle)
+                    rest = list(response.unanswered)
+                    if len(rest) >= len(pending) or not asked.issuperset(rest):
+                        raise Unavailable(
+                            "lookup_many: the supernode answered none of the handles asked; "
+                            "try again later or ask for fewer"
+                        )
+                    pending = rest
                 return found
 
             return lookup_many
