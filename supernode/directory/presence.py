@@ -34,7 +34,7 @@ from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, Res
 
 # Handles read from the store per multi-get in a LookupMany: small enough that a chunk of
 # the largest answers (16 devices at the record limits, ~40 KB each) stays a few MB.
-LOOKUP_CHUNK = 64
+LOOKUP_CHUNK = 16
 
 
 def first_positions(handles: Sequence[str]) -> dict[str, int]:
