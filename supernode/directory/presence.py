@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from client_sdk.protocol import wire
-from client_sdk.protocol.records import Version, parse_device_record, supersedes
+from client_sdk.protocol.records import (
+    Version,
+    first_unknown_field,
+    parse_device_record,
+    supersedes,
+)
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_device_id, check_handle, check_signature
@@ -30,7 +35,13 @@ from supernode.directory import lease
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountKeys, PresenceStore
 from supernode.directory.validation import Limits
-from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+from supernode.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 
 # Handles read from the store per multi-get in a LookupMany: small enough that a chunk of
 # the largest answers (16 devices at the record limits, ~40 KB each) stays a few MB.
@@ -167,6 +178,10 @@ class Admission:
 
     def parse(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Candidate:
         """The cheap checks, which run before the signature so garbage costs little CPU."""
+        # The wrapper is stored and served as sent (inside ``Device``): nothing may ride in it.
+        unknown = first_unknown_field(signed, "signed")
+        if unknown is not None:
+            raise InvalidArgument(f"{unknown}: not a field of supernode.v1.SignedDeviceRecord")
         record = parse_device_record(signed.record, self._limits)
         check_signature("signed.signature", signed.signature)
         if record.handle != session_handle:

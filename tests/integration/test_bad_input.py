@@ -352,6 +352,16 @@ async def weak_keys_and_exact_bodies(conn: DirectoryConnection, alice: Identity)
         Code.INVALID_ARGUMENT,
         r"^signed\.record: field 12: not a field of the contract",
     )
+    # The unsigned wrapper is stored as sent (inside Device): nothing may ride in it either.
+    wrapper = good.SerializeToString() + unknown_field(9, b"z" * 30_000)
+    await expect(
+        conn.presence.RegisterDevice(
+            pb.RegisterDeviceRequest(signed=pb.SignedDeviceRecord.FromString(wrapper)),
+            metadata=conn.metadata,
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed: field 9: not a field of supernode\.v1\.SignedDeviceRecord",
+    )
     await expect(
         conn.register_device(device(alice, "alice", "phone", seq=8, transport_key=bytes(32))),
         Code.INVALID_ARGUMENT,
