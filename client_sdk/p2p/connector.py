@@ -42,6 +42,7 @@ from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rpc
+from client_sdk.protocol.validation import ANSWER_REASON_MAX_CHARS
 from client_sdk.types import Device
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,9 @@ async def _decline(
 ) -> None:
     with contextlib.suppress(grpc.aio.AioRpcError):
         await rendezvous.Answer(
-            pb.AnswerRequest(offer_id=offer.offer_id, reject=True, reason=reason),
+            pb.AnswerRequest(
+                offer_id=offer.offer_id, reject=True, reason=reason[:ANSWER_REASON_MAX_CHARS]
+            ),
             metadata=metadata,
         )
 

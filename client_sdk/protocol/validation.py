@@ -27,6 +27,8 @@ from client_sdk.protocol.errors import InvalidField
 HANDLE_PATTERN = re.compile(r"[a-z0-9._-]{3,32}")
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CAPABILITY_PATTERN = re.compile(r"[a-z0-9._/-]{1,64}")
+# AnswerRequest.reason: display text the caller sees in its refusal.
+ANSWER_REASON_MAX_CHARS = 200
 ED25519_KEY_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64
 

@@ -16,6 +16,8 @@ from client_sdk.identity import Identity
 from client_sdk.protocol import wire
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2 as rendezvous_pb
+from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rendezvous_rpc
 from client_sdk.protocol.validation import ED25519_ORDER
 from client_sdk.transport import DirectoryConnection, now_ms, sign_account, sign_device_record
 from supernode.store import Store
@@ -256,6 +258,15 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
         r"record\.handle: required",
     )
     await weak_keys_and_exact_bodies(conn, alice)
+    rendezvous = rendezvous_rpc.RendezvousServiceStub(conn.channel)  # type: ignore[no-untyped-call]
+    await expect(
+        rendezvous.Answer(
+            rendezvous_pb.AnswerRequest(offer_id="0" * 24, reject=True, reason="r" * 201),
+            metadata=conn.metadata,
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^reason: 201 characters, at most 200",
+    )
 
 
 IDENTITY_POINT = b"\x01" + bytes(31)
