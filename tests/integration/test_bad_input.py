@@ -299,6 +299,15 @@ async def weak_keys_and_exact_bodies(conn: DirectoryConnection, alice: Identity)
         Code.INVALID_ARGUMENT,
         r"^account\.account_key: a small-order point",
     )
+    non_canonical = (2**255 - 19 + 5).to_bytes(32, "little")  # y = p + 5 names y = 5
+    other = pb.Account(handle="weakling", account_key=non_canonical, created_at_ms=now_ms())
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=other.SerializeToString(), signature=bytes(64))
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account\.account_key: a non-canonical point encoding",
+    )
     mallory = Identity.generate()
     request = sign_account(mallory, "mallory")
     r, s = request.signature[:32], int.from_bytes(request.signature[32:], "little")
@@ -362,6 +371,22 @@ async def weak_keys_and_exact_bodies(conn: DirectoryConnection, alice: Identity)
         ),
         Code.INVALID_ARGUMENT,
         r"^signed\.record: field 12: not a field of the contract",
+    )
+    doubled = good.record + wire.field(1, b"alice")  # handle twice: one meaning, two encodings
+    await expect(
+        conn.register_device(
+            pb.SignedDeviceRecord(
+                record=doubled, signature=alice.sign(DEVICE_RECORD_DOMAIN, doubled)
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed\.record: not the canonical encoding",
+    )
+    scoped = pb.Endpoint(address="fe80::1%" + "x" * 300, port=1, protocol=1, type=1)
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=8, endpoints=[scoped])),
+        Code.INVALID_ARGUMENT,
+        r"^record\.endpoints\[0\]\.address: .* zone index",
     )
     # The unsigned wrapper is stored as sent (inside Device): nothing may ride in it either.
     wrapper = good.SerializeToString() + unknown_field(9, b"z" * 30_000)
