@@ -350,7 +350,11 @@ class Client:
     async def lookup_many(
         self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
     ) -> dict[str, Presence | None]:
-        """Several handles in one call, in the order given; ``None`` for no such account."""
+        """Several handles in one call, in the order given; ``None`` for no such account.
+
+        An answer the supernode cuts at its ``max_response_bytes`` lists the rest as
+        unanswered; they are asked for again (within the same call's deadline) until every
+        handle is settled."""
         self._check_open()
         wanted = list(dict.fromkeys(handles))
 
