@@ -23,8 +23,9 @@ Two generations of client are answered, as RFC 5389 section 12.2 says:
   this responder has one address, so it does not answer those rather than answer falsely.
 
 Amplification (README "STUN"): the largest answer, to a 20-byte request from an IPv6 source,
-is 68 bytes (3.4x); from IPv4, 56 bytes (2.8x); an RFC 3489 answer is 32 bytes (IPv4, 1.1x
-of its 28-byte request). Answers per source address are rate limited (``stun_rate_per_second``).
+is 68 bytes (3.4x); from IPv4, 56 bytes (2.8x); an RFC 3489 answer is 32 bytes from IPv4 (44
+from IPv6) for a 20-28 byte request. Answers per source address are rate limited
+(``stun_rate_per_second``).
 """
 
 from __future__ import annotations
