@@ -3,9 +3,9 @@
 One prefix watch over the whole cluster prefix, resumed from the last applied revision
 (``supernode.cluster.etcd.PrefixWatch`` resumes across disconnects); when etcd compacted that
 revision away, a full resync (read everything, rebuild, watch on). Accounts go into the
-store (where lookups and search read them); members, nodes, placement and the shared secret
-into :class:`ClusterView`, which is persisted in the store after every batch, so a node that
-restarts while etcd is down serves from what it last knew.
+store (where lookups and search read them); members, nodes, placement, the shared secret
+and revoked sessions into :class:`ClusterView`, which is persisted in the store after every
+batch, so a node that restarts while etcd is down serves from what it last knew.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ class Mirror:
                         log.warning("mirror: ignored %s", problem)
                 self.view.replace_with(fresh)
                 self.resyncs += 1
-                self._commit(Applied(members_changed=True, placement_changed=True))
+                self._commit(
+                    Applied(members_changed=True, placement_changed=True, revocations_changed=True)
+                )
                 return
         raise EtcdError(f"mirror resync: history compacted under {_MAX_RESYNC_RESTARTS} reads")
 

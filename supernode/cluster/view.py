@@ -1,4 +1,5 @@
-"""What a node knows of its cluster: members, nodes, placement, controller, shared secret.
+"""What a node knows of its cluster: members, nodes, placement, controller, shared secret,
+revoked sessions.
 
 Pure state, fed by etcd watch events (``supernode.cluster.mirror`` does the I/O) and
 persisted in the node's store, so a node restarted while etcd is down still knows where
@@ -45,6 +46,7 @@ class Applied:
             or self.placement_changed
             or self.streamed_changed
             or self.other_changed
+            or self.revocations_changed
         )
 
     accounts: list[AccountSeen] = field(default_factory=list)
@@ -52,6 +54,7 @@ class Applied:
     placement_changed: bool = False
     streamed_changed: bool = False  # a node reported partitions streamed (the controller flips)
     other_changed: bool = False  # the controller or the shared secret
+    revocations_changed: bool = False  # a session revoked, or a revocation's lease ended
     ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
 
 
@@ -64,6 +67,8 @@ class ClusterView:
     streamed: dict[str, dict[int, int]] = field(default_factory=dict)
     controller: str = ""
     token_secret: bytes = b""
+    # Revoked sessions, name -> value (``supernode.revocations``), as etcd holds them now.
+    revoked: dict[str, bytes] = field(default_factory=dict)
     revision: int = 0  # the last etcd revision applied
 
     def address_of(self, node: str) -> str:
@@ -120,6 +125,12 @@ class ClusterView:
         elif key == keys.controller:
             self.controller = event.value.decode() if put else ""
             applied.other_changed = True
+        elif (name := keys.name_under(key, keys.revoked)) is not None:
+            if put:
+                self.revoked[name] = event.value
+            else:
+                self.revoked.pop(name, None)
+            applied.revocations_changed = True
         elif key == keys.token_secret and put:
             self.token_secret = event.value
             applied.other_changed = True
@@ -137,6 +148,7 @@ class ClusterView:
                 "streamed": {n: streamed_to_bytes(d).decode() for n, d in self.streamed.items()},
                 "controller": self.controller,
                 "token_secret": base64.b64encode(self.token_secret).decode(),
+                "revoked": {n: base64.b64encode(v).decode() for n, v in self.revoked.items()},
             },
             sort_keys=True,
         ).encode()
@@ -158,6 +170,9 @@ class ClusterView:
                 },
                 controller=str(fields["controller"]),
                 token_secret=base64.b64decode(fields["token_secret"]),
+                revoked={  # absent in views stored before revocations existed
+                    n: base64.b64decode(v) for n, v in fields.get("revoked", {}).items()
+                },
                 revision=int(fields["revision"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
