@@ -182,16 +182,16 @@ class SessionAuthority:
         return IssuedToken(base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), expires_at_ms)
 
     def authenticate(self, token: str, audience: Audience = Audience.SESSION) -> Session:
-        """The session a token stands for; UNAUTHENTICATED when it is forged, expired,
-        revoked, or was issued for another audience."""
+        """The session a token stands for; UNAUTHENTICATED when it is forged, expired or
+        revoked, PERMISSION_DENIED when it was issued for another audience."""
         session = self._verified.get(token)
         if session is None:
             session = self._verify(token)
             self._verified[token] = session
             if len(self._verified) > self._cache_size:
                 self._verified.popitem(last=False)
-        if session.audience is not audience:
-            raise Unauthenticated(
+        if session.audience is not audience:  # a genuine token, for somewhere else
+            raise PermissionDenied(
                 "authorization: this token is not a client session token, log in"
                 if audience is Audience.SESSION
                 else "authorization: only nodes of this cluster may call this service"

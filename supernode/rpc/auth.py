@@ -14,8 +14,8 @@ def session_of(
     audience: Audience = Audience.SESSION,
 ) -> Session:
     """The caller's session, from ``authorization: Bearer <token>``; UNAUTHENTICATED if
-    none, or if the token was issued for another ``audience`` (a node's token on a public
-    method, a client's on the cluster service)."""
+    none, PERMISSION_DENIED if the token was issued for another ``audience`` (a node's
+    token on a public method, a client's on the cluster service)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value

@@ -136,10 +136,10 @@ def _revoke_all(authority: SessionAuthority, identity: Identity, handle: str = "
 def test_a_node_token_is_no_session_token_and_back(authority: SessionAuthority) -> None:
     node_token = authority.issue_node_token("n1").token
     assert authority.authenticate(node_token, Audience.NODE).handle == NODE_HANDLE_PREFIX + "n1"
-    with pytest.raises(Unauthenticated, match="not a client session token"):
+    with pytest.raises(PermissionDenied, match="not a client session token"):
         authority.authenticate(node_token)
     client_token = _login(authority, Identity.generate())
-    with pytest.raises(Unauthenticated, match="only nodes"):
+    with pytest.raises(PermissionDenied, match="only nodes"):
         authority.authenticate(client_token, Audience.NODE)
 
 
