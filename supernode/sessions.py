@@ -40,9 +40,12 @@ from supernode.revocations import (
     session_revocation,
 )
 
-# Version 2 added the audience, the issue time and a 16-byte session id; a version 1 token
-# (issued before an upgrade) is refused, and the SDK logs in again by itself.
+# Version 2 added the audience, the issue time and a 16-byte session id. A version 1 token
+# (issued before an upgrade, by this node or a peer not yet upgraded) is still accepted until
+# it expires, so a rolling upgrade breaks no session: its audience follows from its handle
+# (only node tokens name NODE_HANDLE_PREFIX), its issue time from its expiry.
 _TOKEN_VERSION = 2
+_TOKEN_V1_HEADER = struct.Struct(">BQ8s")  # version, expires_at_ms, session id
 _CHALLENGE_VERSION = 1
 _MAC_BYTES = 32
 # version, audience, issued_at_ms, expires_at_ms, session id; the handle follows.
@@ -208,13 +211,15 @@ class SessionAuthority:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError as exc:
             raise Unauthenticated("authorization: malformed bearer token") from exc
-        if len(raw) < _TOKEN_HEADER.size + _MAC_BYTES + 3:
+        if len(raw) < _TOKEN_V1_HEADER.size + _MAC_BYTES + 3:
             raise Unauthenticated("authorization: malformed bearer token")
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, _mac(self._secret, b"token", payload)):
             raise Unauthenticated("authorization: token not issued by this supernode")
         version = payload[0]
-        if version != _TOKEN_VERSION:
+        if version == 1:
+            return self._verified_v1(payload)
+        if version != _TOKEN_VERSION or len(payload) < _TOKEN_HEADER.size + 3:
             raise Unauthenticated(f"authorization: token version {version} not supported, log in")
         _, audience, issued_at_ms, expires_at_ms, session_id = _TOKEN_HEADER.unpack_from(payload)
         try:
@@ -223,3 +228,10 @@ class SessionAuthority:
             raise Unauthenticated("authorization: token for an unknown audience") from exc
         handle = payload[_TOKEN_HEADER.size :].decode()
         return Session(handle, session_id, expires_at_ms, issued_at_ms, kind)
+
+    def _verified_v1(self, payload: bytes) -> Session:
+        _, expires_at_ms, session_id = _TOKEN_V1_HEADER.unpack_from(payload)
+        handle = payload[_TOKEN_V1_HEADER.size :].decode()
+        audience = Audience.NODE if handle.startswith(NODE_HANDLE_PREFIX) else Audience.SESSION
+        issued_at_ms = expires_at_ms - self._token_ttl_ms
+        return Session(handle, session_id, expires_at_ms, issued_at_ms, audience)

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
+from supernode.internal.v1.replication_pb2_grpc import ReplicationServiceStub
+from supernode.revocations import Revocations
+from supernode.store import Store
 from supernode.transport import UPSTREAM_WINDOW_BYTES, open_upstream
 from supernode.workers.gate import SECRET_METADATA
 from supernode.workers.proxy import PRIMARY_UNAVAILABLE, Forwarder
+from supernode.workers.worker import FeedApplier
 
 SECRET = "the-private-socket-secret"
 
@@ -202,3 +207,39 @@ async def test_a_primary_that_does_not_answer_is_one_deliberate_unavailable(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert error.details() == PRIMARY_UNAVAILABLE
     assert after == []
+
+
+async def test_a_write_the_primary_answered_stands_when_it_dies_before_the_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The primary answered a forwarded write (it is durable) and is gone before the worker
+    asks how far it must catch up: the client gets the answer, not UNKNOWN (before: the
+    failed Sequence call escaped the handler)."""
+    primary = StandInPrimary()
+    primary_server = grpc.aio.server()
+    primary_server.add_generic_rpc_handlers((primary.handlers(),))
+    port = primary_server.add_insecure_port("127.0.0.1:0")
+    await primary_server.start()
+    store = Store(tmp_path / "db", block_cache_bytes=1 << 20)
+    upstream = open_upstream(f"127.0.0.1:{port}")
+    # The stand-in serves no Sequence: the catch-up's question fails as with a dead primary.
+    applier = FeedApplier(
+        store,
+        ReplicationServiceStub(upstream),
+        SECRET,
+        Revocations(),  # type: ignore[no-untyped-call]
+    )
+    services = Forwarder(upstream, applier.caught_up, SECRET).handlers([UNARY])
+    proxy = grpc.aio.server()
+    for service, methods in services.items():
+        proxy.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+    proxy_port = proxy.add_insecure_port("127.0.0.1:0")
+    await proxy.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}") as client:
+            assert await client.unary_unary(path(UNARY))(b"abc", timeout=30) == b"cba"
+    finally:
+        await proxy.stop(None)
+        await upstream.close()
+        await primary_server.stop(None)
+        store.close()

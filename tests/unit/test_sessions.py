@@ -1,4 +1,7 @@
 import base64
+import hashlib
+import hmac
+import struct
 
 import pytest
 
@@ -222,3 +225,27 @@ def test_revocations_round_trip_and_malformed_entries_are_skipped() -> None:
     loaded.replace([*entries, ("s/not-hex", b"\x00" * 8), ("a/bob", b"short"), ("x/y", b"")])
     assert len(loaded) == 2
     assert loaded.covers("zed", b"\x07" * 16, 0) and loaded.covers("alice", b"\x00" * 16, 3)
+
+
+def test_version_1_tokens_are_accepted_until_they_expire(
+    authority: SessionAuthority, clock: Clock
+) -> None:
+    """Issued before an upgrade (the old layout, MACed with the same secret): a rolling
+    upgrade ends no session; the audience follows from the handle, revocation works."""
+
+    def v1(handle: str, session_id: bytes) -> str:
+        payload = struct.pack(">BQ8s", 1, clock.now + 60_000, session_id) + handle.encode()
+        mac = hmac.new(b"s" * 32, b"token\x00" + payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+
+    client, node = v1("alice", b"\x01" * 8), v1(NODE_HANDLE_PREFIX + "n1", b"\x02" * 8)
+    assert authority.authenticate(client).handle == "alice"
+    assert authority.authenticate(node, Audience.NODE).handle == NODE_HANDLE_PREFIX + "n1"
+    with pytest.raises(PermissionDenied):
+        authority.authenticate(node)
+    authority.revocations.add(authority.logout(authority.authenticate(client)))
+    with pytest.raises(Unauthenticated, match="session ended"):
+        authority.authenticate(client)
+    clock.now += 60_000
+    with pytest.raises(Unauthenticated, match="expired"):
+        authority.authenticate(node, Audience.NODE)
