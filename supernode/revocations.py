@@ -18,7 +18,7 @@ This module is pure: a token check costs two dict lookups, and nothing here does
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +90,24 @@ class Revocations:
         except ValueError:
             return False
         return False
+
+    def remove(self, name: str) -> None:
+        """Forget an entry by name (its lease ended in etcd)."""
+        if name.startswith(SESSION_PREFIX):
+            try:
+                self._sessions.pop(bytes.fromhex(name[len(SESSION_PREFIX) :]), None)
+            except ValueError:
+                return
+        elif name.startswith(ACCOUNT_PREFIX):
+            self._accounts.pop(name[len(ACCOUNT_PREFIX) :], None)
+
+    def update(self, changes: Mapping[str, bytes | None]) -> None:
+        """Apply puts (name -> value) and removals (name -> None), e.g. a mirror batch."""
+        for name, value in changes.items():
+            if value is None:
+                self.remove(name)
+            else:
+                self.apply(name, value)
 
     def add(self, revocation: Revocation) -> None:
         self.apply(revocation.name, revocation.value)

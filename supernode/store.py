@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -321,14 +321,19 @@ class Store:
         self._write(batch)
 
     def put_revocation(self, name: str, value: bytes) -> None:
-        batch = self._batch()
-        batch.put(_REVOKED + name.encode(), value, self._handles[META])
-        self._write(batch, (REVOCATIONS_CHANGED,))
+        self.update_revocations({name: value})
 
     def delete_revocations(self, names: Sequence[str]) -> None:
+        self.update_revocations(dict.fromkeys(names))
+
+    def update_revocations(self, changes: Mapping[str, bytes | None]) -> None:
+        """Put each named revocation, or delete it for None: one batch."""
         batch = self._batch()
-        for name in names:
-            batch.delete(_REVOKED + name.encode(), self._handles[META])
+        for name, value in changes.items():
+            if value is None:
+                batch.delete(_REVOKED + name.encode(), self._handles[META])
+            else:
+                batch.put(_REVOKED + name.encode(), value, self._handles[META])
         self._write(batch, (REVOCATIONS_CHANGED,))
 
     def revocations(self) -> list[tuple[str, bytes]]:

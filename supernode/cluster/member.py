@@ -193,8 +193,8 @@ class ClusterMember:
             await asyncio.sleep(_REPLAY_INTERVAL_S)
 
     def _view_changed(self, applied: Applied) -> None:
-        if applied.revocations_changed:
-            self.revocations.replace(self.view.revoked.items())
+        if applied.revoked:
+            self.revocations.update(applied.revoked)
         if self.view.placement is not None:
             self._placed.set()
         if applied.members_changed or applied.placement_changed or applied.streamed_changed:

@@ -46,7 +46,6 @@ class Applied:
             or self.placement_changed
             or self.streamed_changed
             or self.other_changed
-            or self.revocations_changed
         )
 
     accounts: list[AccountSeen] = field(default_factory=list)
@@ -54,7 +53,10 @@ class Applied:
     placement_changed: bool = False
     streamed_changed: bool = False  # a node reported partitions streamed (the controller flips)
     other_changed: bool = False  # the controller or the shared secret
-    revocations_changed: bool = False  # a session revoked, or a revocation's lease ended
+    # Revocations put (name -> value) or gone (name -> None: their lease ended). Kept in the
+    # store one key each (``supernode.store`` ``revoked/``), not in the persisted view: one
+    # revocation must not rewrite all of them.
+    revoked: dict[str, bytes | None] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
 
 
@@ -68,6 +70,7 @@ class ClusterView:
     controller: str = ""
     token_secret: bytes = b""
     # Revoked sessions, name -> value (``supernode.revocations``), as etcd holds them now.
+    # Not in ``to_bytes``: the store keeps them a key each (``stored_view`` loads them).
     revoked: dict[str, bytes] = field(default_factory=dict)
     revision: int = 0  # the last etcd revision applied
 
@@ -130,7 +133,7 @@ class ClusterView:
                 self.revoked[name] = event.value
             else:
                 self.revoked.pop(name, None)
-            applied.revocations_changed = True
+            applied.revoked[name] = event.value if put else None
         elif key == keys.token_secret and put:
             self.token_secret = event.value
             applied.other_changed = True
@@ -138,7 +141,8 @@ class ClusterView:
     # ------------------------------------------------------------------ persistence
 
     def to_bytes(self) -> bytes:
-        """Everything but accounts (the store holds those), for the node's store."""
+        """Everything but accounts and revocations (the store holds those a key each), for
+        the node's store."""
         return json.dumps(
             {
                 "revision": self.revision,
@@ -148,7 +152,6 @@ class ClusterView:
                 "streamed": {n: streamed_to_bytes(d).decode() for n, d in self.streamed.items()},
                 "controller": self.controller,
                 "token_secret": base64.b64encode(self.token_secret).decode(),
-                "revoked": {n: base64.b64encode(v).decode() for n, v in self.revoked.items()},
             },
             sort_keys=True,
         ).encode()
@@ -170,9 +173,6 @@ class ClusterView:
                 },
                 controller=str(fields["controller"]),
                 token_secret=base64.b64decode(fields["token_secret"]),
-                revoked={  # absent in views stored before revocations existed
-                    n: base64.b64decode(v) for n, v in fields.get("revoked", {}).items()
-                },
                 revision=int(fields["revision"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
