@@ -2,9 +2,12 @@
 
 A node runs at INFO (the default) through a typical flow: accounts created, logins, devices
 registered with endpoints, lookups, a search, a watch, a peer-to-peer connect, logout. The
-node's whole stderr (our log and gRPC's own) and the SDK's log records are then searched
-for every token the clients held, every record's signature (raw bytes' base64, urlsafe
-base64 and hex) and every endpoint address the records published.
+node's whole stderr (our log and gRPC's own) and every log record of the test's process
+(the SDK's and its libraries', at INFO) are then searched for every token the clients held,
+every record's signature (raw bytes' base64, urlsafe base64 and hex), every endpoint
+address the records published and the host addresses the connect's ICE candidates carried
+(aioice logs each candidate pair at INFO unless told otherwise: the SDK tells it,
+``client_sdk.p2p.ice.quiet_candidate_logs``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from aioice.ice import get_host_addresses
 
 from client_sdk import Client, Endpoint, Identity, P2PSettings
 from client_sdk.transport import DirectoryConnection
@@ -50,7 +54,7 @@ async def test_info_logs_hold_no_token_signature_or_endpoint(
     start_supernode: StartSupernode, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     node: SupernodeProcess = start_supernode("--log-level", "info")
-    caplog.set_level(logging.INFO, logger="client_sdk")
+    caplog.set_level(logging.INFO)  # every logger: the SDK and the libraries it embeds
     secrets: dict[str, str] = {}  # text that must not appear -> what it is
     stun_host, stun_port = node.stun_address.rsplit(":", 1)
     settings = P2PSettings(stun_server=(stun_host, int(stun_port)), direct=True)
@@ -76,6 +80,9 @@ async def test_info_logs_hold_no_token_signature_or_endpoint(
                 callee = await accepting
             await caller.close()
             await callee.close()
+            # The ICE host candidates of the connect (offers carry them, not records).
+            for address in get_host_addresses(use_ipv4=True, use_ipv6=True):
+                secrets[address] = "a host ICE candidate's address"
             for client in (alice, bob, carol):
                 secrets[_token_of(client)] = f"{client.handle}'s token"
             for handle in ("alice", "bob", "carol"):
