@@ -34,7 +34,12 @@ from supernode.node import (
     open_store,
 )
 from supernode.revocations import Revocations
-from supernode.rpc.directory import ACCOUNT_SERVICE, PRESENCE_SERVICE, DirectoryApi
+from supernode.rpc.directory import (
+    ACCOUNT_SERVICE,
+    PRESENCE_SERVICE,
+    SESSION_SERVICE,
+    DirectoryApi,
+)
 from supernode.rpc.handlers import register_services
 from supernode.store import REVOCATIONS_CHANGED, Store
 from supernode.workers.gate import secret_metadata
@@ -48,12 +53,15 @@ LOCAL_METHODS = {
     PRESENCE_SERVICE: ("Lookup", "LookupMany"),
     ACCOUNT_SERVICE: ("GetAccount",),
 }
-# Forwarded calls that change what lookups return: answered once this worker caught up.
+# Forwarded calls that change what lookups (or the token checks before them) see: answered
+# once this worker caught up, so a client's next call here sees its write, its logout too.
 WRITES = frozenset(
     {
         f"/{ACCOUNT_SERVICE}/CreateAccount",
         f"/{PRESENCE_SERVICE}/RegisterDevice",
         f"/{PRESENCE_SERVICE}/UnregisterDevice",
+        f"/{SESSION_SERVICE}/Logout",
+        f"/{SESSION_SERVICE}/RevokeSessions",
     }
 )
 _CATCH_UP_WAIT_S = 2.0

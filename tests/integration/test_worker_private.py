@@ -87,6 +87,8 @@ async def test_a_process_that_is_no_worker_is_refused(node: SupernodeProcess) ->
 
 
 async def test_a_worker_refuses_a_logged_out_token(node: SupernodeProcess) -> None:
+    """A Logout answered by the primary reaches the worker through its feed (polled); one
+    forwarded by the worker is in force there once it answers (as a write is)."""
     async with DirectoryConnection(node.grpc_target) as owner:
         alice = await new_user(owner, "alice")
         assert owner.token is not None
@@ -108,6 +110,12 @@ async def test_a_worker_refuses_a_logged_out_token(node: SupernodeProcess) -> No
 
             await eventually(refused, 10, "the worker refuses the logged-out token")
             assert (await owner.lookup("alice")).account.handle == "alice"
+            # Logged out through the worker itself: refused there by the time it answered.
+            await worker.login(alice, "alice")
+            ended = worker.token
+            await worker.logout()
+            worker.token = ended
+            assert await refused()
         finally:
             await worker.close()
 
