@@ -130,7 +130,9 @@ async def test_refused_revocations_change_nothing(
         )
         await expect(
             sessions.RevokeSessions(
-                pb.RevokeSessionsRequest(handle="alice", challenge=b"x" * 10, signature=b"s" * 64)
+                pb.RevokeSessionsRequest(
+                    handle="alice", challenge=b"x" * 10, signature=b"s" * 32 + b"\x01" * 32
+                )
             ),
             Code.INVALID_ARGUMENT,
             "challenge",
