@@ -1,13 +1,15 @@
 """Who may use the workers' private socket: only the processes the primary started.
 
-The private socket is an abstract unix socket: any local process can find it in
-``/proc/net/unix`` and connect, and it serves the replication feed (every change's handle),
-the store's sequence, and every public method as if a client's call came through a worker.
-So the primary makes a random secret at every start, hands it to each worker it spawns on
-the worker's stdin (a pipe only the two hold: not argv and not the environment, which
-``/proc/<pid>/cmdline`` and ``/proc/<pid>/environ`` show to the same user), and the private
-server checks it on every call before any handler runs (``hmac.compare_digest``). A caller
-without it gets PERMISSION_DENIED, whatever it asked.
+The private socket is an abstract unix socket: it has no file permissions, so any process
+of any user in the network namespace can find it in ``/proc/net/unix`` and connect, and it
+serves the replication feed (every change's handle), the store's sequence, and every public
+method as if a client's call came through a worker. So the primary makes a random secret
+at every start, hands it to each worker it spawns on the worker's stdin (a pipe only the
+two hold; argv is readable by every local user in ``/proc/<pid>/cmdline``, the environment
+by the same user in ``/proc/<pid>/environ``), and the private server checks it on every
+call before any handler runs (``hmac.compare_digest``). A caller without it gets
+PERMISSION_DENIED, whatever it asked. (A process of the node's own user can read the
+workers' memory anyway: the boundary is the user account, as for the data directory.)
 
 Why a secret rather than SO_PEERCRED: gRPC's Python server exposes no peer credentials, and
 a pid check would race with pid reuse after a worker restarts; the secret needs neither.
