@@ -197,6 +197,33 @@ class Client:
         self._check_open()
         return verify_account(await self._get_account_unpinned(handle), self.pins, handle)
 
+    async def logout(self) -> None:
+        """Log out and close: watches and renewals stop, our devices are unregistered (as
+        :meth:`close` does), then the session this client holds on each supernode is ended,
+        so its token is refused from then on (on every node of a cluster within the bound
+        README "Sessions" states), and the channels close. Raises ``Unavailable`` if a
+        supernode could not be told (that token then lasts until it expires)."""
+        if self._closed:
+            return
+        await self._close(logout=True)
+
+    async def revoke_sessions(self) -> int:
+        """End every session of this account, on every device, issued until now: for a
+        user who lost a device. Signed by the account key (no token needed). This client
+        logs in again by itself on its next call. Returns the moment (ms since the epoch)
+        at or before which the account's tokens are refused."""
+        self._check_open()
+
+        async def revoke(connection: DirectoryConnection, deadline: float) -> int:
+            response = await connection.revoke_sessions(
+                self.identity, self.handle, deadline=deadline
+            )
+            return int(response.revoked_before_ms)
+
+        revoked_before = await self._session.call(revoke, authenticated=False)
+        self._session.forget_tokens()
+        return revoked_before
+
     async def login(self) -> None:
         """Log in now (again, if already logged in), e.g. to check the account key at
         startup. Optional: every call logs in (and re-logs in) by itself."""
@@ -499,9 +526,13 @@ class Client:
 
     async def close(self) -> None:
         """Stop watches and renewals, unregister our devices (within
-        ``config.close_deadline_seconds``), close the channels. Safe to call twice."""
+        ``config.close_deadline_seconds``), close the channels. Safe to call twice. The
+        session's token stays valid until it expires: :meth:`logout` ends it too."""
         if self._closed:
             return
+        await self._close(logout=False)
+
+    async def _close(self, *, logout: bool) -> None:
         self._closed = True
         for watch in list(self._watches):
             await watch.close()
@@ -522,4 +553,8 @@ class Client:
                         ),
                         return_exceptions=True,  # best effort: the lease ends anyway
                     )
-        await self._session.close()
+        try:
+            if logout:
+                await self._session.logout()
+        finally:
+            await self._session.close()

@@ -141,6 +141,17 @@ class Metrics:
             "Worker processes that died and were started again (supernode.workers).",
             registry=self.registry,
         )
+        self.sessions_revoked = Counter(
+            "supernode_sessions_revoked",
+            "Revocations made here, by kind: logout (one session) or account (RevokeSessions).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.private_calls_refused = Counter(
+            "supernode_private_calls_refused",
+            "Calls to the workers' private socket without this start's secret (not a worker).",
+            registry=self.registry,
+        )
         self.relay_bytes = Counter(
             "supernode_relay_bytes",
             "Datagram bytes forwarded by the relay.",

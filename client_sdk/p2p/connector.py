@@ -36,7 +36,7 @@ from client_sdk.p2p.errors import (
     PeerOffline,
     PeerUnreachable,
 )
-from client_sdk.p2p.ice import IceAgent, limit_stun_retries
+from client_sdk.p2p.ice import IceAgent, limit_stun_retries, quiet_candidate_logs
 from client_sdk.p2p.listener import Listener, SignalingSession
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
@@ -112,6 +112,7 @@ class P2PAgent:
         self.settings = settings
         self.listener = Listener(signaling, device_id)
         limit_stun_retries()
+        quiet_candidate_logs()
 
     async def _stubs(
         self,

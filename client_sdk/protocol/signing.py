@@ -20,6 +20,8 @@ from client_sdk.protocol.validation import key_defect, signature_defect
 
 CREATE_ACCOUNT_DOMAIN = b"supernode.v1.CreateAccount"
 LOGIN_DOMAIN = b"supernode.v1.Login"
+# A challenge signed to end every session of the account (a lost device): never a login.
+REVOKE_SESSIONS_DOMAIN = b"supernode.v1.RevokeSessions"
 DEVICE_RECORD_DOMAIN = b"supernode.v1.DeviceRecord"
 
 
