@@ -7,8 +7,10 @@ each section is reachable three ways, with the later winning:
 * environment: ``SUPERNODE_LISTEN`` (server section), ``SUPERNODE_LEASE_MAX_TTL_SECONDS``
 * flags: ``--listen``, ``--lease-max-ttl-seconds``
 
-Sections: ``server``, ``lease``, ``limits``, ``cluster`` and ``overload`` (load shedding,
-``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on).
+Sections: ``server``, ``lease``, ``limits``, ``cluster``, ``overload`` (load shedding,
+``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on) and
+``rate`` (per-account and per-source rate limits, ``supernode.rate.RateSettings``:
+``--rate-lookup-per-account-per-second`` and so on).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from supernode.directory.lease import LeasePolicy
 from supernode.directory.validation import Limits
 from supernode.overload import OverloadSettings
+from supernode.rate import RateSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +167,7 @@ class Config:
     limits: Limits = dataclasses.field(default_factory=Limits)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
     overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
+    rate: RateSettings = dataclasses.field(default_factory=RateSettings)
 
 
 class ConfigError(ValueError):
@@ -176,6 +180,7 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": Limits,
     "cluster": ClusterSettings,
     "overload": OverloadSettings,
+    "rate": RateSettings,
 }
 
 

@@ -32,6 +32,7 @@ from supernode.node import (
     Directory,
     add_standard_services,
     build_directory,
+    build_rate_gates,
     build_shedding,
     local_token_secret,
     mark_serving,
@@ -80,6 +81,9 @@ class Supernode:
         # Load shedding of the public calls this process serves (the internal cluster
         # service is never gated: supernode.overload).
         self.shedding = build_shedding(config, self.metrics)
+        # Rate limits per account and per source (supernode.rate); in a cluster each node
+        # enforces 1/N of them (the sweeper keeps N current).
+        self.rate_gates = build_rate_gates(config, self.metrics)
         self._loop_lag: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.node_name = config.server.node_name
@@ -237,7 +241,7 @@ class Supernode:
             served = self._routed(presence, accounts, sessions)
         shedding = self.shedding
         apis = {
-            "search": SearchApi(accounts, sessions, buckets).method_handlers(
+            "search": SearchApi(accounts, sessions, buckets, self.rate_gates).method_handlers(
                 self.metrics, shedding
             ),
             "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
@@ -261,10 +265,10 @@ class Supernode:
 
             ring = RingAnswer(self.cluster.view)
         apis["directory"] = DirectoryApi(
-            accounts, served, sessions, self.metrics, shedding, ring
+            accounts, served, sessions, self.metrics, shedding, ring, self.rate_gates
         ).method_handlers()
         apis["watch"] = WatchApi(
-            self.hub, served, sessions, self.metrics, shedding
+            self.hub, served, sessions, self.metrics, shedding, self.rate_gates
         ).method_handlers()
         return apis
 
@@ -351,6 +355,7 @@ class Supernode:
             wall_clock_ms,
             router,
             self.shedding,
+            self.rate_gates,
         )
         return self.rendezvous.method_handlers()
 
@@ -376,6 +381,8 @@ class Supernode:
         interval = self.config.server.sweep_interval_seconds
         while True:
             try:
+                if self.cluster is not None:
+                    self.rate_gates.limiter.share_among(len(self.cluster.view.members))
                 if self.relay is not None:
                     self.relay.sweep(wall_clock_ms())
                 result = presence.sweep()

@@ -17,10 +17,10 @@ from supernode.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
-    ResourceExhausted,
     SupernodeError,
     Unavailable,
 )
+from supernode.rate import RateLimited
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
 
@@ -109,9 +109,11 @@ class Switchboard:
     def admit(self, session_id: bytes, caller: Endpoint) -> None:
         """What an offer must pass where the caller is attached: its rate and liveness."""
         if not self._offer_rate.allow(session_id):
-            raise ResourceExhausted(
-                f"connect: offer rate limit reached, retry in "
-                f"{self._offer_rate.retry_after(session_id):.1f} s"
+            hint = max(1, round(self._offer_rate.retry_after(session_id) * 1000))
+            raise RateLimited(
+                f"connect: offer rate limit of this session reached, retry in {hint / 1000:.1f} s",
+                hint,
+                key="session",
             )
         if not self._is_live(caller.handle, caller.device_id):
             raise FailedPrecondition(

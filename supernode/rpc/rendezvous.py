@@ -30,6 +30,7 @@ from supernode.rpc.handlers import (
     stream_stream_handler,
     unary_handler,
 )
+from supernode.rpc.source import RateGates
 from supernode.sessions import SessionAuthority
 
 RENDEZVOUS_SERVICE = "supernode.v1.RendezvousService"
@@ -62,7 +63,12 @@ class RendezvousApi:
         clock_ms: Callable[[], int],
         router: OfferRouter | None = None,
         shedding: Shedding | None = None,
+        gates: RateGates | None = None,
     ) -> None:
+        gates = gates or RateGates.off()
+        self._listen_gate = gates.gate("Listen")
+        self._connect_gate = gates.gate("Connect")
+        self._relay_gate = gates.gate("Relay")
         self._router = router
         self._shedding = shedding
         self._switchboard = switchboard
@@ -86,6 +92,7 @@ class RendezvousApi:
 
     async def listen(self, request: pb.ListenRequest, context: Context) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._listen_gate.check(context, session.handle)
         check_device_id("device_id", request.device_id)
         offers: deque[pb.IncomingOffer] = deque()
         ended: list[SupernodeError] = []
@@ -118,6 +125,7 @@ class RendezvousApi:
 
     async def connect(self, request: pb.ConnectRequest, context: Context) -> pb.ConnectResponse:
         session = session_of(context, self._sessions)
+        self._connect_gate.check(context, session.handle)
         check_handle("handle", request.handle)
         check_device_id("device_id", request.device_id)
         check_device_id("from_device_id", request.from_device_id)
@@ -169,6 +177,7 @@ class RendezvousApi:
 
     async def relay(self, frames: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._relay_gate.check(context, session.handle)
         first = await _next_frame(frames)
         if first is None or not first.HasField("join"):
             raise InvalidArgument("join: the first frame must be a RelayJoin")

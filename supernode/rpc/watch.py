@@ -16,6 +16,7 @@ from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
 from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
+from supernode.rpc.source import RateGates
 from supernode.sessions import SessionAuthority
 
 _KINDS = {
@@ -44,7 +45,9 @@ class WatchApi:
         sessions: SessionAuthority,
         metrics: Metrics,
         shedding: Shedding | None = None,
+        gates: RateGates | None = None,
     ) -> None:
+        self._gate = (gates or RateGates.off()).gate("Watch")
         self._hub = hub
         self._presence = presence
         self._sessions = sessions
@@ -55,6 +58,7 @@ class WatchApi:
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._gate.check(context, session.handle)
         for index, handle in enumerate(request.handles):
             check_handle(f"handles[{index}]", handle)
         if self._hub.closed:

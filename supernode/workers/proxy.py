@@ -21,19 +21,25 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
+from supernode.rpc.source import PEER_METADATA
+
 
 # Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
-# forwarded; everything else is the caller's (its bearer token among them).
+# forwarded, nor a client's claim of where it is (the worker says that itself); everything
+# else is the caller's (its bearer token among them).
 def _forwarded(key: str) -> bool:
-    return not (key.startswith(("grpc-", ":")) or key == "user-agent")
+    return not (key.startswith(("grpc-", ":")) or key in ("user-agent", PEER_METADATA))
 
 
 AfterUnary = Callable[[str], Awaitable[None]]
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple(
-        (key, value) for key, value in context.invocation_metadata() or () if _forwarded(key)
+    """The caller's metadata, and its address for the primary's per-source rate limits
+    (``supernode.rpc.source``)."""
+    return (
+        *((key, value) for key, value in context.invocation_metadata() or () if _forwarded(key)),
+        (PEER_METADATA, context.peer() or ""),
     )
 
 
