@@ -68,6 +68,14 @@ class ServerSettings:
     keepalive_time_seconds: float = 120.0
     # No ping acknowledgement in this long: the connection is dead and is closed.
     keepalive_timeout_seconds: float = 20.0
+    # A connection with no call in progress for this long is closed (GOAWAY; a client's
+    # channel reconnects on its next call). Open Watch and Listen streams are calls in
+    # progress, so they keep their connection (gRPC's max_connection_idle, proposal A9).
+    # Before: connections that finished the handshake and then idled stayed open for good.
+    idle_connection_seconds: float = 120.0
+    # A connection that has not finished the HTTP/2 handshake in this long is closed (a
+    # half-open flood; gRPC's own default is 120 s).
+    handshake_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -76,6 +84,8 @@ class ServerSettings:
             "keepalive_min_ping_interval_seconds",
             "keepalive_time_seconds",
             "keepalive_timeout_seconds",
+            "idle_connection_seconds",
+            "handshake_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"server.{name}: must be positive")

@@ -203,6 +203,10 @@ class Supernode:
             clock=time.monotonic,
             history=config.limits.watch_history_events,
             queue_limit=config.limits.watch_queue_events,
+            history_bytes=config.limits.watch_history_bytes,
+            queue_bytes=config.limits.watch_queue_bytes,
+            node_queue_bytes=config.limits.watch_queue_node_bytes,
+            stall_seconds=config.limits.watch_stall_seconds,
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
@@ -323,6 +327,8 @@ class Supernode:
             is_live=is_live,
             clock_ms=wall_clock_ms,
             answer_timeout_ms=limits.answer_timeout_ms,
+            max_queued_bytes=limits.listen_queue_bytes,
+            max_node_queued_bytes=limits.listen_queue_node_bytes,
         )
         self.relay = RelayHub(
             tickets,
@@ -385,6 +391,8 @@ class Supernode:
                     self.rate_gates.limiter.share_among(len(self.cluster.view.members))
                 if self.relay is not None:
                     self.relay.sweep(wall_clock_ms())
+                if self.hub is not None:
+                    self.hub.sweep()  # watchers stuck behind a client that stopped reading
                 result = presence.sweep()
                 if result.expired or result.purged:
                     log.debug(

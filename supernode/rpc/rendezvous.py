@@ -24,6 +24,7 @@ from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard
 from supernode.rendezvous.tickets import Endpoint
 from supernode.rpc.auth import session_of
+from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.handlers import (
     ServiceHandlers,
     server_stream_handler,
@@ -97,6 +98,7 @@ class RendezvousApi:
         offers: deque[pb.IncomingOffer] = deque()
         ended: list[SupernodeError] = []
         news = asyncio.Event()
+        cutoff = Cutoff()
 
         def deliver(offer: pb.IncomingOffer) -> None:
             offers.append(offer)
@@ -105,6 +107,7 @@ class RendezvousApi:
         def end(error: SupernodeError) -> None:
             ended.append(error)
             news.set()
+            cutoff.arm()  # stuck writing to a client that does not read: cancelled
 
         listener = self._switchboard.listen(
             Endpoint(session.handle, request.device_id), deliver, end
@@ -116,11 +119,16 @@ class RendezvousApi:
             while True:
                 await news.wait()
                 news.clear()
-                while offers:
-                    yield pb.Signal(offer=offers.popleft()).SerializeToString()
-                if ended:
+                if ended:  # cut off, replaced or shutting down: what waits is dropped
                     raise ended[0]
+                while offers:
+                    offer = offers.popleft()
+                    yield pb.Signal(offer=offer).SerializeToString()
+                    self._switchboard.written(listener, offer.ByteSize())
+                    if ended:
+                        raise ended[0]
         finally:
+            cutoff.disarm()
             self._switchboard.stop_listening(listener)
 
     async def connect(self, request: pb.ConnectRequest, context: Context) -> pb.ConnectResponse:

@@ -14,6 +14,7 @@ from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
+from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
 from supernode.rpc.source import RateGates
@@ -65,12 +66,14 @@ class WatchApi:
             raise Unavailable("watch: supernode shutting down, reconnect elsewhere")
         news = asyncio.Event()
         hub = self._hub
+        cutoff = Cutoff()  # a watcher cut off while stuck writing is cancelled
         start = hub.subscribe(
             session.session_id,
             request.handles,
             news.set,
             epoch=request.epoch,
             revision=request.revision,
+            cut=cutoff.arm,
         )
         subscription = start.subscription
         try:
@@ -104,6 +107,7 @@ class WatchApi:
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)
         finally:
+            cutoff.disarm()
             hub.unsubscribe(subscription)
 
     def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:

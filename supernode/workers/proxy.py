@@ -10,7 +10,9 @@ Back-pressure crosses the worker: a stream relay reads the primary's next respon
 once the client has taken the last one, and the channel to the primary receives into a
 fixed window (:func:`supernode.transport.open_upstream`), so a client that stops reading
 stalls the primary's writes, as it would on one process, and the primary's own bounds (a
-watcher's queue) act.
+watcher's queue) act. When the primary ends a stream (it cut off a watcher or a listener
+that did not read), the relay is given a few seconds to pass the end on and is then
+cancelled (``supernode.rpc.cutoff``): it would otherwise wait for that client forever.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
+from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.source import PEER_METADATA
+
+# How long a relay may take to pass on the end of a stream the primary ended.
+_RELAY_END_GRACE_S = 5.0
 
 
 # Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
@@ -117,13 +123,16 @@ class Forwarder:
         return grpc.stream_stream_rpc_method_handler(handle)
 
 
-async def _responses(
-    call: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-) -> AsyncIterator[bytes]:
+async def _responses(call: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     """The primary's responses, then its status (an error status ends the client's call
-    with the same code, details and trailing metadata)."""
+    with the same code, details and trailing metadata). ``call``: a grpc.aio streaming
+    call (an async iterator of responses with ``add_done_callback``)."""
+    cutoff = Cutoff(_RELAY_END_GRACE_S)
+    call.add_done_callback(lambda _: cutoff.arm())
     try:
         async for response in call:
             yield response
     except grpc.aio.AioRpcError as exc:
         await _relay_error(context, exc)
+    finally:
+        cutoff.disarm()

@@ -61,7 +61,7 @@ class SupernodeProcess:
             "127.0.0.1:0",
             "--stun-listen",
             "127.0.0.1:0",
-            *(() if self.rate_limits else ("--rate-enabled", "false")),
+            *(() if self.rate_limits else ("--no-rate-enabled",)),
             *self.extra_args,
         ]
         self.log = []
