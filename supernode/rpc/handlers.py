@@ -199,8 +199,10 @@ async def _observed(
             yield response
     except errors.REFUSALS as exc:
         code, message = _refusal(exc, context, count_shed)
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED  # the client went away
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client went away, or the stream was cut off (rpc.cutoff) while gRPC was
+        # writing to it: then gRPC closes this generator where it yielded.
+        code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         log.exception("%s failed", method)
