@@ -167,6 +167,12 @@ class Metrics:
             ["method", "key"],
             registry=self.registry,
         )
+        self.rate_share = Gauge(
+            "supernode_rate_limit_share",
+            "The share of each configured rate limit this node enforces: 1/N in a "
+            "cluster of N live nodes (supernode.rate), 1 alone.",
+            registry=self.registry,
+        )
         self._in_flight = Gauge(
             "supernode_in_flight",
             "Gated calls inside their handler on this process, by class (supernode.overload).",

@@ -84,6 +84,8 @@ class Supernode:
         # Rate limits per account and per source (supernode.rate); in a cluster each node
         # enforces 1/N of them (the sweeper keeps N current).
         self.rate_gates = build_rate_gates(config, self.metrics)
+        limiter = self.rate_gates.limiter
+        self.metrics.rate_share.set_function(lambda: limiter.share)
         self._loop_lag: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.node_name = config.server.node_name
