@@ -41,17 +41,27 @@ from client_sdk.transport import DirectoryConnection, now_ms, sign_account, sign
 
 _READY = re.compile(r"supernode ready (\{.*\})")
 NOT_READING = (("grpc.http2.bdp_probe", 0),)
+# The changes a watch flood watches stand for many users' writes: one writer here.
+MANY_WRITERS = ("--rate-write-per-account-burst", "100000",
+                "--rate-write-per-source-burst", "100000")  # fmt: skip
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 class Node:
-    """``supernode serve`` on a temporary data directory."""
+    """``supernode serve`` on a temporary data directory; of another checkout's code when
+    ``Node.tree`` is set (``--tree``: the figures before a change), which knows no ``rate``
+    settings, so they are left out."""
+
+    tree: Path | None = None
 
     def __init__(self, *args: str, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="bench-abuse-")) / "db"
         script = Path(sys.executable).with_name("supernode")
         command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
+        if self.tree is not None:
+            command = ["env", f"PYTHONPATH={self.tree}", sys.executable, "-m", "supernode.cli"]
+            args = _without_rate_flags(args)
         self.argv = [
             *command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
             "--metrics-listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", *args,
@@ -60,7 +70,7 @@ class Node:
         self.target = ""
 
     async def __aenter__(self) -> Node:
-        self.process = ServerProcess(self.argv, _READY)
+        self.process = ServerProcess(self.argv, _READY, cwd=self.tree)
         ready = json.loads((await self.process.wait_ready(60.0)).group(1))
         self.target = ready["grpc"]
         return self
@@ -76,6 +86,21 @@ class Node:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return 0.0
+
+
+def _without_rate_flags(args: tuple[str, ...]) -> tuple[str, ...]:
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--no-rate-enabled":
+            continue
+        elif arg.startswith("--rate-"):
+            skip = True
+        else:
+            kept.append(arg)
+    return tuple(kept)
 
 
 def line(what: str, **figures: object) -> None:
@@ -183,15 +208,14 @@ async def measure_scrape(args: argparse.Namespace, flags: list[str]) -> None:
         Node("--no-rate-enabled", data_dir=data_dir) as node,
         DirectoryConnection(node.target) as conn,
     ):
-        pending = [
-            conn.accounts.CreateAccount(
-                sign_account(Identity.generate(), f"s{g:03d}x{r:02d}", f"S {g} {r}", True)
-            )
+        requests = [
+            sign_account(Identity.generate(), f"s{g:03d}x{r:02d}", f"S {g} {r}", True)
             for g in range(groups)
             for r in range(per_group)
         ]
-        for start in range(0, len(pending), 200):
-            await asyncio.gather(*pending[start : start + 200])
+        for start in range(0, len(requests), 100):
+            batch = requests[start : start + 100]
+            await asyncio.gather(*(conn.accounts.CreateAccount(r) for r in batch))
     async with Node(*flags, data_dir=data_dir) as node, DirectoryConnection(node.target) as conn:
         scraper_handle = f"scraper-{secrets.token_hex(2)}"
         scraper = await user(conn, scraper_handle)
@@ -314,11 +338,15 @@ async def watch_flood(node: Node, watchers: int, changes: int) -> tuple[int, flo
         DirectoryConnection(node.target, options=NOT_READING) as lazy_conn,
     ):
         star = await user(star_conn, f"star-{tag}")
-        lazy_ids = [await user(lazy_conn, f"lazy-{tag}-{n}") for n in range(watchers // 8 + 1)]
+        # Within the default limits: 25 watch opens per account (burst 30), 8 watches per
+        # session, so 4 logins per account; 8 accounts for 200 (CreateAccount burst 20).
         calls = []
         for n in range(watchers):
-            identity = lazy_ids[n // 8]
-            await lazy_conn.login(identity, f"lazy-{tag}-{n // 8}")
+            handle = f"lazy-{tag}-{n // 25}"
+            if n % 25 == 0:
+                identity = await user(lazy_conn, handle)
+            elif n % 8 == 0:
+                await lazy_conn.login(identity, handle)  # a fresh session
             calls.append(lazy_conn.watch([f"star-{tag}"]))
         started = time.monotonic()
         for seq in range(1, changes + 1):
@@ -353,7 +381,7 @@ async def _watchers_open(node: Node, wait_s: float = 5.0) -> int:
 
 
 async def measure_watch(args: argparse.Namespace, flags: list[str]) -> None:
-    async with Node(*flags, "--limits-max-watches-per-session", "8") as node:
+    async with Node(*flags, *MANY_WRITERS) as node:
         before = node.rss_mb()
         still_open, took = await watch_flood(node, 200, 1500)
         line(
@@ -374,7 +402,11 @@ async def half_open(host: str, port: int, send: bytes) -> tuple[asyncio.StreamRe
 async def measure_flood(args: argparse.Namespace, flags: list[str]) -> None:
     """Slow and half-open clients and streams that never read, all at once, while one
     legitimate client keeps looking a user up: its success rate and latency."""
-    async with Node(*flags) as node:
+    async with Node(
+        *flags, *MANY_WRITERS, "--limits-offer-burst", "1000",
+        "--limits-offer-rate-per-second", "1000", "--rate-connect-per-account-burst", "1000",
+        "--rate-connect-per-source-burst", "1000",
+    ) as node:  # fmt: skip
         host, port = node.target.rsplit(":", 1)
         before = node.rss_mb()
         async with DirectoryConnection(node.target) as legit:
@@ -392,11 +424,11 @@ async def measure_flood(args: argparse.Namespace, flags: list[str]) -> None:
                 while not stop.is_set():
                     started = time.perf_counter()
                     try:
-                        await legit.get_account(legit_handle)
+                        await legit.lookup(legit_handle)
                         latencies.append(time.perf_counter() - started)
                     except grpc.aio.AioRpcError:
                         failures += 1
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.05)  # a user's pace: 20 a second, within limits
 
             looking = asyncio.create_task(keep_looking())
             flood_started = time.monotonic()
@@ -409,7 +441,7 @@ async def measure_flood(args: argparse.Namespace, flags: list[str]) -> None:
         total = len(latencies) + failures
         ordered = sorted(latencies)
         line(
-            "legit GetAccount during the flood",
+            "legit Lookup (20/s) during the flood",
             ok=f"{len(latencies)}/{total}",
             p50_ms=round(statistics.median(ordered) * 1000, 1) if ordered else None,
             p99_ms=round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1) if ordered else None,
@@ -493,7 +525,15 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=4.0, help="per rate measured")
     parser.add_argument("--scrape-seconds", type=float, default=20.0)
     parser.add_argument("--no-limits", action="store_true", help="rate limits off")
-    return parser.parse_args()
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="serve another checkout's code (e.g. `git archive main` unpacked, with the "
+        "generated *_pb2* files copied in): the figures before a change",
+    )
+    args = parser.parse_args()
+    Node.tree = args.tree
+    return args
 
 
 if __name__ == "__main__":

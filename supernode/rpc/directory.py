@@ -9,6 +9,7 @@ import grpc
 from client_sdk.protocol import wire
 from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
 from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
@@ -148,12 +149,14 @@ class DirectoryApi:
     def get_challenge(
         self, request: pb.GetChallengeRequest, context: Context
     ) -> pb.GetChallengeResponse:
+        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
         self._challenge_gate.check(context, request.handle)
         self._accounts.get(request.handle)  # NOT_FOUND early: no challenge for nobody
         challenge, expires_at_ms = self._sessions.challenge(request.handle)
         return pb.GetChallengeResponse(challenge=challenge, expires_at_ms=expires_at_ms)
 
     def login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
         source = self._gates.source(context)
         self._login_gate.check(context, request.handle)
         self._failures.check(source, request.handle)  # locked out: no signature check

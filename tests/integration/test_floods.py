@@ -198,3 +198,75 @@ async def test_idle_and_half_open_connections_are_closed_but_an_idle_watch_is_no
             event = await watch.read()
         assert event.HasField("change") and event.change.handle == "quiet"
         watch.cancel()
+
+
+# The stated bound (README "Resource bounds"): a node under the flood below stays under it.
+FLOOD_RSS_BOUND_MB = 250
+
+
+async def test_a_legitimate_client_is_served_through_a_flood_and_rss_stays_bounded(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    """Half-open and idle connections, watchers that never read and a listener that never
+    reads, all at once, while a legitimate client keeps looking users up: every one of its
+    calls succeeds (benchmarks.abuse --only flood reports their latency)."""
+    node = start_supernode(
+        "--limits-answer-timeout-ms", "2000",
+        "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000",
+        "--limits-max-watches-per-session", "100",
+        "--limits-watch-stall-seconds", "2", "--sweep-interval-seconds", "0.2",
+    )  # fmt: skip
+    host, port = node.grpc_target.rsplit(":", 1)
+    async with (
+        DirectoryConnection(node.grpc_target) as legit,
+        DirectoryConnection(node.grpc_target) as star_conn,
+        DirectoryConnection(node.grpc_target, options=NOT_READING) as lazy_conn,
+    ):
+        await new_user(legit, "legit")
+        star = await new_user(star_conn, "star")
+        await new_user(lazy_conn, "lazy")
+        sockets = [await asyncio.open_connection(host, int(port)) for _ in range(100)]
+        for _, writer in sockets[50:]:
+            writer.write(PREFACE + EMPTY_SETTINGS)  # handshake, then idle
+        lazy = [lazy_conn.watch(["star"]) for _ in range(50)]
+        alice = await Peer.create(DirectoryConnection(node.grpc_target), "alice")
+        bob = await Peer.create(DirectoryConnection(node.grpc_target, options=NOT_READING), "bob")
+        listening = bob.listen()
+        assert (await listening.read()).HasField("ready")
+
+        done = asyncio.Event()
+        answered = failed = 0
+
+        async def keep_looking() -> None:
+            nonlocal answered, failed
+            while not done.is_set():
+                try:
+                    await legit.lookup("star")
+                    answered += 1
+                except grpc.aio.AioRpcError:
+                    failed += 1
+                await asyncio.sleep(0.01)
+
+        looking = asyncio.create_task(keep_looking())
+        offers = asyncio.gather(
+            *(alice.connect(bob, b"x" * 60_000) for _ in range(200)), return_exceptions=True
+        )
+        for seq in range(1, 301):
+            await star_conn.register_device(device(star, "star", "phone", seq=seq))
+        await offers
+        await eventually(
+            lambda: _async(metric(node, "supernode_watch_subscribers") == 0),
+            what="the watchers that never read cut off",
+        )
+        done.set()
+        await looking
+        rss = rss_mb(node)
+        assert failed == 0 and answered > 0, (answered, failed)
+        assert rss < FLOOD_RSS_BOUND_MB, f"RSS {rss:.0f} MB"
+        listening.cancel()
+        for _, writer in sockets:
+            writer.close()
+        for call in lazy:
+            call.cancel()
+        for peer in (alice, bob):
+            await peer.conn.close()
