@@ -30,6 +30,12 @@ NOT_READING = (("grpc.http2.bdp_probe", 0),)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 3.4
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 GOAWAY = 0x7
+# A device record of about 1 KB: 16 endpoints.
+ENDPOINTS = [
+    dpb.Endpoint(address=f"198.18.{n}.{n}", port=40000 + n,
+                 protocol=dpb.TRANSPORT_PROTOCOL_UDP, type=dpb.CANDIDATE_TYPE_HOST)
+    for n in range(16)
+]  # fmt: skip
 
 
 def rss_mb(node: SupernodeProcess) -> float:
@@ -115,15 +121,10 @@ async def test_watchers_that_never_read_are_cut_off_and_a_reader_gets_everything
             what="all watches open",
         )
         before = rss_mb(node)
-        endpoints = [
-            dpb.Endpoint(address=f"198.18.{n}.{n}", port=40000 + n,
-                         protocol=dpb.TRANSPORT_PROTOCOL_UDP, type=dpb.CANDIDATE_TYPE_HOST)
-            for n in range(16)
-        ]  # fmt: skip
         changes = 200
         for seq in range(2, 2 + changes):
             await star_conn.register_device(
-                device(star, "star", "phone", seq=seq, endpoints=endpoints)
+                device(star, "star", "phone", seq=seq, endpoints=ENDPOINTS)
             )
         received = 0
         async with asyncio.timeout(30):
@@ -251,8 +252,12 @@ async def test_a_legitimate_client_is_served_through_a_flood_and_rss_stays_bound
         offers = asyncio.gather(
             *(alice.connect(bob, b"x" * 60_000) for _ in range(200)), return_exceptions=True
         )
-        for seq in range(1, 301):
-            await star_conn.register_device(device(star, "star", "phone", seq=seq))
+        # More than HTTP/2 buffers hold for a watcher that reads nothing (its 64 KB window,
+        # and through a worker 16 KB more): the rest waits on the node, and stalls.
+        for seq in range(1, 401):
+            await star_conn.register_device(
+                device(star, "star", "phone", seq=seq, endpoints=ENDPOINTS)
+            )
         await offers
         await eventually(
             lambda: _async(metric(node, "supernode_watch_subscribers") == 0),
