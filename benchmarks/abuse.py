@@ -46,6 +46,9 @@ MANY_WRITERS = ("--rate-write-per-account-burst", "100000",
                 "--rate-write-per-source-burst", "100000")  # fmt: skip
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+# The client's half of the HTTP/2 handshake, complete: the preface, its SETTINGS and the
+# ACK of the server's (without the ACK a server closes after its settings timeout, 60 s).
+HANDSHAKE = PREFACE + EMPTY_SETTINGS + b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
 
 
 class Node:
@@ -332,10 +335,10 @@ async def measure_listen(args: argparse.Namespace, flags: list[str]) -> None:
 
 async def watch_flood(
     node: Node, watchers: int, changes: int, wait_s: float = 5.0
-) -> tuple[int, float]:
+) -> tuple[int, int, float]:
     """``watchers`` Watch streams that never read; ``changes`` changes of the watched
-    handle. Returns how many of them the server still had open, and how long the
-    changes took."""
+    handle. Returns how many the server had open before the changes and after them
+    (once all were cut off, or after ``wait_s``), and how long the changes took."""
     tag = secrets.token_hex(2)
     async with (
         DirectoryConnection(node.target) as star_conn,
@@ -352,6 +355,7 @@ async def watch_flood(
             elif n % 8 == 0:
                 await lazy_conn.login(identity, handle)  # a fresh session
             calls.append(lazy_conn.watch([f"star-{tag}"]))
+        opened = await _watchers_open(node, 0.0, until=watchers)
         started = time.monotonic()
         for seq in range(1, changes + 1):
             await star_conn.register_device(signed_device(star, f"star-{tag}", "d", seq, 16))
@@ -359,35 +363,35 @@ async def watch_flood(
         open_streams = await _watchers_open(node, wait_s)
         for call in calls:
             call.cancel()
-    return open_streams, took
+    return opened, open_streams, took
 
 
-async def _watchers_open(node: Node, wait_s: float) -> int:
-    """The node's open watch streams once they are all gone, or after ``wait_s``."""
+async def _watchers_open(node: Node, wait_s: float, until: int = 0) -> int:
+    """The node's open watch streams once they reach ``until``, or after ``wait_s``
+    (at least 5 s when waiting for them to open)."""
     import urllib.request
 
     url = node.metrics_url
-    deadline = time.monotonic() + wait_s
-    count = -1
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + max(wait_s, 5.0 if until else 0.0)
+    while True:
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
         found = re.search(r"^supernode_watch_subscribers (\S+)$", text, re.M)
         count = int(float(found.group(1))) if found else 0
-        if count == 0:
-            break
-        await asyncio.sleep(1.0)
-    return count
+        if count == until or time.monotonic() >= deadline:
+            return count
+        await asyncio.sleep(0.5)
 
 
 async def measure_watch(args: argparse.Namespace, flags: list[str]) -> None:
     async with Node(*flags, *MANY_WRITERS) as node:
         before = node.rss_mb()
         # Fewer changes than a queue's 1,024 events: only a byte or time bound cuts them.
-        still_open, took = await watch_flood(node, 200, 300, wait_s=40.0)
+        opened, still_open, took = await watch_flood(node, 200, 300, wait_s=40.0)
         line(
             "200 Watch never read + 300 changes",
             rss_before_mb=round(before),
             rss_after_mb=round(node.rss_mb()),
+            opened=opened,
             still_open_after_40s=still_open,
             changes_s=round(took, 1),
         )
@@ -412,7 +416,7 @@ async def measure_flood(args: argparse.Namespace, flags: list[str]) -> None:
         async with DirectoryConnection(node.target) as legit:
             legit_handle = f"legit-{secrets.token_hex(2)}"
             await user(legit, legit_handle)
-            idle = PREFACE + EMPTY_SETTINGS
+            idle = HANDSHAKE
             sockets = [await half_open(host, int(port), b"") for _ in range(200)]
             sockets += [await half_open(host, int(port), idle) for _ in range(200)]
             stop = asyncio.Event()
@@ -452,21 +456,29 @@ async def measure_flood(args: argparse.Namespace, flags: list[str]) -> None:
 
 
 async def measure_idle(args: argparse.Namespace, flags: list[str]) -> None:
+    """How long a connection that sends nothing, or finishes the handshake and then
+    idles, stays open (at most 150 s: both at once)."""
+
+    async def probe(host: str, port: int, what: str, send: bytes) -> None:
+        reader, writer = await half_open(host, port, send)
+        started = time.monotonic()
+        closed = "not closed in 150 s"
+        try:
+            async with asyncio.timeout(150):
+                while await reader.read(65536):
+                    pass
+            closed = f"closed after {time.monotonic() - started:.0f} s"
+        except TimeoutError:
+            pass
+        writer.close()
+        line(f"connection {what}", result=closed)
+
     async with Node(*flags) as node:
         host, port = node.target.rsplit(":", 1)
-        for what, send in (("half-open", b""), ("handshake then idle", PREFACE + EMPTY_SETTINGS)):
-            reader, writer = await half_open(host, int(port), send)
-            started = time.monotonic()
-            closed = "not closed in 150 s"
-            try:
-                async with asyncio.timeout(150):
-                    while await reader.read(65536):
-                        pass
-                closed = f"closed after {time.monotonic() - started:.0f} s"
-            except TimeoutError:
-                pass
-            writer.close()
-            line(f"connection {what}", result=closed)
+        await asyncio.gather(
+            probe(host, int(port), "half-open", b""),
+            probe(host, int(port), "handshake then idle", HANDSHAKE),
+        )
 
 
 def measure_micro(args: argparse.Namespace, flags: list[str]) -> None:

@@ -29,6 +29,8 @@ Code = grpc.StatusCode
 NOT_READING = (("grpc.http2.bdp_probe", 0),)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 section 3.4
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+HANDSHAKE = PREFACE + EMPTY_SETTINGS + SETTINGS_ACK  # the client's half, complete
 GOAWAY = 0x7
 # A device record of about 1 KB: 16 endpoints.
 ENDPOINTS = [
@@ -188,7 +190,7 @@ async def test_idle_and_half_open_connections_are_closed_but_an_idle_watch_is_no
         closed = await asyncio.gather(
             *(_closed_by_server(host, int(port), b"") for _ in range(20)),
             *(_closed_by_server(host, int(port), PREFACE) for _ in range(20)),
-            *(_closed_by_server(host, int(port), PREFACE + EMPTY_SETTINGS) for _ in range(20)),
+            *(_closed_by_server(host, int(port), HANDSHAKE) for _ in range(20)),
         )
         assert all(closed)  # each got GOAWAY, then EOF
         # The watch waited longer than the idle bound with nothing on it: an open stream
@@ -228,7 +230,7 @@ async def test_a_legitimate_client_is_served_through_a_flood_and_rss_stays_bound
         await new_user(lazy_conn, "lazy")
         sockets = [await asyncio.open_connection(host, int(port)) for _ in range(100)]
         for _, writer in sockets[50:]:
-            writer.write(PREFACE + EMPTY_SETTINGS)  # handshake, then idle
+            writer.write(HANDSHAKE)  # then idle
         lazy = [lazy_conn.watch(["star"]) for _ in range(50)]
         alice = await Peer.create(DirectoryConnection(node.grpc_target), "alice")
         bob = await Peer.create(DirectoryConnection(node.grpc_target, options=NOT_READING), "bob")
