@@ -38,7 +38,10 @@ RENDEZVOUS_SERVICE = "supernode.v1.RendezvousService"
 RELAY_SERVICE = "supernode.v1.RelayService"
 Context: TypeAlias = grpc.aio.ServicerContext
 
-_RELAY_QUEUE = 256  # datagrams buffered towards one side before new ones are dropped
+# Datagrams buffered towards one side before new ones are dropped, in count and in bytes
+# (a datagram may be up to a message's 64 KB: 256 of them would be 16 MB per side).
+_RELAY_QUEUE = 256
+_RELAY_QUEUE_BYTES = 256 << 10
 
 
 Deliver = Callable[[Endpoint, Endpoint, bytes], Awaitable[pb.ConnectResponse]]
@@ -191,22 +194,27 @@ class RendezvousApi:
             raise InvalidArgument("join: the first frame must be a RelayJoin")
         check_device_id("join.device_id", first.join.device_id)
         outbound: deque[bytes] = deque()
+        queued = [0]  # bytes in outbound
         ended: list[SupernodeError | None] = []
         paired: list[bool] = []
         news = asyncio.Event()
+        cutoff = Cutoff()  # ended while stuck writing to a side that does not read
 
         def ready() -> None:
             paired.append(True)
             news.set()
 
         def send(datagram: bytes) -> None:
-            if len(outbound) < _RELAY_QUEUE:  # beyond that, drop: QUIC recovers
+            # Beyond either bound, drop: QUIC recovers.
+            if len(outbound) < _RELAY_QUEUE and queued[0] + len(datagram) <= _RELAY_QUEUE_BYTES:
                 outbound.append(datagram)
+                queued[0] += len(datagram)
                 news.set()
 
         def end(error: SupernodeError | None) -> None:
             ended.append(error)
             news.set()
+            cutoff.arm()
 
         hub = self._relay
         relay, index = hub.join(
@@ -230,7 +238,9 @@ class RendezvousApi:
                         )
                     ).SerializeToString()
                 while outbound:
-                    yield pb.RelayFrame(datagram=outbound.popleft()).SerializeToString()
+                    datagram = outbound.popleft()
+                    queued[0] -= len(datagram)
+                    yield pb.RelayFrame(datagram=datagram).SerializeToString()
                 if ended:
                     if ended[0] is not None:
                         raise ended[0]
@@ -238,6 +248,7 @@ class RendezvousApi:
                 await news.wait()
                 news.clear()
         finally:
+            cutoff.disarm()
             reader.cancel()
             # The other side ends for the same reason (limits), or cleanly if this one left.
             hub.leave(relay, index, ended[0] if ended else None)
