@@ -511,6 +511,35 @@ def measure_micro(args: argparse.Namespace, flags: list[str]) -> None:
         )
 
 
+def _scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url) as response:
+        return str(response.read().decode())
+
+
+async def measure_lookup_cost(args: argparse.Namespace, flags: list[str]) -> None:
+    """A Lookup's time inside the server (its handler histogram), limits on (raised out of
+    the way) and off: what the check adds to a whole call."""
+    raised = ["--rate-lookup-per-account-per-second", "1e9", "--rate-lookup-per-account-burst",
+              "1000000000", "--rate-lookup-per-source-per-second", "1e9",
+              "--rate-lookup-per-source-burst", "1000000000"]  # fmt: skip
+    for name, extra in (("on", raised), ("off", ["--no-rate-enabled"])):
+        async with Node(*extra) as node, DirectoryConnection(node.target) as conn:
+            await user(conn, "bench")
+            for _ in range(3000):
+                await conn.lookup("bench")
+            text = await asyncio.to_thread(_scrape, node.metrics_url)
+            total = count = 0.0
+            for row in text.splitlines():
+                if 'method="Lookup"' in row and 'code="OK"' in row:
+                    if row.startswith("supernode_rpc_duration_seconds_sum"):
+                        total = float(row.split()[-1])
+                    elif row.startswith("supernode_rpc_duration_seconds_count"):
+                        count = float(row.split()[-1])
+            line(f"Lookup in the handler (limits {name})", mean_us=round(total / count * 1e6, 1))
+
+
 PARTS = {
     "rates": measure_rates,
     "scrape": measure_scrape,
@@ -518,12 +547,13 @@ PARTS = {
     "watch": measure_watch,
     "flood": measure_flood,
     "idle": measure_idle,
+    "lookup_cost": measure_lookup_cost,
 }
 
 
 async def main(args: argparse.Namespace) -> None:
     flags = ["--no-rate-enabled"] if args.no_limits else []
-    parts = args.only or ["micro", "rates", "scrape", "listen", "watch", "flood"]
+    parts = args.only or ["micro", "lookup_cost", "rates", "scrape", "listen", "watch", "flood"]
     for part in parts:
         if part == "micro":
             measure_micro(args, flags)
