@@ -65,7 +65,8 @@ async def start_node() -> Node:
     process = ServerProcess(
         [*command, "serve", "--data-dir", str(data_dir / "db"), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0",
-         "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000"],
+         "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000",
+         "--no-rate-enabled"],  # one client drives every scenario
         _READY,
     )  # fmt: skip
     ready = json.loads((await process.wait_ready(60.0)).group(1))

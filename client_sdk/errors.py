@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import grpc
 
-from client_sdk.protocol.pushback import pushback_ms
+from client_sdk.protocol.pushback import error_reason, pushback_ms
+from client_sdk.retry import waitable
 
 
 class SupernodeError(Exception):
@@ -53,7 +54,23 @@ class Stale(SupernodeError):
 
 
 class RateLimited(SupernodeError):
-    """RESOURCE_EXHAUSTED: a rate, size or count limit; back off or ask for less."""
+    """RESOURCE_EXHAUSTED: a rate, size or count limit; back off or ask for less.
+
+    ``retry_after_seconds``: when the server said the same call passes after a delay (a
+    rate limit: ``google.rpc.RetryInfo``), that delay; None for a limit that waiting does
+    not lift (devices per account, watches per session). The SDK waits for short hints
+    and retries itself (within ``Backoff.pushback_cap_seconds``); a longer one (a login
+    lockout) reaches the app at once."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float | None = None,
+        code: grpc.StatusCode | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Overloaded(RateLimited):
@@ -61,11 +78,12 @@ class Overloaded(RateLimited):
     (a reconnect storm) and said when to come back. The SDK has already waited and retried
     within its budget; ``retry_after_seconds`` is the last hint."""
 
+    retry_after_seconds: float
+
     def __init__(
         self, message: str, *, retry_after_seconds: float, code: grpc.StatusCode | None = None
     ) -> None:
-        super().__init__(message, code=code)
-        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, retry_after_seconds=retry_after_seconds, code=code)
 
 
 class Unavailable(SupernodeError):
@@ -129,9 +147,24 @@ def pushback_of(exc: grpc.aio.AioRpcError) -> int | None:
     return pushback_ms(exc.trailing_metadata())
 
 
+def retry_hint_of(exc: grpc.aio.AioRpcError, cap_seconds: float) -> int | None:
+    """The hint the SDK waits for before retrying ``exc``'s call (``retry.waitable``)."""
+    trailing = exc.trailing_metadata()
+    return waitable(pushback_ms(trailing), error_reason(trailing), cap_seconds)
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> SupernodeError:
+    """The SDK error for a failed call; a refusal with a retry hint keeps the hint:
+    ``Overloaded`` when the node shed the call (``ErrorInfo`` reason ``OVERLOADED``, or
+    an older node's bare pushback trailer), ``RateLimited`` when the caller went over a
+    rate limit."""
     hint = pushback_of(exc) if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
     if hint is not None:
-        message = exc.details() or "overloaded"
-        return Overloaded(message, retry_after_seconds=hint / 1000, code=exc.code())
+        trailing = exc.trailing_metadata()
+        reason = error_reason(trailing)
+        if reason in ("", "OVERLOADED"):
+            message = exc.details() or "overloaded"
+            return Overloaded(message, retry_after_seconds=hint / 1000, code=exc.code())
+        message = exc.details() or "rate limited"
+        return RateLimited(message, retry_after_seconds=hint / 1000, code=exc.code())
     return error_from_status(exc.code(), exc.details())

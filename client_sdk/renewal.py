@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from client_sdk.convert import device_record_pb
-from client_sdk.errors import Closed, Overloaded, SupernodeError
+from client_sdk.errors import Closed, RateLimited, SupernodeError
 from client_sdk.session import Session
 from client_sdk.timing import next_renewal_delay, next_seq
 from client_sdk.transport import DirectoryConnection, sign_device_record
@@ -155,7 +155,8 @@ class DeviceLease:
     def _next_delay(self) -> float:
         session = self._session
         registration = self.registration
-        shed = self.last_error if isinstance(self.last_error, Overloaded) else None
+        last = self.last_error
+        shed = last if isinstance(last, RateLimited) and last.retry_after_seconds else None
         return next_renewal_delay(
             granted_ttl_seconds=None if registration is None else registration.ttl_seconds,
             expires_at_ms=None if registration is None else registration.expires_at_ms,
@@ -164,7 +165,7 @@ class DeviceLease:
             backoff=session.config.backoff,
             rng=session.rng,
             window=session.config.renew_window,
-            pushback_ms=None if shed is None else round(shed.retry_after_seconds * 1000),
+            pushback_ms=None if shed is None else round((shed.retry_after_seconds or 0) * 1000),
         )
 
     async def _renew_forever(self) -> None:

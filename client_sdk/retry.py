@@ -9,9 +9,12 @@ is no longer accepted (UNAUTHENTICATED: log in again once, then retry at once), 
 target shed the call to protect itself (RESOURCE_EXHAUSTED *with* a retry-pushback hint,
 ``client_sdk.protocol.pushback``: wait at least the hint, then retry on the same target,
 where our token is good; moving on would cost another node a login in the middle of a
-storm). Everything else is the server's answer to this request, and retrying would get the
-same: a RESOURCE_EXHAUSTED without a hint is a limit (devices per account, watches per
-session), final as before.
+storm). A rate limit's refusal carries the same hint (``google.rpc.RetryInfo``) and is
+waited for and retried the same way, when the hint is within the client's cap
+(:func:`waitable`): a longer one (a login lockout) is the app's to hear at once, not a
+call's to sit out. Everything else is the server's answer to this request, and retrying
+would get the same: a RESOURCE_EXHAUSTED without a hint is a limit (devices per account,
+watches per session), final as before.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ class Action(enum.Enum):
     RELOGIN = "relogin"  # drop the token, log in, try again now
     WAIT = "wait"  # shed by an overloaded target: wait for its hint, try it again
     FAIL = "fail"  # raise the mapped error
+
+
+def waitable(pushback_ms: int | None, reason: str, cap_seconds: float) -> int | None:
+    """The hint if the client will wait for it, else None. A shed call (``reason``
+    ``OVERLOADED``, or none from an older node) is always retried, its wait capped at
+    ``cap_seconds``; a rate limit's only when its hint is within the cap (retrying a
+    lockout of minutes after the cap would only be refused again)."""
+    if pushback_ms is None or reason in ("", "OVERLOADED"):
+        return pushback_ms
+    return pushback_ms if pushback_ms <= cap_seconds * 1000 else None
 
 
 def shed(code: grpc.StatusCode, pushback_ms: int | None) -> bool:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import grpc
 
 from client_sdk.config import ClientConfig
-from client_sdk.errors import Closed, Unavailable, error_from_rpc, pushback_of
+from client_sdk.errors import Closed, Unavailable, error_from_rpc, retry_hint_of
 from client_sdk.identity import Identity
 from client_sdk.retry import FAILOVER_CODES, Action, after_failure
 from client_sdk.ring import Ring, RingError
@@ -198,7 +198,7 @@ class Session:
                 connection = await self._ready(target, authenticated, deadline)
                 result = await operation(connection, deadline)
             except grpc.aio.AioRpcError as exc:
-                hint = pushback_of(exc)
+                hint = retry_hint_of(exc, self.config.backoff.pushback_cap_seconds)
                 action = after_failure(
                     exc.code(),
                     authenticated=authenticated,

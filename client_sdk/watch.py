@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from client_sdk.errors import Overloaded, Unavailable, error_from_rpc, pushback_of
+from client_sdk.errors import RateLimited, Unavailable, error_from_rpc, retry_hint_of
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.retry import StreamAction, after_stream_failure
@@ -128,8 +128,10 @@ class Watch:
         while True:
             try:
                 connection = await self._session.connection()
-            except Overloaded as exc:  # logging in was shed, again and again: keep trying
-                log.info("watch: supernode overloaded (%s); retrying", exc)
+            except RateLimited as exc:  # logging in was shed or rate limited: keep trying
+                if exc.retry_after_seconds is None:
+                    raise
+                log.info("watch: supernode refused for now (%s); retrying", exc)
                 await self._session.wait_pushback(round(exc.retry_after_seconds * 1000), failures)
                 failures += 1
                 continue
@@ -153,7 +155,7 @@ class Watch:
                 error: grpc.aio.AioRpcError | None = None
             except grpc.aio.AioRpcError as exc:
                 error = exc
-                hint = pushback_of(exc)
+                hint = retry_hint_of(exc, self._session.config.backoff.pushback_cap_seconds)
                 continue_after = after_stream_failure(
                     exc.code(), received=received, relogged_in=relogged_in, pushback_ms=hint
                 )

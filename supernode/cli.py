@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config",
         type=Path,
-        help="TOML file with [server], [lease], [limits], [cluster], [overload] tables",
+        help="TOML file with [server], [lease], [limits], [cluster], [overload], [rate] tables",
     )
     for section, name, kind, default in setting_names():
         help_text = f"{section}.{name} (env {env_name(section, name)})"

@@ -7,8 +7,10 @@ each section is reachable three ways, with the later winning:
 * environment: ``SUPERNODE_LISTEN`` (server section), ``SUPERNODE_LEASE_MAX_TTL_SECONDS``
 * flags: ``--listen``, ``--lease-max-ttl-seconds``
 
-Sections: ``server``, ``lease``, ``limits``, ``cluster`` and ``overload`` (load shedding,
-``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on).
+Sections: ``server``, ``lease``, ``limits``, ``cluster``, ``overload`` (load shedding,
+``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on) and
+``rate`` (per-account and per-source rate limits, ``supernode.rate.RateSettings``:
+``--rate-lookup-per-account-per-second`` and so on).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from supernode.directory.lease import LeasePolicy
 from supernode.directory.validation import Limits
 from supernode.overload import OverloadSettings
+from supernode.rate import RateSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,14 @@ class ServerSettings:
     keepalive_time_seconds: float = 120.0
     # No ping acknowledgement in this long: the connection is dead and is closed.
     keepalive_timeout_seconds: float = 20.0
+    # A connection with no call in progress for this long is closed (GOAWAY; a client's
+    # channel reconnects on its next call). Open Watch and Listen streams are calls in
+    # progress, so they keep their connection (gRPC's max_connection_idle, proposal A9).
+    # Before: connections that finished the handshake and then idled stayed open for good.
+    idle_connection_seconds: float = 120.0
+    # A connection that has not finished the HTTP/2 handshake in this long is closed (a
+    # half-open flood; gRPC's own default is 120 s).
+    handshake_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -81,6 +92,8 @@ class ServerSettings:
             "keepalive_min_ping_interval_seconds",
             "keepalive_time_seconds",
             "keepalive_timeout_seconds",
+            "idle_connection_seconds",
+            "handshake_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"server.{name}: must be positive")
@@ -172,6 +185,7 @@ class Config:
     limits: Limits = dataclasses.field(default_factory=Limits)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
     overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
+    rate: RateSettings = dataclasses.field(default_factory=RateSettings)
 
 
 class ConfigError(ValueError):
@@ -184,6 +198,7 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": Limits,
     "cluster": ClusterSettings,
     "overload": OverloadSettings,
+    "rate": RateSettings,
 }
 
 

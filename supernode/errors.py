@@ -44,6 +44,20 @@ class ResourceExhausted(SupernodeError):
     """A size, count or rate limit was hit."""
 
 
+class RetryLater(ResourceExhausted):
+    """Refused for now, not for what was asked: the same call passes after
+    ``retry_after_ms``. The edge sends the hint as ``google.rpc.RetryInfo`` and
+    ``grpc-retry-pushback-ms`` (``client_sdk.protocol.pushback``), with ``reason`` as the
+    ``google.rpc.ErrorInfo`` reason; ``about`` goes in its metadata."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_ms: int, **about: str) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.about = about
+
+
 class DeadlineExceeded(SupernodeError):
     """Waited for another party (a callee's answer, a relay peer) longer than allowed."""
 

@@ -171,6 +171,20 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self._rate_limited = Counter(
+            "supernode_rate_limited",
+            "Calls refused with RESOURCE_EXHAUSTED for going over a rate limit "
+            "(supernode.rate), by method and the kind of key whose limit it was (source, "
+            "account, failed_login_source, failed_login_account).",
+            ["method", "key"],
+            registry=self.registry,
+        )
+        self.rate_share = Gauge(
+            "supernode_rate_limit_share",
+            "The share of each configured rate limit this node enforces: 1/N in a "
+            "cluster of N live nodes (supernode.rate), 1 alone.",
+            registry=self.registry,
+        )
         self._in_flight = Gauge(
             "supernode_in_flight",
             "Gated calls inside their handler on this process, by class (supernode.overload).",
@@ -222,6 +236,9 @@ class Metrics:
             counter.labels(method).inc()
 
         return count
+
+    def count_rate_limited(self, method: str, key: str) -> None:
+        self._rate_limited.labels(method, key).inc()
 
     def watch_shedding(self, shedding: Shedding) -> None:
         """Export the in-flight counts and the loop lag of ``shedding`` at scrape time."""

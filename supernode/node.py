@@ -26,7 +26,9 @@ from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
+from supernode.rate import RateLimiter
 from supernode.revocations import Revocations
+from supernode.rpc.source import RateGates
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
 
@@ -130,6 +132,15 @@ def build_shedding(config: Config, metrics: Metrics) -> Shedding:
     shedding = Shedding(config.overload, clock=time.monotonic, rng=random.Random())
     metrics.watch_shedding(shedding)
     return shedding
+
+
+def build_rate_gates(config: Config, metrics: Metrics) -> RateGates:
+    """The rate limits of one process (primary or worker: each limits what it serves
+    itself; forwarded calls are limited by the primary, by the client's own address)."""
+    limiter = RateLimiter(
+        config.rate, clock=time.monotonic, count_refusal=metrics.count_rate_limited
+    )
+    return RateGates(limiter)
 
 
 def add_standard_services(

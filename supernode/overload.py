@@ -41,7 +41,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from supernode.errors import ResourceExhausted
+from supernode.errors import RetryLater
 
 
 class CallClass(enum.Enum):
@@ -127,7 +127,7 @@ class OverloadSettings:
         return limit
 
 
-class Overloaded(ResourceExhausted):
+class Overloaded(RetryLater):
     """Refused to protect the node; come back after ``retry_after_ms``.
 
     Unlike every other ``ResourceExhausted`` (a device cap, a watch limit: answers that a
@@ -135,9 +135,7 @@ class Overloaded(ResourceExhausted):
     hint and the SDK retries it.
     """
 
-    def __init__(self, message: str, retry_after_ms: int) -> None:
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
+    reason = "OVERLOADED"
 
 
 # Refusals are remembered with this time constant: the hint follows the last seconds' crowd.

@@ -32,6 +32,7 @@ from supernode.node import (
     Directory,
     add_standard_services,
     build_directory,
+    build_rate_gates,
     build_shedding,
     local_token_secret,
     mark_serving,
@@ -82,6 +83,11 @@ class Supernode:
         # Load shedding of the public calls this process serves (the internal cluster
         # service is never gated: supernode.overload).
         self.shedding = build_shedding(config, self.metrics)
+        # Rate limits per account and per source (supernode.rate); in a cluster each node
+        # enforces 1/N of them (the sweeper keeps N current).
+        self.rate_gates = build_rate_gates(config, self.metrics)
+        limiter = self.rate_gates.limiter
+        self.metrics.rate_share.set_function(lambda: limiter.share)
         self._loop_lag: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.node_name = config.server.node_name
@@ -217,6 +223,10 @@ class Supernode:
             clock=time.monotonic,
             history=config.limits.watch_history_events,
             queue_limit=config.limits.watch_queue_events,
+            history_bytes=config.limits.watch_history_bytes,
+            queue_bytes=config.limits.watch_queue_bytes,
+            node_queue_bytes=config.limits.watch_queue_node_bytes,
+            stall_seconds=config.limits.watch_stall_seconds,
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
@@ -256,7 +266,7 @@ class Supernode:
             served = self._routed(presence, accounts, sessions)
         shedding = self.shedding
         apis = {
-            "search": SearchApi(accounts, sessions, buckets).method_handlers(
+            "search": SearchApi(accounts, sessions, buckets, self.rate_gates).method_handlers(
                 self.metrics, shedding
             ),
             "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
@@ -280,10 +290,17 @@ class Supernode:
 
             ring = RingAnswer(self.cluster.view)
         apis["directory"] = DirectoryApi(
-            accounts, served, sessions, self.metrics, shedding, ring, self._revoker
+            accounts,
+            served,
+            sessions,
+            self.metrics,
+            shedding,
+            ring,
+            revoker=self._revoker,
+            gates=self.rate_gates,
         ).method_handlers()
         apis["watch"] = WatchApi(
-            self.hub, served, sessions, self.metrics, shedding
+            self.hub, served, sessions, self.metrics, shedding, self.rate_gates
         ).method_handlers()
         return apis
 
@@ -338,6 +355,8 @@ class Supernode:
             is_live=is_live,
             clock_ms=wall_clock_ms,
             answer_timeout_ms=limits.answer_timeout_ms,
+            max_queued_bytes=limits.listen_queue_bytes,
+            max_node_queued_bytes=limits.listen_queue_node_bytes,
         )
         self.relay = RelayHub(
             tickets,
@@ -370,6 +389,7 @@ class Supernode:
             wall_clock_ms,
             router,
             self.shedding,
+            self.rate_gates,
         )
         return self.rendezvous.method_handlers()
 
@@ -395,10 +415,14 @@ class Supernode:
         interval = self.config.server.sweep_interval_seconds
         while True:
             try:
+                if self.cluster is not None:
+                    self.rate_gates.limiter.share_among(len(self.cluster.view.members))
                 if self.relay is not None:
                     self.relay.sweep(wall_clock_ms())
                 if self._stored_revocations is not None:
                     self._stored_revocations.sweep()
+                if self.hub is not None:
+                    self.hub.sweep()  # watchers stuck behind a client that stopped reading
                 result = presence.sweep()
                 if result.expired or result.purged:
                     log.debug(

@@ -37,6 +37,9 @@ def server_options(config: Config, *, reuse_port: bool) -> list[tuple[str, int]]
         # on with workers, which all bind the primary's port.
         ("grpc.so_reuseport", int(reuse_port)),
         *keepalive_options(config.server),
+        # Idle and half-open connections are closed (ServerSettings says why and when).
+        ("grpc.max_connection_idle_ms", _ms(config.server.idle_connection_seconds)),
+        ("grpc.server_handshake_timeout_ms", _ms(config.server.handshake_timeout_seconds)),
     ]
 
 

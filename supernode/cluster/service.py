@@ -37,6 +37,8 @@ from supernode.sessions import NODE_HANDLE_PREFIX, Audience, SessionAuthority
 Context: TypeAlias = grpc.aio.ServicerContext
 DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
 _FEED_QUEUE = 10_000  # changes buffered towards one follower before it is cut off
+# ... and their bytes (a record may be 64 KB: 10,000 of them would be 640 MB).
+_FEED_QUEUE_BYTES = 64 << 20
 _STREAM_PAGE = 500  # stored versions read per step of a partition stream
 _STREAM_CHUNK = 500  # versions per message of a partition stream
 
@@ -117,16 +119,26 @@ class FeedHub:
 class Follower:
     def __init__(self) -> None:
         self.pending: deque[DeviceChanged] = deque()
+        self.pending_bytes = 0
         self.news = asyncio.Event()
         self.overflowed = False
         self.closed = False
 
     def offer(self, event: DeviceChanged) -> None:
-        if len(self.pending) >= _FEED_QUEUE:
+        size = len(event.device or b"") + len(event.handle) + 100
+        if len(self.pending) >= _FEED_QUEUE or self.pending_bytes + size > _FEED_QUEUE_BYTES:
             self.overflowed = True
-        else:
+            self.pending.clear()  # the follower is cut off and resyncs: nothing to keep
+            self.pending_bytes = 0
+        elif not self.overflowed:
             self.pending.append(event)
+            self.pending_bytes += size
         self.news.set()
+
+    def take(self) -> DeviceChanged:
+        event = self.pending.popleft()
+        self.pending_bytes -= len(event.device or b"") + len(event.handle) + 100
+        return event
 
 
 class ClusterApi:
@@ -236,7 +248,7 @@ class ClusterApi:
                 if follower.overflowed:
                     raise ResourceExhausted("feed: follower too slow, changes were dropped")
                 while follower.pending:
-                    event = follower.pending.popleft()
+                    event = follower.take()
                     yield pb.FeedEvent(
                         change=pb.FeedChange(
                             handle=event.handle,

@@ -33,7 +33,22 @@ class Limits:
     max_watch_handles: int = 1000
     max_watches_per_session: int = 8
     watch_queue_events: int = 1024
+    # Bytes of events waiting for one watcher, and for all watchers of the node: past
+    # either, the watcher is cut off (it resumes from its position). Counted in bytes, as
+    # one record may be 50 KB: 1,024 such events are 50 MB for a single stream.
+    watch_queue_bytes: int = 1 << 20
+    watch_queue_node_bytes: int = 256 << 20
+    # A watcher whose oldest waiting event is this old is cut off, whether it reads
+    # slowly or not at all (HTTP/2 buffers hide a reader that stopped).
+    watch_stall_seconds: float = 30.0
     watch_history_events: int = 100_000
+    # The resume window in bytes too: 100,000 events of 50 KB records were ~4.7 GiB.
+    watch_history_bytes: int = 64 << 20
+    # Offers waiting for one listener to read them, and for all listeners of the node.
+    # A listener over its bound is cut off (it reconnects); an offer over the node's
+    # bound is refused with a retry hint.
+    listen_queue_bytes: int = 256 << 10
+    listen_queue_node_bytes: int = 64 << 20
     offer_rate_per_second: float = 2.0
     offer_burst: int = 20
     answer_timeout_ms: int = 10_000

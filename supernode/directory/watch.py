@@ -8,6 +8,13 @@ epoch, is told to take a fresh snapshot. Nothing is ever silently skipped.
 
 Snapshot consistency: the server runs on one event loop and takes the snapshot in the
 same step as :meth:`WatchHub.subscribe`, so no change falls between the two.
+
+Bounds, all in bytes as well as in events (one record may be 50 KB): each watcher's queue
+(``queue_bytes``), all watchers' queues together (``node_queue_bytes``) and the history
+(``history_bytes``). A watcher over its bound, or whose oldest waiting event is older than
+``stall_seconds`` (checked on each new event and by :meth:`WatchHub.sweep`), is cut off:
+its queue is dropped and its ``cut`` callback runs, so the stream ends even when its
+handler is stuck writing to a client that stopped reading. It resumes from its position.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from supernode.errors import InvalidArgument, ResourceExhausted
 
 # Recent changes remembered to drop the copies other replicas send (about 100 bytes each).
 _SEEN_LIMIT = 100_000
+# What an event costs beyond its record: the object, its strings, the queue's slot.
+_EVENT_OVERHEAD_BYTES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,27 @@ class ChangeEvent:
     device: bytes | None  # serialized Device for ONLINE and UPDATED
     committed_at: float  # monotonic seconds, for the notification-delay histogram
 
+    @property
+    def size(self) -> int:
+        """Bytes the event holds, roughly (what the queue and history bounds count)."""
+        return (
+            _EVENT_OVERHEAD_BYTES
+            + len(self.handle)
+            + len(self.device_id)
+            + (len(self.device) if self.device else 0)
+        )
+
+
+@dataclass
+class QueueBounds:
+    """The limits every watcher's queue is held to, and what all of them hold now."""
+
+    events: int
+    bytes: int
+    node_bytes: int
+    stall_seconds: float
+    queued_bytes: int = 0  # all watchers' queues together
+
 
 @dataclass(eq=False)
 class Subscription:
@@ -41,27 +71,52 @@ class Subscription:
     session_id: bytes
     handles: frozenset[str]
     wake: Callable[[], None]
-    queue_limit: int
+    bounds: QueueBounds
+    cut: Callable[[], None] = lambda: None  # ends a stream stuck writing (rpc.cutoff)
     pending: deque[ChangeEvent] = field(default_factory=deque)
+    pending_bytes: int = 0
     overflowed: bool = False
     closed: bool = False
     interrupted: str = ""  # why the stream must end and resume (a lost cluster feed)
 
-    def offer(self, event: ChangeEvent) -> None:
+    def offer(self, event: ChangeEvent, now: float) -> None:
         if self.overflowed or self.closed:
             return
-        if len(self.pending) >= self.queue_limit:
+        bounds = self.bounds
+        size = event.size
+        if (
+            len(self.pending) >= bounds.events
+            or self.pending_bytes + size > bounds.bytes
+            or bounds.queued_bytes + size > bounds.node_bytes
+            or self.stalled(now)
+        ):
             # The consumer fell behind: cut it off instead of buffering without bound.
-            self.overflowed = True
-            self.pending.clear()
-        else:
-            self.pending.append(event)
+            self.overflow()
+            return
+        self.pending.append(event)
+        self.pending_bytes += size
+        bounds.queued_bytes += size
         self.wake()
+
+    def stalled(self, now: float) -> bool:
+        """Whether the oldest waiting event has waited longer than the bound."""
+        return bool(self.pending) and now - self.pending[0].committed_at > self.bounds.stall_seconds
+
+    def overflow(self) -> None:
+        self.overflowed = True
+        self._forget()
+        self.wake()
+        self.cut()
 
     def drain(self) -> list[ChangeEvent]:
         events = list(self.pending)
-        self.pending.clear()
+        self._forget()
         return events
+
+    def _forget(self) -> None:
+        self.pending.clear()
+        self.bounds.queued_bytes -= self.pending_bytes
+        self.pending_bytes = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +141,18 @@ class WatchHub:
         max_handles: int,
         max_watches_per_session: int,
         epoch: str | None = None,
+        history_bytes: int = 64 << 20,
+        queue_bytes: int = 1 << 20,
+        node_queue_bytes: int = 256 << 20,
+        stall_seconds: float = 30.0,
     ) -> None:
         self.epoch = epoch or secrets.token_hex(8)
         self.revision = 0
         self._clock = clock
         self._history: deque[ChangeEvent] = deque(maxlen=history)
-        self._queue_limit = queue_limit
+        self._history_bytes_limit = history_bytes
+        self.history_bytes = 0
+        self.bounds = QueueBounds(queue_limit, queue_bytes, node_queue_bytes, stall_seconds)
         self._max_handles = max_handles
         self._max_watches = max_watches_per_session
         self._by_handle: dict[str, set[Subscription]] = {}
@@ -115,9 +176,34 @@ class WatchHub:
             changed.device,
             self._clock(),
         )
-        self._history.append(event)
-        for subscription in self._by_handle.get(changed.handle, ()):
-            subscription.offer(event)
+        self._remember(event)
+        now = event.committed_at
+        for subscription in list(self._by_handle.get(changed.handle, ())):
+            subscription.offer(event, now)
+
+    def _remember(self, event: ChangeEvent) -> None:
+        """Keep ``event`` in the history, forgetting the oldest past either bound."""
+        history = self._history
+        if len(history) == history.maxlen:
+            self.history_bytes -= history[0].size  # append drops it
+        history.append(event)
+        self.history_bytes += event.size
+        while self.history_bytes > self._history_bytes_limit and len(history) > 1:
+            self.history_bytes -= history.popleft().size
+
+    def sweep(self) -> int:
+        """Cut off watchers whose oldest waiting event waited too long (they may get no
+        new event to notice it on); returns how many."""
+        now = self._clock()
+        stalled = [
+            s
+            for subscriptions in self._by_session.values()
+            for s in subscriptions
+            if s.pending and s.stalled(now)
+        ]
+        for subscription in stalled:
+            subscription.overflow()
+        return len(stalled)
 
     def _seen_before(self, changed: DeviceChanged) -> bool:
         """Replicas each commit the same change, and this hub hears of it from each: tell
@@ -139,6 +225,7 @@ class WatchHub:
         *,
         epoch: str = "",
         revision: int = 0,
+        cut: Callable[[], None] = lambda: None,
     ) -> Start:
         wanted = frozenset(handles)
         if not wanted:
@@ -152,7 +239,7 @@ class WatchHub:
             raise ResourceExhausted(
                 f"watch: this session already has {len(mine)} watches, at most {self._max_watches}"
             )
-        subscription = Subscription(session_id, wanted, wake, self._queue_limit)
+        subscription = Subscription(session_id, wanted, wake, self.bounds, cut)
         mine.add(subscription)
         for handle in wanted:
             self._by_handle.setdefault(handle, set()).add(subscription)
@@ -170,6 +257,7 @@ class WatchHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.closed = True
+        subscription.drain()
         for handle in subscription.handles:
             watchers = self._by_handle.get(handle)
             if watchers is not None:
@@ -187,6 +275,7 @@ class WatchHub:
         position of the old one resumes, and end every watch so each takes a snapshot."""
         self.epoch = secrets.token_hex(8)
         self._history.clear()
+        self.history_bytes = 0
         for subscriptions in list(self._by_session.values()):
             for subscription in list(subscriptions):
                 subscription.interrupted = reason

@@ -3,6 +3,12 @@
 Pure state with injected callbacks (no event loop here): the gRPC layer gives each
 listener a ``deliver`` and each offer a ``resolve``. One listener per device; a newer
 Listen replaces an older one, which is told why.
+
+Offers handed to a listener wait in its stream until written out; the gRPC layer reports
+each one written (:meth:`Switchboard.written`). What waits is bounded in bytes per listener
+and per node: a listener that does not read (one Listen that never read, plus 400 offers of
+60 KB, took 92 MB) is cut off once its queue passes ``listen_queue_bytes``, and an offer
+that would take the node past ``listen_queue_node_bytes`` is refused with a retry hint.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from supernode.errors import (
     SupernodeError,
     Unavailable,
 )
+from supernode.overload import Overloaded
+from supernode.rate import RateLimited
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
 
@@ -30,6 +38,7 @@ class Listener:
     device: Endpoint
     deliver: Callable[[pb.IncomingOffer], None]
     end: Callable[[SupernodeError], None]
+    queued_bytes: int = 0  # offers delivered, not yet written out
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +66,12 @@ class Switchboard:
         is_live: Callable[[str, str], bool],
         clock_ms: Callable[[], int],
         answer_timeout_ms: int,
+        max_queued_bytes: int = 256 << 10,
+        max_node_queued_bytes: int = 64 << 20,
     ) -> None:
+        self._max_queued = max_queued_bytes
+        self._max_node_queued = max_node_queued_bytes
+        self.queued_bytes = 0  # all listeners together
         self._tickets = tickets
         self._offer_rate = offer_rate
         self._is_live = is_live
@@ -93,6 +107,35 @@ class Switchboard:
     def stop_listening(self, listener: Listener) -> None:
         if self._listeners.get(listener.device) is listener:
             del self._listeners[listener.device]
+        self.queued_bytes -= listener.queued_bytes
+        listener.queued_bytes = 0
+
+    def written(self, listener: Listener, size: int) -> None:
+        """An offer of ``size`` bytes left ``listener``'s queue (written to its stream)."""
+        taken = min(size, listener.queued_bytes)
+        listener.queued_bytes -= taken
+        self.queued_bytes -= taken
+
+    def _make_room(self, listener: Listener, size: int) -> None:
+        """Refuse an offer the bounds have no room for; cut off a listener not reading."""
+        if listener.queued_bytes + size > self._max_queued:
+            self.stop_listening(listener)
+            listener.end(
+                ResourceExhausted(
+                    f"listen: {listener.queued_bytes + size} bytes of offers not read, at "
+                    f"most {self._max_queued}; read faster, then listen again"
+                )
+            )
+            raise FailedPrecondition(
+                f"device_id: {listener.device.handle}/{listener.device.device_id} is not "
+                "reading its offers (offline)"
+            )
+        if self.queued_bytes + size > self._max_node_queued:
+            raise Overloaded(
+                "connect: the supernode holds too many unread offers; retry in 1.0 s "
+                "(grpc-retry-pushback-ms)",
+                1000,
+            )
 
     def offer(
         self,
@@ -109,9 +152,11 @@ class Switchboard:
     def admit(self, session_id: bytes, caller: Endpoint) -> None:
         """What an offer must pass where the caller is attached: its rate and liveness."""
         if not self._offer_rate.allow(session_id):
-            raise ResourceExhausted(
-                f"connect: offer rate limit reached, retry in "
-                f"{self._offer_rate.retry_after(session_id):.1f} s"
+            hint = max(1, round(self._offer_rate.retry_after(session_id) * 1000))
+            raise RateLimited(
+                f"connect: offer rate limit of this session reached, retry in {hint / 1000:.1f} s",
+                hint,
+                key="session",
             )
         if not self._is_live(caller.handle, caller.device_id):
             raise FailedPrecondition(
@@ -134,17 +179,20 @@ class Switchboard:
             )
         ticket, _ = self._tickets.issue(caller, callee)
         pending = PendingOffer(secrets.token_hex(12), caller, callee, ticket, resolve)
-        self._pending[pending.offer_id] = pending
-        listener.deliver(
-            pb.IncomingOffer(
-                offer_id=pending.offer_id,
-                from_handle=caller.handle,
-                from_device_id=caller.device_id,
-                payload=payload,
-                relay_ticket=ticket,
-                expires_at_ms=self._clock_ms() + self.answer_timeout_ms,
-            )
+        offer = pb.IncomingOffer(
+            offer_id=pending.offer_id,
+            from_handle=caller.handle,
+            from_device_id=caller.device_id,
+            payload=payload,
+            relay_ticket=ticket,
+            expires_at_ms=self._clock_ms() + self.answer_timeout_ms,
         )
+        size = offer.ByteSize()
+        self._make_room(listener, size)
+        self._pending[pending.offer_id] = pending
+        listener.queued_bytes += size
+        self.queued_bytes += size
+        listener.deliver(offer)
         return pending
 
     def answer(self, handle: str, offer_id: str, answer: Answer) -> None:

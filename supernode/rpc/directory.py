@@ -9,14 +9,16 @@ import grpc
 from client_sdk.protocol import wire
 from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
-from supernode.errors import InvalidArgument, Unavailable
+from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.revocations import RevocationSink
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
+from supernode.rpc.source import RateGates
 from supernode.sessions import SessionAuthority
 
 ACCOUNT_SERVICE = "supernode.v1.AccountService"
@@ -78,12 +80,26 @@ class DirectoryApi:
         shedding: Shedding | None = None,
         ring: RingSource | None = None,
         revoker: RevocationSink | None = None,
+        gates: RateGates | None = None,
     ) -> None:
         """``ring``: a cluster member's placement; presence answers then carry its epoch.
         ``revoker``: where Logout and RevokeSessions make a revocation durable (None in a
-        worker process, which forwards them to its primary)."""
+        worker process, which forwards them to its primary).
+        ``gates``: the process's rate limits (``supernode.rate``; none when not given)."""
         self._ring = ring
         self._revoker = revoker
+        self._gates = gates = gates or RateGates.off()
+        self._failures = gates.limiter.login_failures
+        self._create_gate = gates.gate("CreateAccount")
+        self._get_account_gate = gates.gate("GetAccount")
+        self._challenge_gate = gates.gate("GetChallenge")
+        self._login_gate = gates.gate("Login")
+        self._logout_gate = gates.gate("Logout")
+        self._revoke_gate = gates.gate("RevokeSessions")
+        self._register_gate = gates.gate("RegisterDevice")
+        self._unregister_gate = gates.gate("UnregisterDevice")
+        self._lookup_gate = gates.gate("Lookup")
+        self._lookup_many_gate = gates.gate("LookupMany")
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
@@ -131,10 +147,12 @@ class DirectoryApi:
     # ------------------------------------------------------------------ accounts
 
     async def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
+        self._create_gate.check(context)
         account = await self._accounts.create(request.account, request.signature)
         return wire.get_account_response(self._accounts.get(account.handle))
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
+        self._get_account_gate.check(context)
         return wire.get_account_response(self._accounts.get(request.handle))
 
     # ------------------------------------------------------------------ sessions
@@ -142,15 +160,25 @@ class DirectoryApi:
     def get_challenge(
         self, request: pb.GetChallengeRequest, context: Context
     ) -> pb.GetChallengeResponse:
+        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
+        self._challenge_gate.check(context, request.handle)
         self._accounts.get(request.handle)  # NOT_FOUND early: no challenge for nobody
         challenge, expires_at_ms = self._sessions.challenge(request.handle)
         return pb.GetChallengeResponse(challenge=challenge, expires_at_ms=expires_at_ms)
 
     def login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
+        source = self._gates.source(context)
+        self._login_gate.check(context, request.handle)
+        self._failures.check(source, request.handle)  # locked out: no signature check
         account_key = self._accounts.account_key(request.handle)
-        issued = self._sessions.login(
-            request.handle, request.challenge, request.signature, account_key
-        )
+        try:
+            issued = self._sessions.login(
+                request.handle, request.challenge, request.signature, account_key
+            )
+        except (Unauthenticated, PermissionDenied):
+            self._failures.failed(source, request.handle)
+            raise
         return pb.LoginResponse(token=issued.token, expires_at_ms=issued.expires_at_ms)
 
     def _sink(self) -> RevocationSink:
@@ -160,6 +188,7 @@ class DirectoryApi:
 
     async def logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
         session = session_of(context, self._sessions)
+        self._logout_gate.check(context, session.handle)
         await self._sink().publish(self._sessions.logout(session))
         self._metrics.sessions_revoked.labels("logout").inc()
         return pb.LogoutResponse()
@@ -167,10 +196,18 @@ class DirectoryApi:
     async def revoke_sessions(
         self, request: pb.RevokeSessionsRequest, context: Context
     ) -> pb.RevokeSessionsResponse:
+        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
+        source = self._gates.source(context)
+        self._revoke_gate.check(context, request.handle)
+        self._failures.check(source, request.handle)  # locked out: no signature check
         account_key = self._accounts.account_key(request.handle)
-        revocation = self._sessions.revoke_all(
-            request.handle, request.challenge, request.signature, account_key
-        )
+        try:
+            revocation = self._sessions.revoke_all(
+                request.handle, request.challenge, request.signature, account_key
+            )
+        except (Unauthenticated, PermissionDenied):
+            self._failures.failed(source, request.handle)
+            raise
         await self._sink().publish(revocation)
         self._metrics.sessions_revoked.labels("account").inc()
         return pb.RevokeSessionsResponse(revoked_before_ms=revocation.cutoff_ms)
@@ -192,6 +229,7 @@ class DirectoryApi:
         self, request: pb.RegisterDeviceRequest, context: Context
     ) -> pb.RegisterDeviceResponse:
         session = session_of(context, self._sessions)
+        self._register_gate.check(context, session.handle)
         self._tell_epoch(context)
         registration = await settled(self._presence.register(session.handle, request.signed))
         return pb.RegisterDeviceResponse(
@@ -202,6 +240,7 @@ class DirectoryApi:
         self, request: pb.UnregisterDeviceRequest, context: Context
     ) -> pb.UnregisterDeviceResponse:
         session = session_of(context, self._sessions)
+        self._unregister_gate.check(context, session.handle)
         self._tell_epoch(context)
         removed = await settled(
             self._presence.unregister(session.handle, request.device_id, request.seq)
@@ -209,7 +248,8 @@ class DirectoryApi:
         return pb.UnregisterDeviceResponse(removed=removed)
 
     def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:
-        session_of(context, self._sessions)
+        session = session_of(context, self._sessions)
+        self._lookup_gate.check(context, session.handle)
         self._tell_epoch(context)
         if request.consistency:
             return self._presence.lookup(request.handle, _quorum(request.consistency))
@@ -218,6 +258,8 @@ class DirectoryApi:
     def lookup_many(
         self, request: pb.LookupManyRequest, context: Context
     ) -> bytes | Awaitable[bytes]:
-        session_of(context, self._sessions)
+        session = session_of(context, self._sessions)
+        # The handles answered, not the calls: each distinct handle costs one.
+        self._lookup_many_gate.check(context, session.handle, len(set(request.handles)))
         self._tell_epoch(context)
         return self._presence.lookup_many(request.handles, _quorum(request.consistency))

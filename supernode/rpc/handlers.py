@@ -7,7 +7,10 @@ Load shedding (``supernode.overload``) is the first thing a gated handler does, 
 parses the request: two integer comparisons when the node is healthy; when it is not, the
 call ends at once with RESOURCE_EXHAUSTED, a message saying when to retry and the standard
 ``grpc-retry-pushback-ms`` trailer. A handler built without ``shedding`` (the internal
-cluster service) or for an exempt method is not gated.
+cluster service) or for an exempt method is not gated. Rate limits (``supernode.rate``)
+are checked by the behaviors, which know the caller; every refusal that a later attempt
+would pass (``errors.RetryLater``: shed or rate limited) carries the hint twice, as that
+trailer and as a ``google.rpc.RetryInfo`` detail (``client_sdk.protocol.pushback``).
 """
 
 import asyncio
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from client_sdk.protocol.pushback import pushback_metadata
+from client_sdk.protocol.pushback import retry_metadata
 from supernode import errors
 from supernode.metrics import Metrics, RpcMetrics
 from supernode.overload import Lane, Overloaded, Shedding
@@ -80,11 +83,15 @@ def _lane(method: str, shedding: Shedding | None) -> Lane | None:
 def _refusal(
     exc: Exception, context: grpc.aio.ServicerContext, count_shed: Callable[[], None]
 ) -> tuple[grpc.StatusCode, str]:
-    """The status and message of a refusal; a shed call also gets the retry trailer."""
-    if isinstance(exc, Overloaded):
-        count_shed()
-        context.set_trailing_metadata(pushback_metadata(exc.retry_after_ms))
-    return status_of(exc), str(exc)
+    """The status and message of a refusal; one to retry later also gets the retry hint."""
+    message = str(exc)
+    if isinstance(exc, errors.RetryLater):
+        if isinstance(exc, Overloaded):
+            count_shed()
+        context.set_trailing_metadata(
+            retry_metadata(message, exc.retry_after_ms, exc.reason, **exc.about)
+        )
+    return status_of(exc), message
 
 
 def unary_handler(
@@ -192,8 +199,10 @@ async def _observed(
             yield response
     except errors.REFUSALS as exc:
         code, message = _refusal(exc, context, count_shed)
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED  # the client went away
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client went away, or the stream was cut off (rpc.cutoff) while gRPC was
+        # writing to it: then gRPC closes this generator where it yielded.
+        code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         log.exception("%s failed", method)

@@ -29,19 +29,24 @@ from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard
 from supernode.rendezvous.tickets import Endpoint
 from supernode.rpc.auth import session_of
+from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.handlers import (
     ServiceHandlers,
     server_stream_handler,
     stream_stream_handler,
     unary_handler,
 )
+from supernode.rpc.source import RateGates
 from supernode.sessions import SessionAuthority
 
 RENDEZVOUS_SERVICE = "supernode.v1.RendezvousService"
 RELAY_SERVICE = "supernode.v1.RelayService"
 Context: TypeAlias = grpc.aio.ServicerContext
 
-_RELAY_QUEUE = 256  # datagrams buffered towards one side before new ones are dropped
+# Datagrams buffered towards one side before new ones are dropped, in count and in bytes
+# (a datagram may be up to a message's 64 KB: 256 of them would be 16 MB per side).
+_RELAY_QUEUE = 256
+_RELAY_QUEUE_BYTES = 256 << 10
 
 
 Deliver = Callable[[Endpoint, Endpoint, bytes], Awaitable[pb.ConnectResponse]]
@@ -67,7 +72,12 @@ class RendezvousApi:
         clock_ms: Callable[[], int],
         router: OfferRouter | None = None,
         shedding: Shedding | None = None,
+        gates: RateGates | None = None,
     ) -> None:
+        gates = gates or RateGates.off()
+        self._listen_gate = gates.gate("Listen")
+        self._connect_gate = gates.gate("Connect")
+        self._relay_gate = gates.gate("Relay")
         self._router = router
         self._shedding = shedding
         self._switchboard = switchboard
@@ -91,10 +101,12 @@ class RendezvousApi:
 
     async def listen(self, request: pb.ListenRequest, context: Context) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._listen_gate.check(context, session.handle)
         check_device_id("device_id", request.device_id)
         offers: deque[pb.IncomingOffer] = deque()
         ended: list[SupernodeError] = []
         news = asyncio.Event()
+        cutoff = Cutoff()
 
         def deliver(offer: pb.IncomingOffer) -> None:
             offers.append(offer)
@@ -103,6 +115,7 @@ class RendezvousApi:
         def end(error: SupernodeError) -> None:
             ended.append(error)
             news.set()
+            cutoff.arm()  # stuck writing to a client that does not read: cancelled
 
         listener = self._switchboard.listen(
             Endpoint(session.handle, request.device_id), deliver, end
@@ -114,15 +127,21 @@ class RendezvousApi:
             while True:
                 await news.wait()
                 news.clear()
-                while offers:
-                    yield pb.Signal(offer=offers.popleft()).SerializeToString()
-                if ended:
+                if ended:  # cut off, replaced or shutting down: what waits is dropped
                     raise ended[0]
+                while offers:
+                    offer = offers.popleft()
+                    yield pb.Signal(offer=offer).SerializeToString()
+                    self._switchboard.written(listener, offer.ByteSize())
+                    if ended:
+                        raise ended[0]
         finally:
+            cutoff.disarm()
             self._switchboard.stop_listening(listener)
 
     async def connect(self, request: pb.ConnectRequest, context: Context) -> pb.ConnectResponse:
         session = session_of(context, self._sessions)
+        self._connect_gate.check(context, session.handle)
         check_handle("handle", request.handle)
         check_device_id("device_id", request.device_id)
         check_device_id("from_device_id", request.from_device_id)
@@ -176,27 +195,33 @@ class RendezvousApi:
 
     async def relay(self, frames: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._relay_gate.check(context, session.handle)
         first = await _next_frame(frames)
         if first is None or not first.HasField("join"):
             raise InvalidArgument("join: the first frame must be a RelayJoin")
         check_device_id("join.device_id", first.join.device_id)
         outbound: deque[bytes] = deque()
+        queued = [0]  # bytes in outbound
         ended: list[SupernodeError | None] = []
         paired: list[bool] = []
         news = asyncio.Event()
+        cutoff = Cutoff()  # ended while stuck writing to a side that does not read
 
         def ready() -> None:
             paired.append(True)
             news.set()
 
         def send(datagram: bytes) -> None:
-            if len(outbound) < _RELAY_QUEUE:  # beyond that, drop: QUIC recovers
+            # Beyond either bound, drop: QUIC recovers.
+            if len(outbound) < _RELAY_QUEUE and queued[0] + len(datagram) <= _RELAY_QUEUE_BYTES:
                 outbound.append(datagram)
+                queued[0] += len(datagram)
                 news.set()
 
         def end(error: SupernodeError | None) -> None:
             ended.append(error)
             news.set()
+            cutoff.arm()
 
         hub = self._relay
         relay, index = hub.join(
@@ -220,7 +245,9 @@ class RendezvousApi:
                         )
                     ).SerializeToString()
                 while outbound:
-                    yield pb.RelayFrame(datagram=outbound.popleft()).SerializeToString()
+                    datagram = outbound.popleft()
+                    queued[0] -= len(datagram)
+                    yield pb.RelayFrame(datagram=datagram).SerializeToString()
                 if ended:
                     if ended[0] is not None:
                         raise ended[0]
@@ -228,6 +255,7 @@ class RendezvousApi:
                 await news.wait()
                 news.clear()
         finally:
+            cutoff.disarm()
             reader.cancel()
             # The other side ends for the same reason (limits), or cleanly if this one left.
             hub.leave(relay, index, ended[0] if ended else None)

@@ -14,8 +14,10 @@ from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
+from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
+from supernode.rpc.source import RateGates
 from supernode.sessions import SessionAuthority
 
 _KINDS = {
@@ -44,7 +46,9 @@ class WatchApi:
         sessions: SessionAuthority,
         metrics: Metrics,
         shedding: Shedding | None = None,
+        gates: RateGates | None = None,
     ) -> None:
+        self._gate = (gates or RateGates.off()).gate("Watch")
         self._hub = hub
         self._presence = presence
         self._sessions = sessions
@@ -55,18 +59,21 @@ class WatchApi:
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         session = session_of(context, self._sessions)
+        self._gate.check(context, session.handle)
         for index, handle in enumerate(request.handles):
             check_handle(f"handles[{index}]", handle)
         if self._hub.closed:
             raise Unavailable("watch: supernode shutting down, reconnect elsewhere")
         news = asyncio.Event()
         hub = self._hub
+        cutoff = Cutoff()  # a watcher cut off while stuck writing is cancelled
         start = hub.subscribe(
             session.session_id,
             request.handles,
             news.set,
             epoch=request.epoch,
             revision=request.revision,
+            cut=cutoff.arm,
         )
         subscription = start.subscription
         try:
@@ -107,6 +114,7 @@ class WatchApi:
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)
         finally:
+            cutoff.disarm()
             hub.unsubscribe(subscription)
 
     def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:

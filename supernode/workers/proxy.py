@@ -18,7 +18,9 @@ Back-pressure crosses the worker: a stream relay reads the primary's next respon
 once the client has taken the last one, and the channel to the primary receives into a
 fixed window (:func:`supernode.transport.open_upstream`), so a client that stops reading
 stalls the primary's writes, as it would on one process, and the primary's own bounds (a
-watcher's queue) act.
+watcher's queue) act. When the primary ends a stream (it cut off a watcher or a listener
+that did not read), the relay is given a few seconds to pass the end on and is then
+cancelled (``supernode.rpc.cutoff``): it would otherwise wait for that client forever.
 """
 
 from __future__ import annotations
@@ -29,13 +31,19 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
+from supernode.rpc.cutoff import Cutoff
+from supernode.rpc.source import PEER_METADATA
 from supernode.workers.gate import secret_metadata, without_secret
+
+# How long a relay may take to pass on the end of a stream the primary ended.
+_RELAY_END_GRACE_S = 5.0
 
 
 # Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
-# forwarded; everything else is the caller's (its bearer token among them).
+# forwarded, nor a client's claim of where it is (the worker says that itself); everything
+# else is the caller's (its bearer token among them).
 def _forwarded(key: str) -> bool:
-    return not (key.startswith(("grpc-", ":")) or key == "user-agent")
+    return not (key.startswith(("grpc-", ":")) or key in ("user-agent", PEER_METADATA))
 
 
 AfterUnary = Callable[[str], Awaitable[None]]
@@ -44,10 +52,12 @@ AfterUnary = Callable[[str], Awaitable[None]]
 def _metadata(
     context: grpc.aio.ServicerContext, auth: tuple[tuple[str, str], ...]
 ) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata (less any copy of our secret), its address for the primary's
+    per-source rate limits (``supernode.rpc.source``) and the worker's secret (``auth``)."""
     caller = tuple(
         (key, value) for key, value in context.invocation_metadata() or () if _forwarded(key)
     )
-    return without_secret(caller) + auth
+    return (*without_secret(caller), (PEER_METADATA, context.peer() or ""), *auth)
 
 
 # What gRPC itself reports when the primary did not answer (no process, a broken socket).
@@ -143,13 +153,16 @@ class Forwarder:
         return grpc.stream_stream_rpc_method_handler(handle)
 
 
-async def _responses(
-    call: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-) -> AsyncIterator[bytes]:
+async def _responses(call: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     """The primary's responses, then its status (an error status ends the client's call
-    with the same code, details and trailing metadata)."""
+    with the same code, details and trailing metadata). ``call``: a grpc.aio streaming
+    call (an async iterator of responses with ``add_done_callback``)."""
+    cutoff = Cutoff(_RELAY_END_GRACE_S)
+    call.add_done_callback(lambda _: cutoff.arm())
     try:
         async for response in call:
             yield response
     except grpc.aio.AioRpcError as exc:
         await _relay_error(context, exc)
+    finally:
+        cutoff.disarm()

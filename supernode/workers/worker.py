@@ -28,6 +28,7 @@ from supernode.node import (
     PUBLIC_SERVICES,
     add_standard_services,
     build_directory,
+    build_rate_gates,
     build_shedding,
     local_token_secret,
     mark_serving,
@@ -162,8 +163,16 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
         secret=local_token_secret(store),
         revocations=revocations,
     )
+    # Limits the lookups answered here, by the client's address; forwarded calls are
+    # limited by the primary, which sees that address in the forwarded metadata.
+    gates = build_rate_gates(config, metrics)
     handlers = DirectoryApi(
-        directory.accounts, directory.presence, directory.sessions, metrics, shedding
+        directory.accounts,
+        directory.presence,
+        directory.sessions,
+        metrics,
+        shedding,
+        gates=gates,
     ).method_handlers()
     local = {
         service: {name: handlers[service][name] for name in names}

@@ -19,8 +19,12 @@ def start_supernode(tmp_path: Path) -> Iterator[Callable[..., SupernodeProcess]]
     workers = os.environ.get("SUPERNODE_TEST_WORKERS")
     extra = ("--workers", workers) if workers else ()
 
-    def start(*args: str, data_dir: Path | None = None) -> SupernodeProcess:
-        node = SupernodeProcess(data_dir or tmp_path / "data", *extra, *args).start()
+    def start(
+        *args: str, data_dir: Path | None = None, rate_limits: bool = False
+    ) -> SupernodeProcess:
+        node = SupernodeProcess(
+            data_dir or tmp_path / "data", *extra, *args, rate_limits=rate_limits
+        ).start()
         started.append(node)
         return node
 

@@ -27,8 +27,15 @@ class SupernodeProcess:
         *extra_args: str,
         python: str = sys.executable,
         cwd: Path | None = None,
+        rate_limits: bool = False,
     ) -> None:
-        """``python`` and ``cwd`` run another installation (say a fresh virtualenv's)."""
+        """``python`` and ``cwd`` run another installation (say a fresh virtualenv's).
+
+        ``rate_limits``: keep the per-account and per-source rate limits
+        (``supernode.rate``) on. Off by default: the suite drives many users' calls from
+        one loopback address and a few accounts; tests/integration/test_rate_limits.py
+        and the flood tests turn them on."""
+        self.rate_limits = rate_limits
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.python = python
@@ -54,6 +61,7 @@ class SupernodeProcess:
             "127.0.0.1:0",
             "--stun-listen",
             "127.0.0.1:0",
+            *(() if self.rate_limits else ("--no-rate-enabled",)),
             *self.extra_args,
         ]
         self.log = []

@@ -1,9 +1,11 @@
 """Acceptance 5: search through the SDK against a real supernode."""
 
+import dataclasses
+
 import pytest
 
 from client_sdk import InvalidArgument, RateLimited
-from tests.integration.sdk_support import Clients, StartSupernode
+from tests.integration.sdk_support import TEST_CONFIG, Clients, StartSupernode
 
 ACCOUNTS = [
     # handle, display name, discoverable
@@ -43,9 +45,13 @@ async def test_search_by_prefix_with_folding_limits_and_rate_limit(
     with pytest.raises(InvalidArgument, match="query"):
         await searcher.search("z")
 
-    # A scraper is cut off: RateLimited (not retried), carrying the server's message.
-    scraper = await sdk_clients.user(target, "scraper")
+    # A scraper is slowed down: the SDK waits for the server's retry hint (RetryInfo) as
+    # long as its attempts last; with one attempt, RateLimited carries the message and hint.
+    impatient = dataclasses.replace(TEST_CONFIG, max_attempts=1)
+    scraper = await sdk_clients.user(target, "scraper", config=impatient)
     with pytest.raises(RateLimited) as limited:
         for _ in range(100):
             await scraper.search("zoe")
-    assert limited.value.message
+    assert "rate limit" in limited.value.message
+    assert limited.value.retry_after_seconds is not None
+    assert 0 < limited.value.retry_after_seconds <= 1

@@ -12,6 +12,7 @@ from supernode.errors import (
     ResourceExhausted,
     SupernodeError,
 )
+from supernode.overload import Overloaded
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard
@@ -160,3 +161,52 @@ def test_relay_sweeps_idle_and_abandoned_sessions(tickets: TicketAuthority, cloc
     clock.now += 61  # past idle timeout and ticket expiry
     assert hub.sweep(clock.ms()) == 2
     assert "idle" in str(a.ended[0]) and "never joined" in str(lonely.ended[0])
+
+
+def test_offers_unread_by_a_listener_are_bounded_in_bytes(
+    tickets: TicketAuthority, clock: Clock
+) -> None:
+    board = Switchboard(
+        tickets,
+        TokenBuckets(rate=1000, burst=1000, clock=clock.seconds),
+        is_live=lambda h, d: True,
+        clock_ms=clock.ms,
+        answer_timeout_ms=5_000,
+        max_queued_bytes=150_000,
+        max_node_queued_bytes=1 << 20,
+    )
+    delivered: list[pb.IncomingOffer] = []
+    ended: list[SupernodeError] = []
+    listener = board.listen(BOB, delivered.append, ended.append)
+    for _ in range(2):
+        board.offer(b"s", ALICE, BOB, b"x" * 60_000, lambda a: None)
+    assert board.queued_bytes == listener.queued_bytes > 120_000
+    with pytest.raises(FailedPrecondition, match="not reading its offers"):
+        board.offer(b"s", ALICE, BOB, b"x" * 60_000, lambda a: None)
+    assert len(ended) == 1 and isinstance(ended[0], ResourceExhausted)
+    assert board.listening == 0 and board.queued_bytes == 0
+    with pytest.raises(FailedPrecondition, match="not listening"):
+        board.offer(b"s", ALICE, BOB, b"x", lambda a: None)
+
+
+def test_offers_unread_on_the_node_are_bounded_and_retried_later(
+    tickets: TicketAuthority, clock: Clock
+) -> None:
+    board = Switchboard(
+        tickets,
+        TokenBuckets(rate=1000, burst=1000, clock=clock.seconds),
+        is_live=lambda h, d: True,
+        clock_ms=clock.ms,
+        answer_timeout_ms=5_000,
+        max_queued_bytes=130_000,
+        max_node_queued_bytes=150_000,
+    )
+    bob = board.listen(BOB, lambda o: None, lambda e: None)
+    board.listen(CAROL, lambda o: None, lambda e: None)
+    board.offer(b"s", ALICE, BOB, b"x" * 60_000, lambda a: None)
+    board.offer(b"s", ALICE, CAROL, b"x" * 60_000, lambda a: None)
+    with pytest.raises(Overloaded) as refused:
+        board.offer(b"s", ALICE, BOB, b"x" * 60_000, lambda a: None)
+    assert refused.value.retry_after_ms > 0
+    board.written(bob, bob.queued_bytes)  # bob read his
+    board.offer(b"s", ALICE, BOB, b"x" * 60_000, lambda a: None)

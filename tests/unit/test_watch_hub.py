@@ -109,3 +109,68 @@ def test_the_same_change_from_several_replicas_is_told_once() -> None:
         (Change.UNREGISTERED, 2),
         (Change.ONLINE, 3),
     ]
+
+
+def big_change(h: WatchHub, handle: str, size: int) -> None:
+    h.device_changed(DeviceChanged(handle, "d", Change.UPDATED, b"x" * size))
+
+
+def test_a_watcher_queue_is_bounded_in_bytes_and_cut_off() -> None:
+    cuts: list[str] = []
+    h = WatchHub(
+        clock=lambda: 0.0, history=100, queue_limit=1000, max_handles=2,
+        max_watches_per_session=2, queue_bytes=120_000,
+    )  # fmt: skip
+    sub = h.subscribe(b"s", ["alice"], lambda: None, cut=lambda: cuts.append("cut")).subscription
+    big_change(h, "alice", 50_000)
+    big_change(h, "alice", 50_000)
+    assert not sub.overflowed and h.bounds.queued_bytes == sub.pending_bytes > 100_000
+    big_change(h, "alice", 50_000)  # a third would pass 120 KB
+    assert sub.overflowed and cuts == ["cut"] and h.bounds.queued_bytes == 0
+
+
+def test_all_watchers_together_are_bounded_in_bytes() -> None:
+    h = WatchHub(
+        clock=lambda: 0.0, history=100, queue_limit=1000, max_handles=2,
+        max_watches_per_session=2, queue_bytes=1 << 20, node_queue_bytes=150_000,
+    )  # fmt: skip
+    first = h.subscribe(b"s", ["alice"], lambda: None).subscription
+    second = h.subscribe(b"t", ["alice"], lambda: None).subscription
+    big_change(h, "alice", 50_000)  # 100 KB queued in all
+    big_change(h, "alice", 50_000)  # one more fits in 150 KB, two do not
+    assert sorted([first.overflowed, second.overflowed]) == [False, True]
+    assert h.bounds.queued_bytes == first.pending_bytes + second.pending_bytes < 150_000
+    h.unsubscribe(first)
+    h.unsubscribe(second)
+    assert h.bounds.queued_bytes == 0
+
+
+def test_a_stalled_watcher_is_cut_off_by_the_sweep_even_with_no_new_event() -> None:
+    now = [0.0]
+    cuts: list[str] = []
+    h = WatchHub(
+        clock=lambda: now[0], history=100, queue_limit=1000, max_handles=2,
+        max_watches_per_session=2, stall_seconds=30.0,
+    )  # fmt: skip
+    sub = h.subscribe(b"s", ["alice"], lambda: None, cut=lambda: cuts.append("cut")).subscription
+    reader = h.subscribe(b"t", ["alice"], lambda: None).subscription
+    change(h, "alice")
+    reader.drain()  # this one reads
+    now[0] = 20.0
+    assert h.sweep() == 0
+    now[0] = 31.0
+    assert h.sweep() == 1
+    assert sub.overflowed and cuts == ["cut"] and not reader.overflowed
+
+
+def test_history_is_bounded_in_bytes_as_well_as_events() -> None:
+    h = WatchHub(
+        clock=lambda: 0.0, history=100_000, queue_limit=10, max_handles=2,
+        max_watches_per_session=2, history_bytes=200_000,
+    )  # fmt: skip
+    for _ in range(10):
+        big_change(h, "alice", 50_000)
+    assert h.history_bytes <= 200_000 and len(h._history) == 3
+    # a position older than what is left gets a snapshot, never a gap
+    assert not h.subscribe(b"s", ["alice"], lambda: None, epoch=h.epoch, revision=5).resumed
+    assert h.subscribe(b"t", ["alice"], lambda: None, epoch=h.epoch, revision=7).resumed
