@@ -24,6 +24,7 @@ from supernode.config import Config
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
+from supernode.directory.privacy import Privacy
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.sessions import SECRET_BYTES, SessionAuthority
@@ -74,6 +75,7 @@ class Directory:
     presence: Presence
     sessions: SessionAuthority
     secret: bytes  # what tokens and relay tickets are signed with
+    privacy: Privacy
 
 
 def build_directory(
@@ -87,8 +89,9 @@ def build_directory(
 ) -> Directory:
     """``registry``: where accounts are claimed (default: the store itself, a node alone).
     A secondary store (a worker) serves reads only, so its replica skips the online count."""
+    registry = store if registry is None else registry
     accounts = Accounts(
-        store if registry is None else registry,
+        registry,
         limits=config.limits,
         policy=config.lease,
         clock_ms=wall_clock_ms,
@@ -114,7 +117,10 @@ def build_directory(
     sessions = SessionAuthority(
         secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
     )
-    return Directory(accounts, presence, sessions, secret)
+    privacy = Privacy(
+        registry, accounts, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms
+    )
+    return Directory(accounts, presence, sessions, secret, privacy)
 
 
 def build_shedding(config: Config, metrics: Metrics) -> Shedding:

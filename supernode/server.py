@@ -237,10 +237,10 @@ class Supernode:
             served = self._routed(presence, accounts, sessions)
         shedding = self.shedding
         apis = {
-            "search": SearchApi(accounts, sessions, buckets).method_handlers(
+            "search": SearchApi(accounts, sessions, buckets, directory.privacy).method_handlers(
                 self.metrics, shedding
             ),
-            "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
+            "rendezvous": self._build_rendezvous(store, directory, sessions),
         }
         if self.cluster is not None:
             from supernode.cluster.service import ClusterApi
@@ -261,10 +261,10 @@ class Supernode:
 
             ring = RingAnswer(self.cluster.view)
         apis["directory"] = DirectoryApi(
-            accounts, served, sessions, self.metrics, shedding, ring
+            accounts, served, sessions, self.metrics, shedding, ring, privacy=directory.privacy
         ).method_handlers()
         apis["watch"] = WatchApi(
-            self.hub, served, sessions, self.metrics, shedding
+            self.hub, served, sessions, self.metrics, directory.privacy, shedding
         ).method_handlers()
         return apis
 
@@ -295,11 +295,11 @@ class Supernode:
         )
 
     def _build_rendezvous(
-        self, store: Store, secret: bytes, sessions: SessionAuthority
+        self, store: Store, directory: Directory, sessions: SessionAuthority
     ) -> ServiceHandlers:
         limits = self.config.limits
         tickets = TicketAuthority(
-            secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
+            directory.secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
         )
 
         assert self.presence is not None
@@ -351,6 +351,7 @@ class Supernode:
             wall_clock_ms,
             router,
             self.shedding,
+            privacy=directory.privacy,
         )
         return self.rendezvous.method_handlers()
 

@@ -11,6 +11,7 @@ from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
+from supernode.directory.privacy import Privacy
 from supernode.errors import InvalidArgument
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
@@ -76,9 +77,13 @@ class DirectoryApi:
         metrics: Metrics,
         shedding: Shedding | None = None,
         ring: RingSource | None = None,
+        *,
+        privacy: Privacy,
     ) -> None:
-        """``ring``: a cluster member's placement; presence answers then carry its epoch."""
+        """``ring``: a cluster member's placement; presence answers then carry its epoch.
+        ``privacy``: who may see whom; every presence answer passes through it."""
         self._ring = ring
+        self._privacy = privacy
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
@@ -95,6 +100,13 @@ class DirectoryApi:
                 "GetAccount": unary_handler(
                     "GetAccount", pb.GetAccountRequest, self.get_account, m, s
                 ),
+                "SetPrivacy": unary_handler(
+                    "SetPrivacy", pb.SetPrivacyRequest, self.set_privacy, m, s
+                ),
+                "GetPrivacy": unary_handler(
+                    "GetPrivacy", pb.GetPrivacyRequest, self.get_privacy, m, s
+                ),
+                "RotateKey": unary_handler("RotateKey", pb.RotateKeyRequest, self.rotate_key, m, s),
             },
             SESSION_SERVICE: {
                 "GetChallenge": unary_handler(
@@ -126,7 +138,28 @@ class DirectoryApi:
         return wire.get_account_response(self._accounts.get(account.handle))
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
-        return wire.get_account_response(self._accounts.get(request.handle))
+        account = self._accounts.get(request.handle)
+        return wire.get_account_response(account, self._accounts.rotations(request.handle))
+
+    async def set_privacy(
+        self, request: pb.SetPrivacyRequest, context: Context
+    ) -> pb.SetPrivacyResponse:
+        session = session_of(context, self._sessions)
+        settings = await self._privacy.set(session.handle, request.settings, request.signature)
+        return pb.SetPrivacyResponse(settings=settings)
+
+    def get_privacy(self, request: pb.GetPrivacyRequest, context: Context) -> pb.GetPrivacyResponse:
+        session = session_of(context, self._sessions)
+        return pb.GetPrivacyResponse(settings=self._privacy.get(session.handle))
+
+    async def rotate_key(
+        self, request: pb.RotateKeyRequest, context: Context
+    ) -> pb.RotateKeyResponse:
+        session = session_of(context, self._sessions)
+        chain = await self._accounts.rotate(session.handle, request.rotation)
+        return pb.RotateKeyResponse(
+            rotations=[pb.SignedKeyRotation.FromString(raw) for raw in chain]
+        )
 
     # ------------------------------------------------------------------ sessions
 
@@ -178,8 +211,11 @@ class DirectoryApi:
         return pb.UnregisterDeviceResponse(removed=removed)
 
     def lookup(self, request: pb.LookupRequest, context: Context) -> bytes | Awaitable[bytes]:
-        session_of(context, self._sessions)
+        session = session_of(context, self._sessions)
         self._tell_epoch(context)
+        if not self._privacy.may_see(session.handle, request.handle):
+            _quorum(request.consistency)  # the same INVALID_ARGUMENT as for anyone
+            return self._privacy.offline_answer(request.handle)
         if request.consistency:
             return self._presence.lookup(request.handle, _quorum(request.consistency))
         return self._presence.lookup(request.handle)
@@ -187,6 +223,14 @@ class DirectoryApi:
     def lookup_many(
         self, request: pb.LookupManyRequest, context: Context
     ) -> bytes | Awaitable[bytes]:
-        session_of(context, self._sessions)
+        session = session_of(context, self._sessions)
         self._tell_epoch(context)
-        return self._presence.lookup_many(request.handles, _quorum(request.consistency))
+        answer = self._presence.lookup_many(request.handles, _quorum(request.consistency))
+        if isinstance(answer, bytes):  # a node alone: no coroutine on the hot path
+            return self._privacy.visible_many(session.handle, request.handles, answer)
+        return self._privacy_applied(session.handle, request.handles, answer)
+
+    async def _privacy_applied(
+        self, caller: str, handles: Sequence[str], answer: bytes | Awaitable[bytes]
+    ) -> bytes:
+        return self._privacy.visible_many(caller, handles, await settled(answer))

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from client_sdk.protocol.validation import check_device_id, check_handle
+from supernode.directory.privacy import Privacy
 from supernode.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -21,7 +22,7 @@ from supernode.errors import (
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
-from supernode.rendezvous.signaling import Answer, Switchboard
+from supernode.rendezvous.signaling import Answer, Switchboard, not_listening
 from supernode.rendezvous.tickets import Endpoint
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import (
@@ -62,7 +63,12 @@ class RendezvousApi:
         clock_ms: Callable[[], int],
         router: OfferRouter | None = None,
         shedding: Shedding | None = None,
+        *,
+        privacy: Privacy,
     ) -> None:
+        """``privacy``: an offer from a caller the callee's settings refuse is answered as
+        if the device were not listening, before it reaches the callee."""
+        self._privacy = privacy
         self._router = router
         self._shedding = shedding
         self._switchboard = switchboard
@@ -124,6 +130,8 @@ class RendezvousApi:
         caller = Endpoint(session.handle, request.from_device_id)
         callee = Endpoint(request.handle, request.device_id)
         self._switchboard.admit(session.session_id, caller)
+        if not self._privacy.may_see(caller.handle, callee.handle):
+            raise not_listening(callee)
         if self._router is not None:
             return await self._router.route(caller, callee, request.payload, self.deliver)
         return await self.deliver(caller, callee, request.payload)

@@ -5,6 +5,7 @@ import grpc
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import search_pb2
 from supernode.directory.accounts import Accounts
+from supernode.directory.privacy import Privacy
 from supernode.errors import ResourceExhausted
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
@@ -18,9 +19,14 @@ SEARCH_SERVICE = "supernode.v1.SearchService"
 
 class SearchApi:
     def __init__(
-        self, accounts: Accounts, sessions: SessionAuthority, buckets: TokenBuckets
+        self,
+        accounts: Accounts,
+        sessions: SessionAuthority,
+        buckets: TokenBuckets,
+        privacy: Privacy,
     ) -> None:
         self._accounts = accounts
+        self._privacy = privacy
         self._sessions = sessions
         self._buckets = buckets
 
@@ -31,7 +37,12 @@ class SearchApi:
                 f"search: rate limit reached, retry in "
                 f"{self._buckets.retry_after(session.session_id):.1f} s"
             )
-        found = self._accounts.search(request.query, request.limit)
+        caller = session.handle
+        found = self._accounts.search(
+            request.query,
+            request.limit,
+            lambda handle: self._privacy.searchable_by(caller, handle),
+        )
         # SearchResponse{repeated Account accounts = 1}: stored bytes, framed.
         return wire.repeated_field(1, found)
 

@@ -9,6 +9,7 @@ import grpc
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
 from supernode.directory.presence import Change
+from supernode.directory.privacy import Privacy
 from supernode.directory.watch import ChangeEvent, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
@@ -43,8 +44,13 @@ class WatchApi:
         presence: PresenceApi,
         sessions: SessionAuthority,
         metrics: Metrics,
+        privacy: Privacy,
         shedding: Shedding | None = None,
     ) -> None:
+        """``privacy``: a watched handle the caller may not see shows no devices and no
+        changes; checked per event, so a block or a narrower visibility takes effect on
+        open streams at once."""
+        self._privacy = privacy
         self._hub = hub
         self._presence = presence
         self._sessions = sessions
@@ -69,17 +75,21 @@ class WatchApi:
             revision=request.revision,
         )
         subscription = start.subscription
+        caller, privacy = session.handle, self._privacy
         try:
             if start.resumed:
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, resumed=True
                 ).SerializeToString()
                 for event in start.backlog:
-                    yield change_message(hub.epoch, event)
+                    if privacy.may_see(caller, event.handle):
+                        yield change_message(hub.epoch, event)
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
+                handles = sorted(subscription.handles)
+                answer = await settled(self._presence.lookup_many(handles))
                 snapshot = pb.WatchSnapshot.FromString(
-                    await settled(self._presence.lookup_many(sorted(subscription.handles)))
+                    privacy.visible_many(caller, handles, answer)
                 )
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, snapshot=snapshot
@@ -97,6 +107,8 @@ class WatchApi:
                         "reconnect with the last position to resume"
                     )
                 for event in subscription.drain():
+                    if not privacy.may_see(caller, event.handle):
+                        continue
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)
         finally:

@@ -50,6 +50,8 @@ LOCAL_METHODS = {
 WRITES = frozenset(
     {
         f"/{ACCOUNT_SERVICE}/CreateAccount",
+        f"/{ACCOUNT_SERVICE}/SetPrivacy",
+        f"/{ACCOUNT_SERVICE}/RotateKey",
         f"/{PRESENCE_SERVICE}/RegisterDevice",
         f"/{PRESENCE_SERVICE}/UnregisterDevice",
     }
@@ -129,7 +131,12 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         config, store, node_name=settings.node_name, secret=local_token_secret(store)
     )
     handlers = DirectoryApi(
-        directory.accounts, directory.presence, directory.sessions, metrics, shedding
+        directory.accounts,
+        directory.presence,
+        directory.sessions,
+        metrics,
+        shedding,
+        privacy=directory.privacy,
     ).method_handlers()
     local = {
         service: {name: handlers[service][name] for name in names}

@@ -1,0 +1,185 @@
+"""Visibility, block lists and search privacy, enforced by a real supernode.
+
+A refused caller sees the account as offline (no devices) on Lookup, LookupMany and Watch,
+and "not listening (offline)" on Connect, word for word what an offline device gives; an
+allowed contact and the account itself see everything.
+"""
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from client_sdk.identity import Identity
+from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
+from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rrpc
+from client_sdk.transport import DirectoryConnection
+from tests.integration.conftest import new_user
+from tests.integration.privacy_support import (
+    CONTACTS,
+    EVERYONE,
+    NOBODY,
+    device_ids,
+    set_privacy,
+)
+from tests.integration.records import device
+
+Code = grpc.StatusCode
+
+
+class User:
+    def __init__(self, conn: DirectoryConnection, handle: str, identity: Identity) -> None:
+        self.conn, self.handle, self.identity = conn, handle, identity
+        self.rendezvous = rrpc.RendezvousServiceStub(conn.channel)  # type: ignore[no-untyped-call]
+
+    @classmethod
+    async def create(cls, connect: Callable[[], DirectoryConnection], handle: str) -> "User":
+        conn = connect()
+        identity = await new_user(conn, handle)
+        await conn.register_device(device(identity, handle, "dev", seq=1, ttl=600))
+        return cls(conn, handle, identity)
+
+    async def connect_to(self, callee: "User") -> rpb.ConnectResponse:
+        response: rpb.ConnectResponse = await self.rendezvous.Connect(
+            rpb.ConnectRequest(handle=callee.handle, device_id="dev", from_device_id="dev",
+                               payload=b"offer"),
+            metadata=self.conn.metadata,
+        )  # fmt: skip
+        return response
+
+
+async def sees(viewer: User, target: User) -> bool:
+    return device_ids(await viewer.conn.lookup(target.handle)) == ["dev"]
+
+
+async def sees_many(viewer: User, targets: list[User]) -> dict[str, list[str]]:
+    answer = await viewer.conn.lookup_many([t.handle for t in targets] + ["nobody-here"])
+    assert list(answer.not_found) == ["nobody-here"]
+    assert [r.account.handle for r in answer.results] == [t.handle for t in targets]
+    return {r.account.handle: device_ids(r) for r in answer.results}
+
+
+async def refused_connect(caller: User, callee: User) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await caller.connect_to(callee)
+    assert caught.value.code() == Code.FAILED_PRECONDITION
+    return caught.value.details() or ""
+
+
+async def test_visibility_and_block_list_on_every_presence_call(
+    connect: Callable[[], DirectoryConnection],
+) -> None:
+    alice = await User.create(connect, "alice")
+    bob = await User.create(connect, "bob")  # alice's contact
+    carol = await User.create(connect, "carol")  # a stranger
+    assert await sees(carol, alice)  # no settings: everyone
+
+    await set_privacy(alice.conn, alice.identity, "alice", 1, CONTACTS, allowed=["bob"])
+    assert await sees(bob, alice) and await sees(alice, alice)
+    stranger_view = await carol.conn.lookup("alice")
+    assert stranger_view.account.handle == "alice" and not stranger_view.devices
+    assert (await carol.conn.get_account("alice")).handle == "alice"  # existence is public
+    assert await sees_many(carol, [alice, bob]) == {"alice": [], "bob": ["dev"]}
+    assert await sees_many(bob, [alice, carol]) == {"alice": ["dev"], "carol": ["dev"]}
+    quorum = await carol.conn.lookup("alice", quorum=True)
+    assert not quorum.devices
+
+    # Connect: the stranger gets exactly what an offline device gives, and alice hears
+    # nothing; bob's offer reaches her Listen stream.
+    listening = alice.rendezvous.Listen(rpb.ListenRequest(device_id="dev"),
+                                        metadata=alice.conn.metadata)  # fmt: skip
+    assert (await listening.read()).HasField("ready")
+    refused = await refused_connect(carol, alice)
+    assert refused == "device_id: alice/dev is not listening (offline)"
+    offline = await refused_connect(alice, carol)  # carol does not listen: the same words
+    assert offline == "device_id: carol/dev is not listening (offline)"
+    offering = asyncio.create_task(bob.connect_to(alice))
+    signal = await listening.read()
+    assert signal.offer.from_handle == "bob"  # carol's refused offer never arrived
+    await alice.rendezvous.Answer(rpb.AnswerRequest(offer_id=signal.offer.offer_id,
+                                                    payload=b"answer"),
+                                  metadata=alice.conn.metadata)  # fmt: skip
+    assert (await offering).payload == b"answer"
+    listening.cancel()
+
+    # A block beats visibility EVERYONE.
+    await set_privacy(alice.conn, alice.identity, "alice", 2, EVERYONE, blocked=["bob"])
+    assert await sees(carol, alice) and not await sees(bob, alice)
+    await refused_connect(bob, alice)
+
+    # NOBODY: no one but alice.
+    await set_privacy(alice.conn, alice.identity, "alice", 3, NOBODY, allowed=["bob"])
+    assert not await sees(bob, alice) and not await sees(carol, alice)
+    assert await sees(alice, alice)
+    assert (await alice.conn.get_privacy()).visibility == NOBODY
+    assert (await bob.conn.get_privacy()).seq == 0  # never set: the default
+
+
+async def test_watch_shows_refused_handles_offline_and_follows_changes(
+    connect: Callable[[], DirectoryConnection],
+) -> None:
+    alice = await User.create(connect, "alice")
+    bob = await User.create(connect, "bob")
+    carol = await User.create(connect, "carol")
+    await set_privacy(alice.conn, alice.identity, "alice", 1, CONTACTS, allowed=["bob"])
+
+    watches = {
+        user.handle: user.conn.watch(["alice", "dave-is-no-one"]) for user in (bob, carol)
+    }  # fmt: skip
+    snapshots = {h: (await w.read()).snapshot for h, w in watches.items()}
+    for snapshot in snapshots.values():
+        assert [r.account.handle for r in snapshot.handles] == ["alice"]
+        assert list(snapshot.not_found) == ["dave-is-no-one"]
+    assert device_ids(snapshots["bob"].handles[0]) == ["dev"]
+    assert device_ids(snapshots["carol"].handles[0]) == []
+
+    # alice renews (seq 2), then blocks bob, then renews again (seq 3). bob sees the first
+    # renewal only; carol none. To prove carol got nothing without waiting on silence,
+    # alice then lets everyone but bob see her: the next thing carol's stream carries is
+    # alice's renewal at seq 4, not seq 2 or 3.
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=2, ttl=600))
+    bob_event = await watches["bob"].read()
+    assert bob_event.change.kind == pb.CHANGE_KIND_UPDATED
+    assert pb.DeviceRecord.FromString(bob_event.change.device.signed.record).seq == 2
+    await set_privacy(alice.conn, alice.identity, "alice", 2, EVERYONE, blocked=["bob"])
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=3, ttl=600))
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=4, ttl=600))
+    carol_event = await watches["carol"].read()
+    assert pb.DeviceRecord.FromString(carol_event.change.device.signed.record).seq == 3
+    # bob: blocked since seq 2. Make bob's own next visible event a change of carol.
+    bob_watch2 = bob.conn.watch(["alice", "carol"])
+    snapshot = (await bob_watch2.read()).snapshot
+    assert {r.account.handle: device_ids(r) for r in snapshot.handles} == {
+        "alice": [],
+        "carol": ["dev"],
+    }
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=5, ttl=600))
+    await carol.conn.register_device(device(carol.identity, "carol", "dev", seq=2, ttl=600))
+    event = await bob_watch2.read()
+    assert event.change.handle == "carol"
+    for call in (*watches.values(), bob_watch2):
+        call.cancel()
+
+
+async def test_search_never_shows_hidden_accounts(
+    connect: Callable[[], DirectoryConnection],
+) -> None:
+    conns = {h: connect() for h in ("zoe-public", "zoe-hidden", "zoe-blocks", "zed")}
+    identities = {}
+    for handle, conn in conns.items():
+        identities[handle] = await new_user(conn, handle)
+    undiscoverable = connect()
+    await undiscoverable.create_account(Identity.generate(), "zoe-shy", "Zoe Shy", False)
+    await set_privacy(conns["zoe-hidden"], identities["zoe-hidden"], "zoe-hidden", 1, NOBODY)
+    await set_privacy(conns["zoe-blocks"], identities["zoe-blocks"], "zoe-blocks", 1, EVERYONE,
+                      blocked=["zed"])  # fmt: skip
+
+    async def found(viewer: str) -> list[str]:
+        return [a.handle for a in (await conns[viewer].search("zoe")).accounts]
+
+    assert await found("zed") == ["zoe-public"]
+    assert await found("zoe-public") == ["zoe-blocks", "zoe-public"]
+    # An account finds itself whatever its settings.
+    assert "zoe-hidden" in await found("zoe-hidden")
