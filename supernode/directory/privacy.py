@@ -190,7 +190,7 @@ class Privacy:
             stored = None if current is None else account_state.privacy_of(current)
             if stored is not None and settings.seq <= stored.seq:
                 raise FailedPrecondition(
-                    f"settings.seq: {settings.seq} is not greater than the stored {stored.seq} "
+                    f"settings.seq: {settings.seq} is not greater than stored {stored.seq} "
                     "(a replayed or out-of-order setting)"
                 )
             return account_state.with_privacy(current, raw, signature)

@@ -24,7 +24,9 @@ from tests.integration.privacy_support import (
     device_ids,
     set_privacy,
 )
+from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
+from tests.integration.waiting import eventually
 
 Code = grpc.StatusCode
 
@@ -183,3 +185,37 @@ async def test_search_never_shows_hidden_accounts(
     assert await found("zoe-public") == ["zoe-blocks", "zoe-public"]
     # An account finds itself whatever its settings.
     assert "zoe-hidden" in await found("zoe-hidden")
+
+
+async def test_workers_enforce_settings_changed_through_any_process(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    """With ``--workers``, Lookup and LookupMany are answered by whichever process the
+    kernel gave the connection to, from a secondary store and its caches: each of them
+    must follow a change of settings (the changed-key feed drops the cached state)."""
+    node = start_supernode("--workers", "2")
+    own = (("grpc.use_local_subchannel_pool", 1),)
+    readers = [DirectoryConnection(node.grpc_target, options=own) for _ in range(16)]
+    try:
+        alice_conn, carol_conn = readers[0], readers[1]
+        alice = await new_user(alice_conn, "alice")
+        await new_user(carol_conn, "carol")
+        await alice_conn.register_device(device(alice, "alice", "dev", seq=1, ttl=600))
+        for reader in readers[2:]:
+            reader.token = carol_conn.token
+
+        async def carol_everywhere_sees(expected: list[str]) -> bool:
+            answers = await asyncio.gather(*(r.lookup("alice") for r in readers[1:]))
+            many = await asyncio.gather(*(r.lookup_many(["alice"]) for r in readers[1:]))
+            return all(device_ids(a) == expected for a in answers) and all(
+                device_ids(m.results[0]) == expected for m in many
+            )
+
+        await eventually(lambda: carol_everywhere_sees(["dev"]), what="alice visible")
+        await set_privacy(alice_conn, alice, "alice", 1, NOBODY)
+        await eventually(lambda: carol_everywhere_sees([]), what="alice hidden everywhere")
+        await set_privacy(alice_conn, alice, "alice", 2, CONTACTS, allowed=["carol"])
+        await eventually(lambda: carol_everywhere_sees(["dev"]), what="carol allowed")
+    finally:
+        for reader in readers:
+            await reader.close()
