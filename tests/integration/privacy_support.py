@@ -15,7 +15,7 @@ def privacy_request(
     identity: Identity,
     handle: str,
     seq: int,
-    visibility: "pb.Visibility.ValueType",
+    visibility: pb.Visibility,
     allowed: Sequence[str] = (),
     blocked: Sequence[str] = (),
     **fields: object,
@@ -37,7 +37,7 @@ async def set_privacy(
     identity: Identity,
     handle: str,
     seq: int,
-    visibility: "pb.Visibility.ValueType",
+    visibility: pb.Visibility,
     allowed: Sequence[str] = (),
     blocked: Sequence[str] = (),
 ) -> pb.PrivacySettings:
