@@ -8,16 +8,25 @@ a bounded budget while joining the relay; QUIC runs over the direct path if ICE 
 the relay. The callee is authenticated by TLS (pinned certificate); the caller proves its
 transport key inside the encrypted connection by signing the callee's certificate and
 fresh ICE credentials, which the callee checks against the caller's signed record.
+
+Callee: nothing goes back to a caller (no candidate, no address, not even that the device
+is there) until the app accepts its offer (:class:`IncomingOffer`): ``offers()`` hands
+every offer to the app unanswered, and ``incoming()`` accepts those the app's policy
+admits (``P2PSettings.auto_accept`` contacts, or its ``accept`` callback) and declines the
+rest. An SDK once answered a stranger's bare offer within 13 ms with its ICE candidates,
+before the app had seen it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from cryptography.exceptions import InvalidSignature
@@ -30,6 +39,7 @@ from client_sdk.errors import error_from_rpc
 from client_sdk.p2p.certificates import CertificateMismatch, check_pinned, der, self_signed
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
 from client_sdk.p2p.errors import (
+    OfferAnswered,
     PeerAuthenticationFailed,
     PeerDeclined,
     PeerKeyMismatch,
@@ -51,6 +61,7 @@ _AUTH_OK = b"OK"
 _TLS_BAD_CERTIFICATE = 0x12A
 
 Resolve = Callable[[str, str | None], Awaitable[Device]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,9 @@ class P2PSettings:
         relay_timeout: seconds to join the supernode's relay.
         handshake_timeout: seconds for the QUIC handshake and the caller's proof of
             its transport key.
+        auto_accept: handles whose offers ``incoming()`` accepts without asking the app
+            (its allowed contacts); every other offer goes to ``incoming``'s ``accept``
+            policy, and is declined without one.
     """
 
     stun_server: tuple[str, int] | None = None
@@ -76,6 +90,53 @@ class P2PSettings:
     direct: bool = True
     relay_timeout: float = 10.0
     handshake_timeout: float = 10.0
+    # Accepted without asking the app: its allowed contacts. Nobody by default.
+    auto_accept: frozenset[str] = frozenset()
+
+
+class IncomingOffer:
+    """A peer's offer to connect, not answered yet: the caller has learnt nothing of this
+    device so far. Answer it once, before ``expires_at_ms``: :meth:`accept` (answers with
+    this device's candidates and sets up the connection) or :meth:`decline` (the caller's
+    ``connect`` fails with ``PeerDeclined``). One left unanswered expires; the caller's
+    ``connect`` then fails too.
+
+    Attributes:
+        peer_handle: who calls (the supernode checked the caller's session).
+        peer_device_id: the caller's device.
+        expires_at_ms: when the caller stops waiting (Unix milliseconds).
+    """
+
+    def __init__(self, agent: P2PAgent, offer: pb.IncomingOffer) -> None:
+        self._agent = agent
+        self._offer = offer
+        self.peer_handle = offer.from_handle
+        self.peer_device_id = offer.from_device_id
+        self.expires_at_ms = offer.expires_at_ms
+        self.answered = False
+
+    def __repr__(self) -> str:
+        return f"IncomingOffer({self.peer_handle}/{self.peer_device_id})"
+
+    def _answer_once(self) -> None:
+        if self.answered:
+            raise OfferAnswered(f"the offer of {self.peer_handle} was already answered")
+        self.answered = True
+
+    async def accept(self) -> PeerConnection:
+        """Answer the offer and set the connection up (the caller's record verified, the
+        caller's transport key proven inside QUIC)."""
+        self._answer_once()
+        return await self._agent._accept_offer(self._offer)
+
+    async def decline(self, reason: str = "declined") -> None:
+        """Refuse the offer; nothing about this device goes back to the caller."""
+        self._answer_once()
+        rendezvous, _, metadata = await self._agent._stubs()
+        await _decline(rendezvous, self._offer, metadata, reason)
+
+
+AcceptPolicy = Callable[[IncomingOffer], bool | Awaitable[bool]]
 
 
 def auth_context(offer_id: str, callee_certificate: bytes, ufrag: str, password: str) -> bytes:
@@ -247,26 +308,18 @@ class P2PAgent:
 
     # ------------------------------------------------------------------ callee
 
-    async def incoming(self) -> AsyncIterator[PeerConnection]:
-        """Listen for offers while iterated; yields each authenticated incoming connection.
-
-        The Listen stream is reopened after every break (``self.listener``), so iteration
-        ends only when the client closes, or raises a ``SupernodeError`` for what listening
-        again cannot fix; never a gRPC error.
-        """
-        accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-
-        def on_offer(offer: pb.IncomingOffer) -> None:
-            task = asyncio.create_task(self._accept(offer, accepted))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
+    async def _listening(
+        self, ready: asyncio.Queue[T], on_offer: Callable[[pb.IncomingOffer], None]
+    ) -> AsyncIterator[T]:
+        """Listen while iterated, handing offers to ``on_offer``; yield what it puts in
+        ``ready``. The Listen stream is reopened after every break (``self.listener``), so
+        iteration ends only when the client closes, or raises a ``SupernodeError`` for what
+        listening again cannot fix; never a gRPC error."""
         listening = asyncio.create_task(self.listener.run(on_offer), name="p2p listener")
-        getter: asyncio.Task[PeerConnection] | None = None
+        getter: asyncio.Task[T] | None = None
         try:
             while True:
-                getter = asyncio.create_task(accepted.get())
+                getter = asyncio.create_task(ready.get())
                 done, _ = await asyncio.wait(
                     {getter, listening}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -279,19 +332,63 @@ class P2PAgent:
             if getter is not None:
                 getter.cancel()
             listening.cancel()
+
+    async def offers(self) -> AsyncIterator[IncomingOffer]:
+        """Listen while iterated; yields every offer unanswered, for the app to accept or
+        decline (``P2PSettings.auto_accept`` does not apply here)."""
+        ready: asyncio.Queue[IncomingOffer] = asyncio.Queue()
+        async for offer in self._listening(
+            ready, lambda offer: ready.put_nowait(IncomingOffer(self, offer))
+        ):
+            yield offer
+
+    async def incoming(self, accept: AcceptPolicy | None = None) -> AsyncIterator[PeerConnection]:
+        """Listen while iterated; yields each accepted, authenticated incoming connection.
+
+        An offer from a ``P2PSettings.auto_accept`` handle is accepted; any other is given
+        to ``accept`` (which may ask the user: it can be a coroutine, bounded by the offer's
+        ``expires_at_ms``), and declined when it says no, or when there is no ``accept``.
+        """
+        accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_offer(offer: pb.IncomingOffer) -> None:
+            task = asyncio.create_task(self._decide(IncomingOffer(self, offer), accept, accepted))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            async for connection in self._listening(accepted, on_offer):
+                yield connection
+        finally:
             for task in tasks:
                 task.cancel()
 
-    async def _accept(
-        self, offer: pb.IncomingOffer, accepted: asyncio.Queue[PeerConnection]
+    async def _decide(
+        self,
+        offer: IncomingOffer,
+        accept: AcceptPolicy | None,
+        accepted: asyncio.Queue[PeerConnection],
     ) -> None:
         try:
-            connection = await self._accept_offer(offer)
-        except Exception as exc:  # one bad offer must not stop the listener
+            if await self._admits(offer, accept):
+                accepted.put_nowait(await offer.accept())
+            else:
+                await offer.decline("not accepted")
+        except Exception as exc:  # one bad offer (or policy) must not stop the listener
             log.warning("incoming connection from %s/%s failed: %s",
-                        offer.from_handle, offer.from_device_id, exc)  # fmt: skip
-            return
-        accepted.put_nowait(connection)
+                        offer.peer_handle, offer.peer_device_id, exc)  # fmt: skip
+            if not offer.answered:
+                with contextlib.suppress(Exception):
+                    await offer.decline("not accepted")
+
+    async def _admits(self, offer: IncomingOffer, accept: AcceptPolicy | None) -> bool:
+        if offer.peer_handle in self.settings.auto_accept:
+            return True
+        if accept is None:
+            return False
+        verdict = accept(offer)
+        return bool(await verdict) if inspect.isawaitable(verdict) else bool(verdict)
 
     async def _accept_offer(self, offer: pb.IncomingOffer) -> PeerConnection:
         started = time.monotonic()
