@@ -1,0 +1,66 @@
+"""The SDK's privacy and key rotation against a real supernode: settings as the app sets
+them, and a peer's pin following the rotation while the rotated client keeps renewing."""
+
+import pytest
+
+from client_sdk import DeviceStatus, Identity, KeyChanged, PinStore, Visibility
+from tests.integration.process import SupernodeProcess
+from tests.integration.sdk_support import Clients
+
+KEY = b"\x07" * 32
+
+
+async def test_set_privacy_hides_the_devices_from_all_but_contacts(
+    supernode: SupernodeProcess, sdk_clients: Clients
+) -> None:
+    target = supernode.grpc_target
+    alice = await sdk_clients.user(target, "alice")
+    bob = await sdk_clients.user(target, "bob")
+    carol = await sdk_clients.user(target, "carol")
+    await alice.register_device("phone", transport_key=KEY, ttl=60)
+    assert (await alice.get_privacy()).visibility is Visibility.EVERYONE
+
+    settings = await alice.set_privacy(Visibility.CONTACTS, allowed=[bob.handle])
+    assert settings.seq == 1 and settings.allowed == {bob.handle}
+    assert [d.device_id for d in (await bob.lookup(alice.handle)).devices] == ["phone"]
+    assert (await carol.lookup(alice.handle)).devices == ()
+    many = await carol.lookup_many([alice.handle, bob.handle])
+    assert many[alice.handle] is not None and many[alice.handle].devices == ()
+
+    again = await alice.set_privacy(Visibility.EVERYONE, blocked=[bob.handle])
+    assert again.seq == 2 and await alice.get_privacy() == again
+    assert (await bob.lookup(alice.handle)).devices == ()
+    assert [d.device_id for d in (await carol.lookup(alice.handle)).devices] == ["phone"]
+
+
+async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
+    supernode: SupernodeProcess, sdk_clients: Clients
+) -> None:
+    target = supernode.grpc_target
+    alice = await sdk_clients.user(target, "alice")
+    await alice.register_device("phone", transport_key=KEY, ttl=60)
+    bob_pins = PinStore.in_memory()
+    bob = await sdk_clients.user(target, "bob", pin_store=bob_pins)
+    old_key = alice.identity.public_key
+    assert (await bob.lookup(alice.handle)).account.account_key == old_key  # pinned
+
+    new = Identity.generate()
+    account = await alice.rotate_key(new)
+    assert account.account_key == new.public_key
+    assert alice.identity is new
+    # bob's pin follows the chain; the record signed by the old key is no longer shown.
+    seen = await bob.lookup(alice.handle)
+    assert seen.account.account_key == new.public_key and seen.devices == ()
+    assert bob_pins.pinned(alice.handle) == new.public_key
+    await alice.update_status("phone", DeviceStatus.BUSY)  # re-registered, new key
+    seen = await bob.lookup(alice.handle)
+    assert [(d.device_id, d.status) for d in seen.devices] == [("phone", DeviceStatus.BUSY)]
+    await alice.set_privacy(Visibility.EVERYONE)  # signed with the new key
+    await alice.login()  # and logs in with it
+
+    # A client that pinned a key the chain never reached refuses the account.
+    stranger_pins = PinStore.in_memory()
+    stranger_pins.pin(alice.handle, Identity.generate().public_key)
+    carol = await sdk_clients.user(target, "carol", pin_store=stranger_pins)
+    with pytest.raises(KeyChanged):
+        await carol.get_account(alice.handle)
