@@ -25,7 +25,8 @@ async def test_set_privacy_hides_the_devices_from_all_but_contacts(
     assert [d.device_id for d in (await bob.lookup(alice.handle)).devices] == ["phone"]
     assert (await carol.lookup(alice.handle)).devices == ()
     many = await carol.lookup_many([alice.handle, bob.handle])
-    assert many[alice.handle] is not None and many[alice.handle].devices == ()
+    hidden = many[alice.handle]
+    assert hidden is not None and hidden.devices == ()
 
     again = await alice.set_privacy(Visibility.EVERYONE, blocked=[bob.handle])
     assert again.seq == 2 and await alice.get_privacy() == again
