@@ -1,9 +1,11 @@
 """The SDK's privacy and key rotation against a real supernode: settings as the app sets
 them, and a peer's pin following the rotation while the rotated client keeps renewing."""
 
+import asyncio
+
 import pytest
 
-from client_sdk import DeviceStatus, Identity, KeyChanged, PinStore, Visibility
+from client_sdk import DeviceStatus, EventKind, Identity, KeyChanged, PinStore, Visibility
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import Clients
 
@@ -44,6 +46,8 @@ async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
     bob = await sdk_clients.user(target, "bob", pin_store=bob_pins)
     old_key = alice.identity.public_key
     assert (await bob.lookup(alice.handle)).account.account_key == old_key  # pinned
+    watch = bob.watch([alice.handle])
+    assert (await anext(watch)).kind is EventKind.SNAPSHOT
 
     new = Identity.generate()
     account = await alice.rotate_key(new)
@@ -56,6 +60,11 @@ async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
     await alice.update_status("phone", DeviceStatus.BUSY)  # re-registered, new key
     seen = await bob.lookup(alice.handle)
     assert [(d.device_id, d.status) for d in seen.devices] == [("phone", DeviceStatus.BUSY)]
+    # bob's open watch takes the new key from the chain, and goes on.
+    event = await asyncio.wait_for(anext(watch), 30)
+    assert event.kind is EventKind.UPDATED and event.device is not None
+    assert event.device.status is DeviceStatus.BUSY
+    await watch.close()
     await alice.set_privacy(Visibility.EVERYONE)  # signed with the new key
     await alice.login()  # and logs in with it
 
