@@ -146,6 +146,14 @@ class Metrics:
             "Datagram bytes forwarded by the relay.",
             registry=self.registry,
         )
+        self._privacy_hidden = Counter(
+            "supernode_privacy_hidden",
+            "Handles a call showed its caller as offline because their privacy settings "
+            "(visibility, block list) refuse the caller, by method; a Watch counts each "
+            "change it withheld.",
+            ["method"],
+            registry=self.registry,
+        )
         self._stun = Counter(
             "supernode_stun_requests",
             "STUN datagrams received, by outcome (answered, dropped).",
@@ -220,6 +228,10 @@ class Metrics:
         self._change_children[event.change].inc()
         if event.change is Change.EXPIRED:
             self.lease_expirations.inc()
+
+    def count_hidden(self, method: str, handles: int = 1) -> None:
+        if handles:
+            self._privacy_hidden.labels(method).inc(handles)
 
     def count_stun(self, outcome: str) -> None:
         self._stun_children[outcome].inc()

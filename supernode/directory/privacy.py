@@ -145,17 +145,18 @@ class Privacy:
             self._accounts.get(handle), [], self._accounts.rotations(handle)
         )
 
-    def visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> bytes:
+    def visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> tuple[bytes, int]:
         """A LookupMany answer (also a Watch snapshot) with the devices of the handles the
-        caller may not see removed. Decoded only when some handle is refused."""
+        caller may not see removed, and how many handles that hid. Decoded only when some
+        handle is refused."""
         refused = {h for h in set(handles) if not self.may_see(caller, h)}
         if not refused:
-            return answer
+            return answer, 0
         response = pb.LookupManyResponse.FromString(answer)
         for result in response.results:
             if result.account.handle in refused:
                 del result.devices[:]
-        return response.SerializeToString()
+        return response.SerializeToString(), len(refused)
 
     # ------------------------------------------------------------------ changes
 

@@ -215,7 +215,9 @@ class DirectoryApi:
         self._tell_epoch(context)
         if not self._privacy.may_see(session.handle, request.handle):
             _quorum(request.consistency)  # the same INVALID_ARGUMENT as for anyone
-            return self._privacy.offline_answer(request.handle)
+            answer = self._privacy.offline_answer(request.handle)
+            self._metrics.count_hidden("Lookup")
+            return answer
         if request.consistency:
             return self._presence.lookup(request.handle, _quorum(request.consistency))
         return self._presence.lookup(request.handle)
@@ -227,10 +229,15 @@ class DirectoryApi:
         self._tell_epoch(context)
         answer = self._presence.lookup_many(request.handles, _quorum(request.consistency))
         if isinstance(answer, bytes):  # a node alone: no coroutine on the hot path
-            return self._privacy.visible_many(session.handle, request.handles, answer)
+            return self._visible_many(session.handle, request.handles, answer)
         return self._privacy_applied(session.handle, request.handles, answer)
+
+    def _visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> bytes:
+        visible, hidden = self._privacy.visible_many(caller, handles, answer)
+        self._metrics.count_hidden("LookupMany", hidden)
+        return visible
 
     async def _privacy_applied(
         self, caller: str, handles: Sequence[str], answer: bytes | Awaitable[bytes]
     ) -> bytes:
-        return self._privacy.visible_many(caller, handles, await settled(answer))
+        return self._visible_many(caller, handles, await settled(answer))

@@ -131,6 +131,7 @@ class RendezvousApi:
         callee = Endpoint(request.handle, request.device_id)
         self._switchboard.admit(session.session_id, caller)
         if not self._privacy.may_see(caller.handle, callee.handle):
+            self._metrics.count_hidden("Connect")
             raise not_listening(callee)
         if self._router is not None:
             return await self._router.route(caller, callee, request.payload, self.deliver)

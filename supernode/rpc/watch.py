@@ -84,13 +84,15 @@ class WatchApi:
                 for event in start.backlog:
                     if privacy.may_see(caller, event.handle):
                         yield change_message(hub.epoch, event)
+                    else:
+                        self._metrics.count_hidden("Watch")
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
                 handles = sorted(subscription.handles)
                 answer = await settled(self._presence.lookup_many(handles))
-                snapshot = pb.WatchSnapshot.FromString(
-                    privacy.visible_many(caller, handles, answer)
-                )
+                visible, hidden = privacy.visible_many(caller, handles, answer)
+                self._metrics.count_hidden("Watch", hidden)
+                snapshot = pb.WatchSnapshot.FromString(visible)
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, snapshot=snapshot
                 ).SerializeToString()
@@ -108,6 +110,7 @@ class WatchApi:
                     )
                 for event in subscription.drain():
                     if not privacy.may_see(caller, event.handle):
+                        self._metrics.count_hidden("Watch")
                         continue
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)

@@ -17,6 +17,7 @@ from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rrpc
 from client_sdk.transport import DirectoryConnection
 from tests.integration.conftest import new_user
+from tests.integration.metrics import sample
 from tests.integration.privacy_support import (
     CONTACTS,
     EVERYONE,
@@ -71,7 +72,7 @@ async def refused_connect(caller: User, callee: User) -> str:
 
 
 async def test_visibility_and_block_list_on_every_presence_call(
-    connect: Callable[[], DirectoryConnection],
+    connect: Callable[[], DirectoryConnection], supernode: SupernodeProcess
 ) -> None:
     alice = await User.create(connect, "alice")
     bob = await User.create(connect, "bob")  # alice's contact
@@ -117,6 +118,11 @@ async def test_visibility_and_block_list_on_every_presence_call(
     assert await sees(alice, alice)
     assert (await alice.conn.get_privacy()).visibility == NOBODY
     assert (await bob.conn.get_privacy()).seq == 0  # never set: the default
+    if not supernode.workers:  # with workers, lookups are counted where they were served
+        metrics = supernode.metrics()
+        hidden = {m: sample(metrics, "supernode_privacy_hidden_total", method=m)
+                  for m in ("Lookup", "LookupMany", "Connect")}  # fmt: skip
+        assert hidden == {"Lookup": 5, "LookupMany": 1, "Connect": 2}
 
 
 async def test_watch_shows_refused_handles_offline_and_follows_changes(
