@@ -17,6 +17,7 @@ from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rrpc
 from tests.integration.p2p_support import alice_and_bob, p2p_client, until_listening
 from tests.integration.process import SupernodeProcess
+from tests.integration.waiting import within
 
 RELAY_ONLY = P2PSettings(direct=False)
 
@@ -37,12 +38,12 @@ async def test_an_offer_is_answered_only_once_the_app_accepts(
             return connection
 
         calling = asyncio.create_task(call())
-        offer = await asyncio.wait_for(first_offer, 30)
+        offer = await within(first_offer)
         assert (offer.peer_handle, offer.peer_device_id) == ("alice", "dev")
         assert not calling.done()  # the SDK has answered nothing: alice is still waiting
         accepting.set()
         callee_side = await offer.accept()
-        caller_side = await asyncio.wait_for(calling, 30)
+        caller_side = await within(calling)
         assert connected_after_accept == [True]
         assert caller_side.peer.handle == "bob" and callee_side.peer.handle == "alice"
         with pytest.raises(OfferAnswered):
@@ -50,10 +51,10 @@ async def test_an_offer_is_answered_only_once_the_app_accepts(
 
         # A declined offer: the caller gets PeerDeclined, with the callee's reason.
         calling = asyncio.create_task(alice.connect("bob"))
-        second = await asyncio.wait_for(anext(offers), 30)
+        second = await within(anext(offers))
         await second.decline("busy, call later")
         with pytest.raises(PeerDeclined, match="declined by the callee: busy, call later"):
-            await asyncio.wait_for(calling, 30)
+            await within(calling)
         await offers.aclose()  # type: ignore[attr-defined]
         for connection in (caller_side, callee_side):
             await connection.close()
@@ -83,7 +84,7 @@ async def test_incoming_accepts_contacts_and_declines_strangers(
     try:
         await until_listening(bob, serving)
         with pytest.raises(PeerDeclined, match="declined by the callee: not accepted"):
-            await asyncio.wait_for(carol.connect("bob"), 30)
+            await within(carol.connect("bob"))
         assert asked == ["carol"]
         # A stranger's bare Connect (no real offer, straight to the gRPC API) gets no
         # payload: no candidates, no certificate.
@@ -98,8 +99,8 @@ async def test_incoming_accepts_contacts_and_declines_strangers(
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert asked == ["carol", "carol"]
         # alice is a contact: accepted without asking the app.
-        caller_side = await asyncio.wait_for(alice.connect("bob"), 30)
-        callee_side = await asyncio.wait_for(accepted.get(), 30)
+        caller_side = await within(alice.connect("bob"))
+        callee_side = await within(accepted.get())
         assert callee_side.peer.handle == "alice" and asked == ["carol", "carol"]
         await caller_side.close()
         await callee_side.close()

@@ -1,13 +1,12 @@
 """The SDK's privacy and key rotation against a real supernode: settings as the app sets
 them, and a peer's pin following the rotation while the rotated client keeps renewing."""
 
-import asyncio
-
 import pytest
 
 from client_sdk import DeviceStatus, EventKind, Identity, KeyChanged, PinStore, Visibility
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import Clients
+from tests.integration.waiting import within
 
 KEY = b"\x07" * 32
 
@@ -61,7 +60,7 @@ async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
     seen = await bob.lookup(alice.handle)
     assert [(d.device_id, d.status) for d in seen.devices] == [("phone", DeviceStatus.BUSY)]
     # bob's open watch takes the new key from the chain, and goes on.
-    event = await asyncio.wait_for(anext(watch), 30)
+    event = await within(anext(watch))
     assert event.kind is EventKind.UPDATED and event.device is not None
     assert event.device.status is DeviceStatus.BUSY
     await watch.close()
