@@ -42,7 +42,7 @@ from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.renewal import DeviceLease, DeviceSpec
 from client_sdk.session import Session
-from client_sdk.transport import DirectoryConnection, now_ms, sign_privacy, sign_rotation
+from client_sdk.transport import DirectoryConnection, sign_privacy, sign_rotation
 from client_sdk.types import (
     Account,
     Consistency,
@@ -138,6 +138,7 @@ class Client:
         self._watches: set[Watch] = set()
         self._closed = False
         self._p2p: P2PAgent | None = None
+        self._privacy_seq = 0  # the last privacy seq this client stored
 
     @property
     def handle(self) -> str:
@@ -235,16 +236,23 @@ class Client:
         """
         self._check_open()
         wanted = PrivacySettings(visibility, frozenset(allowed), frozenset(blocked))
-        for attempt in range(3):  # another device of ours may change it meanwhile
-            current = await self.get_privacy()
-            settings = dataclasses.replace(wanted, seq=current.seq + 1)
-            request = sign_privacy(self.identity, privacy_to_pb(self.handle, settings, now_ms()))
-
+        # The seq is the time in ms (above any seq this client used), so no read comes
+        # first; a device of ours with a clock ahead of this one's may have stored a
+        # higher one: then read it and go above it.
+        floor = self._privacy_seq
+        for attempt in range(3):
+            issued_at_ms = self._session.clock_ms()
+            settings = dataclasses.replace(wanted, seq=max(issued_at_ms, floor + 1))
+            signed = privacy_to_pb(self.handle, settings, issued_at_ms)
             try:
-                return await self._session.call(_set_privacy(request))
+                stored = await self._session.call(_set_privacy(sign_privacy(self.identity, signed)))
             except Stale:
                 if attempt == 2:
                     raise
+                floor = max(floor, (await self.get_privacy()).seq)
+                continue
+            self._privacy_seq = stored.seq
+            return stored
         raise AssertionError("unreachable")
 
     async def rotate_key(self, new_identity: Identity) -> Account:
@@ -252,7 +260,8 @@ class Client:
         key and the new one, which peers that pinned any earlier key follow. Afterwards
         the client signs (records, logins, settings) with the new key; records signed by
         the old one are no longer accepted by peers. ``Stale`` when another rotation of
-        the account came first."""
+        the account came first. Save ``new_identity`` (``Identity.save``) before calling:
+        once the rotation is stored, the old key can no longer log in."""
         self._check_open()
         record = await self._get_account_unpinned(self.handle)
         statement = sign_rotation(
