@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -240,8 +240,11 @@ class Store:
         self._write_options.sync = sync_writes
         self._closed = False
         self.view_cache = ViewCache(view_cache_bytes)
-        # Every presence read asks for the target's privacy: a dict hit, not a RocksDB read.
-        # Entries are b"\x01" + state, or _NO_STATE.
+        # Every presence read asks for the target's privacy. Most accounts never change
+        # (no state row): a set says which did, so the common answer costs a set lookup
+        # (measured: a LookupMany of 1,000 handles spent 1 ms asking the cache below, 35%
+        # of the call). The rows' parsed values are cached: b"\x01" + state, or _NO_STATE.
+        self._stated = self._handles_with_state()
         self.state_cache = ViewCache(_STATE_CACHE_BYTES)
         self._pending_views: list[tuple[bytes, bytes]] = []
         # Told (sequence, changed view keys) after every committed write: the change feed
@@ -320,10 +323,13 @@ class Store:
         if changed_views is None:
             self.view_cache.clear()
             self.state_cache.clear()
+            self._stated = self._handles_with_state()
             return
         for key in changed_views:
             if key.startswith(STATE_KEY_PREFIX):
-                self.state_cache.discard(key[len(STATE_KEY_PREFIX) :])
+                handle = key[len(STATE_KEY_PREFIX) :]
+                self._stated.add(handle.decode())
+                self.state_cache.discard(handle)
             else:
                 self.view_cache.discard(key)
 
@@ -399,8 +405,26 @@ class Store:
 
     # ------------------------------------------------------------------ account state
 
+    def _handles_with_state(self) -> set[str]:
+        """Accounts with a state row: a scan of the account_state family's keys (rows of
+        accounts that changed after creation; never deleted)."""
+        handles: set[str] = set()
+        iterator = self._account_state.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            handles.add(iterator.key().decode())
+            iterator.next()
+        return handles
+
+    def changed_accounts(self, handles: Iterable[str]) -> list[str]:
+        """The ``handles`` that have a state (the rest never changed: visible to all)."""
+        stated = self._stated
+        return [handle for handle in handles if handle in stated]
+
     def get_account_state(self, handle: str) -> bytes | None:
         """The handle's serialized ``AccountState``, or None when it never changed."""
+        if handle not in self._stated:
+            return None
         key = handle.encode()
         cached = self.state_cache.get(key)
         if cached is None:
@@ -418,6 +442,7 @@ class Store:
         self._put_view(batch, handle, state=state)
         self._pending_views.append((STATE_KEY_PREFIX + key, b""))
         self._write(batch)
+        self._stated.add(handle)
         self.state_cache.discard(key)
 
     async def update_account_state(

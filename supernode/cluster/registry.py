@@ -33,6 +33,7 @@ class ClusterAccounts:
         self.search_handles = store.search_handles
         self.account_count = store.account_count
         self.get_account_state = store.get_account_state
+        self.changed_accounts = store.changed_accounts
         self.etcd_errors = 0
 
     async def claim_account(

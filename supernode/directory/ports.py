@@ -9,7 +9,7 @@ What the cluster awaits (claiming a handle cluster-wide in etcd) is ``async``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +92,11 @@ class AccountRegistry(Protocol):
 
     def get_account_state(self, handle: str) -> bytes | None:
         """The serialized ``AccountState`` (rotations, privacy) or None: local, the hot path."""
+        ...
+
+    def changed_accounts(self, handles: Iterable[str]) -> list[str]:
+        """Which of ``handles`` have a state at all (a set lookup each: the hot path of a
+        LookupMany, where nearly every account never changed)."""
         ...
 
     async def update_account_state(

@@ -149,7 +149,8 @@ class Privacy:
         """A LookupMany answer (also a Watch snapshot) with the devices of the handles the
         caller may not see removed, and how many handles that hid. Decoded only when some
         handle is refused."""
-        refused = {h for h in set(handles) if not self.may_see(caller, h)}
+        changed = self._registry.changed_accounts(handles)
+        refused = {h for h in changed if not self.may_see(caller, h)}
         if not refused:
             return answer, 0
         response = pb.LookupManyResponse.FromString(answer)
