@@ -202,6 +202,7 @@ class Supernode:
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
+        store.on_account_state = self.hub.account_changed
         observers: list[PresenceObserver] = [self.metrics, self.hub]
         if self.cluster is not None:
             observers.append(self.cluster.feed_hub)

@@ -250,6 +250,9 @@ class Store:
         # Told (sequence, changed view keys) after every committed write: the change feed
         # that keeps worker processes' view caches in step (supernode.workers).
         self.on_commit: Callable[[int, list[bytes]], None] | None = None
+        # Told the handle after every change of an account's state (the watch hub ends
+        # the watches of it: what their callers may see changed).
+        self.on_account_state: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -444,6 +447,8 @@ class Store:
         self._write(batch)
         self._stated.add(handle)
         self.state_cache.discard(key)
+        if self.on_account_state is not None:
+            self.on_account_state(handle)
 
     async def update_account_state(
         self, handle: str, update: Callable[[bytes | None], bytes]

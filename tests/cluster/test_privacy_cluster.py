@@ -52,6 +52,9 @@ async def test_settings_set_on_one_node_hold_on_every_node(tmp_path: Path) -> No
                 return device_ids(await b_carol.lookup("alice"))
 
             await eventually(lambda: _equals(carol_sees(), ["dev"]), what="alice visible")
+            open_watch = b_carol.watch(["alice"])  # on node B, before the change
+            first = (await open_watch.read()).snapshot
+            assert device_ids(first.handles[0]) == ["dev"]
             started = time.monotonic()
             await set_privacy(a, alice, "alice", 1, CONTACTS, allowed=["bob"])
             await eventually(
@@ -68,6 +71,11 @@ async def test_settings_set_on_one_node_hold_on_every_node(tmp_path: Path) -> No
             assert device_ids(await b_bob.lookup("alice")) == ["dev"]
             snapshot = (await b_carol.watch(["alice"]).read()).snapshot
             assert device_ids(snapshot.handles[0]) == []
+            # The watch open on node B ended when B's mirror applied the change.
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await open_watch.read()
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "privacy settings" in (ended.value.details() or "")
             rendezvous = rrpc.RendezvousServiceStub(b_carol.channel)  # type: ignore[no-untyped-call]
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await rendezvous.Connect(

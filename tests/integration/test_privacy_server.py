@@ -133,41 +133,55 @@ async def test_watch_shows_refused_handles_offline_and_follows_changes(
     carol = await User.create(connect, "carol")
     await set_privacy(alice.conn, alice.identity, "alice", 1, CONTACTS, allowed=["bob"])
 
-    watches = {
-        user.handle: user.conn.watch(["alice", "dave-is-no-one"]) for user in (bob, carol)
-    }  # fmt: skip
-    snapshots = {h: (await w.read()).snapshot for h, w in watches.items()}
-    for snapshot in snapshots.values():
-        assert [r.account.handle for r in snapshot.handles] == ["alice"]
-        assert list(snapshot.not_found) == ["dave-is-no-one"]
-    assert device_ids(snapshots["bob"].handles[0]) == ["dev"]
-    assert device_ids(snapshots["carol"].handles[0]) == []
+    def seq_of(event: pb.WatchEvent) -> tuple[str, int]:
+        change = event.change
+        return change.handle, pb.DeviceRecord.FromString(change.device.signed.record).seq
 
-    # alice renews (seq 2), then blocks bob, then renews again (seq 3). bob sees the first
-    # renewal only; carol none. To prove carol got nothing without waiting on silence,
-    # alice then lets everyone but bob see her: the next thing carol's stream carries is
-    # alice's renewal at seq 4, not seq 2 or 3.
-    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=2, ttl=600))
-    bob_event = await watches["bob"].read()
-    assert bob_event.change.kind == pb.CHANGE_KIND_UPDATED
-    assert pb.DeviceRecord.FromString(bob_event.change.device.signed.record).seq == 2
-    await set_privacy(alice.conn, alice.identity, "alice", 2, EVERYONE, blocked=["bob"])
-    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=3, ttl=600))
-    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=4, ttl=600))
-    carol_event = await watches["carol"].read()
-    assert pb.DeviceRecord.FromString(carol_event.change.device.signed.record).seq == 3
-    # bob: blocked since seq 2. Make bob's own next visible event a change of carol.
-    bob_watch2 = bob.conn.watch(["alice", "carol"])
-    snapshot = (await bob_watch2.read()).snapshot
-    assert {r.account.handle: device_ids(r) for r in snapshot.handles} == {
-        "alice": [],
-        "carol": ["dev"],
+    # Each watches alice and the other one, so "nothing of alice arrived" is shown by the
+    # other's change arriving first (no waiting on silence).
+    watches = {"bob": bob.conn.watch(["alice", "carol", "dave-is-no-one"]),
+               "carol": carol.conn.watch(["alice", "bob"])}  # fmt: skip
+    snapshots = {h: (await w.read()) for h, w in watches.items()}
+    views = {
+        h: {r.account.handle: device_ids(r) for r in e.snapshot.handles}
+        for h, e in snapshots.items()
     }
-    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=5, ttl=600))
+    assert views == {"bob": {"alice": ["dev"], "carol": ["dev"]},
+                     "carol": {"alice": [], "bob": ["dev"]}}  # fmt: skip
+    assert list(snapshots["bob"].snapshot.not_found) == ["dave-is-no-one"]
+
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=2, ttl=600))
+    await bob.conn.register_device(device(bob.identity, "bob", "dev", seq=2, ttl=600))
+    last = {"bob": await watches["bob"].read(), "carol": await watches["carol"].read()}
+    assert seq_of(last["bob"]) == ("alice", 2)
+    assert seq_of(last["carol"]) == ("bob", 2)  # alice's renewal withheld
+
+    # alice blocks bob and lets everyone else in: every watch of her ends, and resuming
+    # gives a snapshot of what each may see now (no backlog from before the change).
+    await set_privacy(alice.conn, alice.identity, "alice", 2, EVERYONE, blocked=["bob"])
+    for call in watches.values():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+        assert caught.value.code() == Code.UNAVAILABLE
+        assert "privacy settings of a watched account changed" in (caught.value.details() or "")
+    positions = {h: (e.epoch, e.revision) for h, e in last.items()}
+    resumed = {
+        "bob": bob.conn.watch(["alice", "carol"], *positions["bob"]),
+        "carol": carol.conn.watch(["alice", "bob"], *positions["carol"]),
+    }
+    first = {h: await c.read() for h, c in resumed.items()}
+    assert all(e.HasField("snapshot") and not e.resumed for e in first.values())
+    views = {
+        h: {r.account.handle: device_ids(r) for r in e.snapshot.handles} for h, e in first.items()
+    }
+    assert views == {"bob": {"alice": [], "carol": ["dev"]},
+                     "carol": {"alice": ["dev"], "bob": ["dev"]}}  # fmt: skip
+
+    await alice.conn.register_device(device(alice.identity, "alice", "dev", seq=3, ttl=600))
     await carol.conn.register_device(device(carol.identity, "carol", "dev", seq=2, ttl=600))
-    event = await bob_watch2.read()
-    assert event.change.handle == "carol"
-    for call in (*watches.values(), bob_watch2):
+    assert seq_of(await resumed["carol"].read()) == ("alice", 3)
+    assert seq_of(await resumed["bob"].read()) == ("carol", 2)  # alice's renewal withheld
+    for call in resumed.values():
         call.cancel()
 
 

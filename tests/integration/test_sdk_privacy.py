@@ -31,10 +31,19 @@ async def test_set_privacy_hides_the_devices_from_all_but_contacts(
     hidden = many[alice.handle]
     assert hidden is not None and hidden.devices == ()
 
+    watch = bob.watch([alice.handle])
+    first = (await within(anext(watch))).snapshot
+    assert first is not None and [d.device_id for d in first[alice.handle].devices] == ["phone"]
     again = await alice.set_privacy(Visibility.EVERYONE, blocked=[bob.handle])
     assert again.seq > settings.seq and await alice.get_privacy() == again
     assert (await bob.lookup(alice.handle)).devices == ()
     assert [d.device_id for d in (await carol.lookup(alice.handle)).devices] == ["phone"]
+    # bob's open watch: alice's phone goes, as a snapshot after the gap says.
+    event = await within(anext(watch))
+    assert event.kind is EventKind.SNAPSHOT and event.after_gap and event.snapshot is not None
+    assert event.snapshot[alice.handle].devices == ()
+    assert [(e.kind, e.device_id) for e in event.gap_changes] == [(EventKind.OFFLINE, "phone")]
+    await watch.close()
 
 
 async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
@@ -61,10 +70,22 @@ async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
     await alice.update_status("phone", DeviceStatus.BUSY)  # re-registered, new key
     seen = await bob.lookup(alice.handle)
     assert [(d.device_id, d.status) for d in seen.devices] == [("phone", DeviceStatus.BUSY)]
-    # bob's open watch takes the new key from the chain, and goes on.
-    event = await within(anext(watch))
-    assert event.kind is EventKind.UPDATED and event.device is not None
-    assert event.device.status is DeviceStatus.BUSY
+
+    # bob's open watch (ended by the rotation, resumed as a snapshot) takes the new key
+    # from the chain and goes on: it shows the phone busy, signed by the new key.
+    async def busy() -> None:
+        for _ in range(10):
+            event = await anext(watch)
+            if event.kind is EventKind.SNAPSHOT:
+                assert event.snapshot is not None
+                devices = event.snapshot[alice.handle].devices
+            else:
+                devices = () if event.device is None else (event.device,)
+            if any(d.status is DeviceStatus.BUSY for d in devices):
+                return
+        raise AssertionError("the watch never showed the phone busy")
+
+    await within(busy())
     await watch.close()
     stored = await alice.set_privacy(Visibility.EVERYONE)  # signed with the new key
     # Another client of the account whose clock is a minute behind (within the allowed

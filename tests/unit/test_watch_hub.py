@@ -109,3 +109,20 @@ def test_the_same_change_from_several_replicas_is_told_once() -> None:
         (Change.UNREGISTERED, 2),
         (Change.ONLINE, 3),
     ]
+
+
+def test_an_account_change_ends_its_watches_and_forbids_resuming_across_it() -> None:
+    h = hub()
+    change(h, "alice")
+    woken: list[str] = []
+    a = h.subscribe(b"s", ["alice"], lambda: woken.append("a")).subscription
+    b = h.subscribe(b"t", ["bob"], lambda: woken.append("b")).subscription
+    position = h.revision
+    h.account_changed("alice")
+    assert a.interrupted and not b.interrupted and woken == ["a"]
+    # From before the change: a snapshot. From after it: resumed as usual.
+    assert not h.subscribe(b"u", ["alice"], lambda: None, epoch="e1", revision=position).resumed
+    assert h.subscribe(b"v", ["bob"], lambda: None, epoch="e1", revision=position).resumed
+    change(h, "alice")
+    after = h.subscribe(b"w", ["alice"], lambda: None, epoch="e1", revision=h.revision - 1)
+    assert after.resumed and [e.handle for e in after.backlog] == ["alice"]
