@@ -37,7 +37,7 @@ from client_sdk.errors import (
 )
 from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
-from client_sdk.p2p.connector import IncomingOffer, P2PSettings
+from client_sdk.p2p.connector import P2PSettings
 from client_sdk.p2p.errors import (
     OfferAnswered,
     P2PError,
@@ -48,6 +48,7 @@ from client_sdk.p2p.errors import (
     PeerToPeerNotEnabled,
     PeerUnreachable,
 )
+from client_sdk.p2p.offers import IncomingOffer
 from client_sdk.p2p.sync import SyncIncoming, SyncOffer, SyncOffers, SyncPeerConnection, SyncStream
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch

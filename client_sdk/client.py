@@ -35,9 +35,10 @@ from client_sdk.errors import AlreadyExists, Closed, SignatureError, Stale, Supe
 from client_sdk.identity import Identity
 from client_sdk.monotonic import MonotonicReads, OwnWrites
 from client_sdk.p2p.connection import PeerConnection
-from client_sdk.p2p.connector import AcceptPolicy, IncomingOffer, P2PAgent, P2PSettings
+from client_sdk.p2p.connector import P2PAgent, P2PSettings
 from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
 from client_sdk.p2p.listener import Listener
+from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.renewal import DeviceLease, DeviceSpec

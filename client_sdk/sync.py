@@ -18,8 +18,9 @@ from client_sdk.client import Client, RenewalErrorHandler, Routing
 from client_sdk.config import ClientConfig
 from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection
-from client_sdk.p2p.connector import IncomingOffer, P2PSettings
+from client_sdk.p2p.connector import P2PSettings
 from client_sdk.p2p.listener import Listener
+from client_sdk.p2p.offers import IncomingOffer
 from client_sdk.p2p.sync import SyncIncoming, SyncOffer, SyncOffers, SyncPeerConnection
 from client_sdk.pins import PinStore
 from client_sdk.types import (

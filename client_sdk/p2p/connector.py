@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +38,6 @@ from client_sdk.errors import error_from_rpc
 from client_sdk.p2p.certificates import CertificateMismatch, check_pinned, der, self_signed
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
 from client_sdk.p2p.errors import (
-    OfferAnswered,
     PeerAuthenticationFailed,
     PeerDeclined,
     PeerKeyMismatch,
@@ -48,6 +46,7 @@ from client_sdk.p2p.errors import (
 )
 from client_sdk.p2p.ice import IceAgent, limit_stun_retries
 from client_sdk.p2p.listener import Listener, SignalingSession
+from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer, admits
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
@@ -92,51 +91,6 @@ class P2PSettings:
     handshake_timeout: float = 10.0
     # Accepted without asking the app: its allowed contacts. Nobody by default.
     auto_accept: frozenset[str] = frozenset()
-
-
-class IncomingOffer:
-    """A peer's offer to connect, not answered yet: the caller has learnt nothing of this
-    device so far. Answer it once, before ``expires_at_ms``: :meth:`accept` (answers with
-    this device's candidates and sets up the connection) or :meth:`decline` (the caller's
-    ``connect`` fails with ``PeerDeclined``). One left unanswered expires; the caller's
-    ``connect`` then fails too.
-
-    Attributes:
-        peer_handle: who calls (the supernode checked the caller's session).
-        peer_device_id: the caller's device.
-        expires_at_ms: when the caller stops waiting (Unix milliseconds).
-    """
-
-    def __init__(self, agent: P2PAgent, offer: pb.IncomingOffer) -> None:
-        self._agent = agent
-        self._offer = offer
-        self.peer_handle = offer.from_handle
-        self.peer_device_id = offer.from_device_id
-        self.expires_at_ms = offer.expires_at_ms
-        self.answered = False
-
-    def __repr__(self) -> str:
-        return f"IncomingOffer({self.peer_handle}/{self.peer_device_id})"
-
-    def _answer_once(self) -> None:
-        if self.answered:
-            raise OfferAnswered(f"the offer of {self.peer_handle} was already answered")
-        self.answered = True
-
-    async def accept(self) -> PeerConnection:
-        """Answer the offer and set the connection up (the caller's record verified, the
-        caller's transport key proven inside QUIC)."""
-        self._answer_once()
-        return await self._agent._accept_offer(self._offer)
-
-    async def decline(self, reason: str = "declined") -> None:
-        """Refuse the offer; nothing about this device goes back to the caller."""
-        self._answer_once()
-        rendezvous, _, metadata = await self._agent._stubs()
-        await _decline(rendezvous, self._offer, metadata, reason)
-
-
-AcceptPolicy = Callable[[IncomingOffer], bool | Awaitable[bool]]
 
 
 def auth_context(offer_id: str, callee_certificate: bytes, ufrag: str, password: str) -> bytes:
@@ -338,7 +292,7 @@ class P2PAgent:
         decline (``P2PSettings.auto_accept`` does not apply here)."""
         ready: asyncio.Queue[IncomingOffer] = asyncio.Queue()
         async for offer in self._listening(
-            ready, lambda offer: ready.put_nowait(IncomingOffer(self, offer))
+            ready, lambda offer: ready.put_nowait(self._offer(offer))
         ):
             yield offer
 
@@ -353,7 +307,7 @@ class P2PAgent:
         tasks: set[asyncio.Task[None]] = set()
 
         def on_offer(offer: pb.IncomingOffer) -> None:
-            task = asyncio.create_task(self._decide(IncomingOffer(self, offer), accept, accepted))
+            task = asyncio.create_task(self._decide(self._offer(offer), accept, accepted))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -371,7 +325,7 @@ class P2PAgent:
         accepted: asyncio.Queue[PeerConnection],
     ) -> None:
         try:
-            if await self._admits(offer, accept):
+            if await admits(offer, self.settings.auto_accept, accept):
                 accepted.put_nowait(await offer.accept())
             else:
                 await offer.decline("not accepted")
@@ -382,13 +336,17 @@ class P2PAgent:
                 with contextlib.suppress(Exception):
                     await offer.decline("not accepted")
 
-    async def _admits(self, offer: IncomingOffer, accept: AcceptPolicy | None) -> bool:
-        if offer.peer_handle in self.settings.auto_accept:
-            return True
-        if accept is None:
-            return False
-        verdict = accept(offer)
-        return bool(await verdict) if inspect.isawaitable(verdict) else bool(verdict)
+    def _offer(self, offer: pb.IncomingOffer) -> IncomingOffer:
+        async def answer() -> PeerConnection:
+            return await self._accept_offer(offer)
+
+        async def refuse(reason: str) -> None:
+            rendezvous, _, metadata = await self._stubs()
+            await _decline(rendezvous, offer, metadata, reason)
+
+        return IncomingOffer(
+            offer.from_handle, offer.from_device_id, offer.expires_at_ms, answer, refuse
+        )
 
     async def _accept_offer(self, offer: pb.IncomingOffer) -> PeerConnection:
         started = time.monotonic()

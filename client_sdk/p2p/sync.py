@@ -13,7 +13,7 @@ import asyncio
 
 from client_sdk.blocking import BlockingIterator, LoopThread
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
-from client_sdk.p2p.connector import IncomingOffer
+from client_sdk.p2p.offers import IncomingOffer
 from client_sdk.p2p.path_policy import PathChange
 from client_sdk.p2p.quic import QuicStreamWriter
 
