@@ -261,7 +261,8 @@ class Client:
         key and the new one, which peers that pinned any earlier key follow. Afterwards
         the client signs (records, logins, settings) with the new key; records signed by
         the old one are no longer accepted by peers. ``Stale`` when another rotation of
-        the account came first. Save ``new_identity`` (``Identity.save``) before calling:
+        the account came first. This client's devices are registered again at once,
+        signed by the new key. Save ``new_identity`` (``Identity.save``) before calling:
         once the rotation is stored, the old key can no longer log in."""
         self._check_open()
         record = await self._get_account_unpinned(self.handle)
@@ -276,6 +277,11 @@ class Client:
 
         chain = await self._session.call(rotate)
         self._session.identity = new_identity
+        # Peers drop records signed by the old key: publish ours again, signed by the new
+        # one, now rather than at the next renewal (a failure is retried by the renewal).
+        for lease in list(self._leases.values()):
+            with contextlib.suppress(SupernodeError):
+                await lease.update(lease.spec)
         return verify_account(record.account, self.pins, self.handle, chain)
 
     async def login(self) -> None:
