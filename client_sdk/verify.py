@@ -21,6 +21,7 @@ from client_sdk.pins import PinStore
 from client_sdk.protocol.rotation import RotationError, chain_keys
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import key_defect
 from client_sdk.types import Account, Device, Presence
 
 
@@ -33,6 +34,9 @@ def account_keys(
         raise SignatureError(
             f"asked for {expected_handle!r}, the supernode answered with {account.handle!r}"
         )
+    weakness = key_defect(account.account_key)
+    if weakness is not None:  # anyone can sign for such a key: nothing it signs means anything
+        raise SignatureError(f"the account key of {account.handle!r} is {weakness}")
     try:
         return chain_keys(account.handle, account.account_key, rotations)
     except RotationError as exc:

@@ -27,6 +27,7 @@ from supernode.directory.presence import Admission, Presence, PresenceObserver, 
 from supernode.directory.privacy import Privacy
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
+from supernode.revocations import Revocations
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
 
@@ -86,9 +87,12 @@ def build_directory(
     secret: bytes,
     registry: AccountRegistry | None = None,
     observers: Sequence[PresenceObserver] = (),
+    revocations: Revocations | None = None,
 ) -> Directory:
     """``registry``: where accounts are claimed (default: the store itself, a node alone).
-    A secondary store (a worker) serves reads only, so its replica skips the online count."""
+    A secondary store (a worker) serves reads only, so its replica skips the online count.
+    ``revocations``: the revoked sessions token checks consult, kept current by the caller
+    (a cluster's mirror); default: a fresh set, loaded from the store by the caller."""
     registry = store if registry is None else registry
     accounts = Accounts(
         registry,
@@ -115,7 +119,10 @@ def build_directory(
         observers,
     )
     sessions = SessionAuthority(
-        secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
+        secret,
+        clock_ms=wall_clock_ms,
+        token_ttl_seconds=config.server.token_ttl_seconds,
+        revocations=revocations,
     )
     privacy = Privacy(
         registry, accounts, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms

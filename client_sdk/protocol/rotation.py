@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from google.protobuf.message import DecodeError
-
 from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.records import decode_exact, first_unknown_field
 from client_sdk.protocol.signing import (
     KEY_ROTATION_DOMAIN,
     KEY_ROTATION_NEW_KEY_DOMAIN,
     signature_is_valid,
 )
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_key, check_signature_length
+from client_sdk.protocol.validation import check_key, check_signature
 
 
 class RotationError(ValueError):
@@ -40,16 +39,17 @@ class ForgedRotation(RotationError):
 
 
 def parse_rotation(signed: pb.SignedKeyRotation) -> pb.KeyRotation:
-    """Decode a statement and check its fields' shapes (not its signatures)."""
+    """Decode a statement and check its fields' shapes (not its signatures). It is stored
+    and served as sent, so neither it nor its wrapper may carry unknown fields."""
+    unknown = first_unknown_field(signed, "rotation")
+    if unknown is not None:
+        raise InvalidField(f"{unknown}: not a field of the contract")
     rotation = pb.KeyRotation()
-    try:
-        rotation.ParseFromString(signed.rotation)
-    except DecodeError as exc:
-        raise InvalidField("rotation.rotation: not a serialized supernode.v1.KeyRotation") from exc
+    decode_exact(signed.rotation, rotation, "rotation.rotation")
     check_key("rotation.old_key", rotation.old_key)
     check_key("rotation.new_key", rotation.new_key)
-    check_signature_length("rotation.signature", signed.signature)
-    check_signature_length("rotation.new_key_signature", signed.new_key_signature)
+    check_signature("rotation.signature", signed.signature)
+    check_signature("rotation.new_key_signature", signed.new_key_signature)
     return rotation
 
 

@@ -32,7 +32,7 @@ from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import ServiceHandlers, server_stream_handler, unary_handler
-from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+from supernode.sessions import NODE_HANDLE_PREFIX, Audience, SessionAuthority
 
 Context: TypeAlias = grpc.aio.ServicerContext
 DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
@@ -154,8 +154,8 @@ class ClusterApi:
         self._deliver_offer = deliver_offer
 
     def _node_of(self, context: Context) -> str:
-        session = session_of(context, self._sessions)
-        if not session.handle.startswith(NODE_HANDLE_PREFIX):
+        session = session_of(context, self._sessions, Audience.NODE)
+        if not session.handle.startswith(NODE_HANDLE_PREFIX):  # never issued so: belt and braces
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
         return session.handle[len(NODE_HANDLE_PREFIX) :]
 

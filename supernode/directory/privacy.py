@@ -21,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from google.protobuf.message import DecodeError
-
 from client_sdk.protocol import wire
+from client_sdk.protocol.records import decode_exact
 from client_sdk.protocol.signing import PRIVACY_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_handle, check_signature_length
+from client_sdk.protocol.validation import check_handle, check_signature
 from supernode.directory import account_state, lease
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
@@ -79,10 +78,7 @@ def rule_of(state: bytes) -> Rule | None:
 def parse_settings(raw: bytes, limits: Limits) -> pb.PrivacySettings:
     """Decode and validate a settings body (the signature is checked separately)."""
     settings = pb.PrivacySettings()
-    try:
-        settings.ParseFromString(raw)
-    except DecodeError as exc:
-        raise InvalidArgument("settings: not a serialized supernode.v1.PrivacySettings") from exc
+    decode_exact(raw, settings, "settings")
     check_handle("settings.handle", settings.handle)
     if settings.visibility not in pb.Visibility.values():
         raise InvalidArgument(f"settings.visibility: {settings.visibility} is not a Visibility")
@@ -172,7 +168,7 @@ class Privacy:
         """Store new settings for the session's own account: signed by its current key,
         with a seq above the stored one (a replayed older setting is refused)."""
         settings = parse_settings(raw, self._limits)
-        check_signature_length("signature", signature)
+        check_signature("signature", signature)
         if settings.handle != session_handle:
             raise PermissionDenied(
                 f"settings.handle: {settings.handle!r}, but this session belongs to "

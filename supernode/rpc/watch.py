@@ -89,10 +89,17 @@ class WatchApi:
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
                 handles = sorted(subscription.handles)
-                answer = await settled(self._presence.lookup_many(handles))
-                visible, hidden = privacy.visible_many(caller, handles, answer)
+                raw = await settled(self._presence.lookup_many(handles))
+                visible, hidden = privacy.visible_many(caller, handles, raw)
                 self._metrics.count_hidden("Watch", hidden)
-                snapshot = pb.WatchSnapshot.FromString(visible)
+                answer = pb.LookupManyResponse.FromString(visible)
+                if answer.unanswered:  # past max_response_bytes: one message cannot hold it
+                    raise ResourceExhausted(
+                        f"handles: the snapshot of {len(subscription.handles)} handles is "
+                        "larger than the server's max_response_bytes; watch fewer handles "
+                        "per stream (split them over several watches)"
+                    )
+                snapshot = pb.WatchSnapshot(handles=answer.results, not_found=answer.not_found)
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, snapshot=snapshot
                 ).SerializeToString()
