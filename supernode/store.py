@@ -492,8 +492,10 @@ class Store:
     ) -> bytes:
         """The registry port's compare-and-swap: on one node a read-modify-write with no
         await in between (one event loop), so it cannot race."""
-        state = update(self.get_account_state(handle))
-        self.put_account_state(handle, state)
+        current = self.get_account_state(handle)
+        state = update(current)
+        if state != current:
+            self.put_account_state(handle, state)
         return state
 
     # ------------------------------------------------------------------ devices

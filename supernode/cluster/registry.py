@@ -65,7 +65,10 @@ class ClusterAccounts:
         try:
             for _ in range(_CAS_ATTEMPTS):
                 entry = await self._etcd.get(key)
-                state = update(None if entry is None else entry.value)
+                current = None if entry is None else entry.value
+                state = update(current)
+                if state == current:  # a retried change, already stored
+                    return state
                 revision = 0 if entry is None else entry.mod_revision
                 if await self._etcd.compare_and_swap(key, state, revision):
                     keep_newer_state(self._store, handle, state)

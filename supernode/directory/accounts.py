@@ -109,8 +109,11 @@ class Accounts:
         creation_key = self.creation_key(session_handle)
 
         def update(current: bytes | None) -> bytes:
-            key = account_state.current_key(current, creation_key)
             chain = account_state.rotations_of(current)
+            if chain and chain[-1] == signed:  # a retry of the last rotation: already done
+                assert current is not None
+                return current
+            key = account_state.current_key(current, creation_key)
             try:
                 check_next(session_handle, key, len(chain) + 1, signed)
             except StaleRotation as exc:

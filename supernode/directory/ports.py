@@ -105,7 +105,8 @@ class AccountRegistry(Protocol):
         """Replace the handle's state with ``update(current)``, atomically: in a cluster a
         compare-and-swap on the state's revision in etcd, ``update`` called again with the
         newer state when another write came first (so it must be pure, and raise to give
-        up). Returns the state stored."""
+        up). Nothing is written when ``update`` returns the state unchanged (a retried
+        request). Returns the state stored."""
         ...
 
 

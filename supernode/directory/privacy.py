@@ -180,6 +180,8 @@ class Privacy:
         creation_key = self._accounts.creation_key(session_handle)
 
         def update(current: bytes | None) -> bytes:
+            if current is not None and account_state.parse(current).privacy == raw:
+                return current  # a retry of the stored setting: already done
             key = account_state.current_key(current, creation_key)
             if not signature_is_valid(key, PRIVACY_DOMAIN, raw, signature):
                 raise PermissionDenied(
