@@ -284,6 +284,7 @@ class Client:
 
         chain = await self._session.call(rotate)
         self._session.identity = new_identity
+        self._session.forget_tokens()  # sessions of the old key ended: log in with the new
         # Peers drop records signed by the old key: publish ours again, signed by the new
         # one, now rather than at the next renewal (a failure is retried by the renewal).
         for lease in list(self._leases.values()):

@@ -143,7 +143,8 @@ class Metrics:
         )
         self.sessions_revoked = Counter(
             "supernode_sessions_revoked",
-            "Revocations made here, by kind: logout (one session) or account (RevokeSessions).",
+            "Revocations made here, by kind: logout (one session), account (RevokeSessions) "
+            "or rotation (RotateKey ends the sessions of the old key).",
             ["kind"],
             registry=self.registry,
         )

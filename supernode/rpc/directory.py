@@ -166,6 +166,11 @@ class DirectoryApi:
     ) -> pb.RotateKeyResponse:
         session = session_of(context, self._sessions)
         chain = await self._accounts.rotate(session.handle, request.rotation)
+        # Sessions opened with the old key end with it (this one too: the client logs in
+        # again with the new key). Published after the rotation is stored; a failure here
+        # is retried with the same statement, which then only revokes.
+        await self._sink().publish(self._sessions.revoke_issued_until_now(session.handle))
+        self._metrics.sessions_revoked.labels("rotation").inc()
         return pb.RotateKeyResponse(
             rotations=[pb.SignedKeyRotation.FromString(raw) for raw in chain]
         )

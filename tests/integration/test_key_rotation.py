@@ -16,6 +16,7 @@ from tests.integration.privacy_support import CONTACTS, EVERYONE, privacy_reques
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
 from tests.integration.test_bad_input import dump
+from tests.integration.waiting import eventually
 
 Code = grpc.StatusCode
 
@@ -27,17 +28,39 @@ async def expect(call: Awaitable[object], code: grpc.StatusCode, pattern: str) -
     assert re.search(pattern, caught.value.details() or ""), caught.value.details()
 
 
+async def login_after_rotation(conn: DirectoryConnection, identity: Identity) -> None:
+    """Log in with the new key. A rotation ends the sessions issued up to its millisecond,
+    so a login within that same millisecond is ended too: log in again (bounded)."""
+
+    async def logged_in() -> bool:
+        await conn.login(identity, "alice")
+        try:
+            await conn.get_privacy()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != Code.UNAUTHENTICATED:
+                raise
+            return False
+        return True
+
+    await eventually(logged_in, within=5, what="a session of the new key")
+
+
 async def test_a_rotation_moves_every_signature_to_the_new_key(
     connect: Callable[[], DirectoryConnection],
 ) -> None:
-    conn, reader = connect(), connect()
+    conn, reader, elsewhere = connect(), connect(), connect()
     old = await new_user(conn, "alice")
     await new_user(reader, "reader")
+    await elsewhere.login(old, "alice")  # another session opened with the old key
     await conn.register_device(device(old, "alice", "phone", seq=1, ttl=600))
     new = Identity.generate()
     statement = sign_rotation(old, new, "alice", 1)
     chain = await conn.rotate_key(statement)
     assert chain == [statement]
+    # Every session opened with the old key ended with it, this one too.
+    for ended in (elsewhere, conn):
+        await expect(ended.lookup("reader"), Code.UNAUTHENTICATED, r"revoked|log in")
+    await login_after_rotation(conn, new)
     # What a third party needs to follow the change: served with the account.
     record = await reader.get_account_record("alice")
     assert record.account.account_key == old.public_key and list(record.rotations) == chain
@@ -58,6 +81,7 @@ async def test_a_rotation_moves_every_signature_to_the_new_key(
         await connect().login(old, "alice")
     assert caught.value.code() in (Code.PERMISSION_DENIED, Code.UNAUTHENTICATED)
     assert await conn.rotate_key(statement) == chain  # a retry (lost answer): done already
+    await login_after_rotation(conn, new)  # (and it ended the sessions again, ours too)
     await expect(
         conn.rotate_key(sign_rotation(old, Identity.generate(), "alice", 2)),
         Code.FAILED_PRECONDITION,
@@ -69,6 +93,7 @@ async def test_a_rotation_moves_every_signature_to_the_new_key(
     await connect().login(new, "alice")
     newer = Identity.generate()
     assert len(await conn.rotate_key(sign_rotation(new, newer, "alice", 2))) == 2
+    await login_after_rotation(conn, newer)
     # Once another rotation followed, the first statement is a replay.
     await expect(conn.rotate_key(statement), Code.FAILED_PRECONDITION, r"seq: 1, but the next")
     settings = privacy_request(newer, "alice", 7, CONTACTS)
