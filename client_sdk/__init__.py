@@ -39,6 +39,7 @@ from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
 from client_sdk.p2p.connector import P2PSettings
 from client_sdk.p2p.errors import (
+    OfferAnswered,
     P2PError,
     PeerAuthenticationFailed,
     PeerDeclined,
@@ -47,7 +48,8 @@ from client_sdk.p2p.errors import (
     PeerToPeerNotEnabled,
     PeerUnreachable,
 )
-from client_sdk.p2p.sync import SyncIncoming, SyncPeerConnection, SyncStream
+from client_sdk.p2p.offers import IncomingOffer
+from client_sdk.p2p.sync import SyncIncoming, SyncOffer, SyncOffers, SyncPeerConnection, SyncStream
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch
 from client_sdk.types import (
@@ -61,9 +63,11 @@ from client_sdk.types import (
     OfflineReason,
     Presence,
     PresenceEvent,
+    PrivacySettings,
     Registration,
     SearchResult,
     TransportProtocol,
+    Visibility,
     WatchPosition,
 )
 from client_sdk.watch import Watch
@@ -83,9 +87,11 @@ __all__ = [
     "Endpoint",
     "EventKind",
     "Identity",
+    "IncomingOffer",
     "InvalidArgument",
     "KeyChanged",
     "NotFound",
+    "OfferAnswered",
     "OfflineReason",
     "Overloaded",
     "P2PError",
@@ -102,6 +108,7 @@ __all__ = [
     "PinStore",
     "Presence",
     "PresenceEvent",
+    "PrivacySettings",
     "RateLimited",
     "Registration",
     "Routing",
@@ -111,12 +118,15 @@ __all__ = [
     "SupernodeError",
     "SyncClient",
     "SyncIncoming",
+    "SyncOffer",
+    "SyncOffers",
     "SyncPeerConnection",
     "SyncStream",
     "SyncWatch",
     "TransportProtocol",
     "Unauthenticated",
     "Unavailable",
+    "Visibility",
     "Watch",
     "WatchPosition",
     "WriteAttempt",

@@ -30,19 +30,27 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.config import ClientConfig
-from client_sdk.convert import search_result_from_pb
-from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError, Unavailable
+from client_sdk.convert import privacy_from_pb, privacy_to_pb, search_result_from_pb
+from client_sdk.errors import (
+    AlreadyExists,
+    Closed,
+    SignatureError,
+    Stale,
+    SupernodeError,
+    Unavailable,
+)
 from client_sdk.identity import Identity
 from client_sdk.monotonic import MonotonicReads, OwnWrites
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PAgent, P2PSettings
 from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
 from client_sdk.p2p.listener import Listener
+from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.renewal import DeviceLease, DeviceSpec
 from client_sdk.session import Session
-from client_sdk.transport import DirectoryConnection
+from client_sdk.transport import DirectoryConnection, sign_privacy, sign_rotation
 from client_sdk.types import (
     Account,
     Consistency,
@@ -50,14 +58,25 @@ from client_sdk.types import (
     DeviceStatus,
     Endpoint,
     Presence,
+    PrivacySettings,
     Registration,
     SearchResult,
+    Visibility,
 )
 from client_sdk.verify import verify_account, verify_presence
 from client_sdk.watch import Watch
 from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver, observed
 
 RenewalErrorHandler = Callable[[str, SupernodeError], None]
+
+
+def _set_privacy(
+    request: pb.SetPrivacyRequest,
+) -> Callable[[DirectoryConnection, float], Awaitable[PrivacySettings]]:
+    async def put(connection: DirectoryConnection, deadline: float) -> PrivacySettings:
+        return privacy_from_pb(await connection.set_privacy(request, deadline=deadline))
+
+    return put
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class Client:
         self._watches: set[Watch] = set()
         self._closed = False
         self._p2p: P2PAgent | None = None
+        self._privacy_seq = 0  # the last privacy seq this client stored
 
     @property
     def handle(self) -> str:
@@ -182,20 +202,95 @@ class Client:
             return await self._session.call(create, authenticated=False)
         except AlreadyExists:
             existing = await self._get_account_unpinned(self.handle)
-            if existing.account_key != self.identity.public_key:
+            account = verify_account(existing.account, self.pins, self.handle, existing.rotations)
+            if account.account_key != self.identity.public_key:
                 raise
-            return verify_account(existing, self.pins, self.handle)
+            return account
 
-    async def _get_account_unpinned(self, handle: str) -> pb.Account:
-        async def get(connection: DirectoryConnection, deadline: float) -> pb.Account:
-            return await connection.get_account(handle, deadline=deadline)
+    async def _get_account_unpinned(self, handle: str) -> pb.GetAccountResponse:
+        async def get(connection: DirectoryConnection, deadline: float) -> pb.GetAccountResponse:
+            return await connection.get_account_record(handle, deadline=deadline)
 
         return await self._session.call(get, authenticated=False)
 
     async def get_account(self, handle: str) -> Account:
-        """A handle's public account (its key pinned on first use, ``KeyChanged`` after)."""
+        """A handle's public account with its current key: the pin follows the account's
+        key rotations (each signed by the key before it); any other change of key is
+        ``KeyChanged``."""
         self._check_open()
-        return verify_account(await self._get_account_unpinned(handle), self.pins, handle)
+        record = await self._get_account_unpinned(handle)
+        return verify_account(record.account, self.pins, handle, record.rotations)
+
+    async def get_privacy(self) -> PrivacySettings:
+        """This account's privacy settings (``Visibility.EVERYONE`` when never set)."""
+        self._check_open()
+
+        async def get(connection: DirectoryConnection, deadline: float) -> PrivacySettings:
+            return privacy_from_pb(await connection.get_privacy(deadline=deadline))
+
+        return await self._session.call(get)
+
+    async def set_privacy(
+        self,
+        visibility: Visibility,
+        *,
+        allowed: Iterable[str] = (),
+        blocked: Iterable[str] = (),
+    ) -> PrivacySettings:
+        """Who may see this account's devices and send it offers (enforced by the
+        supernodes; a refused account sees it offline). Replaces the whole setting: pass
+        the full allow and block lists. Signed by the account key, so a stolen session
+        token cannot change it.
+        """
+        self._check_open()
+        wanted = PrivacySettings(visibility, frozenset(allowed), frozenset(blocked))
+        # The seq is the time in ms (above any seq this client used), so no read comes
+        # first; a device of ours with a clock ahead of this one's may have stored a
+        # higher one: then read it and go above it.
+        floor = self._privacy_seq
+        for attempt in range(3):
+            issued_at_ms = self._session.clock_ms()
+            settings = dataclasses.replace(wanted, seq=max(issued_at_ms, floor + 1))
+            signed = privacy_to_pb(self.handle, settings, issued_at_ms)
+            try:
+                stored = await self._session.call(_set_privacy(sign_privacy(self.identity, signed)))
+            except Stale:
+                if attempt == 2:
+                    raise
+                floor = max(floor, (await self.get_privacy()).seq)
+                continue
+            self._privacy_seq = stored.seq
+            return stored
+        raise AssertionError("unreachable")
+
+    async def rotate_key(self, new_identity: Identity) -> Account:
+        """Move this account to ``new_identity``'s key: a statement signed by the current
+        key and the new one, which peers that pinned any earlier key follow. Afterwards
+        the client signs (records, logins, settings) with the new key; records signed by
+        the old one are no longer accepted by peers. ``Stale`` when another rotation of
+        the account came first. This client's devices are registered again at once,
+        signed by the new key. Save ``new_identity`` (``Identity.save``) before calling:
+        once the rotation is stored, the old key can no longer log in."""
+        self._check_open()
+        record = await self._get_account_unpinned(self.handle)
+        statement = sign_rotation(
+            self.identity, new_identity, self.handle, len(record.rotations) + 1
+        )
+
+        async def rotate(
+            connection: DirectoryConnection, deadline: float
+        ) -> list[pb.SignedKeyRotation]:
+            return await connection.rotate_key(statement, deadline=deadline)
+
+        chain = await self._session.call(rotate)
+        self._session.identity = new_identity
+        self._session.forget_tokens()  # sessions of the old key ended: log in with the new
+        # Peers drop records signed by the old key: publish ours again, signed by the new
+        # one, now rather than at the next renewal (a failure is retried by the renewal).
+        for lease in list(self._leases.values()):
+            with contextlib.suppress(SupernodeError):
+                await lease.update(lease.spec)
+        return verify_account(record.account, self.pins, self.handle, chain)
 
     async def logout(self) -> None:
         """Log out and close: watches and renewals stop, our devices are unregistered (as
@@ -487,8 +582,13 @@ class Client:
         finds a path in time, else through the supernode's relay; ``conn.path`` tells."""
         return await self._agent().connect(handle, device)
 
-    def incoming(self) -> AsyncIterator[PeerConnection]:
+    def incoming(self, accept: AcceptPolicy | None = None) -> AsyncIterator[PeerConnection]:
         """Listen for peers while iterated: ``async for conn in client.incoming(): ...``.
+
+        Yields the connections this device accepted: offers from ``P2PSettings.auto_accept``
+        handles, and those ``accept(offer)`` (an ``IncomingOffer``; plain or async, e.g. a
+        prompt) says yes to. The rest are declined (the caller gets ``PeerDeclined``), and
+        nothing about this device reaches a caller before its offer is accepted.
 
         Outlives supernode restarts and outages: a broken Listen stream is reopened, with
         backoff and failover across ``targets`` (see :meth:`wait_listening`). Iteration
@@ -496,7 +596,14 @@ class Client:
         again cannot fix (the device is not registered, another ``incoming()`` of this
         device took over). Iterate one ``incoming()`` per device at a time.
         """
-        return self._agent().incoming()
+        return self._agent().incoming(accept)
+
+    def offers(self) -> AsyncIterator[IncomingOffer]:
+        """Listen for peers while iterated, yielding each offer unanswered:
+        ``async for offer in client.offers(): conn = await offer.accept()`` (or
+        ``await offer.decline()``). Listens as :meth:`incoming` does; use one or the other.
+        """
+        return self._agent().offers()
 
     async def wait_listening(self) -> None:
         """Return once offers can reach this device: its Listen stream is open on a

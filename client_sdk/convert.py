@@ -17,8 +17,10 @@ from client_sdk.types import (
     DeviceStatus,
     Endpoint,
     OfflineReason,
+    PrivacySettings,
     SearchResult,
     TransportProtocol,
+    Visibility,
 )
 
 _STATUS_TO_PB = {
@@ -51,6 +53,34 @@ def account_from_pb(account: pb.Account) -> Account:
         display_name=account.display_name,
         discoverable=account.discoverable,
         created_at_ms=account.created_at_ms,
+    )
+
+
+_VISIBILITY_TO_PB = {
+    Visibility.EVERYONE: pb.VISIBILITY_EVERYONE,
+    Visibility.CONTACTS: pb.VISIBILITY_CONTACTS,
+    Visibility.NOBODY: pb.VISIBILITY_NOBODY,
+}
+_VISIBILITY_FROM_PB = {value: key for key, value in _VISIBILITY_TO_PB.items()}
+
+
+def privacy_to_pb(handle: str, settings: PrivacySettings, issued_at_ms: int) -> pb.PrivacySettings:
+    return pb.PrivacySettings(
+        handle=handle,
+        seq=settings.seq,
+        issued_at_ms=issued_at_ms,
+        visibility=_VISIBILITY_TO_PB[settings.visibility],
+        allowed=sorted(settings.allowed),
+        blocked=sorted(settings.blocked),
+    )
+
+
+def privacy_from_pb(settings: pb.PrivacySettings) -> PrivacySettings:
+    return PrivacySettings(
+        visibility=_VISIBILITY_FROM_PB.get(settings.visibility, Visibility.EVERYONE),
+        allowed=frozenset(settings.allowed),
+        blocked=frozenset(settings.blocked),
+        seq=settings.seq,
     )
 
 

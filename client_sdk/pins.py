@@ -6,6 +6,12 @@ for a handle and then sign device records with it. Pinning turns that into a lou
 ``known_hosts`` does for host keys). Pins live in memory, or in a small JSON file readable by
 the owner only so that they outlive the app.
 
+An account may rotate its key (``client_sdk.protocol.rotation``): each rotation is signed by
+the key it replaces. A pin follows such a chain, and only such a chain: when the served
+chain, checked link by link, passes through the pinned key, the pin moves to the chain's
+end (:func:`followed`); any other change of key, including a chain cut short before the
+pinned key (a rollback), is ``KeyChanged``.
+
 One process owns a pin file: writes replace it atomically, but two processes writing the
 same file would each keep only their own additions.
 """
@@ -16,11 +22,23 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from client_sdk.errors import KeyChanged
 
 _FORMAT_VERSION = 1
+
+
+def followed(handle: str, pinned: bytes | None, chain: Sequence[bytes]) -> bytes:
+    """The pin after seeing ``chain`` (an account's keys, creation key first, every link
+    already verified): its last key when nothing is pinned or the pinned key is on the
+    chain (the rotations after it were signed by it and its successors); ``KeyChanged``
+    otherwise. Pure: the transitions :meth:`PinStore.follow` makes."""
+    current = chain[-1]
+    if pinned is None or pinned == current or pinned in chain:
+        return current
+    raise KeyChanged(handle, pinned, current)
 
 
 class PinStore:
@@ -57,13 +75,18 @@ class PinStore:
     def check(self, handle: str, account_key: bytes) -> None:
         """Pin ``account_key`` if ``handle`` has no pin yet; raise ``KeyChanged`` if it
         has another one."""
+        self.follow(handle, [account_key])
+
+    def follow(self, handle: str, chain: Sequence[bytes]) -> bytes:
+        """Check an account's verified key chain (creation key first) against the pin and
+        move the pin along it (see :func:`followed`); the key now pinned."""
         with self._lock:
             pinned = self._pins.get(handle)
-            if pinned is None:
-                self._pins[handle] = account_key
+            now = followed(handle, pinned, chain)
+            if now != pinned:
+                self._pins[handle] = now
                 self._save()
-            elif pinned != account_key:
-                raise KeyChanged(handle, pinned, account_key)
+            return now
 
     def pin(self, handle: str, account_key: bytes) -> None:
         """Pin a key learned out of band (a QR code, a contact card), replacing any pin."""

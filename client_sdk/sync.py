@@ -9,7 +9,7 @@ what differs is listed in the ``SyncClient`` docstring.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -20,7 +20,8 @@ from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PSettings
 from client_sdk.p2p.listener import Listener
-from client_sdk.p2p.sync import SyncIncoming, SyncPeerConnection
+from client_sdk.p2p.offers import IncomingOffer
+from client_sdk.p2p.sync import SyncIncoming, SyncOffer, SyncOffers, SyncPeerConnection
 from client_sdk.pins import PinStore
 from client_sdk.types import (
     Account,
@@ -29,8 +30,10 @@ from client_sdk.types import (
     Endpoint,
     Presence,
     PresenceEvent,
+    PrivacySettings,
     Registration,
     SearchResult,
+    Visibility,
     WatchPosition,
 )
 from client_sdk.watch import Watch
@@ -157,6 +160,24 @@ class SyncClient:
         """A handle's public account (pinned on first use); see ``Client.get_account``."""
         return self._loop.run(self.client.get_account(handle))
 
+    def get_privacy(self) -> PrivacySettings:
+        """This account's privacy settings; see ``Client.get_privacy``."""
+        return self._loop.run(self.client.get_privacy())
+
+    def set_privacy(
+        self,
+        visibility: Visibility,
+        *,
+        allowed: Iterable[str] = (),
+        blocked: Iterable[str] = (),
+    ) -> PrivacySettings:
+        """Who may see this account and send it offers; see ``Client.set_privacy``."""
+        return self._loop.run(self.client.set_privacy(visibility, allowed=allowed, blocked=blocked))
+
+    def rotate_key(self, new_identity: Identity) -> Account:
+        """Move this account to a new key; see ``Client.rotate_key``."""
+        return self._loop.run(self.client.rotate_key(new_identity))
+
     def login(self) -> None:
         """Log in now (optional: every call logs in by itself)."""
         self._loop.run(self.client.login())
@@ -265,15 +286,27 @@ class SyncClient:
         connection = self._loop.run(self.client.connect(handle, device))
         return SyncPeerConnection(self._loop, connection)
 
-    def incoming(self) -> SyncIncoming:
+    def incoming(self, accept: Callable[[IncomingOffer], bool] | None = None) -> SyncIncoming:
         """Start listening for peers now; ``for conn in client.incoming(): ...`` or
-        ``incoming.next(timeout)``. ``PeerToPeerNotEnabled`` before
-        :meth:`enable_peer_to_peer`. One at a time per device; ``close()`` it to stop."""
+        ``incoming.next(timeout)``. Accepts the offers of ``P2PSettings.auto_accept``
+        handles and those ``accept(offer)`` says yes to (it runs on the client's loop
+        thread: keep it quick), declines the rest (see ``Client.incoming``).
+        ``PeerToPeerNotEnabled`` before :meth:`enable_peer_to_peer`. One at a time per
+        device; ``close()`` it to stop."""
 
         def wrap(connection: PeerConnection) -> SyncPeerConnection:
             return SyncPeerConnection(self._loop, connection)
 
-        return SyncIncoming(self._loop, self._loop.call(self.client.incoming), wrap)
+        return SyncIncoming(self._loop, self._loop.call(lambda: self.client.incoming(accept)), wrap)
+
+    def offers(self) -> SyncOffers:
+        """Start listening for peers now, yielding each offer unanswered:
+        ``for offer in client.offers(): conn = offer.accept()``; see ``Client.offers``."""
+
+        def wrap(offer: IncomingOffer) -> SyncOffer:
+            return SyncOffer(self._loop, offer)
+
+        return SyncOffers(self._loop, self._loop.call(self.client.offers), wrap)
 
     def wait_listening(self, timeout: float | None = None) -> None:
         """Block until offers can reach this device (its ``incoming()`` is listening on

@@ -19,7 +19,10 @@ from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.signing import (
     CREATE_ACCOUNT_DOMAIN,
     DEVICE_RECORD_DOMAIN,
+    KEY_ROTATION_DOMAIN,
+    KEY_ROTATION_NEW_KEY_DOMAIN,
     LOGIN_DOMAIN,
+    PRIVACY_DOMAIN,
     REVOKE_SESSIONS_DOMAIN,
 )
 from client_sdk.protocol.v1 import directory_pb2 as pb
@@ -51,6 +54,30 @@ def sign_account(
 def sign_device_record(identity: Identity, record: pb.DeviceRecord) -> pb.SignedDeviceRecord:
     body = record.SerializeToString()
     return pb.SignedDeviceRecord(record=body, signature=identity.sign(DEVICE_RECORD_DOMAIN, body))
+
+
+def sign_privacy(identity: Identity, settings: pb.PrivacySettings) -> pb.SetPrivacyRequest:
+    body = settings.SerializeToString()
+    return pb.SetPrivacyRequest(settings=body, signature=identity.sign(PRIVACY_DOMAIN, body))
+
+
+def sign_rotation(
+    old: Identity, new: Identity, handle: str, seq: int, *, issued_at_ms: int | None = None
+) -> pb.SignedKeyRotation:
+    """The statement moving ``handle`` from ``old``'s key to ``new``'s, at place ``seq`` of
+    its chain (1 for the first rotation), signed by both."""
+    body = pb.KeyRotation(
+        handle=handle,
+        old_key=old.public_key,
+        new_key=new.public_key,
+        seq=seq,
+        issued_at_ms=now_ms() if issued_at_ms is None else issued_at_ms,
+    ).SerializeToString()
+    return pb.SignedKeyRotation(
+        rotation=body,
+        signature=old.sign(KEY_ROTATION_DOMAIN, body),
+        new_key_signature=new.sign(KEY_ROTATION_NEW_KEY_DOMAIN, body),
+    )
 
 
 def _consistency(quorum: bool) -> pb.Consistency:
@@ -117,6 +144,37 @@ class DirectoryConnection:
             pb.GetAccountRequest(handle=handle), timeout=deadline
         )
         return response.account
+
+    async def get_account_record(
+        self, handle: str, *, deadline: float | None = None
+    ) -> pb.GetAccountResponse:
+        """The account and its key rotation chain."""
+        response: pb.GetAccountResponse = await self.accounts.GetAccount(
+            pb.GetAccountRequest(handle=handle), timeout=deadline
+        )
+        return response
+
+    async def set_privacy(
+        self, request: pb.SetPrivacyRequest, *, deadline: float | None = None
+    ) -> pb.PrivacySettings:
+        response: pb.SetPrivacyResponse = await self.accounts.SetPrivacy(
+            request, metadata=self.metadata, timeout=deadline
+        )
+        return response.settings
+
+    async def get_privacy(self, *, deadline: float | None = None) -> pb.PrivacySettings:
+        response: pb.GetPrivacyResponse = await self.accounts.GetPrivacy(
+            pb.GetPrivacyRequest(), metadata=self.metadata, timeout=deadline
+        )
+        return response.settings
+
+    async def rotate_key(
+        self, rotation: pb.SignedKeyRotation, *, deadline: float | None = None
+    ) -> list[pb.SignedKeyRotation]:
+        response: pb.RotateKeyResponse = await self.accounts.RotateKey(
+            pb.RotateKeyRequest(rotation=rotation), metadata=self.metadata, timeout=deadline
+        )
+        return list(response.rotations)
 
     async def login(
         self, identity: Identity, handle: str, *, deadline: float | None = None

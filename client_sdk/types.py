@@ -27,6 +27,40 @@ class Consistency(enum.Enum):
     QUORUM = "quorum"
 
 
+class Visibility(enum.Enum):
+    """Who may see an account's devices and send it offers (``Client.set_privacy``).
+
+    A refused caller sees the account as offline (no devices, "not listening"), never an
+    error that would tell it it was refused. The account itself always sees its devices.
+
+    Attributes:
+        EVERYONE: any account but the blocked ones (the default).
+        CONTACTS: only the handles in ``PrivacySettings.allowed``.
+        NOBODY: no other account; search does not show it either.
+    """
+
+    EVERYONE = "everyone"
+    CONTACTS = "contacts"
+    NOBODY = "nobody"
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """An account's privacy, as the supernode enforces it.
+
+    Attributes:
+        visibility: who may see the account (``Visibility``).
+        allowed: the contacts who may see it when ``visibility`` is ``CONTACTS``.
+        blocked: accounts that never see it, whatever ``visibility`` says.
+        seq: the settings' version (0: never set).
+    """
+
+    visibility: Visibility = Visibility.EVERYONE
+    allowed: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+    seq: int = 0
+
+
 class DeviceStatus(enum.Enum):
     """What a device says about its user, signed in its record (``update_status``).
 

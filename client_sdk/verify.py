@@ -10,20 +10,26 @@ so a valid record of one user cannot be passed off as another's.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 from google.protobuf.message import DecodeError
 
 from client_sdk.convert import account_from_pb, device_from_pb
 from client_sdk.errors import SignatureError
 from client_sdk.pins import PinStore
+from client_sdk.protocol.rotation import RotationError, chain_keys
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import key_defect
 from client_sdk.types import Account, Device, Presence
 
 
-def verify_account(account: pb.Account, pins: PinStore, expected_handle: str) -> Account:
-    """The account, once it is the one asked for and its key matches the pin (or is
-    pinned now). Raises ``SignatureError`` or ``KeyChanged``."""
+def account_keys(
+    account: pb.Account, expected_handle: str, rotations: Sequence[pb.SignedKeyRotation] = ()
+) -> list[bytes]:
+    """The account's keys, creation key first, each rotation checked (signed by the key
+    before it, at its place); ``SignatureError`` for a wrong handle or a broken chain."""
     if account.handle != expected_handle:
         raise SignatureError(
             f"asked for {expected_handle!r}, the supernode answered with {account.handle!r}"
@@ -31,8 +37,27 @@ def verify_account(account: pb.Account, pins: PinStore, expected_handle: str) ->
     weakness = key_defect(account.account_key)
     if weakness is not None:  # anyone can sign for such a key: nothing it signs means anything
         raise SignatureError(f"the account key of {account.handle!r} is {weakness}")
-    pins.check(account.handle, account.account_key)
-    return account_from_pb(account)
+    try:
+        return chain_keys(account.handle, account.account_key, rotations)
+    except RotationError as exc:
+        raise SignatureError(f"the key rotations served for {account.handle!r}: {exc}") from exc
+
+
+def verify_account(
+    account: pb.Account,
+    pins: PinStore,
+    expected_handle: str,
+    rotations: Sequence[pb.SignedKeyRotation] = (),
+) -> Account:
+    """The account with its current key (the end of its rotation chain), once it is the
+    one asked for and the chain passes through the pin (or is pinned now). Raises
+    ``SignatureError`` or ``KeyChanged``."""
+    return _pinned(account, pins, account_keys(account, expected_handle, rotations))
+
+
+def _pinned(account: pb.Account, pins: PinStore, keys: Sequence[bytes]) -> Account:
+    current = pins.follow(account.handle, keys)
+    return dataclasses.replace(account_from_pb(account), account_key=current)
 
 
 def verify_device(
@@ -61,9 +86,23 @@ def verify_device(
 
 
 def verify_presence(response: pb.LookupResponse, pins: PinStore, expected_handle: str) -> Presence:
-    """A lookup result (also a snapshot entry) with every device verified."""
-    account = verify_account(response.account, pins, expected_handle)
+    """A lookup result (also a snapshot entry) with every device verified by the current
+    key. A record signed by an earlier key of the chain is dropped, not an error: it was
+    registered before the rotation and is served until its lease ends."""
+    keys = account_keys(response.account, expected_handle, response.rotations)
+    account = _pinned(response.account, pins, keys)
+    earlier = keys[:-1]
     devices = tuple(
-        verify_device(device, account.account_key, account.handle) for device in response.devices
+        verify_device(device, account.account_key, account.handle)
+        for device in response.devices
+        if not earlier or not _signed_by_any(device, earlier)
     )
     return Presence(account, devices)
+
+
+def _signed_by_any(device: pb.Device, keys: Sequence[bytes]) -> bool:
+    signed = device.signed
+    return any(
+        signature_is_valid(key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature)
+        for key in keys
+    )

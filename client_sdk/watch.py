@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from client_sdk.errors import RateLimited, Unavailable, error_from_rpc, retry_hint_of
+from client_sdk.errors import (
+    RateLimited,
+    SignatureError,
+    Unavailable,
+    error_from_rpc,
+    retry_hint_of,
+)
 from client_sdk.pins import PinStore
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.retry import StreamAction, after_stream_failure
@@ -184,5 +190,16 @@ class Watch:
         handle = self._state.unknown_account(message)
         if handle is not None:
             self._state.learn_account(await self._fetch_account(handle))
-        for event in self._state.apply(message):
+        try:
+            events = self._state.apply(message)
+        except SignatureError:
+            # The account may have rotated its key since the snapshot: fetch it (the pin
+            # follows a valid chain, any other change is KeyChanged) and check again.
+            handle = message.change.handle
+            if message.WhichOneof("event") != "change" or handle not in self._state.view:
+                raise
+            if not self._state.learn_account(await self._fetch_account(handle)):
+                raise
+            events = self._state.apply(message)
+        for event in events:
             await self._queue.put(event)

@@ -78,11 +78,21 @@ class WatchState:
             return handle
         return None
 
-    def learn_account(self, account: Account) -> None:
-        """Add a watched account created after the snapshot (already verified and pinned)."""
-        if account.handle in self.handles and account.handle not in self._view:
+    def learn_account(self, account: Account) -> bool:
+        """Add a watched account created after the snapshot, or take its new key after a
+        rotation (already verified and pinned); whether anything changed. Devices signed
+        by the old key are kept until their change arrives (the app saw them)."""
+        if account.handle not in self.handles:
+            return False
+        known = self._view.get(account.handle)
+        if known is None:
             self._view[account.handle] = Presence(account)
             self._not_found.discard(account.handle)
+            return True
+        if known.account.account_key == account.account_key:
+            return False
+        self._view[account.handle] = Presence(account, known.devices)
+        return True
 
     def apply(self, message: pb.WatchEvent) -> list[PresenceEvent]:
         """The events ``message`` means for the app (possibly none)."""

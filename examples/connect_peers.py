@@ -37,15 +37,17 @@ async def serve_one(bob: Client) -> None:
 
 async def main(target: str, stun: tuple[str, int] | None) -> None:
     suffix = secrets.token_hex(3)
-    settings = P2PSettings(stun_server=stun)
     async with (
         Client([target], Identity.generate(), f"bob-{suffix}") as bob,
         Client([target], Identity.generate(), f"alice-{suffix}") as alice,
     ):
-        for client, device in ((bob, "laptop"), (alice, "phone")):
+        for client, device, contact in ((bob, "laptop", alice), (alice, "phone", bob)):
             await client.create_account(client.handle.title())
             key = Ed25519PrivateKey.generate()  # the device's QUIC key; keep it with the app
             await client.register_device(device, transport_key=public(key), ttl=60)
+            # Offers from a contact are accepted without asking; any other caller's offer
+            # would go to incoming()'s accept policy (none here: declined, unanswered).
+            settings = P2PSettings(stun_server=stun, auto_accept=frozenset({contact.handle}))
             client.enable_peer_to_peer(device, key, settings)
 
         server = asyncio.create_task(serve_one(bob))

@@ -143,7 +143,8 @@ class Metrics:
         )
         self.sessions_revoked = Counter(
             "supernode_sessions_revoked",
-            "Revocations made here, by kind: logout (one session) or account (RevokeSessions).",
+            "Revocations made here, by kind: logout (one session), account (RevokeSessions) "
+            "or rotation (RotateKey ends the sessions of the old key).",
             ["kind"],
             registry=self.registry,
         )
@@ -155,6 +156,14 @@ class Metrics:
         self.relay_bytes = Counter(
             "supernode_relay_bytes",
             "Datagram bytes forwarded by the relay.",
+            registry=self.registry,
+        )
+        self._privacy_hidden = Counter(
+            "supernode_privacy_hidden",
+            "Handles a call showed its caller as offline because their privacy settings "
+            "(visibility, block list) refuse the caller, by method; a Watch counts each "
+            "change it withheld.",
+            ["method"],
             registry=self.registry,
         )
         self._stun = Counter(
@@ -251,6 +260,10 @@ class Metrics:
         self._change_children[event.change].inc()
         if event.change is Change.EXPIRED:
             self.lease_expirations.inc()
+
+    def count_hidden(self, method: str, handles: int = 1) -> None:
+        if handles:
+            self._privacy_hidden.labels(method).inc(handles)
 
     def count_stun(self, outcome: str) -> None:
         self._stun_children[outcome].inc()

@@ -24,6 +24,7 @@ from supernode.config import Config
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
+from supernode.directory.privacy import Privacy
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rate import RateLimiter
@@ -77,6 +78,7 @@ class Directory:
     presence: Presence
     sessions: SessionAuthority
     secret: bytes  # what tokens and relay tickets are signed with
+    privacy: Privacy
 
 
 def build_directory(
@@ -93,8 +95,9 @@ def build_directory(
     A secondary store (a worker) serves reads only, so its replica skips the online count.
     ``revocations``: the revoked sessions token checks consult, kept current by the caller
     (a cluster's mirror); default: a fresh set, loaded from the store by the caller."""
+    registry = store if registry is None else registry
     accounts = Accounts(
-        store if registry is None else registry,
+        registry,
         limits=config.limits,
         policy=config.lease,
         clock_ms=wall_clock_ms,
@@ -123,7 +126,10 @@ def build_directory(
         token_ttl_seconds=config.server.token_ttl_seconds,
         revocations=revocations,
     )
-    return Directory(accounts, presence, sessions, secret)
+    privacy = Privacy(
+        registry, accounts, limits=config.limits, policy=config.lease, clock_ms=wall_clock_ms
+    )
+    return Directory(accounts, presence, sessions, secret, privacy)
 
 
 def build_shedding(config: Config, metrics: Metrics) -> Shedding:

@@ -230,6 +230,7 @@ class Supernode:
             max_handles=config.limits.max_watch_handles,
             max_watches_per_session=config.limits.max_watches_per_session,
         )
+        store.on_account_state = self.hub.account_changed
         observers: list[PresenceObserver] = [self.metrics, self.hub]
         if self.cluster is not None:
             observers.append(self.cluster.feed_hub)
@@ -266,10 +267,10 @@ class Supernode:
             served = self._routed(presence, accounts, sessions)
         shedding = self.shedding
         apis = {
-            "search": SearchApi(accounts, sessions, buckets, self.rate_gates).method_handlers(
-                self.metrics, shedding
-            ),
-            "rendezvous": self._build_rendezvous(store, directory.secret, sessions),
+            "search": SearchApi(
+                accounts, sessions, buckets, self.rate_gates, privacy=directory.privacy
+            ).method_handlers(self.metrics, shedding),
+            "rendezvous": self._build_rendezvous(store, directory, sessions),
         }
         if self.cluster is not None:
             from supernode.cluster.service import ClusterApi
@@ -298,9 +299,16 @@ class Supernode:
             ring,
             revoker=self._revoker,
             gates=self.rate_gates,
+            privacy=directory.privacy,
         ).method_handlers()
         apis["watch"] = WatchApi(
-            self.hub, served, sessions, self.metrics, shedding, self.rate_gates
+            self.hub,
+            served,
+            sessions,
+            self.metrics,
+            directory.privacy,
+            shedding,
+            self.rate_gates,
         ).method_handlers()
         return apis
 
@@ -331,11 +339,11 @@ class Supernode:
         )
 
     def _build_rendezvous(
-        self, store: Store, secret: bytes, sessions: SessionAuthority
+        self, store: Store, directory: Directory, sessions: SessionAuthority
     ) -> ServiceHandlers:
         limits = self.config.limits
         tickets = TicketAuthority(
-            secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
+            directory.secret, clock_ms=wall_clock_ms, ttl_ms=limits.relay_ticket_ttl_seconds * 1000
         )
 
         assert self.presence is not None
@@ -390,6 +398,7 @@ class Supernode:
             router,
             self.shedding,
             self.rate_gates,
+            privacy=directory.privacy,
         )
         return self.rendezvous.method_handlers()
 

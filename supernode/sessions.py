@@ -133,6 +133,13 @@ class SessionAuthority:
         now_ms = self._redeem(handle, challenge, signature, account_key, REVOKE_SESSIONS_DOMAIN)
         return account_revocation(handle, now_ms, now_ms + self._token_ttl_ms)
 
+    def revoke_issued_until_now(self, handle: str) -> Revocation:
+        """The revocation of every session of ``handle`` issued until now, with no
+        challenge: for a caller that proved the account key otherwise (a key rotation,
+        signed by the old key: sessions that key opened end with it)."""
+        now_ms = self._clock_ms()
+        return account_revocation(handle, now_ms, now_ms + self._token_ttl_ms)
+
     def logout(self, session: Session) -> Revocation:
         """The revocation of one session, kept until its token would have expired."""
         return session_revocation(session.session_id, session.expires_at_ms)

@@ -8,6 +8,13 @@ a bounded budget while joining the relay; QUIC runs over the direct path if ICE 
 the relay. The callee is authenticated by TLS (pinned certificate); the caller proves its
 transport key inside the encrypted connection by signing the callee's certificate and
 fresh ICE credentials, which the callee checks against the caller's signed record.
+
+Callee: nothing goes back to a caller (no candidate, no address, not even that the device
+is there) until the app accepts its offer (:class:`IncomingOffer`): ``offers()`` hands
+every offer to the app unanswered, and ``incoming()`` accepts those the app's policy
+admits (``P2PSettings.auto_accept`` contacts, or its ``accept`` callback) and declines the
+rest. An SDK once answered a stranger's bare offer within 13 ms with its ICE candidates,
+before the app had seen it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from cryptography.exceptions import InvalidSignature
@@ -38,6 +46,7 @@ from client_sdk.p2p.errors import (
 )
 from client_sdk.p2p.ice import IceAgent, limit_stun_retries, quiet_candidate_logs
 from client_sdk.p2p.listener import Listener, SignalingSession
+from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer, admits
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
@@ -52,6 +61,7 @@ _AUTH_OK = b"OK"
 _TLS_BAD_CERTIFICATE = 0x12A
 
 Resolve = Callable[[str, str | None], Awaitable[Device]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,9 @@ class P2PSettings:
         relay_timeout: seconds to join the supernode's relay.
         handshake_timeout: seconds for the QUIC handshake and the caller's proof of
             its transport key.
+        auto_accept: handles whose offers ``incoming()`` accepts without asking the app
+            (its allowed contacts); every other offer goes to ``incoming``'s ``accept``
+            policy, and is declined without one.
     """
 
     stun_server: tuple[str, int] | None = None
@@ -77,6 +90,8 @@ class P2PSettings:
     direct: bool = True
     relay_timeout: float = 10.0
     handshake_timeout: float = 10.0
+    # Accepted without asking the app: its allowed contacts. Nobody by default.
+    auto_accept: frozenset[str] = frozenset()
 
 
 def auth_context(offer_id: str, callee_certificate: bytes, ufrag: str, password: str) -> bytes:
@@ -249,26 +264,18 @@ class P2PAgent:
 
     # ------------------------------------------------------------------ callee
 
-    async def incoming(self) -> AsyncIterator[PeerConnection]:
-        """Listen for offers while iterated; yields each authenticated incoming connection.
-
-        The Listen stream is reopened after every break (``self.listener``), so iteration
-        ends only when the client closes, or raises a ``SupernodeError`` for what listening
-        again cannot fix; never a gRPC error.
-        """
-        accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-
-        def on_offer(offer: pb.IncomingOffer) -> None:
-            task = asyncio.create_task(self._accept(offer, accepted))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
+    async def _listening(
+        self, ready: asyncio.Queue[T], on_offer: Callable[[pb.IncomingOffer], None]
+    ) -> AsyncIterator[T]:
+        """Listen while iterated, handing offers to ``on_offer``; yield what it puts in
+        ``ready``. The Listen stream is reopened after every break (``self.listener``), so
+        iteration ends only when the client closes, or raises a ``SupernodeError`` for what
+        listening again cannot fix; never a gRPC error."""
         listening = asyncio.create_task(self.listener.run(on_offer), name="p2p listener")
-        getter: asyncio.Task[PeerConnection] | None = None
+        getter: asyncio.Task[T] | None = None
         try:
             while True:
-                getter = asyncio.create_task(accepted.get())
+                getter = asyncio.create_task(ready.get())
                 done, _ = await asyncio.wait(
                     {getter, listening}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -281,19 +288,67 @@ class P2PAgent:
             if getter is not None:
                 getter.cancel()
             listening.cancel()
+
+    async def offers(self) -> AsyncIterator[IncomingOffer]:
+        """Listen while iterated; yields every offer unanswered, for the app to accept or
+        decline (``P2PSettings.auto_accept`` does not apply here)."""
+        ready: asyncio.Queue[IncomingOffer] = asyncio.Queue()
+        async for offer in self._listening(
+            ready, lambda offer: ready.put_nowait(self._offer(offer))
+        ):
+            yield offer
+
+    async def incoming(self, accept: AcceptPolicy | None = None) -> AsyncIterator[PeerConnection]:
+        """Listen while iterated; yields each accepted, authenticated incoming connection.
+
+        An offer from a ``P2PSettings.auto_accept`` handle is accepted; any other is given
+        to ``accept`` (which may ask the user: it can be a coroutine, bounded by the offer's
+        ``expires_at_ms``), and declined when it says no, or when there is no ``accept``.
+        """
+        accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_offer(offer: pb.IncomingOffer) -> None:
+            task = asyncio.create_task(self._decide(self._offer(offer), accept, accepted))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            async for connection in self._listening(accepted, on_offer):
+                yield connection
+        finally:
             for task in tasks:
                 task.cancel()
 
-    async def _accept(
-        self, offer: pb.IncomingOffer, accepted: asyncio.Queue[PeerConnection]
+    async def _decide(
+        self,
+        offer: IncomingOffer,
+        accept: AcceptPolicy | None,
+        accepted: asyncio.Queue[PeerConnection],
     ) -> None:
         try:
-            connection = await self._accept_offer(offer)
-        except Exception as exc:  # one bad offer must not stop the listener
+            if await admits(offer, self.settings.auto_accept, accept):
+                accepted.put_nowait(await offer.accept())
+            else:
+                await offer.decline("not accepted")
+        except Exception as exc:  # one bad offer (or policy) must not stop the listener
             log.warning("incoming connection from %s/%s failed: %s",
-                        offer.from_handle, offer.from_device_id, exc)  # fmt: skip
-            return
-        accepted.put_nowait(connection)
+                        offer.peer_handle, offer.peer_device_id, exc)  # fmt: skip
+            if not offer.answered:
+                with contextlib.suppress(Exception):
+                    await offer.decline("not accepted")
+
+    def _offer(self, offer: pb.IncomingOffer) -> IncomingOffer:
+        async def answer() -> PeerConnection:
+            return await self._accept_offer(offer)
+
+        async def refuse(reason: str) -> None:
+            rendezvous, _, metadata = await self._stubs()
+            await _decline(rendezvous, offer, metadata, reason)
+
+        return IncomingOffer(
+            offer.from_handle, offer.from_device_id, offer.expires_at_ms, answer, refuse
+        )
 
     async def _accept_offer(self, offer: pb.IncomingOffer) -> PeerConnection:
         started = time.monotonic()

@@ -32,6 +32,10 @@ class PeerUnreachable(P2PError):
     """Neither the direct path nor the relay carried the connection in time."""
 
 
+class OfferAnswered(P2PError):
+    """An ``IncomingOffer`` was accepted or declined already: an offer is answered once."""
+
+
 class PeerToPeerNotEnabled(P2PError):
     """``connect()`` or ``incoming()`` was called before ``enable_peer_to_peer()``.
 

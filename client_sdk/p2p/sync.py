@@ -13,6 +13,7 @@ import asyncio
 
 from client_sdk.blocking import BlockingIterator, LoopThread
 from client_sdk.p2p.connection import PeerConnection, PeerIdentity
+from client_sdk.p2p.offers import IncomingOffer
 from client_sdk.p2p.path_policy import PathChange
 from client_sdk.p2p.quic import QuicStreamWriter
 
@@ -135,6 +136,37 @@ class SyncPeerConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyncOffer:
+    """A peer's unanswered offer, for blocking code (``SyncClient.offers``); see
+    ``IncomingOffer``.
+
+    Attributes:
+        peer_handle: who calls.
+        peer_device_id: the caller's device.
+        expires_at_ms: when the caller stops waiting (Unix milliseconds).
+    """
+
+    def __init__(self, loop: LoopThread, offer: IncomingOffer) -> None:
+        self._loop = loop
+        self._offer = offer
+        self.peer_handle = offer.peer_handle
+        self.peer_device_id = offer.peer_device_id
+        self.expires_at_ms = offer.expires_at_ms
+
+    def accept(self, timeout: float | None = None) -> SyncPeerConnection:
+        """Answer the offer and set up the connection."""
+        return SyncPeerConnection(self._loop, self._loop.run(self._offer.accept(), timeout))
+
+    def decline(self, reason: str = "declined") -> None:
+        """Refuse the offer; the caller's ``connect`` fails with ``PeerDeclined``."""
+        self._loop.run(self._offer.decline(reason))
+
+
+class SyncOffers(BlockingIterator[IncomingOffer, SyncOffer]):
+    """Unanswered offers, blocking: ``for offer in client.offers(): offer.accept()``.
+    Listening starts as soon as ``SyncClient.offers()`` returns; ``close()`` stops it."""
 
 
 class SyncIncoming(BlockingIterator[PeerConnection, SyncPeerConnection]):

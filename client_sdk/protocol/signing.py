@@ -23,6 +23,11 @@ LOGIN_DOMAIN = b"supernode.v1.Login"
 # A challenge signed to end every session of the account (a lost device): never a login.
 REVOKE_SESSIONS_DOMAIN = b"supernode.v1.RevokeSessions"
 DEVICE_RECORD_DOMAIN = b"supernode.v1.DeviceRecord"
+PRIVACY_DOMAIN = b"supernode.v1.PrivacySettings"
+# A rotation is signed twice: by the old key (consent) and the new one (possession), each
+# for its own purpose, so neither signature can stand in for the other.
+KEY_ROTATION_DOMAIN = b"supernode.v1.KeyRotation"
+KEY_ROTATION_NEW_KEY_DOMAIN = b"supernode.v1.KeyRotation.NewKey"
 
 
 def signing_payload(domain: bytes, body: bytes) -> bytes:

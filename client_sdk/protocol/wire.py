@@ -6,6 +6,8 @@ device bytes, each behind a tag and a length. Unit tests check every function he
 the protobuf runtime's own parse.
 """
 
+from collections.abc import Sequence
+
 _WIRE_TYPE_LEN = 2
 
 
@@ -32,9 +34,10 @@ def repeated_field(number: int, payloads: list[bytes]) -> bytes:
     return b"".join(tag + _varint(len(p)) + p for p in payloads)
 
 
-def lookup_response(account: bytes, devices: list[bytes]) -> bytes:
-    """``LookupResponse{account = 1, repeated devices = 2}`` from stored bytes."""
-    return field(1, account) + repeated_field(2, devices)
+def lookup_response(account: bytes, devices: list[bytes], rotations: Sequence[bytes] = ()) -> bytes:
+    """``LookupResponse{account = 1, repeated devices = 2, repeated rotations = 3}`` from
+    stored bytes (``rotations``: serialized ``SignedKeyRotation``, oldest first)."""
+    return field(1, account) + repeated_field(2, devices) + repeated_field(3, list(rotations))
 
 
 def lookup_many_response(
@@ -49,6 +52,7 @@ def lookup_many_response(
     )
 
 
-def get_account_response(account: bytes) -> bytes:
-    """``GetAccountResponse{account = 1}`` (same shape as ``CreateAccountResponse``)."""
-    return field(1, account)
+def get_account_response(account: bytes, rotations: Sequence[bytes] = ()) -> bytes:
+    """``GetAccountResponse{account = 1, repeated rotations = 2}`` (without rotations, the
+    same shape as ``CreateAccountResponse``)."""
+    return field(1, account) + repeated_field(2, list(rotations))

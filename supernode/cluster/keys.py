@@ -18,6 +18,10 @@ Under the cluster's prefix (``cluster.etcd_prefix``, default ``/supernode``):
 ``/controller``       the elected controller's node name, under its lease (create-if-absent).
 ``/accounts/<handle>`` serialized ``supernode.v1.Account`` as its creator signed it, claimed
                       by create-if-absent: handles are unique cluster-wide.
+``/account-state/<handle>`` serialized ``supernode.internal.v1.AccountState`` (the account's
+                      key rotations and signed privacy settings), absent until the first
+                      change; written only by compare-and-swap on its mod revision, so of two
+                      concurrent changes (two rotations, say) exactly one is stored.
 ``/secrets/token``    the 32-byte secret session tokens and relay tickets are signed with,
                       shared so a token issued by one node works on every node.
 ``/revoked/<name>``   a revoked session or account (``supernode.revocations`` names and
@@ -36,6 +40,7 @@ NODES = "/nodes/"
 PLACEMENT = "/placement"
 CONTROLLER = "/controller"
 ACCOUNTS = "/accounts/"
+ACCOUNT_STATES = "/account-state/"
 STREAMED = "/streamed/"
 NODE_STATES = ("active", "leaving", "left")
 TOKEN_SECRET = "/secrets/token"
@@ -140,6 +145,13 @@ class Keys:
 
     def account(self, handle: str) -> bytes:
         return self._key(ACCOUNTS + handle)
+
+    def account_state(self, handle: str) -> bytes:
+        return self._key(ACCOUNT_STATES + handle)
+
+    @property
+    def account_states(self) -> bytes:
+        return self._key(ACCOUNT_STATES)
 
     def revocation(self, name: str) -> bytes:
         return self._key(REVOKED + name)

@@ -17,6 +17,8 @@ import struct
 import time
 from collections.abc import Callable
 
+from google.protobuf.message import DecodeError
+
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.cluster.etcd import (
     Compacted,
@@ -29,7 +31,7 @@ from supernode.cluster.etcd import (
 )
 from supernode.cluster.keys import Keys, LayoutError
 from supernode.cluster.view import Applied, ClusterView
-from supernode.directory import search
+from supernode.directory import account_state, search
 from supernode.store import Store
 
 log = logging.getLogger("supernode.cluster")
@@ -38,6 +40,20 @@ VIEW_META = "cluster_view"
 REVISION_META = "cluster_revision"  # the last applied etcd revision (u64), every batch
 _U64 = struct.Struct(">Q")
 _MAX_RESYNC_RESTARTS = 5  # a compaction mid-read starts the read again, this many times
+
+
+def keep_newer_state(store: Store, handle: str, state: bytes) -> None:
+    """Store an account's state unless the store already holds a later one: the write a
+    node made itself after its compare-and-swap may be ahead of the mirror's events."""
+    try:
+        newer = account_state.position(state) > account_state.position(
+            store.get_account_state(handle)
+        )
+    except DecodeError:
+        log.warning("mirror: /account-state/%s holds no AccountState; ignored", handle)
+        return
+    if newer:
+        store.put_account_state(handle, state)
 
 
 def stored_view(store: Store) -> ClusterView | None:
@@ -104,6 +120,8 @@ class Mirror:
                     applied = fresh.apply(self._keys, events, page.revision)
                     for account in applied.accounts:
                         self._insert_account(account.handle, account.account)
+                    for seen in applied.states:
+                        keep_newer_state(self._store, seen.handle, seen.state)
                     for problem in applied.ignored:
                         log.warning("mirror: ignored %s", problem)
                 # Revocations whose lease ended while we were away: gone from etcd, not here.
@@ -148,6 +166,8 @@ class Mirror:
         when something but accounts changed; otherwise just the revision (8 bytes)."""
         for account in applied.accounts:
             self._insert_account(account.handle, account.account)
+        for seen in applied.states:
+            keep_newer_state(self._store, seen.handle, seen.state)
         for problem in applied.ignored:
             log.warning("mirror: ignored %s", problem)
         if applied.revoked:

@@ -285,7 +285,7 @@ class ClusterPresence:
         async def read(attempt: int) -> bytes:
             routed, at = (replicas, epoch) if attempt == 0 else self.replicas_of(handle)
             merged = self._repair(handle, await self._versions(handle, routed, at), at)
-            return self._answer(account, merged)
+            return self._answer(handle, account, merged)
 
         return await self._rerouted(handle, read)
 
@@ -308,14 +308,14 @@ class ClusterPresence:
         async def read(attempt: int) -> bytes:
             replicas, epoch = self.replicas_of(handle)
             held = await self._versions(handle, replicas, epoch)
-            return self._answer(account, merge_reads(held))
+            return self._answer(handle, account, merge_reads(held))
 
         return await self._rerouted(handle, read)
 
-    def _answer(self, account: bytes, merged: MergedRead) -> bytes:
+    def _answer(self, handle: str, account: bytes, merged: MergedRead) -> bytes:
         """A Lookup answer from merged replica versions: the winners still live now."""
         devices = [w.device for w in live(merged.winners, self._clock_ms())]
-        return wire.lookup_response(account, devices)
+        return wire.lookup_response(account, devices, self._accounts.rotations(handle))
 
     def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)

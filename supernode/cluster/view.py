@@ -34,6 +34,14 @@ class AccountSeen:
     account: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StateSeen:
+    """An account's state (rotations, privacy) the mirror must make readable locally."""
+
+    handle: str
+    state: bytes
+
+
 @dataclass(slots=True)
 class Applied:
     """What one batch of etcd events changed, for the node to act on."""
@@ -49,6 +57,7 @@ class Applied:
         )
 
     accounts: list[AccountSeen] = field(default_factory=list)
+    states: list[StateSeen] = field(default_factory=list)
     members_changed: bool = False
     placement_changed: bool = False
     streamed_changed: bool = False  # a node reported partitions streamed (the controller flips)
@@ -116,6 +125,9 @@ class ClusterView:
         elif (handle := keys.name_under(key, keys.accounts)) is not None:
             if put:
                 applied.accounts.append(AccountSeen(handle, event.value))
+        elif (handle := keys.name_under(key, keys.account_states)) is not None:
+            if put:
+                applied.states.append(StateSeen(handle, event.value))
         elif (name := keys.name_under(key, keys.streamed)) is not None:
             if put:
                 self.streamed[name] = streamed_from_bytes(event.value)

@@ -1,4 +1,4 @@
-"""Accounts: creation with proof of key possession, and reads.
+"""Accounts: creation with proof of key possession, key rotation, and reads.
 
 Storage sits behind the :class:`supernode.directory.ports.AccountRegistry` port, so that a
 cluster backs it with etcd (a create-if-absent transaction plus a local mirror) while a
@@ -10,14 +10,21 @@ from functools import lru_cache
 from itertools import takewhile
 
 from client_sdk.protocol.records import parse_account
+from client_sdk.protocol.rotation import ForgedRotation, StaleRotation, check_next, parse_rotation
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle, check_signature
-from supernode.directory import lease, search
+from supernode.directory import account_state, lease, search
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
-from supernode.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from supernode.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 
 
 class Accounts:
@@ -35,8 +42,9 @@ class Accounts:
         self._limits = limits
         self._policy = policy
         self._clock_ms = clock_ms
-        # Accounts are immutable until key rotation lands; parsing one costs more than a dict hit.
-        self.account_key = lru_cache(maxsize=65536)(self._account_key)
+        # The signed Account never changes (rotations live in the account's state); parsing
+        # one costs more than a dict hit.
+        self.creation_key = lru_cache(maxsize=65536)(self._creation_key)
 
     async def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
         account = parse_account(account_raw, self._limits)
@@ -67,17 +75,65 @@ class Accounts:
         """The stored account bytes or None, without validating the handle (hot path)."""
         return self._registry.get_account(handle)
 
-    def _account_key(self, handle: str) -> bytes:
+    def _creation_key(self, handle: str) -> bytes:
         account = pb.Account()
         account.ParseFromString(self.get(handle))
         return account.account_key
 
+    def account_key(self, handle: str) -> bytes:
+        """The key the account signs with now: the end of its rotation chain."""
+        creation_key = self.creation_key(handle)
+        return account_state.current_key(self._registry.get_account_state(handle), creation_key)
+
+    def rotations(self, handle: str) -> list[bytes]:
+        """The account's rotation chain, serialized ``SignedKeyRotation``s, oldest first."""
+        state = self._registry.get_account_state(handle)
+        return [r.SerializeToString() for r in account_state.rotations_of(state)]
+
+    async def rotate(self, session_handle: str, signed: pb.SignedKeyRotation) -> list[bytes]:
+        """Append a rotation to the session's own account's chain; the chain after it.
+
+        The statement must be the next link (signed by the current key and the new one, at
+        the next seq); checked against the state the write replaces, so of two concurrent
+        rotations (a compare-and-swap in a cluster) exactly one is stored.
+        """
+        rotation = parse_rotation(signed)
+        if rotation.handle != session_handle:
+            raise PermissionDenied(
+                f"rotation.handle: {rotation.handle!r}, but this session belongs to "
+                f"{session_handle!r}"
+            )
+        lease.check_issued_at(
+            rotation.issued_at_ms, self._clock_ms(), self._policy, "rotation.issued_at_ms"
+        )
+        creation_key = self.creation_key(session_handle)
+
+        def update(current: bytes | None) -> bytes:
+            chain = account_state.rotations_of(current)
+            if chain and chain[-1] == signed:  # a retry of the last rotation: already done
+                assert current is not None
+                return current
+            key = account_state.current_key(current, creation_key)
+            try:
+                check_next(session_handle, key, len(chain) + 1, signed)
+            except StaleRotation as exc:
+                raise FailedPrecondition(str(exc)) from exc
+            except ForgedRotation as exc:
+                raise PermissionDenied(str(exc)) from exc
+            return account_state.with_rotation(current, signed)
+
+        state = await self._registry.update_account_state(session_handle, update)
+        return [r.SerializeToString() for r in account_state.rotations_of(state)]
+
     def count(self) -> int:
         return self._registry.account_count()
 
-    def search(self, query: str, limit: int) -> list[bytes]:
-        """Discoverable accounts matching ``query``, best first, at most ``limit`` (and no
-        more than ``max_response_bytes`` hold)."""
+    def search(
+        self, query: str, limit: int, visible: Callable[[str], bool] = lambda handle: True
+    ) -> list[bytes]:
+        """Discoverable accounts matching ``query`` that ``visible`` admits (privacy: the
+        caller's view), best first, at most ``limit`` (and no more than
+        ``max_response_bytes`` hold)."""
         folded = search.normalize_query(query)
         if len(folded) < self._limits.search_min_query_chars:
             raise InvalidArgument(
@@ -95,7 +151,7 @@ class Accounts:
                 continue
             account = pb.Account.FromString(raw)
             match = search.score(folded, account.handle, account.display_name)
-            if match is not None and account.discoverable:
+            if match is not None and account.discoverable and visible(account.handle):
                 scored.append((match, raw))
         scored.sort(key=lambda pair: pair[0])
         budget = ResponseBudget(self._limits.max_response_bytes)  # an operator's large limit

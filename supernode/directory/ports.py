@@ -9,7 +9,7 @@ What the cluster awaits (claiming a handle cluster-wide in etcd) is ``async``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +90,25 @@ class AccountRegistry(Protocol):
 
     def account_count(self) -> int: ...
 
+    def get_account_state(self, handle: str) -> bytes | None:
+        """The serialized ``AccountState`` (rotations, privacy) or None: local, the hot path."""
+        ...
+
+    def changed_accounts(self, handles: Iterable[str]) -> list[str]:
+        """Which of ``handles`` have a state at all (a set lookup each: the hot path of a
+        LookupMany, where nearly every account never changed)."""
+        ...
+
+    async def update_account_state(
+        self, handle: str, update: Callable[[bytes | None], bytes]
+    ) -> bytes:
+        """Replace the handle's state with ``update(current)``, atomically: in a cluster a
+        compare-and-swap on the state's revision in etcd, ``update`` called again with the
+        newer state when another write came first (so it must be pure, and raise to give
+        up). Nothing is written when ``update`` returns the state unchanged (a retried
+        request). Returns the state stored."""
+        ...
+
 
 class AccountKeys(Protocol):
     """What presence needs of accounts: a handle's key and its stored account bytes."""
@@ -97,3 +116,5 @@ class AccountKeys(Protocol):
     def account_key(self, handle: str) -> bytes: ...
 
     def find(self, handle: str) -> bytes | None: ...
+
+    def rotations(self, handle: str) -> list[bytes]: ...

@@ -381,7 +381,11 @@ class Replica:
         account = self._accounts.find(handle)
         if account is None:
             return None
-        return wire.lookup_response(account, self._store.live_devices(handle, self._clock_ms()))
+        return wire.lookup_response(
+            account,
+            self._store.live_devices(handle, self._clock_ms()),
+            self._accounts.rotations(handle),
+        )
 
     # ------------------------------------------------------------------ leases
 

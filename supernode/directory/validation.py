@@ -56,6 +56,9 @@ class Limits:
     relay_max_bytes: int = 256 << 20
     relay_max_bytes_per_second: int = 4 << 20
     relay_idle_timeout_seconds: float = 30.0
+    # Handles in one account's privacy allow list, and in its block list (each). A set is
+    # read on every presence call for its account, so it stays small enough to hold.
+    max_privacy_handles: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_response_bytes < MIN_RESPONSE_BYTES:

@@ -158,6 +158,9 @@ class WatchHub:
         self._by_handle: dict[str, set[Subscription]] = {}
         self._by_session: dict[bytes, set[Subscription]] = {}
         self._seen: OrderedDict[tuple[str, str, int, bool], None] = OrderedDict()
+        # handle -> the revision at which its account state (privacy, key) last changed:
+        # a watch of it cannot resume from before that (see account_changed).
+        self._account_changes: dict[str, int] = {}
         self.closed = False
 
     @property
@@ -205,6 +208,23 @@ class WatchHub:
             subscription.overflow()
         return len(stalled)
 
+    def account_changed(self, handle: str) -> None:
+        """An account's privacy settings or key changed: what each of its watchers may see
+        of it may have changed. Every watch of it ends (UNAVAILABLE, "resume to resync"),
+        and resuming from before the change gets a fresh snapshot instead of a backlog, so
+        each watcher's view becomes what it may see now: a newly refused watcher sees the
+        account's devices go (in the SDK, a snapshot's ``gap_changes``), a newly admitted
+        one sees them come. Rare (a person changing a setting), so ending streams is cheap.
+        """
+        self.revision += 1  # positions up to now are from before the change
+        self._account_changes[handle] = self.revision
+        if len(self._account_changes) > _SEEN_LIMIT:  # older than any resumable position
+            oldest = self._history[0].revision if self._history else self.revision
+            self._account_changes = {h: r for h, r in self._account_changes.items() if r >= oldest}
+        for subscription in list(self._by_handle.get(handle, ())):
+            subscription.interrupted = "the privacy settings of a watched account changed"
+            subscription.wake()
+
     def _seen_before(self, changed: DeviceChanged) -> bool:
         """Replicas each commit the same change, and this hub hears of it from each: tell
         watchers once per (handle, device, seq, live or not). Which replica's word came
@@ -243,7 +263,9 @@ class WatchHub:
         mine.add(subscription)
         for handle in wanted:
             self._by_handle.setdefault(handle, set()).add(subscription)
-        if self._holds(epoch, revision):
+        if self._holds(epoch, revision) and not any(
+            self._account_changes.get(handle, 0) > revision for handle in wanted
+        ):
             backlog = [e for e in self._history if e.revision > revision and e.handle in wanted]
             return Start(subscription, True, backlog, revision)
         return Start(subscription, False, [], self.revision)

@@ -57,6 +57,14 @@ class PendingOffer:
     resolve: Callable[[Answer], None]
 
 
+def not_listening(callee: Endpoint) -> FailedPrecondition:
+    """The refusal of an offer to a device that is not listening; also what a caller the
+    callee's privacy settings refuse gets, word for word (it must not tell the two apart)."""
+    return FailedPrecondition(
+        f"device_id: {callee.handle}/{callee.device_id} is not listening (offline)"
+    )
+
+
 class Switchboard:
     def __init__(
         self,
@@ -174,9 +182,7 @@ class Switchboard:
         attached to another node of the cluster, which admitted it)."""
         listener = self._listeners.get(callee)
         if listener is None:
-            raise FailedPrecondition(
-                f"device_id: {callee.handle}/{callee.device_id} is not listening (offline)"
-            )
+            raise not_listening(callee)
         ticket, _ = self._tickets.issue(caller, callee)
         pending = PendingOffer(secrets.token_hex(12), caller, callee, ticket, resolve)
         offer = pb.IncomingOffer(

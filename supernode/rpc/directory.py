@@ -12,6 +12,7 @@ from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
+from supernode.directory.privacy import Privacy
 from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
@@ -81,13 +82,17 @@ class DirectoryApi:
         ring: RingSource | None = None,
         revoker: RevocationSink | None = None,
         gates: RateGates | None = None,
+        *,
+        privacy: Privacy,
     ) -> None:
         """``ring``: a cluster member's placement; presence answers then carry its epoch.
         ``revoker``: where Logout and RevokeSessions make a revocation durable (None in a
         worker process, which forwards them to its primary).
-        ``gates``: the process's rate limits (``supernode.rate``; none when not given)."""
+        ``gates``: the process's rate limits (``supernode.rate``; none when not given).
+        ``privacy``: who may see whom; every presence answer passes through it."""
         self._ring = ring
         self._revoker = revoker
+        self._privacy = privacy
         self._gates = gates = gates or RateGates.off()
         self._failures = gates.limiter.login_failures
         self._create_gate = gates.gate("CreateAccount")
@@ -100,6 +105,9 @@ class DirectoryApi:
         self._unregister_gate = gates.gate("UnregisterDevice")
         self._lookup_gate = gates.gate("Lookup")
         self._lookup_many_gate = gates.gate("LookupMany")
+        self._set_privacy_gate = gates.gate("SetPrivacy")
+        self._get_privacy_gate = gates.gate("GetPrivacy")
+        self._rotate_gate = gates.gate("RotateKey")
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
@@ -116,6 +124,13 @@ class DirectoryApi:
                 "GetAccount": unary_handler(
                     "GetAccount", pb.GetAccountRequest, self.get_account, m, s
                 ),
+                "SetPrivacy": unary_handler(
+                    "SetPrivacy", pb.SetPrivacyRequest, self.set_privacy, m, s
+                ),
+                "GetPrivacy": unary_handler(
+                    "GetPrivacy", pb.GetPrivacyRequest, self.get_privacy, m, s
+                ),
+                "RotateKey": unary_handler("RotateKey", pb.RotateKeyRequest, self.rotate_key, m, s),
             },
             SESSION_SERVICE: {
                 "GetChallenge": unary_handler(
@@ -153,7 +168,36 @@ class DirectoryApi:
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
         self._get_account_gate.check(context)
-        return wire.get_account_response(self._accounts.get(request.handle))
+        account = self._accounts.get(request.handle)
+        return wire.get_account_response(account, self._accounts.rotations(request.handle))
+
+    async def set_privacy(
+        self, request: pb.SetPrivacyRequest, context: Context
+    ) -> pb.SetPrivacyResponse:
+        session = session_of(context, self._sessions)
+        self._set_privacy_gate.check(context, session.handle)
+        settings = await self._privacy.set(session.handle, request.settings, request.signature)
+        return pb.SetPrivacyResponse(settings=settings)
+
+    def get_privacy(self, request: pb.GetPrivacyRequest, context: Context) -> pb.GetPrivacyResponse:
+        session = session_of(context, self._sessions)
+        self._get_privacy_gate.check(context, session.handle)
+        return pb.GetPrivacyResponse(settings=self._privacy.get(session.handle))
+
+    async def rotate_key(
+        self, request: pb.RotateKeyRequest, context: Context
+    ) -> pb.RotateKeyResponse:
+        session = session_of(context, self._sessions)
+        self._rotate_gate.check(context, session.handle)
+        chain = await self._accounts.rotate(session.handle, request.rotation)
+        # Sessions opened with the old key end with it (this one too: the client logs in
+        # again with the new key). Published after the rotation is stored; a failure here
+        # is retried with the same statement, which then only revokes.
+        await self._sink().publish(self._sessions.revoke_issued_until_now(session.handle))
+        self._metrics.sessions_revoked.labels("rotation").inc()
+        return pb.RotateKeyResponse(
+            rotations=[pb.SignedKeyRotation.FromString(raw) for raw in chain]
+        )
 
     # ------------------------------------------------------------------ sessions
 
@@ -251,6 +295,11 @@ class DirectoryApi:
         session = session_of(context, self._sessions)
         self._lookup_gate.check(context, session.handle)
         self._tell_epoch(context)
+        if not self._privacy.may_see(session.handle, request.handle):
+            _quorum(request.consistency)  # the same INVALID_ARGUMENT as for anyone
+            answer = self._privacy.offline_answer(request.handle)
+            self._metrics.count_hidden("Lookup")
+            return answer
         if request.consistency:
             return self._presence.lookup(request.handle, _quorum(request.consistency))
         return self._presence.lookup(request.handle)
@@ -262,4 +311,17 @@ class DirectoryApi:
         # The handles answered, not the calls: each distinct handle costs one.
         self._lookup_many_gate.check(context, session.handle, len(set(request.handles)))
         self._tell_epoch(context)
-        return self._presence.lookup_many(request.handles, _quorum(request.consistency))
+        answer = self._presence.lookup_many(request.handles, _quorum(request.consistency))
+        if isinstance(answer, bytes):  # a node alone: no coroutine on the hot path
+            return self._visible_many(session.handle, request.handles, answer)
+        return self._privacy_applied(session.handle, request.handles, answer)
+
+    def _visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> bytes:
+        visible, hidden = self._privacy.visible_many(caller, handles, answer)
+        self._metrics.count_hidden("LookupMany", hidden)
+        return visible
+
+    async def _privacy_applied(
+        self, caller: str, handles: Sequence[str], answer: bytes | Awaitable[bytes]
+    ) -> bytes:
+        return self._visible_many(caller, handles, await settled(answer))

@@ -17,6 +17,7 @@ from client_sdk.protocol.validation import (
     check_display_name,
     check_handle,
 )
+from supernode.directory.privacy import Privacy
 from supernode.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -26,7 +27,7 @@ from supernode.errors import (
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
-from supernode.rendezvous.signaling import Answer, Switchboard
+from supernode.rendezvous.signaling import Answer, Switchboard, not_listening
 from supernode.rendezvous.tickets import Endpoint
 from supernode.rpc.auth import session_of
 from supernode.rpc.cutoff import Cutoff
@@ -73,11 +74,17 @@ class RendezvousApi:
         router: OfferRouter | None = None,
         shedding: Shedding | None = None,
         gates: RateGates | None = None,
+        *,
+        privacy: Privacy,
     ) -> None:
+        """``gates``: the process's rate limits; ``privacy``: an offer from a caller the
+        callee's settings refuse is answered as if the device were not listening, before it
+        reaches the callee."""
         gates = gates or RateGates.off()
         self._listen_gate = gates.gate("Listen")
         self._connect_gate = gates.gate("Connect")
         self._relay_gate = gates.gate("Relay")
+        self._privacy = privacy
         self._router = router
         self._shedding = shedding
         self._switchboard = switchboard
@@ -148,6 +155,9 @@ class RendezvousApi:
         caller = Endpoint(session.handle, request.from_device_id)
         callee = Endpoint(request.handle, request.device_id)
         self._switchboard.admit(session.session_id, caller)
+        if not self._privacy.may_see(caller.handle, callee.handle):
+            self._metrics.count_hidden("Connect")
+            raise not_listening(callee)
         if self._router is not None:
             return await self._router.route(caller, callee, request.payload, self.deliver)
         return await self.deliver(caller, callee, request.payload)

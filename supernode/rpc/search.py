@@ -6,6 +6,7 @@ import grpc
 from client_sdk.protocol import wire
 from client_sdk.protocol.v1 import search_pb2
 from supernode.directory.accounts import Accounts
+from supernode.directory.privacy import Privacy
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rate import RateLimited
@@ -25,9 +26,13 @@ class SearchApi:
         sessions: SessionAuthority,
         buckets: TokenBuckets,
         gates: RateGates | None = None,
+        *,
+        privacy: Privacy,
     ) -> None:
-        """``buckets``: per session; ``gates``: per account and per source."""
+        """``buckets``: per session; ``gates``: per account and per source; ``privacy``:
+        who may find whom (undiscoverable accounts and blockers never show)."""
         self._accounts = accounts
+        self._privacy = privacy
         self._sessions = sessions
         self._buckets = buckets
         gates = gates or RateGates.off()
@@ -45,7 +50,12 @@ class SearchApi:
                 key="session",
             )
         self._gate.check(context, session.handle)
-        found = self._accounts.search(request.query, request.limit)
+        caller = session.handle
+        found = self._accounts.search(
+            request.query,
+            request.limit,
+            lambda handle: self._privacy.searchable_by(caller, handle),
+        )
         # SearchResponse{repeated Account accounts = 1}: stored bytes, framed.
         return wire.repeated_field(1, found)
 

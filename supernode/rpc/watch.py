@@ -9,6 +9,7 @@ import grpc
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
 from supernode.directory.presence import Change
+from supernode.directory.privacy import Privacy
 from supernode.directory.watch import ChangeEvent, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
@@ -45,10 +46,15 @@ class WatchApi:
         presence: PresenceApi,
         sessions: SessionAuthority,
         metrics: Metrics,
+        privacy: Privacy,
         shedding: Shedding | None = None,
         gates: RateGates | None = None,
     ) -> None:
+        """``privacy``: a watched handle the caller may not see shows no devices and no
+        changes; checked per event, so a block or a narrower visibility takes effect on
+        open streams at once. ``gates``: the process's rate limits (stream opens)."""
         self._gate = (gates or RateGates.off()).gate("Watch")
+        self._privacy = privacy
         self._hub = hub
         self._presence = presence
         self._sessions = sessions
@@ -76,18 +82,24 @@ class WatchApi:
             cut=cutoff.arm,
         )
         subscription = start.subscription
+        caller, privacy = session.handle, self._privacy
         try:
             if start.resumed:
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, resumed=True
                 ).SerializeToString()
                 for event in start.backlog:
-                    yield change_message(hub.epoch, event)
+                    if privacy.may_see(caller, event.handle):
+                        yield change_message(hub.epoch, event)
+                    else:
+                        self._metrics.count_hidden("Watch")
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
-                answer = pb.LookupManyResponse.FromString(
-                    await settled(self._presence.lookup_many(sorted(subscription.handles)))
-                )
+                handles = sorted(subscription.handles)
+                raw = await settled(self._presence.lookup_many(handles))
+                visible, hidden = privacy.visible_many(caller, handles, raw)
+                self._metrics.count_hidden("Watch", hidden)
+                answer = pb.LookupManyResponse.FromString(visible)
                 if answer.unanswered:  # past max_response_bytes: one message cannot hold it
                     raise ResourceExhausted(
                         f"handles: the snapshot of {len(subscription.handles)} handles is "
@@ -111,6 +123,9 @@ class WatchApi:
                         "reconnect with the last position to resume"
                     )
                 for event in subscription.drain():
+                    if not privacy.may_see(caller, event.handle):
+                        self._metrics.count_hidden("Watch")
+                        continue
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)
         finally:

@@ -59,6 +59,8 @@ LOCAL_METHODS = {
 WRITES = frozenset(
     {
         f"/{ACCOUNT_SERVICE}/CreateAccount",
+        f"/{ACCOUNT_SERVICE}/SetPrivacy",
+        f"/{ACCOUNT_SERVICE}/RotateKey",
         f"/{PRESENCE_SERVICE}/RegisterDevice",
         f"/{PRESENCE_SERVICE}/UnregisterDevice",
         f"/{SESSION_SERVICE}/Logout",
@@ -173,6 +175,7 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
         metrics,
         shedding,
         gates=gates,
+        privacy=directory.privacy,
     ).method_handlers()
     local = {
         service: {name: handlers[service][name] for name in names}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection
+from client_sdk import Client, ClientConfig, Identity, IncomingOffer, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
 
 LISTEN_WITHIN_S = 30.0
@@ -31,8 +31,13 @@ async def p2p_client(
     return client
 
 
+def accept_any(offer: IncomingOffer) -> bool:
+    """A test callee's policy: the caller is whoever the test set up."""
+    return True
+
+
 async def first_incoming(client: Client) -> PeerConnection:
-    async for connection in client.incoming():
+    async for connection in client.incoming(accept_any):
         return connection
     raise AssertionError("the listener ended without a connection")
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from client_sdk import Client, P2PSettings, PeerConnection
-from tests.integration.p2p_support import p2p_client, until_listening
+from tests.integration.p2p_support import accept_any, p2p_client, until_listening
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import FAST_LEASES, StartSupernode, restart_on_same_port
 from tests.integration.tap import RecordingProxy
@@ -27,7 +27,7 @@ class Accepting:
         self.task = asyncio.create_task(self._accept_all())
 
     async def _accept_all(self) -> None:
-        async for connection in self.client.incoming():
+        async for connection in self.client.incoming(accept_any):
             self.accepted.put_nowait(connection)
 
     async def ready(self) -> None:

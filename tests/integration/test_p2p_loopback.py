@@ -21,7 +21,7 @@ from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_device_record
 from supernode.store import Store
 from tests.integration.metrics import sample
-from tests.integration.p2p_support import alice_and_bob, first_incoming, listening
+from tests.integration.p2p_support import accept_any, alice_and_bob, first_incoming, listening
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import StartSupernode, restart_on_same_port
 from tests.integration.tap import RecordingProxy
@@ -110,7 +110,7 @@ async def test_closing_the_client_ends_incoming_cleanly(supernode: SupernodeProc
         received: list[PeerConnection] = []
 
         async def accept_all() -> None:
-            async for connection in bob.incoming():
+            async for connection in bob.incoming(accept_any):
                 received.append(connection)
 
         accepting = asyncio.create_task(accept_all())

@@ -30,6 +30,7 @@ from client_sdk import (
     PeerToPeerNotEnabled,
     SyncClient,
     Unavailable,
+    Visibility,
 )
 from client_sdk.blocking import BlockingIterator
 from client_sdk.p2p.certificates import raw_public_key
@@ -98,6 +99,10 @@ CASES: dict[str, Case] = {
         lambda c: c.connect(c.handle, "dev"), down=Unavailable, p2p_off=PeerToPeerNotEnabled
     ),
     "incoming": Case(lambda c: c.incoming(), down=KEEPS_TRYING, p2p_off=PeerToPeerNotEnabled),
+    "offers": Case(lambda c: c.offers(), down=KEEPS_TRYING, p2p_off=PeerToPeerNotEnabled),
+    "get_privacy": Case(lambda c: c.get_privacy(), down=Unavailable),
+    "set_privacy": Case(lambda c: c.set_privacy(Visibility.EVERYONE), down=Unavailable),
+    "rotate_key": Case(lambda c: c.rotate_key(Identity.generate()), down=Unavailable),
     "wait_listening": Case(
         lambda c: c.wait_listening(),
         down=KEEPS_TRYING,
@@ -230,7 +235,11 @@ def test_every_public_name_has_a_case() -> None:
         assert public_names(sync_client) == set(CASES) | set(SYNC_ONLY)
     finally:
         sync_client.close()
-    assert {name for name, case in CASES.items() if case.p2p_off} >= {"connect", "incoming"}
+    assert {name for name, case in CASES.items() if case.p2p_off} >= {
+        "connect",
+        "incoming",
+        "offers",
+    }
 
 
 async def test_client_after_close_raises_closed(supernode: SupernodeProcess) -> None:

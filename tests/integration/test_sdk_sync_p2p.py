@@ -25,7 +25,8 @@ def test_sync_clients_connect_and_exchange_streams_and_datagrams(
     with (
         p2p_sync_client(target, "alice", "phone") as alice,
         p2p_sync_client(target, "bob", "laptop") as bob,
-        bob.incoming() as incoming,  # listening starts here, in the background
+        # Listening starts here, in the background; bob accepts alice, declines anyone else.
+        bob.incoming(accept=lambda offer: offer.peer_handle == alice.handle) as incoming,
     ):
         bob.wait_listening(timeout=30)
         with alice.connect(bob.handle, "laptop") as caller:

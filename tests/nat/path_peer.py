@@ -100,7 +100,7 @@ async def main(role: str, target: str, stun: str, handle: str, peer: str = "") -
     async with await start(target, stun, handle) as client:
         if role == "callee":
             say(event="listening")
-            connection = await anext(aiter(client.incoming()))
+            connection = await anext(aiter(client.incoming(accept=lambda offer: True)))
         else:
             say(event="registered")
             await next_command("connect")

@@ -47,7 +47,7 @@ def describe(connection: PeerConnection) -> dict[str, object]:
 
 async def callee(target: str, stun: str, handle: str) -> None:
     async with await start(target, stun, handle) as client:
-        incoming = client.incoming()
+        incoming = client.incoming(accept=lambda offer: True)  # the lab's caller
         first = asyncio.ensure_future(anext(incoming))  # iterating incoming() listens
         async with asyncio.timeout(30):
             await client.wait_listening()

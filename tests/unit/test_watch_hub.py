@@ -174,3 +174,20 @@ def test_history_is_bounded_in_bytes_as_well_as_events() -> None:
     # a position older than what is left gets a snapshot, never a gap
     assert not h.subscribe(b"s", ["alice"], lambda: None, epoch=h.epoch, revision=5).resumed
     assert h.subscribe(b"t", ["alice"], lambda: None, epoch=h.epoch, revision=7).resumed
+
+
+def test_an_account_change_ends_its_watches_and_forbids_resuming_across_it() -> None:
+    h = hub()
+    change(h, "alice")
+    woken: list[str] = []
+    a = h.subscribe(b"s", ["alice"], lambda: woken.append("a")).subscription
+    b = h.subscribe(b"t", ["bob"], lambda: woken.append("b")).subscription
+    position = h.revision
+    h.account_changed("alice")
+    assert a.interrupted and not b.interrupted and woken == ["a"]
+    # From before the change: a snapshot. From after it: resumed as usual.
+    assert not h.subscribe(b"u", ["alice"], lambda: None, epoch="e1", revision=position).resumed
+    assert h.subscribe(b"v", ["bob"], lambda: None, epoch="e1", revision=position).resumed
+    change(h, "alice")
+    after = h.subscribe(b"w", ["alice"], lambda: None, epoch="e1", revision=h.revision - 1)
+    assert after.resumed and [e.handle for e in after.backlog] == ["alice"]
