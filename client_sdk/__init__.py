@@ -22,6 +22,7 @@ from client_sdk.client import Client, Routing
 from client_sdk.config import ClientConfig
 from client_sdk.errors import (
     AlreadyExists,
+    CertificateMismatch,
     Closed,
     InvalidArgument,
     KeyChanged,
@@ -50,6 +51,7 @@ from client_sdk.p2p.errors import (
 from client_sdk.p2p.sync import SyncIncoming, SyncPeerConnection, SyncStream
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch
+from client_sdk.tls import Tls
 from client_sdk.types import (
     Account,
     CandidateType,
@@ -74,6 +76,7 @@ __all__ = [
     "AlreadyExists",
     "Backoff",
     "CandidateType",
+    "CertificateMismatch",
     "Client",
     "ClientConfig",
     "Closed",
@@ -114,6 +117,7 @@ __all__ = [
     "SyncPeerConnection",
     "SyncStream",
     "SyncWatch",
+    "Tls",
     "TransportProtocol",
     "Unauthenticated",
     "Unavailable",

@@ -34,6 +34,7 @@ from supernode.config import Config
 from supernode.directory.watch import WatchHub
 from supernode.sessions import SECRET_BYTES
 from supernode.store import Store
+from supernode.tls import NodeTls
 
 log = logging.getLogger("supernode.cluster")
 
@@ -42,10 +43,22 @@ _REPLAY_INTERVAL_S = 1.0
 
 
 class ClusterMember:
-    def __init__(self, config: Config, store: Store, *, name: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        name: str,
+        tls: NodeTls | None = None,
+        peer_address: str = "",
+    ) -> None:
+        """``tls``: the node's material for etcd and peers (mutual TLS); ``peer_address``:
+        its peer port, published in its member record (empty: the public address)."""
         settings = config.cluster
         self.config = config
         self.name = name
+        self.tls = tls
+        self.peer_address = peer_address
         self.keys = Keys(settings.etcd_prefix)
         self.etcd = EtcdClient(
             EtcdConfig(
@@ -53,6 +66,7 @@ class ClusterMember:
                 call_timeout_s=settings.etcd_timeout_seconds,
                 # Several attempts per operation: a dead member or an election costs one.
                 attempt_timeout_s=min(1.5, settings.etcd_timeout_seconds),
+                tls=tls,
             )
         )
         self.store = store
@@ -80,6 +94,7 @@ class ClusterMember:
             version=__version__,
             started_at_ms=self.started_at_ms,
             mirror_revision=self.view.revision,
+            peer_address=self.peer_address,
         )
 
     @property

@@ -1,8 +1,10 @@
 """``ClusterService``: what this node does when another node of its cluster asks.
 
 Every method requires a node credential (``~node/<name>`` token); a client token gets
-PERMISSION_DENIED. Writes are applied on the local replica and published to this node's
-watchers and to every node following its feed.
+PERMISSION_DENIED. With TLS every method also requires that the call came over mutual TLS
+with a certificate of the cluster CA (the peer port): a call on the public port gets
+PERMISSION_DENIED even with a valid node token. Writes are applied on the local replica and
+published to this node's watchers and to every node following its feed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]
 _FEED_QUEUE = 10_000  # changes buffered towards one follower before it is cut off
 _STREAM_PAGE = 500  # stored versions read per step of a partition stream
 _STREAM_CHUNK = 500  # versions per message of a partition stream
+
+
+def has_client_certificate(context: Context) -> bool:
+    """Whether the caller presented a verified client certificate. Only the peer port asks
+    for one (and refuses the handshake unless it chains to the cluster CA), so a call that
+    came in on the public port, TLS or not, never has one (``supernode.transport``)."""
+    return bool(context.auth_context().get("x509_pem_cert"))
 
 
 StorePage = Callable[[bytes, int], tuple[list[tuple[str, str, int, int, bytes]], bytes | None]]
@@ -140,10 +149,14 @@ class ClusterApi:
         placement: Callable[[], Placement | None],
         store_page: StorePage,
         stream_share: float = 1.0,
+        *,
+        mutual_tls: bool = False,
     ) -> None:
         """``placement``: the placement this node routes by now; ``store_page``: the store's
         ``device_page``, which a partition stream reads (at most ``stream_share`` of the
-        time: :func:`stream_versions`)."""
+        time: :func:`stream_versions`). ``mutual_tls``: callers must have come through the
+        peer port with a certificate of the cluster CA (the node runs with TLS)."""
+        self._mutual_tls = mutual_tls
         self._placement = placement
         self._store_page = store_page
         self._stream_share = stream_share
@@ -154,6 +167,11 @@ class ClusterApi:
         self._deliver_offer = deliver_offer
 
     def _node_of(self, context: Context) -> str:
+        if self._mutual_tls and not has_client_certificate(context):
+            raise PermissionDenied(
+                "cluster: calls between nodes need mutual TLS (the peer port, with a "
+                "certificate from the cluster CA)"
+            )
         session = session_of(context, self._sessions)
         if not session.handle.startswith(NODE_HANDLE_PREFIX):
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")

@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.integration.metrics import sample
 
 _READY = re.compile(r"supernode ready (\{.*\})")
+PLAINTEXT = "--tls-plaintext"
 
 
 class SupernodeProcess:
@@ -41,6 +42,9 @@ class SupernodeProcess:
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
+        # Plaintext on loopback, said explicitly as a node requires (supernode.tls), unless
+        # the test configures transport security itself (any --tls-... flag).
+        plaintext = [] if any(a.startswith("--tls-") for a in self.extra_args) else [PLAINTEXT]
         command = [
             self.python,
             "-m",
@@ -54,6 +58,7 @@ class SupernodeProcess:
             "127.0.0.1:0",
             "--stun-listen",
             "127.0.0.1:0",
+            *plaintext,
             *self.extra_args,
         ]
         self.log = []
