@@ -111,6 +111,17 @@ def _add_etcd_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PREFIX",
         help="the cluster's key prefix (env SUPERNODE_CLUSTER_ETCD_PREFIX); default /supernode",
     )
+    for name, what in (
+        ("cert_file", "this client's certificate for etcd's mutual TLS"),
+        ("key_file", "its key"),
+        ("ca_file", "the cluster CA etcd's certificate must chain to"),
+    ):
+        parser.add_argument(
+            flag_name("tls", name),
+            dest=f"tls.{name}",
+            metavar="PEM",
+            help=f"{what} (env {env_name('tls', name)})",
+        )
     parser.add_argument(
         "--etcd-timeout-seconds",
         "--cluster-etcd-timeout-seconds",
@@ -180,6 +191,11 @@ def _add_dev_cluster(commands: Any) -> None:
     )
     dev.add_argument("--data-dir", type=Path, default=Path("dev-cluster"), help="state root")
     dev.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS (default: TLS and mutual TLS, certificates made in DATA_DIR/certs)",
+    )
+    dev.add_argument(
         "--ready-timeout-seconds", type=float, default=60.0, help="time allowed to get ready"
     )
     dev.add_argument(
@@ -201,14 +217,16 @@ def _add_dev_cluster(commands: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     from supernode.cluster.status import run_status  # grpc import deferred (--help stays fast)
+    from supernode.tls import etcd_client_tls
 
     flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     try:
         config = load(args.config, flags=flags)
+        tls = etcd_client_tls(config.tls)
     except ConfigError as exc:
         print(f"supernode status: {exc}", file=sys.stderr)
         return 2
-    return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr, tls=tls)
 
 
 def _decommission(args: argparse.Namespace) -> int:
@@ -217,16 +235,18 @@ def _decommission(args: argparse.Namespace) -> int:
         DecommissionError,
         decommission,
     )
+    from supernode.tls import etcd_client_tls
 
     flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     try:
         config = load(args.config, flags=flags)
+        tls = etcd_client_tls(config.tls)
     except ConfigError as exc:
         print(f"supernode decommission: {exc}", file=sys.stderr)
         return 2
     wait_s = args.wait_seconds if args.wait else None
     try:
-        asyncio.run(decommission(config.cluster, args.node, wait_s=wait_s, out=sys.stdout))
+        asyncio.run(decommission(config.cluster, args.node, wait_s=wait_s, out=sys.stdout, tls=tls))
     except DecommissionError as exc:
         print(f"supernode decommission: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, CannotDecommission) else 1
@@ -253,6 +273,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             serve_args=tuple(args.serve_args),
             ready_timeout_s=args.ready_timeout_seconds,
+            tls=not args.plaintext,
         )
     except ValueError as exc:
         print(f"supernode dev-cluster: {exc}", file=sys.stderr)

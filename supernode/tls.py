@@ -92,6 +92,12 @@ def node_tls(config: Config) -> NodeTls | None:
     return material
 
 
+def etcd_client_tls(settings: TlsSettings) -> NodeTls | None:
+    """What an operator's command (``supernode status``, ``decommission``) shows etcd:
+    the certificate given, or nothing (an etcd without TLS)."""
+    return load_material(settings) if settings.enabled else None
+
+
 def load_material(settings: TlsSettings) -> NodeTls:
     """Read and check the files of ``settings`` (certificate and key must belong together,
     so a mix-up is reported here rather than as a failed handshake on the first call)."""
