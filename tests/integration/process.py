@@ -39,6 +39,7 @@ class SupernodeProcess:
         self.metrics_url = ""
         self.stun_address = ""
         self.workers: list[dict[str, object]] = []
+        self.ready: dict[str, object] = {}  # the whole ready line (tls, peer port, ...)
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
@@ -84,6 +85,7 @@ class SupernodeProcess:
             match = _READY.search(line)
             if match:
                 info = json.loads(match.group(1))
+                self.ready = info
                 self.grpc_target = info["grpc"]
                 self.metrics_url = f"http://{info['metrics']}/metrics"
                 self.stun_address = str(info["stun"])
