@@ -86,22 +86,24 @@ class Tls:
 class ChannelSecurity:
     """The credentials of each target's channel (None: plaintext), made once per target.
 
-    With pins, the first use of a target reads its certificate (:func:`presented_certificate`);
-    a failure to reach it raises ``OSError`` (the caller retries as for any unreachable
-    target) and is not remembered."""
+    The CA file is read here, when the client is made, so a wrong path fails at once
+    (``OSError``) rather than as unreachable supernodes. With pins, the first use of a
+    target reads its certificate (:func:`presented_certificate`); a failure to reach it
+    raises ``OSError`` (the caller retries as for any unreachable target) and is not
+    remembered."""
 
     def __init__(self, tls: Tls, *, plaintext: bool) -> None:
         self.tls = tls
         self.plaintext = plaintext
         self._by_target: dict[str, grpc.ChannelCredentials] = {}
         self._shared: grpc.ChannelCredentials | None = None
+        if not plaintext and not tls.pinned_sha256:
+            self._shared = grpc.ssl_channel_credentials(tls.root_certificates())
 
     async def credentials(self, target: str, within_s: float) -> grpc.ChannelCredentials | None:
         if self.plaintext:
             return None
-        if not self.tls.pinned_sha256:
-            if self._shared is None:
-                self._shared = grpc.ssl_channel_credentials(self.tls.root_certificates())
+        if self._shared is not None:
             return self._shared
         known = self._by_target.get(target)
         if known is None:

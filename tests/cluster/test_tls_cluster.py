@@ -60,6 +60,9 @@ async def test_a_mutual_tls_cluster_serves_and_refuses_outsiders(
             viewer = await sdk_clients.user(cluster.target(index), "viewer", config=config)
             found = await viewer.lookup(handle)
             assert [d.device_id for d in found.devices] == ["phone"], index
+        ringed = dataclasses.replace(config, ring_aware=True)  # to replicas, over TLS
+        reader = await sdk_clients.user(cluster.targets, "ringed", config=ringed)
+        assert [d.device_id for d in (await reader.lookup(handle)).devices] == ["phone"]
 
         ca = pki.ca.read_bytes()
         node_cert, node_key = (path.read_bytes() for path in pki.files())

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from client_sdk import ClientConfig, Tls
+from client_sdk import Client, ClientConfig, Identity, Tls
 from client_sdk.tls import normalize_fingerprint
 from supernode import certs
 from supernode.cli import main
@@ -148,3 +148,9 @@ def test_sdk_tls_settings() -> None:
     with pytest.raises(ValueError, match="choose one"):
         ClientConfig(plaintext=True, tls=Tls(ca_pem=b"y"))
     assert not ClientConfig().plaintext and ClientConfig().tls.default  # TLS unless asked
+
+
+def test_a_missing_ca_file_fails_when_the_client_is_made(tmp_path: Path) -> None:
+    config = ClientConfig(tls=Tls(ca_file=str(tmp_path / "missing.pem")))
+    with pytest.raises(FileNotFoundError):
+        Client("127.0.0.1:1", Identity.generate(), "nobody", config=config)
