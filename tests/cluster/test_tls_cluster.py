@@ -6,7 +6,11 @@ client without one; and a node with another CA's certificate cannot join."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -23,6 +27,10 @@ from tests.integration.sdk_support import TEST_CONFIG, Clients, unique
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 KEY = Identity.generate().public_key
 APPLY = "/supernode.internal.v1.ClusterService/Apply"
+
+
+def run_cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 async def refused(target: str, credentials: grpc.ChannelCredentials) -> grpc.aio.AioRpcError:
@@ -91,6 +99,17 @@ async def test_a_mutual_tls_cluster_serves_and_refuses_outsiders(
                     await etcd.get(Keys("/supernode").placement)
         async with EtcdClient(EtcdConfig(endpoints, tls=pki.client_tls())) as etcd:
             assert await etcd.get(Keys("/supernode").placement) is not None
+        # The operator's view goes through the same door: with a certificate, or not at all.
+        status = [sys.executable, "-m", "supernode.cli", "status", "--json"]
+        status += ["--etcd-endpoints", cluster.endpoints, "--etcd-timeout-seconds", "2"]
+        cert, key = pki.files()
+        with_cert = [*status, "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        with_cert += ["--tls-ca-file", str(pki.ca)]
+        seen = await asyncio.to_thread(run_cli, with_cert)
+        assert seen.returncode == 0, seen.stderr
+        assert len(json.loads(seen.stdout)["nodes"]) == 3
+        blind = await asyncio.to_thread(run_cli, status)
+        assert blind.returncode == 1 and blind.stderr.count("\n") == 1, blind.stderr
 
         # A node with another CA's certificate (trusting ours), or with none, cannot join:
         # etcd refuses it, so it never learns the cluster, and it says so and exits.
