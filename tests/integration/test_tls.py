@@ -28,7 +28,9 @@ from client_sdk.transport import DirectoryConnection
 from supernode import certs
 from tests.integration.conftest import new_user
 from tests.integration.process import SupernodeProcess
+from tests.integration.records import device
 from tests.integration.sdk_support import TEST_CONFIG, unique
+from tests.integration.tap import RecordingProxy
 from tests.integration.test_workers import CONNECTIONS, OWN_CONNECTION, lookups_served
 
 StartSupernode = Callable[..., SupernodeProcess]
@@ -144,6 +146,39 @@ async def test_workers_serve_the_same_certificate(
     finally:
         for connection in connections:
             await connection.close()
+
+
+async def what_an_observer_sees(
+    target: str, credentials: grpc.ChannelCredentials | None
+) -> tuple[bytes, list[bytes]]:
+    """Log in, register a device and look it up through a recording proxy: the bytes on
+    the wire, and the secrets that must not be among them (token, handle, endpoint)."""
+    proxy = await RecordingProxy(target).start()
+    try:
+        async with DirectoryConnection(proxy.address, credentials=credentials) as connection:
+            handle = unique("victim")
+            identity = await new_user(connection, handle)
+            await connection.register_device(device(identity, handle, "phone"))
+            assert len((await connection.lookup(handle)).devices) == 1
+            assert connection.token is not None
+            secrets = [connection.token.encode(), handle.encode(), b"198.18.0.10"]
+        return bytes(proxy.recorded), secrets
+    finally:
+        await proxy.close()
+
+
+async def test_an_on_path_observer_sees_no_token_handle_or_endpoint(
+    tls_node: SupernodeProcess, start_supernode: StartSupernode, pki: Pki, tmp_path: Path
+) -> None:
+    """The issue's observer, re-measured: on plaintext the token, the handle and the
+    endpoint cross the wire readable (the control); over TLS none of them does."""
+    plaintext = start_supernode(data_dir=tmp_path / "plaintext")
+    wire, secrets = await what_an_observer_sees(plaintext.grpc_target, None)
+    assert all(secret in wire for secret in secrets)
+    credentials = grpc.ssl_channel_credentials(pki.sdk_ca.read_bytes())
+    wire, secrets = await what_an_observer_sees(tls_node.grpc_target, credentials)
+    assert len(wire) > 1000  # it did see the conversation, encrypted
+    assert [secret for secret in secrets if secret in wire] == []
 
 
 def test_plaintext_is_logged_as_such(supernode: SupernodeProcess) -> None:
