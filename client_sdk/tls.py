@@ -67,6 +67,7 @@ class Tls:
 
     @property
     def default(self) -> bool:
+        """Whether nothing was set: verification against the system's roots."""
         return self == Tls()
 
     def root_certificates(self) -> bytes | None:
@@ -78,6 +79,7 @@ class Tls:
         return None
 
     def channel_options(self) -> tuple[tuple[str, str], ...]:
+        """gRPC options these settings add to every channel (the name checked)."""
         if not self.server_name:
             return ()
         return (("grpc.ssl_target_name_override", self.server_name),)
