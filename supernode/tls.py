@@ -19,6 +19,7 @@ The rules (README "TLS"):
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def certificate_names_node(names: Iterable[str], node: str) -> bool:
+    """Whether a certificate with subject alternative ``names`` may speak for ``node``
+    (its ``host:port`` name): the host must be one of them. A peer's certificate has to
+    carry that host anyway (peers dial it and verify its server certificate), so this
+    costs nothing and keeps one node's certificate from vouching for another's name."""
+    host = node.rpartition(":")[0] or node
+    host = host.strip("[]").lower()
+    for name in names:
+        candidate = name.strip().lower()
+        if candidate == host:
+            return True
+        try:  # the same address written differently (::1 and 0:0:...:1)
+            if ipaddress.ip_address(candidate) == ipaddress.ip_address(host):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def plaintext_refusal(config: Config) -> str | None:

@@ -35,6 +35,7 @@ from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import ServiceHandlers, server_stream_handler, unary_handler
 from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+from supernode.tls import certificate_names_node
 
 Context: TypeAlias = grpc.aio.ServicerContext
 DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
@@ -43,11 +44,16 @@ _STREAM_PAGE = 500  # stored versions read per step of a partition stream
 _STREAM_CHUNK = 500  # versions per message of a partition stream
 
 
-def has_client_certificate(context: Context) -> bool:
-    """Whether the caller presented a verified client certificate. Only the peer port asks
-    for one (and refuses the handshake unless it chains to the cluster CA), so a call that
-    came in on the public port, TLS or not, never has one (``supernode.transport``)."""
-    return bool(context.auth_context().get("x509_pem_cert"))
+def client_certificate_names(context: Context) -> list[str] | None:
+    """The subject alternative names of the caller's verified client certificate, or None
+    without one. Only the peer port asks for one (and refuses the handshake unless it
+    chains to the cluster CA), so a call that came in on the public port, TLS or not,
+    never has one (``supernode.transport``)."""
+    auth = context.auth_context()
+    if not auth.get("x509_pem_cert"):
+        return None
+    names = auth.get("x509_subject_alternative_name", ())
+    return [bytes(name).decode(errors="replace") for name in names]
 
 
 StorePage = Callable[[bytes, int], tuple[list[tuple[str, str, int, int, bytes]], bytes | None]]
@@ -167,7 +173,8 @@ class ClusterApi:
         self._deliver_offer = deliver_offer
 
     def _node_of(self, context: Context) -> str:
-        if self._mutual_tls and not has_client_certificate(context):
+        names = client_certificate_names(context) if self._mutual_tls else None
+        if self._mutual_tls and names is None:
             raise PermissionDenied(
                 "cluster: calls between nodes need mutual TLS (the peer port, with a "
                 "certificate from the cluster CA)"
@@ -175,7 +182,13 @@ class ClusterApi:
         session = session_of(context, self._sessions)
         if not session.handle.startswith(NODE_HANDLE_PREFIX):
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
-        return session.handle[len(NODE_HANDLE_PREFIX) :]
+        node = session.handle[len(NODE_HANDLE_PREFIX) :]
+        if names is not None and not certificate_names_node(names, node):
+            raise PermissionDenied(
+                f"cluster: the caller's certificate does not name node {node} (its host "
+                "must be among the certificate's subject alternative names)"
+            )
+        return node
 
     def _check_route(self, handle: str, epoch: int) -> None:
         """Refuse a call routed by a placement older than the last change of ``handle``'s

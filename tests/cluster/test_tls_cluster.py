@@ -11,14 +11,18 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from client_sdk import Identity, Tls
+from supernode import certs
 from supernode.cluster.etcd import EtcdClient, EtcdConfig, EtcdUnavailable
 from supernode.cluster.keys import Keys
+from supernode.internal.v1 import cluster_pb2
+from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
 from supernode.tls import NodeTls
 from tests.cluster.harness import ClusterPki, running_cluster
 from tests.integration.process import SupernodeProcess
@@ -27,10 +31,33 @@ from tests.integration.sdk_support import TEST_CONFIG, Clients, unique
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 KEY = Identity.generate().public_key
 APPLY = "/supernode.internal.v1.ClusterService/Apply"
+LOOKUP = "/supernode.internal.v1.ClusterService/Lookup"
 
 
 def run_cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    code: grpc.StatusCode
+    details: str
+
+
+async def lookup_status(
+    target: str,
+    credentials: grpc.ChannelCredentials,
+    metadata: tuple[tuple[str, str], ...],
+    handle: str,
+) -> Outcome:
+    """How an internal (read-only) Lookup of ``handle`` ends."""
+    request = cluster_pb2.ReplicaLookupRequest(handles=[handle]).SerializeToString()
+    async with grpc.aio.secure_channel(target, credentials) as channel:
+        try:
+            await channel.unary_unary(LOOKUP)(request, timeout=5, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            return Outcome(error.code(), error.details() or "")
+    return Outcome(grpc.StatusCode.OK, "")
 
 
 async def refused(target: str, credentials: grpc.ChannelCredentials) -> grpc.aio.AioRpcError:
@@ -99,6 +126,27 @@ async def test_a_mutual_tls_cluster_serves_and_refuses_outsiders(
                     await etcd.get(Keys("/supernode").placement)
         async with EtcdClient(EtcdConfig(endpoints, tls=pki.client_tls())) as etcd:
             assert await etcd.get(Keys("/supernode").placement) is not None
+            secret = await etcd.get(Keys("/supernode").token_secret)
+        # Even with the cluster's secret (a valid node token) and a certificate of the CA,
+        # a caller speaks only for the node its certificate names.
+        assert secret is not None
+        sessions = SessionAuthority(secret.value, clock_ms=lambda: int(time.time() * 1000))
+        token = sessions.issue(NODE_HANDLE_PREFIX + cluster.target(1)).token
+        as_node_1 = (("authorization", f"Bearer {token}"),)
+        elsewhere_cert, elsewhere_key = certs.write_node(
+            tmp_path / "pki",
+            certs.load_or_make_ca(tmp_path / "pki")[0],
+            "elsewhere",
+            ["10.9.9.9"],
+        )
+        impostor = grpc.ssl_channel_credentials(
+            ca, elsewhere_key.read_bytes(), elsewhere_cert.read_bytes()
+        )
+        named_wrong = await lookup_status(peer, impostor, as_node_1, handle)
+        assert named_wrong.code is grpc.StatusCode.PERMISSION_DENIED
+        assert "does not name node" in named_wrong.details
+        # The control: the same call with a certificate naming 127.0.0.1 is served.
+        assert (await lookup_status(peer, as_node, as_node_1, handle)).code is grpc.StatusCode.OK
         # The operator's view goes through the same door: with a certificate, or not at all.
         status = [sys.executable, "-m", "supernode.cli", "status", "--json"]
         status += ["--etcd-endpoints", cluster.endpoints, "--etcd-timeout-seconds", "2"]

@@ -16,7 +16,7 @@ from client_sdk.tls import normalize_fingerprint
 from supernode import certs
 from supernode.cli import main
 from supernode.config import ConfigError, load
-from supernode.tls import is_loopback, node_tls, plaintext_refusal
+from supernode.tls import certificate_names_node, is_loopback, node_tls, plaintext_refusal
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,19 @@ def test_a_missing_ca_file_fails_when_the_client_is_made(tmp_path: Path) -> None
     config = ClientConfig(tls=Tls(ca_file=str(tmp_path / "missing.pem")))
     with pytest.raises(FileNotFoundError):
         Client("127.0.0.1:1", Identity.generate(), "nobody", config=config)
+
+
+@pytest.mark.parametrize(
+    ("names", "node", "vouches"),
+    [
+        (["127.0.0.1", "localhost"], "127.0.0.1:7701", True),
+        (["sn1.example.com"], "SN1.example.com:7700", True),
+        (["0:0:0:0:0:0:0:1"], "[::1]:7701", True),
+        (["10.0.0.1", "sn1"], "10.0.0.2:7700", False),  # another node's name
+        ([], "127.0.0.1:7701", False),
+    ],
+)
+def test_a_peer_certificate_vouches_only_for_its_own_hosts(
+    names: list[str], node: str, vouches: bool
+) -> None:
+    assert certificate_names_node(names, node) is vouches
