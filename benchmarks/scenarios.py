@@ -111,7 +111,7 @@ async def _user(target: str, handle: str) -> tuple[DirectoryConnection, Identity
 def _record(identity: Identity, handle: str, device_id: str, seq: int) -> pb.SignedDeviceRecord:
     record = pb.DeviceRecord(
         handle=handle, device_id=device_id, seq=seq, issued_at_ms=now_ms(), ttl_seconds=300,
-        transport_key=bytes(32), status=pb.DEVICE_STATUS_ONLINE,
+        transport_key=identity.public_key, status=pb.DEVICE_STATUS_ONLINE,
         endpoints=[pb.Endpoint(address="198.51.100.7", port=40000, protocol=1, type=1)],
     )  # fmt: skip
     return sign_device_record(identity, record)

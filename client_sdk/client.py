@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.config import ClientConfig
 from client_sdk.convert import search_result_from_pb
-from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError
+from client_sdk.errors import AlreadyExists, Closed, SignatureError, SupernodeError, Unavailable
 from client_sdk.identity import Identity
 from client_sdk.monotonic import MonotonicReads, OwnWrites
 from client_sdk.p2p.connection import PeerConnection
@@ -197,6 +197,33 @@ class Client:
         self._check_open()
         return verify_account(await self._get_account_unpinned(handle), self.pins, handle)
 
+    async def logout(self) -> None:
+        """Log out and close: watches and renewals stop, our devices are unregistered (as
+        :meth:`close` does), then the session this client holds on each supernode is ended,
+        so its token is refused from then on (on every node of a cluster within the bound
+        README "Sessions" states), and the channels close. Raises ``Unavailable`` if a
+        supernode could not be told (that token then lasts until it expires)."""
+        if self._closed:
+            return
+        await self._close(logout=True)
+
+    async def revoke_sessions(self) -> int:
+        """End every session of this account, on every device, issued until now: for a
+        user who lost a device. Signed by the account key (no token needed). This client
+        logs in again by itself on its next call. Returns the moment (ms since the epoch)
+        at or before which the account's tokens are refused."""
+        self._check_open()
+
+        async def revoke(connection: DirectoryConnection, deadline: float) -> int:
+            response = await connection.revoke_sessions(
+                self.identity, self.handle, deadline=deadline
+            )
+            return int(response.revoked_before_ms)
+
+        revoked_before = await self._session.call(revoke, authenticated=False)
+        self._session.forget_tokens()
+        return revoked_before
+
     async def login(self) -> None:
         """Log in now (again, if already logged in), e.g. to check the account key at
         startup. Optional: every call logs in (and re-logs in) by itself."""
@@ -350,7 +377,11 @@ class Client:
     async def lookup_many(
         self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
     ) -> dict[str, Presence | None]:
-        """Several handles in one call, in the order given; ``None`` for no such account."""
+        """Several handles in one call, in the order given; ``None`` for no such account.
+
+        An answer the supernode cuts at its ``max_response_bytes`` lists the rest as
+        unanswered; they are asked for again (within the same call's deadline) until every
+        handle is settled."""
         self._check_open()
         wanted = list(dict.fromkeys(handles))
 
@@ -360,13 +391,27 @@ class Client:
             async def lookup_many(
                 connection: DirectoryConnection, deadline: float
             ) -> dict[str, Presence | None]:
-                response = await connection.lookup_many(wanted, deadline=deadline, quorum=quorum)
                 found: dict[str, Presence | None] = dict.fromkeys(wanted)
-                for result in response.results:
-                    handle = result.account.handle
-                    if handle not in found:
-                        raise SignatureError(f"lookup_many: served {handle!r}, not asked")
-                    found[handle] = verify_presence(result, self.pins, handle)
+                pending = wanted
+                # A partial answer (the server's max_response_bytes) lists the rest as
+                # unanswered: ask again for them, each answer settling at least one handle.
+                while pending:
+                    response = await connection.lookup_many(
+                        pending, deadline=deadline, quorum=quorum
+                    )
+                    asked = set(pending)
+                    for result in response.results:
+                        handle = result.account.handle
+                        if handle not in asked:
+                            raise SignatureError(f"lookup_many: served {handle!r}, not asked")
+                        found[handle] = verify_presence(result, self.pins, handle)
+                    rest = list(response.unanswered)
+                    if len(rest) >= len(pending) or not asked.issuperset(rest):
+                        raise Unavailable(
+                            "lookup_many: the supernode answered none of the handles asked; "
+                            "try again later or ask for fewer"
+                        )
+                    pending = rest
                 return found
 
             return lookup_many
@@ -481,9 +526,13 @@ class Client:
 
     async def close(self) -> None:
         """Stop watches and renewals, unregister our devices (within
-        ``config.close_deadline_seconds``), close the channels. Safe to call twice."""
+        ``config.close_deadline_seconds``), close the channels. Safe to call twice. The
+        session's token stays valid until it expires: :meth:`logout` ends it too."""
         if self._closed:
             return
+        await self._close(logout=False)
+
+    async def _close(self, *, logout: bool) -> None:
         self._closed = True
         for watch in list(self._watches):
             await watch.close()
@@ -504,4 +553,8 @@ class Client:
                         ),
                         return_exceptions=True,  # best effort: the lease ends anyway
                     )
-        await self._session.close()
+        try:
+            if logout:
+                await self._session.logout()
+        finally:
+            await self._session.close()

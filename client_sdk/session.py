@@ -22,7 +22,7 @@ import grpc
 from client_sdk.config import ClientConfig
 from client_sdk.errors import Closed, Unavailable, error_from_rpc, pushback_of
 from client_sdk.identity import Identity
-from client_sdk.retry import Action, after_failure
+from client_sdk.retry import FAILOVER_CODES, Action, after_failure
 from client_sdk.ring import Ring, RingError
 from client_sdk.timing import token_refresh_at_ms
 from client_sdk.tls import ChannelSecurity
@@ -155,6 +155,11 @@ class Session:
         if target.connection is not None:
             target.connection.token = None
 
+    def forget_tokens(self) -> None:
+        """Every target logs in again on its next call (after a revocation)."""
+        for target in self._targets:
+            self.forget_token(target.address)
+
     async def backoff(self, failures: int) -> None:
         await self._sleep(self.config.backoff.delay(failures, self.rng))
 
@@ -254,6 +259,36 @@ class Session:
             f"{last.code().name} {last.details() or ''}".rstrip(),
             code=last.code(),
         )
+
+    async def logout(self) -> None:
+        """End this client's session on every target it holds a token for, each tried
+        twice; a session already ended there counts as done. Raises the last failure once
+        every target was tried (that token then stays valid until it expires)."""
+        last: grpc.aio.AioRpcError | None = None
+        for target in self._targets:
+            connection = target.connection
+            if connection is None or connection.token is None:
+                continue
+            failure = await self._logout_at(connection)
+            self.forget_token(target.address)
+            last = failure or last
+        if last is not None:
+            raise error_from_rpc(last) from last
+
+    async def _logout_at(self, connection: DirectoryConnection) -> grpc.aio.AioRpcError | None:
+        failure: grpc.aio.AioRpcError | None = None
+        for _ in range(2):
+            try:
+                await connection.logout(deadline=self.config.call_deadline_seconds)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    return None  # ended already (expired, revoked)
+                failure = exc
+                if exc.code() not in FAILOVER_CODES:
+                    return failure
+            else:
+                return None
+        return failure
 
     async def connection(self) -> DirectoryConnection:
         """A logged-in connection to the current target, for opening a stream on it."""

@@ -161,6 +161,11 @@ class SyncClient:
         """Log in now (optional: every call logs in by itself)."""
         self._loop.run(self.client.login())
 
+    def revoke_sessions(self) -> int:
+        """End every session of this account on every device; see
+        ``Client.revoke_sessions``."""
+        return self._loop.run(self.client.revoke_sessions())
+
     # ------------------------------------------------------------------ own devices
 
     def register_device(
@@ -290,6 +295,16 @@ class SyncClient:
             return
         try:
             self._loop.run(self.client.close())
+        finally:
+            self._loop.stop()
+
+    def logout(self) -> None:
+        """Log out (the session's token is refused from then on), close the client and
+        stop the loop thread; see ``Client.logout``."""
+        if self._loop.stopped:
+            return
+        try:
+            self._loop.run(self.client.logout())
         finally:
             self._loop.stop()
 

@@ -16,7 +16,12 @@ import grpc
 
 from client_sdk.identity import Identity
 from client_sdk.protocol.partition import EPOCH_METADATA
-from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
+from client_sdk.protocol.signing import (
+    CREATE_ACCOUNT_DOMAIN,
+    DEVICE_RECORD_DOMAIN,
+    LOGIN_DOMAIN,
+    REVOKE_SESSIONS_DOMAIN,
+)
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.v1 import directory_pb2_grpc as rpc
 from client_sdk.protocol.v1 import search_pb2, search_pb2_grpc
@@ -140,6 +145,30 @@ class DirectoryConnection:
             timeout=deadline,
         )
         self.token = response.token
+        return response
+
+    async def logout(self, *, deadline: float | None = None) -> None:
+        """End this connection's session on the supernode (its token is refused after)."""
+        await self.sessions.Logout(pb.LogoutRequest(), metadata=self.metadata, timeout=deadline)
+        self.token = None
+
+    async def revoke_sessions(
+        self, identity: Identity, handle: str, *, deadline: float | None = None
+    ) -> pb.RevokeSessionsResponse:
+        """End every session of ``handle`` issued until now, on every device: proven by
+        signing a fresh challenge with the account key (no token needed)."""
+        challenge = await self.sessions.GetChallenge(
+            pb.GetChallengeRequest(handle=handle), timeout=deadline
+        )
+        response: pb.RevokeSessionsResponse = await self.sessions.RevokeSessions(
+            pb.RevokeSessionsRequest(
+                handle=handle,
+                challenge=challenge.challenge,
+                signature=identity.sign(REVOKE_SESSIONS_DOMAIN, challenge.challenge),
+            ),
+            timeout=deadline,
+        )
+        self.token = None
         return response
 
     async def register_device(

@@ -17,6 +17,7 @@ from client_sdk.errors import SignatureError
 from client_sdk.pins import PinStore
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import key_defect
 from client_sdk.types import Account, Device, Presence
 
 
@@ -27,6 +28,9 @@ def verify_account(account: pb.Account, pins: PinStore, expected_handle: str) ->
         raise SignatureError(
             f"asked for {expected_handle!r}, the supernode answered with {account.handle!r}"
         )
+    weakness = key_defect(account.account_key)
+    if weakness is not None:  # anyone can sign for such a key: nothing it signs means anything
+        raise SignatureError(f"the account key of {account.handle!r} is {weakness}")
     pins.check(account.handle, account.account_key)
     return account_from_pb(account)
 

@@ -36,6 +36,12 @@ class ServerSettings:
     metrics_listen: str = "127.0.0.1:9700"
     # UDP STUN binding responder; an empty string turns it off.
     stun_listen: str = "127.0.0.1:3478"
+    # STUN answers per source IP address (token bucket; 0 turns the limit off). An answer is
+    # up to 3.4x its request (README "STUN"), so without a limit a spoofed source could be
+    # flooded through us; an ICE agent sends a handful of requests per gather, and a few
+    # hundred devices behind one NAT address still fit in the burst and rate.
+    stun_rate_per_second: float = 20.0
+    stun_burst: int = 40
     data_dir: Path = Path("data")
     node_name: str = ""
     sync_writes: bool = False
@@ -70,6 +76,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"server.workers: {self.workers}, at least 1")
+        if self.stun_rate_per_second < 0 or self.stun_burst < 1:
+            raise ValueError("server: stun_rate_per_second >= 0 (0: no limit) and stun_burst >= 1")
         for name in (
             "keepalive_min_ping_interval_seconds",
             "keepalive_time_seconds",

@@ -42,6 +42,8 @@ ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
 # The native HTTP/2 load generator the benchmarks drive unary gRPC methods with
 # (benchmarks.native). A client: its install starts nothing.
 H2LOAD_PACKAGE = DebianPackage("nghttp2-client", "h2load", None)
+# Debian's RFC 3489 STUN client (stund's), which the STUN responder's tests run against it.
+STUN_CLIENT_PACKAGE = DebianPackage("stun-client", "stun", None)
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600

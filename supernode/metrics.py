@@ -141,6 +141,17 @@ class Metrics:
             "Worker processes that died and were started again (supernode.workers).",
             registry=self.registry,
         )
+        self.sessions_revoked = Counter(
+            "supernode_sessions_revoked",
+            "Revocations made here, by kind: logout (one session) or account (RevokeSessions).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.private_calls_refused = Counter(
+            "supernode_private_calls_refused",
+            "Calls to the workers' private socket without this start's secret (not a worker).",
+            registry=self.registry,
+        )
         self.relay_bytes = Counter(
             "supernode_relay_bytes",
             "Datagram bytes forwarded by the relay.",
@@ -148,7 +159,8 @@ class Metrics:
         )
         self._stun = Counter(
             "supernode_stun_requests",
-            "STUN datagrams received, by outcome (answered, dropped).",
+            "STUN datagrams received, by outcome (answered, dropped, rate_limited: the source "
+            "address was over stun_rate_per_second and got no answer).",
             ["outcome"],
             registry=self.registry,
         )
@@ -175,7 +187,9 @@ class Metrics:
             "How late the latest event-loop lag probe fired (supernode.loop_lag).",
             registry=self.registry,
         )
-        self._stun_children = {o: self._stun.labels(o) for o in ("answered", "dropped")}
+        self._stun_children = {
+            o: self._stun.labels(o) for o in ("answered", "dropped", "rate_limited")
+        }
         self._change_children = {c: self._device_changes.labels(c.value) for c in Change}
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None

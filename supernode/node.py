@@ -26,6 +26,7 @@ from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Admission, Presence, PresenceObserver, Replica
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
+from supernode.revocations import Revocations
 from supernode.sessions import SECRET_BYTES, SessionAuthority
 from supernode.store import Store
 
@@ -84,9 +85,12 @@ def build_directory(
     secret: bytes,
     registry: AccountRegistry | None = None,
     observers: Sequence[PresenceObserver] = (),
+    revocations: Revocations | None = None,
 ) -> Directory:
     """``registry``: where accounts are claimed (default: the store itself, a node alone).
-    A secondary store (a worker) serves reads only, so its replica skips the online count."""
+    A secondary store (a worker) serves reads only, so its replica skips the online count.
+    ``revocations``: the revoked sessions token checks consult, kept current by the caller
+    (a cluster's mirror); default: a fresh set, loaded from the store by the caller."""
     accounts = Accounts(
         store if registry is None else registry,
         limits=config.limits,
@@ -112,7 +116,10 @@ def build_directory(
         observers,
     )
     sessions = SessionAuthority(
-        secret, clock_ms=wall_clock_ms, token_ttl_seconds=config.server.token_ttl_seconds
+        secret,
+        clock_ms=wall_clock_ms,
+        token_ttl_seconds=config.server.token_ttl_seconds,
+        revocations=revocations,
     )
     return Directory(accounts, presence, sessions, secret)
 

@@ -41,8 +41,9 @@ from supernode.node import (
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
-from supernode.rendezvous.stun import start_stun
+from supernode.rendezvous.stun import source_limiter, start_stun
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
+from supernode.revocations import Revocations, RevocationSink, StoredRevocations
 from supernode.rpc.directory import DirectoryApi
 from supernode.rpc.handlers import ServiceHandlers, register_services
 from supernode.rpc.rendezvous import RendezvousApi
@@ -52,6 +53,7 @@ from supernode.sessions import SessionAuthority
 from supernode.store import Store
 from supernode.tls import NodeTls, node_tls
 from supernode.workers.feed import ChangeFeed
+from supernode.workers.gate import PrivateGate, new_secret
 from supernode.workers.primary import (
     REPLICATION_SERVICE,
     WorkerPool,
@@ -102,6 +104,9 @@ class Supernode:
         self.rendezvous: RendezvousApi | None = None
         self._coordination: asyncio.Task[None] | None = None
         self._workers: WorkerPool | None = None
+        self.revocations = Revocations()  # what token checks consult (kept current below)
+        self._revoker: RevocationSink | None = None
+        self._stored_revocations: StoredRevocations | None = None
         # The node's certificate and the cluster CA; None: plaintext, as configured.
         self.tls: NodeTls | None = None
         self.peer_address = ""
@@ -123,7 +128,11 @@ class Supernode:
         self.grpc_port = transport.bind_public(server, f"{host}:{port}", "listen", self.tls)
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
         secret, registry = local_token_secret(store), None
-        if self.config.cluster.enabled:
+        if not self.config.cluster.enabled:
+            stored = StoredRevocations(store, self.revocations, wall_clock_ms)
+            stored.load()
+            self._revoker = self._stored_revocations = stored
+        else:
             if with_workers:
                 raise OSError("cluster: a cluster member runs as one process for now (--workers 1)")
             from supernode.cluster.member import ClusterMember
@@ -135,10 +144,12 @@ class Supernode:
                 self.config,
                 store,
                 name=self.node_name,
+                revocations=self.revocations,
                 tls=self.tls,
                 peer_address=self.peer_address,
             )
             secret, registry = await self.cluster.open(), self.cluster.registry
+            self._revoker = self.cluster.revoker
         directory = self._build_directory(store, secret, registry)
         apis = list(self._build_apis(store, directory).values())
         registered = register_services(server, *apis)
@@ -159,7 +170,10 @@ class Supernode:
         if settings.stun_listen:
             stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
             self._stun, self.stun_port = await start_stun(
-                stun_host, stun_port, self.metrics.count_stun
+                stun_host,
+                stun_port,
+                self.metrics.count_stun,
+                source_limiter(settings.stun_rate_per_second, settings.stun_burst),
             )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
@@ -208,7 +222,9 @@ class Supernode:
         calls) and the worker processes that use it."""
         feed = ChangeFeed(store.sequence())
         store.on_commit = feed.publish
-        private = transport.new_server(self.config, reuse_port=False)
+        secret = new_secret()  # per start: handed to each worker on its stdin
+        gate = PrivateGate(secret, self.metrics.private_calls_refused.inc)
+        private = transport.new_server(self.config, reuse_port=False, interceptors=(gate,))
         address = private_address()
         transport.bind(private, address, "the workers' private socket")
         register_services(private, *apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
@@ -219,6 +235,7 @@ class Supernode:
             as_flags(self.config),
             address,
             listen,
+            secret,
             on_restart=self.metrics.worker_restarts.inc,
         )
         await self._workers.start()
@@ -244,6 +261,7 @@ class Supernode:
             secret=secret,
             registry=registry,
             observers=observers,
+            revocations=self.revocations,
         )
         self.presence = presence = directory.presence
         hub = self.hub
@@ -294,7 +312,7 @@ class Supernode:
 
             ring = RingAnswer(self.cluster.view)
         apis["directory"] = DirectoryApi(
-            accounts, served, sessions, self.metrics, shedding, ring
+            accounts, served, sessions, self.metrics, shedding, ring, self._revoker
         ).method_handlers()
         apis["watch"] = WatchApi(
             self.hub, served, sessions, self.metrics, shedding
@@ -411,6 +429,8 @@ class Supernode:
             try:
                 if self.relay is not None:
                     self.relay.sweep(wall_clock_ms())
+                if self._stored_revocations is not None:
+                    self._stored_revocations.sweep()
                 result = presence.sweep()
                 if result.expired or result.purged:
                     log.debug(

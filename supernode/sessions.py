@@ -1,13 +1,27 @@
 """Sessions: login challenges and the bearer tokens that authenticate every other call.
 
 A device proves it holds its account key by signing a fresh challenge; it then gets a
-short-lived token, an HMAC over (expiry, session id, handle) with a secret kept in the
-store, so any supernode sharing the secret checks a token in microseconds with no lookup.
-Challenges are HMAC-protected too (no server state needed to check them) and single use
-within their short lifetime.
+short-lived token, an HMAC over (audience, issue and expiry times, session id, handle) with a
+secret kept in the store, so any supernode sharing the secret checks a token in
+microseconds with no lookup. Challenges are HMAC-protected too (no server state needed to
+check them) and single use within their short lifetime.
+
+What a token is bound to (each part is under the MAC, so none can be changed):
+
+- its **audience**: a client session (``Audience.SESSION``, from Login) or a cluster node's
+  own calls (``Audience.NODE``); a node token is refused by every public method and a client
+  token by the internal cluster service. A challenge is MACed for another purpose
+  ("challenge", and the handle it was asked for), so it can never pass as a token either;
+- its **account**: the handle it was issued for; every call acts as that handle only;
+- its **lifetime**: issued and expiry times; and its **session id**, which revocation names.
+
+Revocation (:mod:`supernode.revocations`): Logout revokes the calling session, and
+RevokeSessions, signed by the account key over a fresh challenge, every session of the
+account issued until then. A check then also consults the revocations this process knows.
 """
 
 import base64
+import enum
 import hashlib
 import hmac
 import secrets
@@ -16,14 +30,26 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client_sdk.protocol.signing import LOGIN_DOMAIN, signature_is_valid
-from client_sdk.protocol.validation import check_handle, check_signature_length
+from client_sdk.protocol.signing import LOGIN_DOMAIN, REVOKE_SESSIONS_DOMAIN, signature_is_valid
+from client_sdk.protocol.validation import check_handle, check_signature, key_defect
 from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from supernode.revocations import (
+    Revocation,
+    Revocations,
+    account_revocation,
+    session_revocation,
+)
 
-_TOKEN_VERSION = 1
+# Version 2 added the audience, the issue time and a 16-byte session id. A version 1 token
+# (issued before an upgrade, by this node or a peer not yet upgraded) is still accepted until
+# it expires, so a rolling upgrade breaks no session: its audience follows from its handle
+# (only node tokens name NODE_HANDLE_PREFIX), its issue time from its expiry.
+_TOKEN_VERSION = 2
+_TOKEN_V1_HEADER = struct.Struct(">BQ8s")  # version, expires_at_ms, session id
 _CHALLENGE_VERSION = 1
 _MAC_BYTES = 32
-_TOKEN_HEADER = struct.Struct(">BQ8s")  # version, expires_at_ms, session id
+# version, audience, issued_at_ms, expires_at_ms, session id; the handle follows.
+_TOKEN_HEADER = struct.Struct(">BBQQ16s")
 _CHALLENGE_HEADER = struct.Struct(">BQ16s")  # version, expires_at_ms, nonce
 SECRET_BYTES = 32
 # Tokens of cluster nodes calling each other name this pseudo-handle plus the node's name;
@@ -31,11 +57,20 @@ SECRET_BYTES = 32
 NODE_HANDLE_PREFIX = "~node/"
 
 
+class Audience(enum.IntEnum):
+    """Who a token was issued to, and so which services accept it."""
+
+    SESSION = 1  # a client, by Login: the public services
+    NODE = 2  # a cluster node, for its calls to other nodes: the internal cluster service
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     handle: str
     session_id: bytes
     expires_at_ms: int
+    issued_at_ms: int = 0
+    audience: Audience = Audience.SESSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +94,10 @@ class SessionAuthority:
         token_ttl_seconds: int = 3600,
         challenge_ttl_seconds: int = 30,
         token_cache_size: int = 100_000,
+        revocations: Revocations | None = None,
     ) -> None:
+        """``revocations``: what this process knows to be revoked (shared with whoever
+        keeps it current: the store's loader, a worker's feed, a cluster's mirror)."""
         if len(secret) < SECRET_BYTES:
             raise ValueError(f"session secret must be at least {SECRET_BYTES} bytes")
         self._secret = secret
@@ -70,6 +108,7 @@ class SessionAuthority:
         # token -> session: a dict hit instead of base64 + HMAC on every lookup.
         self._verified: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = token_cache_size
+        self.revocations = Revocations() if revocations is None else revocations
 
     # ------------------------------------------------------------------ challenges
 
@@ -83,7 +122,26 @@ class SessionAuthority:
         self, handle: str, challenge: bytes, signature: bytes, account_key: bytes
     ) -> IssuedToken:
         """Check the signed challenge and issue a token for ``handle``."""
-        check_signature_length("signature", signature)
+        now_ms = self._redeem(handle, challenge, signature, account_key, LOGIN_DOMAIN)
+        return self._issue(handle, Audience.SESSION, now_ms)
+
+    def revoke_all(
+        self, handle: str, challenge: bytes, signature: bytes, account_key: bytes
+    ) -> Revocation:
+        """Check a challenge signed for RevokeSessions; the revocation of every session of
+        ``handle`` issued until now. It is kept until the last of them would have expired."""
+        now_ms = self._redeem(handle, challenge, signature, account_key, REVOKE_SESSIONS_DOMAIN)
+        return account_revocation(handle, now_ms, now_ms + self._token_ttl_ms)
+
+    def logout(self, session: Session) -> Revocation:
+        """The revocation of one session, kept until its token would have expired."""
+        return session_revocation(session.session_id, session.expires_at_ms)
+
+    def _redeem(
+        self, handle: str, challenge: bytes, signature: bytes, account_key: bytes, domain: bytes
+    ) -> int:
+        """Check a challenge and its signature for ``domain``, mark it used; the time now."""
+        check_signature("signature", signature)
         if len(challenge) != _CHALLENGE_HEADER.size + _MAC_BYTES:
             raise InvalidArgument("challenge: not a challenge issued by GetChallenge")
         header, mac = challenge[: _CHALLENGE_HEADER.size], challenge[_CHALLENGE_HEADER.size :]
@@ -96,10 +154,13 @@ class SessionAuthority:
         self._forget_used_challenges(now_ms)
         if challenge in self._used_challenges:
             raise Unauthenticated("challenge: already used, ask for a new one")
-        if not signature_is_valid(account_key, LOGIN_DOMAIN, challenge, signature):
+        weakness = key_defect(account_key)
+        if weakness is not None:  # stored before weak keys were refused: nobody may log in
+            raise PermissionDenied(f"handle: the account key of {handle!r} is {weakness}")
+        if not signature_is_valid(account_key, domain, challenge, signature):
             raise PermissionDenied(f"signature: does not verify with the account key of {handle!r}")
         self._used_challenges[challenge] = expires_at_ms
-        return self._issue(handle, now_ms)
+        return now_ms
 
     def _forget_used_challenges(self, now_ms: int) -> None:
         while self._used_challenges:
@@ -113,28 +174,39 @@ class SessionAuthority:
     def now_ms(self) -> int:
         return self._clock_ms()
 
-    def issue(self, handle: str) -> IssuedToken:
-        """A token without a login: for a cluster node's own calls (``NODE_HANDLE_PREFIX``)."""
-        return self._issue(handle, self._clock_ms())
+    def issue_node_token(self, node: str) -> IssuedToken:
+        """A token without a login, for a cluster node's own calls to other nodes."""
+        return self._issue(NODE_HANDLE_PREFIX + node, Audience.NODE, self._clock_ms())
 
-    def _issue(self, handle: str, now_ms: int) -> IssuedToken:
+    def _issue(self, handle: str, audience: Audience, now_ms: int) -> IssuedToken:
         expires_at_ms = now_ms + self._token_ttl_ms
-        payload = _TOKEN_HEADER.pack(_TOKEN_VERSION, expires_at_ms, secrets.token_bytes(8))
+        payload = _TOKEN_HEADER.pack(
+            _TOKEN_VERSION, audience, now_ms, expires_at_ms, secrets.token_bytes(16)
+        )
         payload += handle.encode()
         raw = payload + _mac(self._secret, b"token", payload)
         return IssuedToken(base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), expires_at_ms)
 
-    def authenticate(self, token: str) -> Session:
-        """The session a token stands for; UNAUTHENTICATED when it is forged or expired."""
+    def authenticate(self, token: str, audience: Audience = Audience.SESSION) -> Session:
+        """The session a token stands for; UNAUTHENTICATED when it is forged, expired or
+        revoked, PERMISSION_DENIED when it was issued for another audience."""
         session = self._verified.get(token)
         if session is None:
             session = self._verify(token)
             self._verified[token] = session
             if len(self._verified) > self._cache_size:
                 self._verified.popitem(last=False)
+        if session.audience is not audience:  # a genuine token, for somewhere else
+            raise PermissionDenied(
+                "authorization: this token is not a client session token, log in"
+                if audience is Audience.SESSION
+                else "authorization: only nodes of this cluster may call this service"
+            )
         if session.expires_at_ms <= self._clock_ms():
             self._verified.pop(token, None)
             raise Unauthenticated("authorization: token expired, log in again")
+        if self.revocations.covers(session.handle, session.session_id, session.issued_at_ms):
+            raise Unauthenticated("authorization: session ended (logged out or revoked), log in")
         return session
 
     def _verify(self, token: str) -> Session:
@@ -142,12 +214,27 @@ class SessionAuthority:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError as exc:
             raise Unauthenticated("authorization: malformed bearer token") from exc
-        if len(raw) < _TOKEN_HEADER.size + _MAC_BYTES + 3:
+        if len(raw) < _TOKEN_V1_HEADER.size + _MAC_BYTES + 3:
             raise Unauthenticated("authorization: malformed bearer token")
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, _mac(self._secret, b"token", payload)):
             raise Unauthenticated("authorization: token not issued by this supernode")
-        version, expires_at_ms, session_id = _TOKEN_HEADER.unpack_from(payload)
-        if version != _TOKEN_VERSION:
-            raise Unauthenticated(f"authorization: token version {version} not supported")
-        return Session(payload[_TOKEN_HEADER.size :].decode(), session_id, expires_at_ms)
+        version = payload[0]
+        if version == 1:
+            return self._verified_v1(payload)
+        if version != _TOKEN_VERSION or len(payload) < _TOKEN_HEADER.size + 3:
+            raise Unauthenticated(f"authorization: token version {version} not supported, log in")
+        _, audience, issued_at_ms, expires_at_ms, session_id = _TOKEN_HEADER.unpack_from(payload)
+        try:
+            kind = Audience(audience)
+        except ValueError as exc:
+            raise Unauthenticated("authorization: token for an unknown audience") from exc
+        handle = payload[_TOKEN_HEADER.size :].decode()
+        return Session(handle, session_id, expires_at_ms, issued_at_ms, kind)
+
+    def _verified_v1(self, payload: bytes) -> Session:
+        _, expires_at_ms, session_id = _TOKEN_V1_HEADER.unpack_from(payload)
+        handle = payload[_TOKEN_V1_HEADER.size :].decode()
+        audience = Audience.NODE if handle.startswith(NODE_HANDLE_PREFIX) else Audience.SESSION
+        issued_at_ms = expires_at_ms - self._token_ttl_ms
+        return Session(handle, session_id, expires_at_ms, issued_at_ms, audience)

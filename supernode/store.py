@@ -22,7 +22,8 @@ is numeric order):
               discoverable accounts, written in the account's own WriteBatch; a query is a
               prefix scan.
 ``meta``      small named values: ``accounts_total`` (u64), ``token_secret`` (32 bytes),
-              the cluster mirror's view and revision.
+              the cluster mirror's view and revision, and ``revoked/<name>``: a node
+              alone's revoked sessions (``supernode.revocations`` names and encodes them).
 ``hints``     ``target 0x00 sequence:u64`` -> ``created_at_ms:u64`` + an opaque write (a
               cluster's hinted handoff: writes a replica missed, replayed when it returns).
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -67,6 +68,10 @@ HEADER_BYTES = _HEADER.size
 _U64 = struct.Struct(">Q")
 _ACCOUNTS_TOTAL = b"accounts_total"
 _NEVER_MS = (1 << 64) - 1  # a view with no live device never goes stale
+_REVOKED = b"revoked/"
+# Told to ``on_commit`` among the changed view keys when revocations changed, so workers
+# reload theirs; no view key starts with 0x00 (handles never hold it).
+REVOCATIONS_CHANGED = b"\x00revoked"
 
 
 class StoreError(Exception):
@@ -271,7 +276,7 @@ class Store:
             self._hints,
         )
 
-    def _write(self, batch: WriteBatch) -> None:
+    def _write(self, batch: WriteBatch, also_changed: Sequence[bytes] = ()) -> None:
         pending, self._pending_views = self._pending_views, []
         if self.secondary:
             raise StoreError(f"{self.path}: a secondary is read-only; writes go to the primary")
@@ -280,7 +285,9 @@ class Store:
             if key in self.view_cache:
                 self.view_cache.put(key, view)
         if self.on_commit is not None:
-            self.on_commit(self._db.latest_sequence_number(), [key for key, _ in pending])
+            changed = [key for key, _ in pending]
+            changed.extend(also_changed)
+            self.on_commit(self._db.latest_sequence_number(), changed)
 
     # ------------------------------------------------------------------ following a primary
 
@@ -312,6 +319,36 @@ class Store:
         batch = self._batch()
         batch.put(name.encode(), value, self._handles[META])
         self._write(batch)
+
+    def put_revocation(self, name: str, value: bytes) -> None:
+        self.update_revocations({name: value})
+
+    def delete_revocations(self, names: Sequence[str]) -> None:
+        self.update_revocations(dict.fromkeys(names))
+
+    def update_revocations(self, changes: Mapping[str, bytes | None]) -> None:
+        """Put each named revocation, or delete it for None: one batch."""
+        batch = self._batch()
+        for name, value in changes.items():
+            if value is None:
+                batch.delete(_REVOKED + name.encode(), self._handles[META])
+            else:
+                batch.put(_REVOKED + name.encode(), value, self._handles[META])
+        self._write(batch, (REVOCATIONS_CHANGED,))
+
+    def revocations(self) -> list[tuple[str, bytes]]:
+        """Every stored revocation as ``(name, value)``: a prefix scan, at start-up and when
+        a worker's feed says they changed (there are at most an hour's worth)."""
+        found: list[tuple[str, bytes]] = []
+        iterator = self._meta.iter()
+        iterator.seek(_REVOKED)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(_REVOKED):
+                break
+            found.append((key[len(_REVOKED) :].decode(errors="replace"), iterator.value()))
+            iterator.next()
+        return found
 
     # ------------------------------------------------------------------ accounts
 

@@ -36,12 +36,13 @@ from client_sdk.p2p.errors import (
     PeerOffline,
     PeerUnreachable,
 )
-from client_sdk.p2p.ice import IceAgent, limit_stun_retries
+from client_sdk.p2p.ice import IceAgent, limit_stun_retries, quiet_candidate_logs
 from client_sdk.p2p.listener import Listener, SignalingSession
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rpc
+from client_sdk.protocol.validation import ANSWER_REASON_MAX_CHARS
 from client_sdk.types import Device
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class P2PAgent:
         self.settings = settings
         self.listener = Listener(signaling, device_id)
         limit_stun_retries()
+        quiet_candidate_logs()
 
     async def _stubs(
         self,
@@ -383,7 +385,9 @@ async def _decline(
 ) -> None:
     with contextlib.suppress(grpc.aio.AioRpcError):
         await rendezvous.Answer(
-            pb.AnswerRequest(offer_id=offer.offer_id, reject=True, reason=reason),
+            pb.AnswerRequest(
+                offer_id=offer.offer_id, reject=True, reason=reason[:ANSWER_REASON_MAX_CHARS]
+            ),
             metadata=metadata,
         )
 

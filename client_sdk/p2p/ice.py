@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import aioice
 from aioice import ice as aioice_ice
@@ -23,6 +24,15 @@ STUN_RETRIES = 2
 # when the network comes back (UDP blocked for a minute, a Wi-Fi hand-over), and still
 # ends after ~2 min of silence, as consent expiry demands.
 CONSENT_FAILURES = 24
+
+
+def quiet_candidate_logs() -> None:
+    """aioice logs every candidate and candidate pair at INFO: the user's and the peer's IP
+    addresses, in any app that logs at INFO. Unless the app chose a level for the "aioice"
+    logger itself, its records start at WARNING (set it to INFO to debug ICE)."""
+    logger = logging.getLogger("aioice")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
 
 
 def limit_stun_retries(retries: int = STUN_RETRIES) -> None:

@@ -4,12 +4,22 @@ The server parses every account and device record it is sent with these function
 merge rule decides between versions of one device wherever they meet. Limits are the
 caller's (the server's configuration), given as any object with the three attributes of
 :class:`RecordLimits`.
+
+A signed body must be exactly what the contract describes, in exactly one encoding: it may
+hold no field the contract does not name (a 60 KB unknown field in an account was once stored
+and served to everyone, far past the display-name limit), and it must be the canonical
+encoding of what it holds: the bytes ``SerializeToString(deterministic=True)`` gives for the
+decoded message (fields in number order, each once, no default values, shortest varints).
+Every protobuf runtime writes these messages (no maps) that way, so a body an honest SDK
+signed always passes, and a record has one byte string per meaning: what is stored and
+served is what the contract's checks saw, with nothing riding along.
 """
 
 import ipaddress
 from typing import NamedTuple, Protocol
 
-from google.protobuf.message import DecodeError
+from google.protobuf import unknown_fields
+from google.protobuf.message import DecodeError, Message
 
 from client_sdk.protocol.errors import InvalidField
 from client_sdk.protocol.v1 import directory_pb2 as pb
@@ -35,13 +45,49 @@ class RecordLimits(Protocol):
     def max_capabilities(self) -> int: ...
 
 
+def decode_exact(raw: bytes, message: Message, field: str) -> None:
+    """Decode ``raw`` into ``message``, refusing unknown fields and non-canonical encodings
+    (see the module docstring): ``InvalidField`` names ``field``."""
+    type_name = message.DESCRIPTOR.full_name
+    try:
+        message.ParseFromString(raw)
+    except DecodeError as exc:
+        raise InvalidField(f"{field}: not a serialized {type_name}") from exc
+    unknown = first_unknown_field(message, field)
+    if unknown is not None:
+        raise InvalidField(
+            f"{unknown}: not a field of the contract; a signed body holds only known fields"
+        )
+    if message.SerializeToString(deterministic=True) != raw:
+        raise InvalidField(
+            f"{field}: not the canonical encoding of a {type_name} (fields in number "
+            "order, each once, no default values, shortest varints); sign the bytes "
+            "SerializeToString(deterministic=True) gives"
+        )
+
+
+def first_unknown_field(message: Message, path: str) -> str | None:
+    """Where the first field ``message`` (or a message inside it) does not know is, as
+    ``path.sub[i]: field N``; None when there is none."""
+    unknown = unknown_fields.UnknownFieldSet(message)
+    if len(unknown):
+        return f"{path}: field {unknown[0].field_number}"
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        values = value if descriptor.is_repeated else [value]
+        for index, inner in enumerate(values):
+            suffix = f"[{index}]" if descriptor.is_repeated else ""
+            found = first_unknown_field(inner, f"{path}.{descriptor.name}{suffix}")
+            if found is not None:
+                return found
+    return None
+
+
 def parse_account(raw: bytes, limits: RecordLimits) -> pb.Account:
     """Decode and validate an account body as sent by its creator."""
     account = pb.Account()
-    try:
-        account.ParseFromString(raw)
-    except DecodeError as exc:
-        raise InvalidField("account: not a serialized supernode.v1.Account") from exc
+    decode_exact(raw, account, "account")
     check_handle("account.handle", account.handle)
     check_key("account.account_key", account.account_key)
     check_display_name("account.display_name", account.display_name, limits.max_display_name_chars)
@@ -51,10 +97,7 @@ def parse_account(raw: bytes, limits: RecordLimits) -> pb.Account:
 def parse_device_record(raw: bytes, limits: RecordLimits) -> pb.DeviceRecord:
     """Decode and validate a device record body; the signature is checked separately."""
     record = pb.DeviceRecord()
-    try:
-        record.ParseFromString(raw)
-    except DecodeError as exc:
-        raise InvalidField("signed.record: not a serialized supernode.v1.DeviceRecord") from exc
+    decode_exact(raw, record, "signed.record")
     check_device_record(record, limits)
     return record
 
@@ -88,6 +131,11 @@ def check_device_record(record: pb.DeviceRecord, limits: RecordLimits) -> None:
 
 
 def _check_endpoint(field: str, endpoint: pb.Endpoint) -> None:
+    if "%" in endpoint.address:  # ipaddress takes "fe80::1%<any text>"
+        raise InvalidField(
+            f"{field}.address: {endpoint.address[:50]!r} has a zone index, which means "
+            "nothing to another host"
+        )
     try:
         ipaddress.ip_address(endpoint.address)
     except ValueError as exc:

@@ -37,9 +37,16 @@ def lookup_response(account: bytes, devices: list[bytes]) -> bytes:
     return field(1, account) + repeated_field(2, devices)
 
 
-def lookup_many_response(results: list[bytes], not_found: list[str]) -> bytes:
-    """``LookupManyResponse{repeated results = 1, repeated not_found = 2}``."""
-    return repeated_field(1, results) + repeated_field(2, [h.encode() for h in not_found])
+def lookup_many_response(
+    results: list[bytes], not_found: list[str], unanswered: list[str] | None = None
+) -> bytes:
+    """``LookupManyResponse{repeated results = 1, repeated not_found = 2,
+    repeated unanswered = 3}``."""
+    return (
+        repeated_field(1, results)
+        + repeated_field(2, [h.encode() for h in not_found])
+        + repeated_field(3, [h.encode() for h in unanswered or ()])
+    )
 
 
 def get_account_response(account: bytes) -> bytes:

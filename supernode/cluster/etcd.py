@@ -545,6 +545,18 @@ class EtcdClient:
         etcd may grant more than asked (its minimum TTL; 2 s with default elections):
         :attr:`KeptLease.ttl` is what it granted.
         """
+        sent_at = self._clock()
+        response = await self._grant(ttl)
+        lease = KeptLease(self, int(response.ID), int(response.TTL), sent_at)
+        self._leases.add(lease)
+        return lease
+
+    async def grant_lease(self, ttl: int) -> int:
+        """Grant a lease of ``ttl`` seconds that is never refreshed: keys put under it live
+        that long and then go by themselves (etcd may grant more than asked)."""
+        return int((await self._grant(ttl)).ID)
+
+    async def _grant(self, ttl: int) -> Any:
         if ttl < 1:
             raise ValueError(f"lease TTL must be at least 1 s, got {ttl}")
         request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
@@ -552,13 +564,10 @@ class EtcdClient:
         async def attempt(endpoint: _Endpoint, limit_s: float, _retry: bool) -> Any:
             return await endpoint.lease.LeaseGrant(request, timeout=limit_s)
 
-        sent_at = self._clock()
         response = await self._call(f"grant lease ttl={ttl}", attempt)
         if response.error:
             raise EtcdError(f"etcd refused a lease of {ttl} s: {response.error}")
-        lease = KeptLease(self, int(response.ID), int(response.TTL), sent_at)
-        self._leases.add(lease)
-        return lease
+        return response
 
     async def _refresh_lease(self, lease_id: int, budget_s: float) -> int:
         """One keepalive; the TTL etcd restarted (0: the lease no longer exists)."""

@@ -22,6 +22,10 @@ Under the cluster's prefix (``cluster.etcd_prefix``, default ``/supernode``):
                       by create-if-absent: handles are unique cluster-wide.
 ``/secrets/token``    the 32-byte secret session tokens and relay tickets are signed with,
                       shared so a token issued by one node works on every node.
+``/revoked/<name>``   a revoked session or account (``supernode.revocations`` names and
+                      encodes it), under a lease of its own that ends when every token it
+                      covers has expired: one write per Logout or RevokeSessions, never per
+                      call; every node's mirror follows them into its token checks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ ACCOUNTS = "/accounts/"
 STREAMED = "/streamed/"
 NODE_STATES = ("active", "leaving", "left")
 TOKEN_SECRET = "/secrets/token"
+REVOKED = "/revoked/"
 
 
 class LayoutError(ValueError):
@@ -139,6 +144,13 @@ class Keys:
 
     def account(self, handle: str) -> bytes:
         return self._key(ACCOUNTS + handle)
+
+    def revocation(self, name: str) -> bytes:
+        return self._key(REVOKED + name)
+
+    @property
+    def revoked(self) -> bytes:
+        return self._key(REVOKED)
 
     def streamed_by(self, node: str) -> bytes:
         return self._key(STREAMED + node)

@@ -27,11 +27,14 @@ from supernode.cluster.peers import Peers
 from supernode.cluster.placement import Placement
 from supernode.cluster.registry import ClusterAccounts
 from supernode.cluster.replication import Replicator
+from supernode.cluster.revocations import ClusterRevocations
 from supernode.cluster.routing import ClusterPresence
 from supernode.cluster.service import FeedHub
 from supernode.cluster.view import Applied, ClusterView
 from supernode.config import Config
 from supernode.directory.watch import WatchHub
+from supernode.node import wall_clock_ms
+from supernode.revocations import Revocations
 from supernode.sessions import SECRET_BYTES
 from supernode.store import Store
 from supernode.tls import NodeTls
@@ -49,10 +52,13 @@ class ClusterMember:
         store: Store,
         *,
         name: str,
+        revocations: Revocations | None = None,
         tls: NodeTls | None = None,
         peer_address: str = "",
     ) -> None:
-        """``tls``: the node's material for etcd and peers (mutual TLS); ``peer_address``:
+        """``revocations``: the set this node's token checks consult; the mirror keeps it
+        equal to etcd's ``/revoked/`` (and the stored view's, while etcd is away).
+        ``tls``: the node's material for etcd and peers (mutual TLS); ``peer_address``:
         its peer port, published in its member record (empty: the public address)."""
         settings = config.cluster
         self.config = config
@@ -73,6 +79,11 @@ class ClusterMember:
         self.view = stored_view(store) or ClusterView()
         self.mirror = Mirror(self.etcd, self.keys, store, self.view, on_change=self._view_changed)
         self.registry = ClusterAccounts(store, self.etcd, self.keys)
+        self.revocations = Revocations() if revocations is None else revocations
+        self.revocations.replace(self.view.revoked.items())
+        self.revoker = ClusterRevocations(
+            self.etcd, self.keys, self.view, self.revocations, clock_ms=wall_clock_ms
+        )
         self.feed_hub = FeedHub()
         self.started_at_ms = int(time.time() * 1000)
         self.membership = Membership(
@@ -196,6 +207,8 @@ class ClusterMember:
             await asyncio.sleep(_REPLAY_INTERVAL_S)
 
     def _view_changed(self, applied: Applied) -> None:
+        if applied.revoked:
+            self.revocations.update(applied.revoked)
         if self.view.placement is not None:
             self._placed.set()
         if applied.members_changed or applied.placement_changed or applied.streamed_changed:

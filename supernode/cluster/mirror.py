@@ -3,9 +3,9 @@
 One prefix watch over the whole cluster prefix, resumed from the last applied revision
 (``supernode.cluster.etcd.PrefixWatch`` resumes across disconnects); when etcd compacted that
 revision away, a full resync (read everything, rebuild, watch on). Accounts go into the
-store (where lookups and search read them); members, nodes, placement and the shared secret
-into :class:`ClusterView`, which is persisted in the store after every batch, so a node that
-restarts while etcd is down serves from what it last knew.
+store (where lookups and search read them); members, nodes, placement, the shared secret
+and revoked sessions into :class:`ClusterView`, which is persisted in the store after every
+batch, so a node that restarts while etcd is down serves from what it last knew.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def stored_view(store: Store) -> ClusterView | None:
     revision = store.get_meta(REVISION_META)
     if revision is not None and len(revision) == _U64.size:
         view.revision = max(view.revision, _U64.unpack(revision)[0])
+    view.revoked = dict(store.revocations())
     return view
 
 
@@ -105,9 +106,14 @@ class Mirror:
                         self._insert_account(account.handle, account.account)
                     for problem in applied.ignored:
                         log.warning("mirror: ignored %s", problem)
+                # Revocations whose lease ended while we were away: gone from etcd, not here.
+                revoked: dict[str, bytes | None] = dict.fromkeys(
+                    set(self.view.revoked) - set(fresh.revoked)
+                )
+                revoked.update(fresh.revoked)
                 self.view.replace_with(fresh)
                 self.resyncs += 1
-                self._commit(Applied(members_changed=True, placement_changed=True))
+                self._commit(Applied(members_changed=True, placement_changed=True, revoked=revoked))
                 return
         raise EtcdError(f"mirror resync: history compacted under {_MAX_RESYNC_RESTARTS} reads")
 
@@ -144,6 +150,8 @@ class Mirror:
             self._insert_account(account.handle, account.account)
         for problem in applied.ignored:
             log.warning("mirror: ignored %s", problem)
+        if applied.revoked:
+            self._store.update_revocations(applied.revoked)
         if applied.structural:
             self._store.put_meta(VIEW_META, self.view.to_bytes())
         self._store.put_meta(REVISION_META, _U64.pack(self.view.revision))

@@ -21,7 +21,7 @@ from supernode import transport
 from supernode.errors import SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.handlers import STATUS_OF
-from supernode.sessions import NODE_HANDLE_PREFIX, IssuedToken, SessionAuthority
+from supernode.sessions import IssuedToken, SessionAuthority
 from supernode.tls import NodeTls
 
 CLUSTER_SERVICE = "supernode.internal.v1.ClusterService"
@@ -52,7 +52,7 @@ class Peers:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         now_ms = self._sessions.now_ms()
         if self._token is None or self._token.expires_at_ms - now_ms < _RENEW_BEFORE_MS:
-            self._token = self._sessions.issue(NODE_HANDLE_PREFIX + self.name)
+            self._token = self._sessions.issue_node_token(self.name)
         return (("authorization", f"Bearer {self._token.token}"),)
 
     def _channel(self, address: str) -> grpc.aio.Channel:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from client_sdk.protocol import wire
@@ -23,8 +23,10 @@ from supernode.cluster.placement import partition_of
 from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, StaleRoute, write_value
 from supernode.cluster.view import ClusterView
+from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import (
+    LOOKUP_CHUNK,
     DeviceWrite,
     Presence,
     Registration,
@@ -64,6 +66,10 @@ class ClusterPresence:
         self._attached: dict[tuple[str, str], int] = {}
         self._placement_changed = asyncio.Event()
         self.rerouted = 0  # calls routed again after a replica held a newer placement
+
+    @property
+    def _max_response_bytes(self) -> int:
+        return self.local.replica.max_response_bytes
 
     def view_changed(self) -> None:
         """The mirror applied a new placement: wake the calls waiting to route again."""
@@ -332,6 +338,8 @@ class ClusterPresence:
         return self._gather(list(handles), by_replicas, epoch)
 
     async def _lookup_many_quorum(self, handles: list[str]) -> bytes:
+        """Quorum reads a chunk of handles at a time, until the answer's budget is spent."""
+
         async def one(handle: str) -> bytes | None:
             replicas, epoch = self.replicas_of(handle)
             try:
@@ -341,15 +349,32 @@ class ClusterPresence:
             except NotFound:
                 return None
 
-        unique = list(dict.fromkeys(handles))
-        answers = dict(zip(unique, await asyncio.gather(*(one(h) for h in unique)), strict=True))
-        results = [answer for h in handles if (answer := answers[h]) is not None]
-        return wire.lookup_many_response(results, [h for h in handles if answers[h] is None])
+        answers: dict[str, bytes | None] = {}
+        budget = ResponseBudget(self._max_response_bytes)
+        for start in range(0, len(handles), LOOKUP_CHUNK):
+            chunk = handles[start : start + LOOKUP_CHUNK]
+            read = await asyncio.gather(*(one(h) for h in chunk))
+            for handle, answer in zip(chunk, read, strict=True):
+                if not budget.take(len(handle) if answer is None else len(answer)):
+                    return self._answer_many(handles, answers)
+                answers[handle] = answer
+        return self._answer_many(handles, answers)
+
+    @staticmethod
+    def _answer_many(handles: list[str], answers: Mapping[str, bytes | None]) -> bytes:
+        """The ``LookupManyResponse`` in request order: found, not found (None), and the
+        handles ``answers`` has no entry for, unanswered."""
+        return wire.lookup_many_response(
+            [answer for h in handles if (answer := answers.get(h)) is not None],
+            [h for h in handles if h in answers and answers[h] is None],
+            [h for h in handles if h not in answers],
+        )
 
     async def _gather(
         self, handles: list[str], by_replicas: dict[tuple[str, ...], list[str]], epoch: int
     ) -> bytes:
-        """Ask one replica of each share, concurrently; answer in request order."""
+        """Ask one replica of each share, concurrently; answer in request order, within the
+        budget (each replica keeps its own share within it, and lists what it left out)."""
 
         async def ask(replicas: tuple[str, ...], share: list[str]) -> bytes:
             request = pb.ReplicaLookupRequest(handles=share, epoch=epoch).SerializeToString()
@@ -371,5 +396,12 @@ class ClusterPresence:
             if account is not None:
                 found[handle] = await self._assemble(handle, account)
                 not_found.discard(handle)
-        results = [found[h] for h in handles if h in found]
-        return wire.lookup_many_response(results, [h for h in handles if h in not_found])
+        kept: dict[str, bytes | None] = {}
+        budget = ResponseBudget(self._max_response_bytes)
+        for handle in handles:
+            if handle in found or handle in not_found:
+                entry = found.get(handle)
+                if not budget.take(len(handle) if entry is None else len(entry)):
+                    break
+                kept[handle] = entry
+        return self._answer_many(handles, kept)

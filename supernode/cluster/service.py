@@ -34,7 +34,7 @@ from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import ServiceHandlers, server_stream_handler, unary_handler
-from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+from supernode.sessions import NODE_HANDLE_PREFIX, Audience, SessionAuthority
 from supernode.tls import certificate_names_node
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -179,8 +179,8 @@ class ClusterApi:
                 "cluster: calls between nodes need mutual TLS (the peer port, with a "
                 "certificate from the cluster CA)"
             )
-        session = session_of(context, self._sessions)
-        if not session.handle.startswith(NODE_HANDLE_PREFIX):
+        session = session_of(context, self._sessions, Audience.NODE)
+        if not session.handle.startswith(NODE_HANDLE_PREFIX):  # never issued so: belt and braces
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
         node = session.handle[len(NODE_HANDLE_PREFIX) :]
         if names is not None and not certificate_names_node(names, node):

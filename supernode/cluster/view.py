@@ -1,4 +1,5 @@
-"""What a node knows of its cluster: members, nodes, placement, controller, shared secret.
+"""What a node knows of its cluster: members, nodes, placement, controller, shared secret,
+revoked sessions.
 
 Pure state, fed by etcd watch events (``supernode.cluster.mirror`` does the I/O) and
 persisted in the node's store, so a node restarted while etcd is down still knows where
@@ -52,6 +53,10 @@ class Applied:
     placement_changed: bool = False
     streamed_changed: bool = False  # a node reported partitions streamed (the controller flips)
     other_changed: bool = False  # the controller or the shared secret
+    # Revocations put (name -> value) or gone (name -> None: their lease ended). Kept in the
+    # store one key each (``supernode.store`` ``revoked/``), not in the persisted view: one
+    # revocation must not rewrite all of them.
+    revoked: dict[str, bytes | None] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # keys whose values did not parse
 
 
@@ -64,6 +69,9 @@ class ClusterView:
     streamed: dict[str, dict[int, int]] = field(default_factory=dict)
     controller: str = ""
     token_secret: bytes = b""
+    # Revoked sessions, name -> value (``supernode.revocations``), as etcd holds them now.
+    # Not in ``to_bytes``: the store keeps them a key each (``stored_view`` loads them).
+    revoked: dict[str, bytes] = field(default_factory=dict)
     revision: int = 0  # the last etcd revision applied
 
     def address_of(self, node: str) -> str:
@@ -128,6 +136,12 @@ class ClusterView:
         elif key == keys.controller:
             self.controller = event.value.decode() if put else ""
             applied.other_changed = True
+        elif (name := keys.name_under(key, keys.revoked)) is not None:
+            if put:
+                self.revoked[name] = event.value
+            else:
+                self.revoked.pop(name, None)
+            applied.revoked[name] = event.value if put else None
         elif key == keys.token_secret and put:
             self.token_secret = event.value
             applied.other_changed = True
@@ -135,7 +149,8 @@ class ClusterView:
     # ------------------------------------------------------------------ persistence
 
     def to_bytes(self) -> bytes:
-        """Everything but accounts (the store holds those), for the node's store."""
+        """Everything but accounts and revocations (the store holds those a key each), for
+        the node's store."""
         return json.dumps(
             {
                 "revision": self.revision,

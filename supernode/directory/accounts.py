@@ -7,12 +7,14 @@ single node uses RocksDB directly (:class:`supernode.store.Store` implements the
 
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import takewhile
 
 from client_sdk.protocol.records import parse_account
 from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_handle, check_signature_length
+from client_sdk.protocol.validation import check_handle, check_signature
 from supernode.directory import lease, search
+from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
 from supernode.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
@@ -38,7 +40,7 @@ class Accounts:
 
     async def create(self, account_raw: bytes, signature: bytes) -> pb.Account:
         account = parse_account(account_raw, self._limits)
-        check_signature_length("signature", signature)
+        check_signature("signature", signature)
         lease.check_issued_at(
             account.created_at_ms, self._clock_ms(), self._policy, "account.created_at_ms"
         )
@@ -74,7 +76,8 @@ class Accounts:
         return self._registry.account_count()
 
     def search(self, query: str, limit: int) -> list[bytes]:
-        """Discoverable accounts matching ``query``, best first, at most ``limit``."""
+        """Discoverable accounts matching ``query``, best first, at most ``limit`` (and no
+        more than ``max_response_bytes`` hold)."""
         folded = search.normalize_query(query)
         if len(folded) < self._limits.search_min_query_chars:
             raise InvalidArgument(
@@ -95,4 +98,5 @@ class Accounts:
             if match is not None and account.discoverable:
                 scored.append((match, raw))
         scored.sort(key=lambda pair: pair[0])
-        return [raw for _, raw in scored[:limit]]
+        budget = ResponseBudget(self._limits.max_response_bytes)  # an operator's large limit
+        return list(takewhile(lambda raw: budget.take(len(raw)), (r for _, r in scored[:limit])))

@@ -22,14 +22,30 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from client_sdk.protocol import wire
-from client_sdk.protocol.records import Version, parse_device_record, supersedes
+from client_sdk.protocol.records import (
+    Version,
+    first_unknown_field,
+    parse_device_record,
+    supersedes,
+)
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import check_device_id, check_handle, check_signature_length
+from client_sdk.protocol.validation import check_device_id, check_handle, check_signature
 from supernode.directory import lease
+from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountKeys, PresenceStore
 from supernode.directory.validation import Limits
-from supernode.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+from supernode.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+
+# Handles read from the store per multi-get in a LookupMany: small enough that a chunk of
+# the largest answers (16 devices at the record limits, ~40 KB each) stays a few MB.
+LOOKUP_CHUNK = 16
 
 
 def first_positions(handles: Sequence[str]) -> dict[str, int]:
@@ -162,8 +178,12 @@ class Admission:
 
     def parse(self, session_handle: str, signed: pb.SignedDeviceRecord) -> Candidate:
         """The cheap checks, which run before the signature so garbage costs little CPU."""
+        # The wrapper is stored and served as sent (inside ``Device``): nothing may ride in it.
+        unknown = first_unknown_field(signed, "signed")
+        if unknown is not None:
+            raise InvalidArgument(f"{unknown}: not a field of supernode.v1.SignedDeviceRecord")
         record = parse_device_record(signed.record, self._limits)
-        check_signature_length("signed.signature", signed.signature)
+        check_signature("signed.signature", signed.signature)
         if record.handle != session_handle:
             raise PermissionDenied(
                 f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"
@@ -307,21 +327,34 @@ class Replica:
         """A serialized ``LookupManyResponse``; unknown handles go to ``not_found``. Each
         handle is answered once, however often it was asked for: the answer is bounded by
         the distinct handles, not by what a caller repeats (1,000 copies of one handle
-        once made a 14 KB request return 52.9 MB)."""
+        once made a 14 KB request return 52.9 MB). And it is bounded in bytes: handles past
+        ``max_response_bytes`` go to ``unanswered``, read from the store a chunk at a time,
+        so building the answer never holds much more than the limit."""
         self.check_batch(handles)
         asked = first_positions(handles)
         wanted = list(asked)
+        budget = ResponseBudget(self._limits.max_response_bytes)
         results: list[bytes] = []
         not_found: list[str] = []
-        fresh = self._store.fresh_lookup_responses(wanted, self._clock_ms())
-        for handle, response in zip(wanted, fresh, strict=True):
-            if response is None:
-                response = self._slow_lookup(handle)
-            if response is None:
-                check_handle(f"handles[{asked[handle]}]", handle)
-                not_found.append(handle)
-            else:
-                results.append(response)
+        now_ms = self._clock_ms()
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[start : start + LOOKUP_CHUNK]
+            fresh = self._store.fresh_lookup_responses(chunk, now_ms)
+            for offset, (handle, response) in enumerate(zip(chunk, fresh, strict=True)):
+                if response is None:
+                    response = self._slow_lookup(handle)
+                if response is None:
+                    check_handle(f"handles[{asked[handle]}]", handle)
+                    if budget.take(len(handle)):
+                        not_found.append(handle)
+                        continue
+                elif budget.take(len(response)):
+                    results.append(response)
+                    continue
+                rest = wanted[start + offset :]
+                for later in rest:
+                    check_handle(f"handles[{asked[later]}]", later)
+                return wire.lookup_many_response(results, not_found, rest)
         return wire.lookup_many_response(results, not_found)
 
     def versions(self, handle: str) -> list[DeviceWrite]:
@@ -330,6 +363,11 @@ class Replica:
             DeviceWrite(handle, device_id, seq, expires_at_ms, device)
             for device_id, expires_at_ms, seq, device in self._store.device_versions(handle)
         ]
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The most one answer may hold (``Limits.max_response_bytes``)."""
+        return self._limits.max_response_bytes
 
     def check_batch(self, handles: Sequence[str]) -> None:
         if len(handles) > self._limits.max_lookup_many:

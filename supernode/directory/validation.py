@@ -6,6 +6,9 @@ and live in ``client_sdk.protocol.validation``, shared with the SDK.
 
 from dataclasses import dataclass
 
+# A single handle's answer (an account and its devices at the record limits) must always fit.
+MIN_RESPONSE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -17,6 +20,11 @@ class Limits:
     max_capabilities: int = 16
     max_devices_per_handle: int = 16
     max_lookup_many: int = 1000
+    # The most one answer holds (supernode.directory.budget): LookupMany answers past it are
+    # partial (the rest listed in `unanswered`, which the SDK asks for again), a Watch
+    # snapshot past it is refused, a Search answer is cut. 4 MiB is gRPC's default limit
+    # on what a client receives, so a larger answer would fail in most clients anyway.
+    max_response_bytes: int = 4 * 1024 * 1024
     search_min_query_chars: int = 2
     search_default_results: int = 10
     search_max_results: int = 50
@@ -33,3 +41,10 @@ class Limits:
     relay_max_bytes: int = 256 << 20
     relay_max_bytes_per_second: int = 4 << 20
     relay_idle_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_response_bytes < MIN_RESPONSE_BYTES:
+            raise ValueError(
+                f"limits.max_response_bytes: {self.max_response_bytes}, "
+                f"at least {MIN_RESPONSE_BYTES}"
+            )

@@ -3,17 +3,23 @@
 import grpc
 
 from supernode.errors import Unauthenticated
-from supernode.sessions import Session, SessionAuthority
+from supernode.sessions import Audience, Session, SessionAuthority
 
 _PREFIX = "bearer "
 
 
-def session_of(context: grpc.aio.ServicerContext, authority: SessionAuthority) -> Session:
-    """The caller's session, from ``authorization: Bearer <token>``; UNAUTHENTICATED if none."""
+def session_of(
+    context: grpc.aio.ServicerContext,
+    authority: SessionAuthority,
+    audience: Audience = Audience.SESSION,
+) -> Session:
+    """The caller's session, from ``authorization: Bearer <token>``; UNAUTHENTICATED if
+    none, PERMISSION_DENIED if the token was issued for another ``audience`` (a node's
+    token on a public method, a client's on the cluster service)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             if not text[: len(_PREFIX)].lower() == _PREFIX:
                 raise Unauthenticated("authorization: expected 'Bearer <token>'")
-            return authority.authenticate(text[len(_PREFIX) :].strip())
+            return authority.authenticate(text[len(_PREFIX) :].strip(), audience)
     raise Unauthenticated("authorization: missing bearer token, log in first")

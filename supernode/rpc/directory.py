@@ -11,9 +11,10 @@ from client_sdk.protocol.partition import EPOCH_METADATA
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
-from supernode.errors import InvalidArgument
+from supernode.errors import InvalidArgument, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
+from supernode.revocations import RevocationSink
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
 from supernode.sessions import SessionAuthority
@@ -76,9 +77,13 @@ class DirectoryApi:
         metrics: Metrics,
         shedding: Shedding | None = None,
         ring: RingSource | None = None,
+        revoker: RevocationSink | None = None,
     ) -> None:
-        """``ring``: a cluster member's placement; presence answers then carry its epoch."""
+        """``ring``: a cluster member's placement; presence answers then carry its epoch.
+        ``revoker``: where Logout and RevokeSessions make a revocation durable (None in a
+        worker process, which forwards them to its primary)."""
         self._ring = ring
+        self._revoker = revoker
         self._accounts = accounts
         self._presence = presence
         self._sessions = sessions
@@ -101,6 +106,10 @@ class DirectoryApi:
                     "GetChallenge", pb.GetChallengeRequest, self.get_challenge, m, s
                 ),
                 "Login": unary_handler("Login", pb.LoginRequest, self.login, m, s),
+                "Logout": unary_handler("Logout", pb.LogoutRequest, self.logout, m, s),
+                "RevokeSessions": unary_handler(
+                    "RevokeSessions", pb.RevokeSessionsRequest, self.revoke_sessions, m, s
+                ),
             },
             PRESENCE_SERVICE: {
                 "RegisterDevice": unary_handler(
@@ -143,6 +152,28 @@ class DirectoryApi:
             request.handle, request.challenge, request.signature, account_key
         )
         return pb.LoginResponse(token=issued.token, expires_at_ms=issued.expires_at_ms)
+
+    def _sink(self) -> RevocationSink:
+        if self._revoker is None:
+            raise Unavailable("sessions: this process cannot revoke sessions, try again")
+        return self._revoker
+
+    async def logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
+        session = session_of(context, self._sessions)
+        await self._sink().publish(self._sessions.logout(session))
+        self._metrics.sessions_revoked.labels("logout").inc()
+        return pb.LogoutResponse()
+
+    async def revoke_sessions(
+        self, request: pb.RevokeSessionsRequest, context: Context
+    ) -> pb.RevokeSessionsResponse:
+        account_key = self._accounts.account_key(request.handle)
+        revocation = self._sessions.revoke_all(
+            request.handle, request.challenge, request.signature, account_key
+        )
+        await self._sink().publish(revocation)
+        self._metrics.sessions_revoked.labels("account").inc()
+        return pb.RevokeSessionsResponse(revoked_before_ms=revocation.cutoff_ms)
 
     # ------------------------------------------------------------------ presence
 

@@ -11,7 +11,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
-from client_sdk.protocol.validation import check_device_id, check_handle
+from client_sdk.protocol.validation import (
+    ANSWER_REASON_MAX_CHARS,
+    check_device_id,
+    check_display_name,
+    check_handle,
+)
 from supernode.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -158,6 +163,8 @@ class RendezvousApi:
 
     def answer(self, request: pb.AnswerRequest, context: Context) -> pb.AnswerResponse:
         session = session_of(context, self._sessions)
+        # Shown to the caller (in its PERMISSION_DENIED): display text, as short as a name.
+        check_display_name("reason", request.reason, ANSWER_REASON_MAX_CHARS)
         self._switchboard.answer(
             session.handle,
             request.offer_id,

@@ -78,9 +78,16 @@ class WatchApi:
                     yield change_message(hub.epoch, event)
             else:
                 # Same event-loop step as subscribe(): no change can fall in between.
-                snapshot = pb.WatchSnapshot.FromString(
+                answer = pb.LookupManyResponse.FromString(
                     await settled(self._presence.lookup_many(sorted(subscription.handles)))
                 )
+                if answer.unanswered:  # past max_response_bytes: one message cannot hold it
+                    raise ResourceExhausted(
+                        f"handles: the snapshot of {len(subscription.handles)} handles is "
+                        "larger than the server's max_response_bytes; watch fewer handles "
+                        "per stream (split them over several watches)"
+                    )
+                snapshot = pb.WatchSnapshot(handles=answer.results, not_found=answer.not_found)
                 yield pb.WatchEvent(
                     epoch=hub.epoch, revision=start.revision, snapshot=snapshot
                 ).SerializeToString()

@@ -2,7 +2,8 @@
 
 Workers are started once the primary serves, restarted (after a pause) if one dies, and
 stopped before the primary closes its store. Each reports readiness on a pipe with one
-JSON line, so the primary's own "ready" means every worker serves too.
+JSON line, so the primary's own "ready" means every worker serves too. Each gets the
+private socket's secret (``supernode.workers.gate``) as the one line of its stdin.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class WorkerPool:
         settings: dict[str, str],
         primary: str,
         listen: str,
+        secret: str,
         *,
         on_restart: Callable[[], None] = lambda: None,
     ) -> None:
@@ -87,6 +89,7 @@ class WorkerPool:
         self._settings = settings  # "section.field" -> value: the node's whole config
         self._primary = primary
         self._listen = listen
+        self._secret = secret  # the private socket's (supernode.workers.gate)
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -107,11 +110,21 @@ class WorkerPool:
         }
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "supernode.workers.worker", env=env, pass_fds=(write_fd,)
+                sys.executable,
+                "-m",
+                "supernode.workers.worker",
+                env=env,
+                pass_fds=(write_fd,),
+                stdin=asyncio.subprocess.PIPE,
             )
         finally:
             os.close(write_fd)
         self._processes[index] = process
+        assert process.stdin is not None
+        process.stdin.write(self._secret.encode() + b"\n")  # the one line a worker reads
+        with contextlib.suppress(ConnectionError):  # it died at once: the wait says so
+            await process.stdin.drain()
+        process.stdin.close()
         try:
             async with asyncio.timeout(_READY_TIMEOUT_S):
                 line = await asyncio.to_thread(_read_line, read_fd)

@@ -1,8 +1,16 @@
 """Forward calls, byte for byte, from a worker to its primary.
 
 A generic handler: the request and response bytes are never parsed, the caller's metadata
-(its bearer token) and remaining deadline go along, and the primary's status, details and
-trailing metadata come back unchanged, so a client cannot tell which process served it.
+(its bearer token) and remaining deadline go along, with the private socket's secret
+(``supernode.workers.gate``), and the primary's answer comes back unchanged (status,
+details, trailing metadata), so a client cannot tell which process served it.
+
+Except when the primary did not answer: it died, is restarting, or the private socket broke
+mid-call. gRPC then reports UNAVAILABLE, UNKNOWN, INTERNAL or CANCELLED with its own text,
+which names the private socket; a client once got UNKNOWN for writes that had committed.
+Those all become one deliberate UNAVAILABLE whose message says the outcome is unknown: the
+SDK retries UNAVAILABLE, and every write is idempotent (a retried registration carries the
+same seq, a retried account creation finds its own account).
 Cancelling the client's call cancels the forwarded one (grpc.aio cancels an RPC whose
 pending read is cancelled).
 
@@ -21,6 +29,8 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
+from supernode.workers.gate import secret_metadata, without_secret
+
 
 # Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
 # forwarded; everything else is the caller's (its bearer token among them).
@@ -31,10 +41,29 @@ def _forwarded(key: str) -> bool:
 AfterUnary = Callable[[str], Awaitable[None]]
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple(
+def _metadata(
+    context: grpc.aio.ServicerContext, auth: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str | bytes], ...]:
+    caller = tuple(
         (key, value) for key, value in context.invocation_metadata() or () if _forwarded(key)
     )
+    return without_secret(caller) + auth
+
+
+# What gRPC itself reports when the primary did not answer (no process, a broken socket).
+# The primary's own refusals use other codes (or UNAVAILABLE meaning the same: "try again").
+_NOT_ANSWERED = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+PRIMARY_UNAVAILABLE = (
+    "this supernode's serving process is unavailable (restarting); the call's outcome is "
+    "unknown, a write may have been applied: retry it, writes are idempotent"
+)
 
 
 def _timeout(context: grpc.aio.ServicerContext) -> float | None:
@@ -43,6 +72,8 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
 
 
 async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
+    if exc.code() in _NOT_ANSWERED:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, PRIMARY_UNAVAILABLE)
     trailing = exc.trailing_metadata()
     if trailing:
         context.set_trailing_metadata(tuple(trailing))
@@ -52,8 +83,9 @@ async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcEr
 class Forwarder:
     """Method handlers that forward to ``channel`` (the primary)."""
 
-    def __init__(self, channel: grpc.aio.Channel, after_unary: AfterUnary) -> None:
+    def __init__(self, channel: grpc.aio.Channel, after_unary: AfterUnary, secret: str) -> None:
         self._channel = channel
+        self._auth = secret_metadata(secret)
         self._after_unary = after_unary  # read-your-writes: wait to have caught up
 
     def handlers(self, methods: Iterable[MethodDescriptor]) -> dict[str, dict[str, Any]]:
@@ -73,12 +105,12 @@ class Forwarder:
 
     def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
         call = self._channel.unary_unary(path)
-        after = self._after_unary
+        after, auth = self._after_unary, self._auth
 
         async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
                 response: bytes = await call(
-                    request, metadata=_metadata(context), timeout=_timeout(context)
+                    request, metadata=_metadata(context, auth), timeout=_timeout(context)
                 )
             except grpc.aio.AioRpcError as exc:
                 await _relay_error(context, exc)
@@ -89,22 +121,22 @@ class Forwarder:
         return grpc.unary_unary_rpc_method_handler(handle)
 
     def _unary_stream(self, path: str) -> grpc.RpcMethodHandler:
-        open_call = self._channel.unary_stream(path)
+        open_call, auth = self._channel.unary_stream(path), self._auth
 
         async def handle(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-            call = open_call(request, metadata=_metadata(context), timeout=_timeout(context))
+            call = open_call(request, metadata=_metadata(context, auth), timeout=_timeout(context))
             async for response in _responses(call, context):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(handle)
 
     def _stream_stream(self, path: str) -> grpc.RpcMethodHandler:
-        open_call = self._channel.stream_stream(path)
+        open_call, auth = self._channel.stream_stream(path), self._auth
 
         async def handle(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
-            call = open_call(requests, metadata=_metadata(context), timeout=_timeout(context))
+            call = open_call(requests, metadata=_metadata(context, auth), timeout=_timeout(context))
             async for response in _responses(call, context):
                 yield response
 

@@ -33,10 +33,17 @@ from supernode.node import (
     mark_serving,
     open_store,
 )
-from supernode.rpc.directory import ACCOUNT_SERVICE, PRESENCE_SERVICE, DirectoryApi
+from supernode.revocations import Revocations
+from supernode.rpc.directory import (
+    ACCOUNT_SERVICE,
+    PRESENCE_SERVICE,
+    SESSION_SERVICE,
+    DirectoryApi,
+)
 from supernode.rpc.handlers import register_services
-from supernode.store import Store
+from supernode.store import REVOCATIONS_CHANGED, Store
 from supernode.tls import node_tls
+from supernode.workers.gate import secret_metadata
 from supernode.workers.primary import WorkerSpec
 from supernode.workers.proxy import Forwarder
 
@@ -47,12 +54,15 @@ LOCAL_METHODS = {
     PRESENCE_SERVICE: ("Lookup", "LookupMany"),
     ACCOUNT_SERVICE: ("GetAccount",),
 }
-# Forwarded calls that change what lookups return: answered once this worker caught up.
+# Forwarded calls that change what lookups (or the token checks before them) see: answered
+# once this worker caught up, so a client's next call here sees its write, its logout too.
 WRITES = frozenset(
     {
         f"/{ACCOUNT_SERVICE}/CreateAccount",
         f"/{PRESENCE_SERVICE}/RegisterDevice",
         f"/{PRESENCE_SERVICE}/UnregisterDevice",
+        f"/{SESSION_SERVICE}/Logout",
+        f"/{SESSION_SERVICE}/RevokeSessions",
     }
 )
 _CATCH_UP_WAIT_S = 2.0
@@ -61,11 +71,20 @@ _PR_SET_PDEATHSIG = 1
 
 
 class FeedApplier:
-    """Applies the primary's change feed to the secondary store."""
+    """Applies the primary's change feed to the secondary store, and reloads the revoked
+    sessions when a batch says they changed (the primary's Logout, RevokeSessions)."""
 
-    def __init__(self, store: Store, stub: rpc.ReplicationServiceStub) -> None:
+    def __init__(
+        self,
+        store: Store,
+        stub: rpc.ReplicationServiceStub,
+        secret: str,
+        revocations: Revocations,
+    ) -> None:
         self._store = store
         self._stub = stub
+        self._auth = secret_metadata(secret)
+        self._revocations = revocations
         self.applied = 0
         self._advanced = asyncio.Condition()
         self.lost = asyncio.Event()
@@ -74,8 +93,10 @@ class FeedApplier:
         last_contact = time.monotonic()
         while True:
             try:
-                async for changes in self._stub.Follow(pb.FollowRequest()):
+                async for changes in self._stub.Follow(pb.FollowRequest(), metadata=self._auth):
                     self._store.catch_up(None if changes.reset else list(changes.keys))
+                    if changes.reset or REVOCATIONS_CHANGED in changes.keys:
+                        self._revocations.replace(self._store.revocations())
                     async with self._advanced:
                         self.applied = max(self.applied, changes.sequence)
                         self._advanced.notify_all()
@@ -93,7 +114,14 @@ class FeedApplier:
         """After a forwarded write: wait until this worker has applied it."""
         if method not in WRITES:
             return
-        target = (await self._stub.Sequence(pb.SequenceRequest())).sequence
+        try:
+            reply = await self._stub.Sequence(pb.SequenceRequest(), metadata=self._auth)
+        except grpc.aio.AioRpcError as exc:
+            # The primary answered the write (it is durable) and is gone now: the answer
+            # stands; this worker exits soon (``lost``) rather than serve stale reads.
+            log.warning("after %s: the primary did not answer (%s)", method, exc.code().name)
+            return
+        target = reply.sequence
         try:
             async with self._advanced, asyncio.timeout(_CATCH_UP_WAIT_S):
                 await self._advanced.wait_for(lambda: self.applied >= target)
@@ -108,14 +136,16 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(1)
 
 
-async def run(config: Config, spec: WorkerSpec) -> None:
+async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     settings = config.server
     secondary_dir = settings.data_dir / "workers" / str(spec.index)
     shutil.rmtree(secondary_dir, ignore_errors=True)
     store = open_store(config, secondary_dir=secondary_dir)
     channel = transport.open_upstream(spec.primary)
     stub = rpc.ReplicationServiceStub(channel)  # type: ignore[no-untyped-call]
-    follower = FeedApplier(store, stub)
+    revocations = Revocations()
+    revocations.replace(store.revocations())
+    follower = FeedApplier(store, stub, secret, revocations)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     following = asyncio.create_task(follower.run(first))
     async with asyncio.timeout(30):  # caught up once before serving anything
@@ -127,7 +157,11 @@ async def run(config: Config, spec: WorkerSpec) -> None:
     shedding = build_shedding(config, metrics)
     lag = asyncio.create_task(sample_loop_lag(shedding), name="loop lag")
     directory = build_directory(
-        config, store, node_name=settings.node_name, secret=local_token_secret(store)
+        config,
+        store,
+        node_name=settings.node_name,
+        secret=local_token_secret(store),
+        revocations=revocations,
     )
     handlers = DirectoryApi(
         directory.accounts, directory.presence, directory.sessions, metrics, shedding
@@ -136,7 +170,7 @@ async def run(config: Config, spec: WorkerSpec) -> None:
         service: {name: handlers[service][name] for name in names}
         for service, names in LOCAL_METHODS.items()
     }
-    forwarded = Forwarder(channel, follower.caught_up).handlers(
+    forwarded = Forwarder(channel, follower.caught_up, secret).handlers(
         method
         for service in PUBLIC_SERVICES
         for method in service.methods
@@ -177,6 +211,12 @@ async def run(config: Config, spec: WorkerSpec) -> None:
 
 
 def main() -> int:
+    # The private socket's secret: the one line the primary writes to our stdin.
+    secret = sys.stdin.readline().strip()
+    sys.stdin.close()
+    if not secret:
+        print("supernode worker: started without the primary's secret", file=sys.stderr)
+        return 2
     spec = WorkerSpec(**json.loads(os.environ["SUPERNODE_WORKER_SPEC"]))
     _die_with_parent(spec.parent_pid)
     config = load(environ={}, flags=json.loads(os.environ["SUPERNODE_WORKER_CONFIG"]))
@@ -187,9 +227,9 @@ def main() -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(run(config, spec))
+        asyncio.run(run(config, spec, secret))
     else:
-        uvloop.run(run(config, spec))
+        uvloop.run(run(config, spec, secret))
     return 0
 
 

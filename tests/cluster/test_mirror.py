@@ -10,6 +10,7 @@ from supernode.cluster.etcd_server import LocalEtcd
 from supernode.cluster.keys import Keys, MemberInfo
 from supernode.cluster.mirror import Mirror, stored_view
 from supernode.cluster.view import Applied, ClusterView
+from supernode.revocations import session_revocation
 from supernode.store import Store
 from tests.cluster.conftest import ClientFactory
 
@@ -40,4 +41,26 @@ async def test_a_resync_stores_every_account_a_page_at_a_time(
     persisted = stored_view(store)
     assert persisted is not None and persisted.revision == revision
     assert set(persisted.members) == {"n1"}
+    store.close()
+
+
+async def test_a_resync_brings_the_stored_revocations_to_etcds(
+    tmp_path: Path, etcd: LocalEtcd, connect: ClientFactory
+) -> None:
+    """One revoked while this node was away is added; one whose lease ended meanwhile
+    (gone from etcd, still in the store) is removed, and the token checks are told both."""
+    client = connect(etcd)
+    kept = session_revocation(b"\x01" * 16, until_ms=2**40)
+    stale = session_revocation(b"\x02" * 16, until_ms=1)
+    await client.put(KEYS.revocation(kept.name), kept.value)
+    store = Store(tmp_path / "db", block_cache_bytes=1 << 20)
+    store.put_revocation(stale.name, stale.value)
+    told: list[Applied] = []
+    view = stored_view(store) or ClusterView()
+    view.revoked = dict(store.revocations())
+    mirror = Mirror(client, KEYS, store, view, on_change=told.append)
+    await mirror.resync()
+    assert store.revocations() == [(kept.name, kept.value)]
+    assert told[-1].revoked == {stale.name: None, kept.name: kept.value}
+    assert mirror.view.revoked == {kept.name: kept.value}
     store.close()

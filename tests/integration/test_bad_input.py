@@ -13,8 +13,12 @@ import grpc
 import pytest
 
 from client_sdk.identity import Identity
-from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, LOGIN_DOMAIN
+from client_sdk.protocol import wire
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN, LOGIN_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.v1 import rendezvous_pb2 as rendezvous_pb
+from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rendezvous_rpc
+from client_sdk.protocol.validation import ED25519_ORDER
 from client_sdk.transport import DirectoryConnection, now_ms, sign_account, sign_device_record
 from supernode.store import Store
 from tests.integration.conftest import new_user
@@ -243,7 +247,7 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
     )
     await expect(
         conn.sessions.Login(
-            pb.LoginRequest(handle="alice", challenge=b"x" * 57, signature=b"s" * 64)
+            pb.LoginRequest(handle="alice", challenge=b"x" * 57, signature=b"s" * 32 + b"\x01" * 32)
         ),
         Code.UNAUTHENTICATED,
         r"challenge: not issued",
@@ -252,6 +256,159 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
         conn.register_device(sign_device_record(alice, pb.DeviceRecord())),
         Code.INVALID_ARGUMENT,
         r"record\.handle: required",
+    )
+    await weak_keys_and_exact_bodies(conn, alice)
+    rendezvous = rendezvous_rpc.RendezvousServiceStub(conn.channel)  # type: ignore[no-untyped-call]
+    await expect(
+        rendezvous.Answer(
+            rendezvous_pb.AnswerRequest(offer_id="0" * 24, reject=True, reason="r" * 201),
+            metadata=conn.metadata,
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^reason: 201 characters, at most 200",
+    )
+
+
+IDENTITY_POINT = b"\x01" + bytes(31)
+UNIVERSAL_SIGNATURE = IDENTITY_POINT + bytes(32)  # R = identity, S = 0: "verifies" anything
+
+
+def unknown_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field the contract does not name (field number below 16)."""
+    return wire.field(number, payload)
+
+
+async def weak_keys_and_exact_bodies(conn: DirectoryConnection, alice: Identity) -> None:
+    """Issue 16: weak keys, malleable signatures, unknown fields, non-canonical bodies."""
+    weak = pb.Account(
+        handle="weakling", account_key=IDENTITY_POINT, created_at_ms=now_ms()
+    ).SerializeToString()
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=weak, signature=UNIVERSAL_SIGNATURE)
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account\.account_key: a small-order point",
+    )
+    order8 = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa")
+    weak8 = pb.Account(handle="weakling", account_key=order8, created_at_ms=now_ms())
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=weak8.SerializeToString(), signature=bytes(64))
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account\.account_key: a small-order point",
+    )
+    non_canonical = (2**255 - 19 + 5).to_bytes(32, "little")  # y = p + 5 names y = 5
+    other = pb.Account(handle="weakling", account_key=non_canonical, created_at_ms=now_ms())
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=other.SerializeToString(), signature=bytes(64))
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account\.account_key: a non-canonical point encoding",
+    )
+    mallory = Identity.generate()
+    request = sign_account(mallory, "mallory")
+    r, s = request.signature[:32], int.from_bytes(request.signature[32:], "little")
+    malleated = r + (s + ED25519_ORDER).to_bytes(32, "little")
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=request.account, signature=malleated)
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signature: S is not below the group order",
+    )
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(account=request.account, signature=UNIVERSAL_SIGNATURE)
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signature: R is a small-order point",
+    )
+    challenge = await conn.sessions.GetChallenge(pb.GetChallengeRequest(handle="alice"))
+    await expect(
+        conn.sessions.Login(
+            pb.LoginRequest(
+                handle="alice", challenge=challenge.challenge, signature=UNIVERSAL_SIGNATURE
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signature: R is a small-order point",
+    )
+    # A 60 KB unknown field once made GetAccount serve 60,068 B.
+    padded = request.account + unknown_field(15, b"x" * 60_000)
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(
+                account=padded, signature=mallory.sign(CREATE_ACCOUNT_DOMAIN, padded)
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account: field 15: not a field of the contract",
+    )
+    shuffled = pb.Account.FromString(request.account)
+    reordered = (
+        pb.Account(account_key=shuffled.account_key).SerializeToString()
+        + pb.Account(
+            handle=shuffled.handle, created_at_ms=shuffled.created_at_ms
+        ).SerializeToString()
+    )
+    await expect(
+        conn.accounts.CreateAccount(
+            pb.CreateAccountRequest(
+                account=reordered, signature=mallory.sign(CREATE_ACCOUNT_DOMAIN, reordered)
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^account: not the canonical encoding",
+    )
+    good = device(alice, "alice", "phone", seq=8)
+    body = good.record + unknown_field(12, b"y" * 20_000)
+    await expect(
+        conn.register_device(
+            pb.SignedDeviceRecord(record=body, signature=alice.sign(DEVICE_RECORD_DOMAIN, body))
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed\.record: field 12: not a field of the contract",
+    )
+    doubled = good.record + wire.field(1, b"alice")  # handle twice: one meaning, two encodings
+    await expect(
+        conn.register_device(
+            pb.SignedDeviceRecord(
+                record=doubled, signature=alice.sign(DEVICE_RECORD_DOMAIN, doubled)
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed\.record: not the canonical encoding",
+    )
+    scoped = pb.Endpoint(address="fe80::1%" + "x" * 300, port=1, protocol=1, type=1)
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=8, endpoints=[scoped])),
+        Code.INVALID_ARGUMENT,
+        r"^record\.endpoints\[0\]\.address: .* zone index",
+    )
+    # The unsigned wrapper is stored as sent (inside Device): nothing may ride in it either.
+    wrapper = good.SerializeToString() + unknown_field(9, b"z" * 30_000)
+    await expect(
+        conn.presence.RegisterDevice(
+            pb.RegisterDeviceRequest(signed=pb.SignedDeviceRecord.FromString(wrapper)),
+            metadata=conn.metadata,
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed: field 9: not a field of supernode\.v1\.SignedDeviceRecord",
+    )
+    await expect(
+        conn.register_device(device(alice, "alice", "phone", seq=8, transport_key=bytes(32))),
+        Code.INVALID_ARGUMENT,
+        r"^record\.transport_key: a small-order point",
+    )
+    await expect(
+        conn.register_device(
+            pb.SignedDeviceRecord(record=good.record, signature=UNIVERSAL_SIGNATURE)
+        ),
+        Code.INVALID_ARGUMENT,
+        r"^signed\.signature: R is a small-order point",
     )
 
 

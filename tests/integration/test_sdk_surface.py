@@ -106,6 +106,10 @@ CASES: dict[str, Case] = {
         sync_call=lambda c: c.wait_listening(timeout=KEEPS_TRYING_FOR),
     ),
     "listener": Case(lambda c: c.listener, down=RETURNS, p2p_off=PeerToPeerNotEnabled),
+    "revoke_sessions": Case(lambda c: c.revoke_sessions(), down=Unavailable),
+    # Closes the client: last, with close (which then has nothing left to do). Down, it
+    # holds no token any more (the "login" case dropped it), so there is nothing to end.
+    "logout": Case(lambda c: c.logout(), down=RETURNS, closed=RETURNS),
     "close": Case(lambda c: c.close(), down=RETURNS, closed=RETURNS),
 }
 # SyncClient only: the async client underneath.
@@ -120,13 +124,14 @@ def expectations(
     cases: dict[str, Case], situation: Callable[[Case], Outcome | None]
 ) -> list[tuple[str, Case, Outcome]]:
     """The names a situation applies to, with what each must do; ``close`` last (after
-    it, everything is ``Closed``). ``p2p_off`` applies only to peer-to-peer names."""
+    it, everything is ``Closed``; ``logout`` closes too, so it comes just before).
+    ``p2p_off`` applies only to peer-to-peer names."""
     chosen = [
         (name, case, situation(case))
         for name, case in cases.items()
         if situation is not p2p_off or case.p2p_off is not None
     ]
-    return sorted(chosen, key=lambda item: item[0] == "close")
+    return sorted(chosen, key=lambda item: item[0] in ("logout", "close"))
 
 
 def verdict(name: str, expected: Outcome, raised: Exception | None) -> str | None:

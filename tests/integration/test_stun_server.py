@@ -1,11 +1,17 @@
-"""The supernode's STUN responder answers a standard client: aioice's ICE agent."""
+"""The supernode's STUN responder answers standard clients: aioice's ICE agent and Debian's
+RFC 3489 ``stun`` client (stund's); and it rate-limits each source address."""
 
 import asyncio
+import re
+from collections.abc import Callable
 
+import pytest
 from aioice import Connection, stun
 
+from supernode.debian import STUN_CLIENT_PACKAGE, PackageError, ensure_installed
 from tests.integration.metrics import sample
 from tests.integration.process import SupernodeProcess
+from tests.integration.waiting import eventually
 
 
 class _Once(asyncio.DatagramProtocol):
@@ -51,3 +57,60 @@ async def test_ice_agent_learns_its_server_reflexive_address(supernode: Supernod
         assert reflexive and all((c.host, c.port) in host_candidates for c in reflexive)
     finally:
         await agent.close()
+
+
+async def test_debians_stun_client_is_not_blocked(supernode: SupernodeProcess) -> None:
+    """stund's client once said "Blocked": it sends RFC 3489 requests (no magic cookie), and
+    the answer replaced 4 of its 16 transaction-id bytes by the cookie and carried a
+    9-byte SOFTWARE it refuses. Its NAT test asks for answers from another address too,
+    which one address cannot give: on loopback it reports "Firewall" after test I passes."""
+    try:
+        binary = await asyncio.to_thread(ensure_installed, STUN_CLIENT_PACKAGE)
+    except PackageError as error:
+        pytest.skip(f"Debian's stun client cannot be installed here: {error}")
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        "-v",
+        supernode.stun_address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        output = (await process.communicate())[0].decode(errors="replace")
+    assert "Blocked" not in output, output[-2000:]
+    assert re.search(r"^test I = 1$", output, re.MULTILINE), output[-2000:]
+    assert "Bad length" not in output, output[-2000:]
+    assert re.search(r"MappedAddress = 127\.0\.0\.1:\d+", output), output[-2000:]
+
+
+async def test_each_source_is_rate_limited(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    # A refill of one token per 1,000 s: what the burst allows is all there is.
+    node = start_supernode("--stun-rate-per-second", "0.001", "--stun-burst", "3")
+    host, port = node.stun_address.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Once, local_addr=("127.0.0.1", 0))
+    try:
+        request = bytes(
+            stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        )
+        for _ in range(10):
+            transport.sendto(request, (host, int(port)))
+
+        async def all_counted() -> bool:
+            metrics = node.metrics()
+            return (
+                sample(metrics, "supernode_stun_requests_total", outcome="answered")
+                + sample(metrics, "supernode_stun_requests_total", outcome="rate_limited")
+                == 10
+            )
+
+        await eventually(all_counted, what="10 STUN requests counted")
+        metrics = node.metrics()
+        assert sample(metrics, "supernode_stun_requests_total", outcome="answered") == 3
+        assert sample(metrics, "supernode_stun_requests_total", outcome="rate_limited") == 7
+        async with asyncio.timeout(5):
+            await protocol.answer
+    finally:
+        transport.close()

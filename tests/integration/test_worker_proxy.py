@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
+from supernode.internal.v1.replication_pb2_grpc import ReplicationServiceStub
+from supernode.revocations import Revocations
+from supernode.store import Store
 from supernode.transport import UPSTREAM_WINDOW_BYTES, open_upstream
-from supernode.workers.proxy import Forwarder
+from supernode.workers.gate import SECRET_METADATA
+from supernode.workers.proxy import PRIMARY_UNAVAILABLE, Forwarder
+from supernode.workers.worker import FeedApplier
+
+SECRET = "the-private-socket-secret"
 
 UNARY = directory_pb2.DESCRIPTOR.services_by_name["AccountService"].methods_by_name["CreateAccount"]
 SERVER_STREAM = directory_pb2.DESCRIPTOR.services_by_name["PresenceService"].methods_by_name[
@@ -34,6 +42,7 @@ class StandInPrimary:
         self.seen_metadata: list[tuple[str, str | bytes]] = []
         self.seen_deadline: float | None = None
         self.stream_cancelled = asyncio.Event()
+        self.server: grpc.aio.Server | None = None
 
     def handlers(self) -> grpc.GenericRpcHandler:
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -88,7 +97,7 @@ class _ByPath(grpc.GenericRpcHandler):
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[StandInPrimary, grpc.aio.Channel, list[str]]]:
     primary = StandInPrimary()
-    primary_server = grpc.aio.server()
+    primary_server = primary.server = grpc.aio.server()
     primary_server.add_generic_rpc_handlers((primary.handlers(),))
     primary_port = primary_server.add_insecure_port("127.0.0.1:0")
     await primary_server.start()
@@ -98,7 +107,7 @@ async def setup() -> AsyncIterator[tuple[StandInPrimary, grpc.aio.Channel, list[
     async def record(method: str) -> None:
         after.append(method)
 
-    services = Forwarder(upstream, record).handlers([UNARY, SERVER_STREAM, BIDI])
+    services = Forwarder(upstream, record, SECRET).handlers([UNARY, SERVER_STREAM, BIDI])
     proxy_server = grpc.aio.server()
     for service, methods in services.items():
         proxy_server.add_generic_rpc_handlers(
@@ -121,10 +130,15 @@ async def test_unary_bytes_metadata_deadline_and_errors_pass_through(
 ) -> None:
     primary, client, after = setup
     call = client.unary_unary(path(UNARY))
-    metadata = (("authorization", "Bearer token-1"), ("trace-bin", b"\x00\x01"))
+    metadata = (
+        ("authorization", "Bearer token-1"),
+        ("trace-bin", b"\x00\x01"),
+        (SECRET_METADATA, "a guess"),  # a client's own is dropped: the worker adds the real one
+    )
     assert await call(b"abc", metadata=metadata, timeout=30) == b"cba"
     forwarded = dict(primary.seen_metadata)
     assert forwarded["authorization"] == "Bearer token-1" and forwarded["trace-bin"] == b"\x00\x01"
+    assert [v for k, v in primary.seen_metadata if k == SECRET_METADATA] == [SECRET]
     # Forwarded (rounded to the grpc-timeout header's units), not dropped.
     assert primary.seen_deadline is not None and 20 < primary.seen_deadline < 31
     assert after == [path(UNARY)]  # the read-your-writes hook ran after success
@@ -171,3 +185,61 @@ async def test_responses_larger_than_the_window_and_the_default_limit_pass_throu
     assert await client.unary_unary(path(UNARY))(b"large", timeout=30) == LARGE
     stream = client.unary_stream(path(SERVER_STREAM))(b"large", timeout=30)
     assert [response async for response in stream] == [LARGE, LARGE]
+
+
+async def test_a_primary_that_does_not_answer_is_one_deliberate_unavailable(
+    setup: tuple[StandInPrimary, grpc.aio.Channel, list[str]],
+) -> None:
+    """Whatever gRPC reports when the primary is gone (its text names the private
+    socket), the client gets UNAVAILABLE saying the outcome is unknown, nothing internal."""
+    primary, client, after = setup
+    stream = client.unary_stream(path(SERVER_STREAM))(b"w")
+    assert await stream.read() == b"w\x00"
+    assert primary.server is not None
+    await primary.server.stop(None)  # as if killed: the open stream breaks
+    with pytest.raises(grpc.aio.AioRpcError) as broken:
+        async with asyncio.timeout(10):
+            for _ in range(10):
+                await stream.read()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.unary_unary(path(UNARY))(b"abc", timeout=30)
+    for error in (broken.value, refused.value):
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error.details() == PRIMARY_UNAVAILABLE
+    assert after == []
+
+
+async def test_a_write_the_primary_answered_stands_when_it_dies_before_the_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The primary answered a forwarded write (it is durable) and is gone before the worker
+    asks how far it must catch up: the client gets the answer, not UNKNOWN (before: the
+    failed Sequence call escaped the handler)."""
+    primary = StandInPrimary()
+    primary_server = grpc.aio.server()
+    primary_server.add_generic_rpc_handlers((primary.handlers(),))
+    port = primary_server.add_insecure_port("127.0.0.1:0")
+    await primary_server.start()
+    store = Store(tmp_path / "db", block_cache_bytes=1 << 20)
+    upstream = open_upstream(f"127.0.0.1:{port}")
+    # The stand-in serves no Sequence: the catch-up's question fails as with a dead primary.
+    applier = FeedApplier(
+        store,
+        ReplicationServiceStub(upstream),
+        SECRET,
+        Revocations(),  # type: ignore[no-untyped-call]
+    )
+    services = Forwarder(upstream, applier.caught_up, SECRET).handlers([UNARY])
+    proxy = grpc.aio.server()
+    for service, methods in services.items():
+        proxy.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+    proxy_port = proxy.add_insecure_port("127.0.0.1:0")
+    await proxy.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}") as client:
+            assert await client.unary_unary(path(UNARY))(b"abc", timeout=30) == b"cba"
+    finally:
+        await proxy.stop(None)
+        await upstream.close()
+        await primary_server.stop(None)
+        store.close()

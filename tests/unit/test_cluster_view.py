@@ -8,6 +8,7 @@ from supernode.cluster.membership import members_to_plan
 from supernode.cluster.placement import plan
 from supernode.cluster.view import ClusterView
 from supernode.config import ClusterSettings
+from supernode.revocations import Revocations, account_revocation, session_revocation
 
 KEYS = Keys("/sn")
 A, B = "127.0.0.1:7701", "127.0.0.1:7702"
@@ -135,3 +136,27 @@ def test_a_view_replaced_in_place_holds_the_new_contents_only() -> None:
     fresh.apply(KEYS, [put(KEYS.member(B), MemberInfo(B, "z2", "0.1.0").to_bytes())], revision=5)
     held.replace_with(fresh)
     assert set(held.members) == {B} and held.revision == 5 and held == fresh
+
+
+def test_revocations_are_mirrored_and_reported_but_not_in_the_persisted_view() -> None:
+    """Each revocation is a key of its own, put and (its lease ended) deleted; the view
+    reports the change for the token checks and the store, and leaves them out of its
+    persisted form, so one revocation never rewrites the others."""
+    view = ClusterView()
+    session = session_revocation(b"\x05" * 16, until_ms=10)
+    account = account_revocation("alice", cutoff_ms=3, until_ms=20)
+    applied = view.apply(
+        KEYS,
+        [put(KEYS.revocation(r.name), r.value) for r in (session, account)],
+        revision=3,
+    )
+    assert applied.revoked == {session.name: session.value, account.name: account.value}
+    assert not applied.structural
+    revocations = Revocations()
+    revocations.update(applied.revoked)
+    assert revocations.covers("bob", b"\x05" * 16, 0) and revocations.covers("alice", b"", 3)
+    gone = view.apply(KEYS, [delete(KEYS.revocation(session.name))], revision=4)
+    assert gone.revoked == {session.name: None} and view.revoked == {account.name: account.value}
+    revocations.update(gone.revoked)
+    assert not revocations.covers("bob", b"\x05" * 16, 0) and len(revocations) == 1
+    assert ClusterView.from_bytes(view.to_bytes()).revoked == {}

@@ -69,3 +69,14 @@ def test_replicas_that_exchange_everything_agree(left: list[Version], right: lis
     a, b = merged(left), merged(right)
     assert a is not None and b is not None
     assert merge(a, b) == merge(b, a)
+
+
+@given(versions, versions)
+def test_exactly_one_of_two_different_versions_wins(a: Version, b: Version) -> None:
+    """Trichotomy: two versions are the same write, or exactly one supersedes the other, so
+    no two replicas can each keep their own version of a device."""
+    if a == b:
+        assert not supersedes(a, b) and not supersedes(b, a)
+    else:
+        assert supersedes(a, b) != supersedes(b, a)
+    assert supersedes(a, None)

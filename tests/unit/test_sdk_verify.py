@@ -71,3 +71,14 @@ def test_a_substituted_account_key_raises_key_changed_even_if_records_match_it()
 def test_an_account_other_than_the_one_asked_for_is_refused() -> None:
     with pytest.raises(SignatureError, match="asked for 'bob'"):
         verify_account(account(MALLORY, "mallory"), PinStore.in_memory(), "bob")
+
+
+def test_an_account_with_a_weak_key_is_refused() -> None:
+    """Anyone can sign for a small-order key: the SDK trusts nothing such an account serves."""
+    weak = pb.Account(handle="bob", account_key=b"\x01" + bytes(31))
+    with pytest.raises(SignatureError, match=r"account key of 'bob' is a small-order point"):
+        verify_account(weak, PinStore(), "bob")
+    served = served_device(BOB, "bob")
+    served.signed.signature = b"\x01" + bytes(63)  # R = identity, S = 0
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_device(served, b"\x01" + bytes(31), "bob")

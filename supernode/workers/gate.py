@@ -1,0 +1,90 @@
+"""Who may use the workers' private socket: only the processes the primary started.
+
+The private socket is an abstract unix socket: it has no file permissions, so any process
+of any user in the network namespace can find it in ``/proc/net/unix`` and connect, and it
+serves the replication feed (every change's handle), the store's sequence, and every public
+method as if a client's call came through a worker. So the primary makes a random secret
+at every start, hands it to each worker it spawns on the worker's stdin (a pipe only the
+two hold; argv is readable by every local user in ``/proc/<pid>/cmdline``, the environment
+by the same user in ``/proc/<pid>/environ``), and the private server checks it on every
+call before any handler runs (``hmac.compare_digest``). A caller without it gets
+PERMISSION_DENIED, whatever it asked. (A process of the node's own user can read the
+workers' memory anyway: the boundary is the user account, as for the data directory.)
+
+Why a secret rather than SO_PEERCRED: gRPC's Python server exposes no peer credentials, and
+a pid check would race with pid reuse after a worker restarts; the secret needs neither.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+SECRET_METADATA = "supernode-worker-secret"
+_REFUSAL = "this socket serves only the supernode's own worker processes"
+
+
+def new_secret() -> str:
+    """A fresh secret for one start of the primary (256 bits, as text for metadata)."""
+    return secrets.token_hex(32)
+
+
+def secret_metadata(secret: str) -> tuple[tuple[str, str], ...]:
+    return ((SECRET_METADATA, secret),)
+
+
+def without_secret(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """A client's metadata with any value it sent under our header dropped (a worker
+    forwards a client's metadata, and adds its own secret)."""
+    return tuple((key, value) for key, value in metadata if key != SECRET_METADATA)
+
+
+def _presented(metadata: Any, secret: bytes) -> bool:
+    for key, value in metadata or ():
+        if key == SECRET_METADATA:
+            given = value.encode() if isinstance(value, str) else value
+            return hmac.compare_digest(given, secret)
+    return False
+
+
+def _refusal_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that answers PERMISSION_DENIED."""
+
+    async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _REFUSAL)
+        raise AssertionError("unreachable: abort raises")
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _REFUSAL)
+        yield b""  # pragma: no cover - abort raises
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny_stream)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny_stream)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny_unary)
+    return grpc.unary_unary_rpc_method_handler(deny_unary)
+
+
+class PrivateGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Lets through only calls that carry this start's secret."""
+
+    def __init__(self, secret: str, on_refused: Callable[[], None] = lambda: None) -> None:
+        self._secret = secret.encode()
+        self._on_refused = on_refused
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or _presented(handler_call_details.invocation_metadata, self._secret):
+            return handler
+        self._on_refused()
+        return _refusal_handler(handler)
