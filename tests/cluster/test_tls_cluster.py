@@ -22,7 +22,7 @@ from supernode import certs
 from supernode.cluster.etcd import EtcdClient, EtcdConfig, EtcdUnavailable
 from supernode.cluster.keys import Keys
 from supernode.internal.v1 import cluster_pb2
-from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+from supernode.sessions import SessionAuthority
 from supernode.tls import NodeTls
 from tests.cluster.harness import ClusterPki, running_cluster
 from tests.integration.process import SupernodeProcess
@@ -131,7 +131,7 @@ async def test_a_mutual_tls_cluster_serves_and_refuses_outsiders(
         # a caller speaks only for the node its certificate names.
         assert secret is not None
         sessions = SessionAuthority(secret.value, clock_ms=lambda: int(time.time() * 1000))
-        token = sessions.issue(NODE_HANDLE_PREFIX + cluster.target(1)).token
+        token = sessions.issue_node_token(cluster.target(1)).token
         as_node_1 = (("authorization", f"Bearer {token}"),)
         elsewhere_cert, elsewhere_key = certs.write_node(
             tmp_path / "pki",
