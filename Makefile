@@ -26,9 +26,12 @@ $(GEN_STAMP): $(PROTOS) protos/build_hook.py $(STAMP)
 
 gen: $(GEN_STAMP)
 
-## Start one supernode with an embedded RocksDB in ./data (no other setup).
+## Start one supernode with an embedded RocksDB in ./data (no other setup): plaintext on
+## loopback, said explicitly (a node never serves plaintext by default); with TLS instead:
+## make run RUN_TLS="--tls-cert-file certs/node.pem --tls-key-file certs/node-key.pem".
+RUN_TLS ?= --tls-plaintext
 run: gen
-	$(BIN)/supernode serve --data-dir data $(RUN_ARGS)
+	$(BIN)/supernode serve $(RUN_TLS) --data-dir data $(RUN_ARGS)
 
 ## The whole test suite (what .ci/run runs), then the integration suite against --workers nodes.
 test: gen

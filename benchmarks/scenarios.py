@@ -32,12 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks import histogram as hist
 from benchmarks.report import RESULTS_DIR, run_directory
 from benchmarks.systems.process import ServerProcess
-from client_sdk import Client, Identity, P2PSettings, PeerConnection
+from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection, now_ms, sign_device_record
 
 _READY = re.compile(r"supernode ready (\{.*\})")
+PLAINTEXT = ClientConfig(plaintext=True)  # the node below serves plaintext on loopback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,9 @@ async def start_node() -> Node:
     script = Path(sys.executable).with_name("supernode")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
     process = ServerProcess(
-        [*command, "serve", "--data-dir", str(data_dir / "db"), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0",
+        [*command, "serve", "--tls-plaintext", "--data-dir", str(data_dir / "db"),
+         "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+         "--stun-listen", "127.0.0.1:0",
          "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000",
          "--no-rate-enabled"],  # one client drives every scenario
         _READY,
@@ -232,7 +234,7 @@ def server_histogram(url: str, name: str) -> dict[str, Any]:
 
 
 async def _p2p_client(node: Node, handle: str, settings: P2PSettings) -> Client:
-    client = Client([node.target], Identity.generate(), handle)
+    client = Client([node.target], Identity.generate(), handle, config=PLAINTEXT)
     await client.create_account(handle)
     key = Ed25519PrivateKey.generate()
     await client.register_device("dev", transport_key=raw_public_key(key.public_key()), ttl=600)

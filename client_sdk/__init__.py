@@ -22,6 +22,7 @@ from client_sdk.client import Client, Routing
 from client_sdk.config import ClientConfig
 from client_sdk.errors import (
     AlreadyExists,
+    CertificateMismatch,
     Closed,
     InvalidArgument,
     KeyChanged,
@@ -52,6 +53,7 @@ from client_sdk.p2p.offers import IncomingOffer
 from client_sdk.p2p.sync import SyncIncoming, SyncOffer, SyncOffers, SyncPeerConnection, SyncStream
 from client_sdk.pins import PinStore
 from client_sdk.sync import SyncClient, SyncWatch
+from client_sdk.tls import Tls
 from client_sdk.types import (
     Account,
     CandidateType,
@@ -78,6 +80,7 @@ __all__ = [
     "AlreadyExists",
     "Backoff",
     "CandidateType",
+    "CertificateMismatch",
     "Client",
     "ClientConfig",
     "Closed",
@@ -123,6 +126,7 @@ __all__ = [
     "SyncPeerConnection",
     "SyncStream",
     "SyncWatch",
+    "Tls",
     "TransportProtocol",
     "Unauthenticated",
     "Unavailable",

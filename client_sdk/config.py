@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from client_sdk.backoff import Backoff
 from client_sdk.timing import RENEW_WINDOW
+from client_sdk.tls import Tls
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class ClientConfig:
             just run out, as after a crash).
         close_deadline_seconds: the budget for unregistering devices on ``close()``.
         channel_options: gRPC options of every channel to a supernode (keepalive).
+        tls: how supernodes' certificates are verified (``client_sdk.tls.Tls``): the
+            system's roots by default, or a CA file or bytes, or pinned fingerprints.
+        plaintext: no TLS at all, for a development supernode run with
+            ``--tls-plaintext``; tokens and lookups then cross the network readable.
     """
 
     call_deadline_seconds: float = 5.0
@@ -88,8 +93,14 @@ class ClientConfig:
     # Options of every channel to a supernode; the default is the keepalive above. Build
     # others with ``Keepalive(...).channel_options()`` plus what you add.
     channel_options: Sequence[tuple[str, int | str]] = Keepalive().channel_options()
+    # TLS, verified against the system's roots unless told otherwise; never plaintext
+    # unless asked.
+    tls: Tls = field(default_factory=Tls)
+    plaintext: bool = False
 
     def __post_init__(self) -> None:
+        if self.plaintext and not self.tls.default:
+            raise ValueError("plaintext=True and tls: choose one")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.call_deadline_seconds <= 0:

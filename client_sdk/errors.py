@@ -119,6 +119,20 @@ class KeyChanged(SupernodeError):
         self.served = served
 
 
+class CertificateMismatch(SupernodeError):
+    """A supernode presented a certificate whose SHA-256 fingerprint is not pinned
+    (``ClientConfig.tls.pinned_sha256``): either it is not the supernode meant, or its
+    certificate was replaced. Not retried; fix the pin or find out who answered."""
+
+    def __init__(self, target: str, served_sha256: str) -> None:
+        super().__init__(
+            f"supernode {target} presented a certificate with SHA-256 {served_sha256}, "
+            "which is not pinned (ClientConfig.tls.pinned_sha256)"
+        )
+        self.target = target
+        self.served_sha256 = served_sha256
+
+
 # The one table from gRPC status codes to SDK errors. Codes not listed (INTERNAL, UNKNOWN,
 # ...) become the base class, still carrying the code and the server's message.
 ERROR_FOR_STATUS: dict[grpc.StatusCode, type[SupernodeError]] = {

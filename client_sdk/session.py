@@ -25,11 +25,23 @@ from client_sdk.identity import Identity
 from client_sdk.retry import FAILOVER_CODES, Action, after_failure
 from client_sdk.ring import Ring, RingError
 from client_sdk.timing import token_refresh_at_ms
+from client_sdk.tls import ChannelSecurity
 from client_sdk.transport import DirectoryConnection
 
 T = TypeVar("T")
 # One attempt of a call: gets the connection to use and the deadline (seconds) to pass on.
 Operation = Callable[[DirectoryConnection, float], Awaitable[T]]
+
+
+def unreachable(address: str, exc: OSError) -> grpc.aio.AioRpcError:
+    """UNAVAILABLE for a target whose certificate could not be read (pinning), so the
+    retry loop fails over and backs off exactly as for a channel that cannot connect."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=f"{address}: cannot read its TLS certificate ({exc})",
+    )
 
 
 @dataclass
@@ -72,6 +84,7 @@ class Session:
         self._ring_asked = False
         self._ring_lock = asyncio.Lock()
         self._spread = rng.randrange(1 << 16)
+        self._security = ChannelSecurity(config.tls, plaintext=config.plaintext)
         self.sent_to_replica = 0  # handle-keyed calls answered by a replica of the handle
         self.sent_elsewhere = 0  # handle-keyed calls answered by another node
 
@@ -117,11 +130,18 @@ class Session:
             if ring is None or ring.epoch >= known:
                 self.ring = ring
 
-    def _connection(self, target: _Target) -> DirectoryConnection:
+    async def _connection(self, target: _Target, deadline: float) -> DirectoryConnection:
         if target.connection is None:
-            target.connection = DirectoryConnection(
-                target.address, options=self.config.channel_options
-            )
+            try:
+                credentials = await self._security.credentials(target.address, deadline)
+            except OSError as exc:  # a pinned target not reached: as any unreachable one
+                raise unreachable(target.address, exc) from exc
+            if target.connection is None:  # a concurrent call may have opened it meanwhile
+                target.connection = DirectoryConnection(
+                    target.address,
+                    options=(*self.config.channel_options, *self.config.tls.channel_options()),
+                    credentials=credentials,
+                )
         return target.connection
 
     def failover(self, from_address: str) -> None:
@@ -151,7 +171,7 @@ class Session:
     async def _ready(
         self, target: _Target, authenticated: bool, deadline: float
     ) -> DirectoryConnection:
-        connection = self._connection(target)
+        connection = await self._connection(target, deadline)
         if authenticated and self._needs_login(target, connection):
             async with target.login_lock:  # concurrent calls share one login
                 if self._needs_login(target, connection):

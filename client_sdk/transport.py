@@ -87,9 +87,21 @@ def _consistency(quorum: bool) -> pb.Consistency:
 class DirectoryConnection:
     """One gRPC channel to one supernode, with the session token once logged in."""
 
-    def __init__(self, target: str, *, options: Sequence[tuple[str, int | str]] = ()) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, int | str]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``credentials``: TLS (``client_sdk.tls.ChannelSecurity`` makes them from
+        ``ClientConfig``); None is a plaintext channel. This is the raw layer: the
+        ``Client`` decides, and is plaintext only when its config says so."""
         self.target = target
-        self.channel = grpc.aio.insecure_channel(target, options=list(options))
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(target, options=list(options))
+        else:
+            self.channel = grpc.aio.secure_channel(target, credentials, options=list(options))
         self.accounts = rpc.AccountServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.sessions = rpc.SessionServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.presence = rpc.PresenceServiceStub(self.channel)  # type: ignore[no-untyped-call]

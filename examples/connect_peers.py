@@ -15,7 +15,12 @@ import sys
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk import Client, Identity, P2PSettings, PeerConnection
+from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection, Tls
+
+# TLS verified with the CA file in $SUPERNODE_CA (`supernode certs` writes certs/sdk-ca.pem);
+# without it, plaintext, as `make run`'s development node on loopback serves.
+CA = os.environ.get("SUPERNODE_CA")
+CONFIG = ClientConfig(tls=Tls(ca_file=CA)) if CA else ClientConfig(plaintext=True)
 
 
 def public(key: Ed25519PrivateKey) -> bytes:
@@ -38,8 +43,8 @@ async def serve_one(bob: Client) -> None:
 async def main(target: str, stun: tuple[str, int] | None) -> None:
     suffix = secrets.token_hex(3)
     async with (
-        Client([target], Identity.generate(), f"bob-{suffix}") as bob,
-        Client([target], Identity.generate(), f"alice-{suffix}") as alice,
+        Client([target], Identity.generate(), f"bob-{suffix}", config=CONFIG) as bob,
+        Client([target], Identity.generate(), f"alice-{suffix}", config=CONFIG) as alice,
     ):
         for client, device, contact in ((bob, "laptop", alice), (alice, "phone", bob)):
             await client.create_account(client.handle.title())

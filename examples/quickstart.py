@@ -13,15 +13,20 @@ import os
 import secrets
 import sys
 
-from client_sdk import Client, DeviceStatus, Endpoint, Identity
+from client_sdk import Client, ClientConfig, DeviceStatus, Endpoint, Identity, Tls
+
+# TLS verified with the CA file in $SUPERNODE_CA (`supernode certs` writes certs/sdk-ca.pem);
+# without it, plaintext, as `make run`'s development node on loopback serves.
+CA = os.environ.get("SUPERNODE_CA")
+CONFIG = ClientConfig(tls=Tls(ca_file=CA)) if CA else ClientConfig(plaintext=True)
 
 
 async def main(target: str) -> None:
     suffix = secrets.token_hex(3)  # fresh handles on every run
     # A real app generates its identity once and keeps it: Identity.save(path) / load(path).
     async with (
-        Client([target], Identity.generate(), f"bob-{suffix}") as bob,
-        Client([target], Identity.generate(), f"alice-{suffix}") as alice,
+        Client([target], Identity.generate(), f"bob-{suffix}", config=CONFIG) as bob,
+        Client([target], Identity.generate(), f"alice-{suffix}", config=CONFIG) as alice,
     ):
         await bob.create_account("Bob Example")
         await alice.create_account("Alice Example")

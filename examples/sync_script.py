@@ -13,7 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from client_sdk import Identity, PinStore, SyncClient
+from client_sdk import ClientConfig, Identity, PinStore, SyncClient, Tls
+
+# TLS verified with the CA file in $SUPERNODE_CA (`supernode certs` writes certs/sdk-ca.pem);
+# without it, plaintext, as `make run`'s development node on loopback serves.
+CA = os.environ.get("SUPERNODE_CA")
+CONFIG = ClientConfig(tls=Tls(ca_file=CA)) if CA else ClientConfig(plaintext=True)
 
 
 def main(target: str) -> None:
@@ -23,7 +28,7 @@ def main(target: str) -> None:
         identity = Identity.load(key_file)
         pins = PinStore.file(Path(home) / "pins.json")
         handle = f"carol-{secrets.token_hex(3)}"
-        with SyncClient([target], identity, handle, pin_store=pins) as carol:
+        with SyncClient([target], identity, handle, pin_store=pins, config=CONFIG) as carol:
             carol.create_account("Carol Script")
             carol.register_device("cli", transport_key=Identity.generate().public_key)
             with carol.watch([handle]) as watch:

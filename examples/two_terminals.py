@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -47,9 +48,15 @@ from client_sdk import (
     PinStore,
     PresenceEvent,
     SupernodeError,
+    Tls,
     Unavailable,
     Watch,
 )
+
+# TLS verified with the CA file in $SUPERNODE_CA (`supernode certs` writes certs/sdk-ca.pem);
+# without it, plaintext, as `make run`'s development node on loopback serves.
+CA = os.environ.get("SUPERNODE_CA")
+CONFIG = ClientConfig(tls=Tls(ca_file=CA)) if CA else ClientConfig(plaintext=True)
 
 NOBODY = "nobody-here"
 WHY_OFFLINE = {
@@ -123,7 +130,7 @@ async def bob(args: argparse.Namespace, client: Client) -> None:
         phone_key = Identity.generate().public_key  # each device's QUIC key; keep it with it
         await client.register_device("phone", transport_key=phone_key, ttl=60)
         # The tablet runs its own client; it quits without unregistering, as a crash would.
-        tablet_config = ClientConfig(unregister_on_close=False)
+        tablet_config = dataclasses.replace(CONFIG, unregister_on_close=False)
         async with Client(args.target, client.identity, me, config=tablet_config) as tablet:
             granted = await tablet.register_device(
                 "tablet", transport_key=Identity.generate().public_key, ttl=args.tablet_ttl
@@ -170,7 +177,7 @@ async def alice(args: argparse.Namespace, client: Client) -> None:
 
 
 async def run(args: argparse.Namespace, identity: Identity, pins: PinStore) -> None:
-    async with Client(args.target, identity, args.name, pin_store=pins) as client:
+    async with Client(args.target, identity, args.name, pin_store=pins, config=CONFIG) as client:
         await (bob if args.role == "bob" else alice)(args, client)
 
 

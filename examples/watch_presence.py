@@ -13,7 +13,20 @@ import os
 import secrets
 import sys
 
-from client_sdk import Client, DeviceStatus, EventKind, Identity, PresenceEvent
+from client_sdk import (
+    Client,
+    ClientConfig,
+    DeviceStatus,
+    EventKind,
+    Identity,
+    PresenceEvent,
+    Tls,
+)
+
+# TLS verified with the CA file in $SUPERNODE_CA (`supernode certs` writes certs/sdk-ca.pem);
+# without it, plaintext, as `make run`'s development node on loopback serves.
+CA = os.environ.get("SUPERNODE_CA")
+CONFIG = ClientConfig(tls=Tls(ca_file=CA)) if CA else ClientConfig(plaintext=True)
 
 
 def describe(event: PresenceEvent) -> str:
@@ -38,8 +51,8 @@ async def bob_comes_and_goes(bob: Client) -> None:
 async def main(target: str) -> None:
     suffix = secrets.token_hex(3)
     async with (
-        Client([target], Identity.generate(), f"alice-{suffix}") as alice,
-        Client([target], Identity.generate(), f"bob-{suffix}") as bob,
+        Client([target], Identity.generate(), f"alice-{suffix}", config=CONFIG) as alice,
+        Client([target], Identity.generate(), f"bob-{suffix}", config=CONFIG) as bob,
     ):
         await alice.create_account("Alice")
         await bob.create_account("Bob")

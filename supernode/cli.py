@@ -1,5 +1,5 @@
-"""``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster`` and
-``--version``."""
+"""``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster``,
+``certs`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config",
         type=Path,
-        help="TOML file with [server], [lease], [limits], [cluster], [overload], [rate] tables",
+        help=(
+            "TOML file with [server], [lease], [limits], [cluster], [overload], [rate], "
+            "[tls] tables"
+        ),
     )
     for section, name, kind, default in setting_names():
         help_text = f"{section}.{name} (env {env_name(section, name)})"
@@ -59,7 +62,39 @@ def _parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_decommission(commands)
     _add_dev_cluster(commands)
+    _add_certs(commands)
     return parser
+
+
+def _add_certs(commands: Any) -> None:
+    certs = commands.add_parser(
+        "certs",
+        help="make a development CA and node certificates for TLS and mutual TLS",
+        description=(
+            "Make (or reuse) a CA in --out (ca.pem, ca-key.pem, and sdk-ca.pem for apps) and "
+            "a certificate per --node, valid as server and client, with the node name and "
+            "every --host as subject alternative names. Node certificates are made anew on "
+            "every run (rotate by running again and restarting the node); the CA is kept. "
+            "Prints each file and its SHA-256 fingerprint (what an SDK may pin)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    certs.add_argument("--out", type=Path, default=Path("certs"), help="directory to write")
+    certs.add_argument(
+        "--node",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a node certificate to make (repeat; also an etcd member's); default: node",
+    )
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="a name or address every node certificate is valid for (repeat); "
+        "default: 127.0.0.1, ::1, localhost",
+    )
 
 
 def _add_etcd_flags(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +114,17 @@ def _add_etcd_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PREFIX",
         help="the cluster's key prefix (env SUPERNODE_CLUSTER_ETCD_PREFIX); default /supernode",
     )
+    for name, what in (
+        ("cert_file", "this client's certificate for etcd's mutual TLS"),
+        ("key_file", "its key"),
+        ("ca_file", "the cluster CA etcd's certificate must chain to"),
+    ):
+        parser.add_argument(
+            flag_name("tls", name),
+            dest=f"tls.{name}",
+            metavar="PEM",
+            help=f"{what} (env {env_name('tls', name)})",
+        )
     parser.add_argument(
         "--etcd-timeout-seconds",
         "--cluster-etcd-timeout-seconds",
@@ -148,6 +194,11 @@ def _add_dev_cluster(commands: Any) -> None:
     )
     dev.add_argument("--data-dir", type=Path, default=Path("dev-cluster"), help="state root")
     dev.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS (default: TLS and mutual TLS, certificates made in DATA_DIR/certs)",
+    )
+    dev.add_argument(
         "--ready-timeout-seconds", type=float, default=60.0, help="time allowed to get ready"
     )
     dev.add_argument(
@@ -169,14 +220,16 @@ def _add_dev_cluster(commands: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     from supernode.cluster.status import run_status  # grpc import deferred (--help stays fast)
+    from supernode.tls import etcd_client_tls
 
     flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     try:
         config = load(args.config, flags=flags)
+        tls = etcd_client_tls(config.tls)
     except ConfigError as exc:
         print(f"supernode status: {exc}", file=sys.stderr)
         return 2
-    return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    return run_status(config.cluster, as_json=args.json, out=sys.stdout, err=sys.stderr, tls=tls)
 
 
 def _decommission(args: argparse.Namespace) -> int:
@@ -185,16 +238,18 @@ def _decommission(args: argparse.Namespace) -> int:
         DecommissionError,
         decommission,
     )
+    from supernode.tls import etcd_client_tls
 
     flags = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     try:
         config = load(args.config, flags=flags)
+        tls = etcd_client_tls(config.tls)
     except ConfigError as exc:
         print(f"supernode decommission: {exc}", file=sys.stderr)
         return 2
     wait_s = args.wait_seconds if args.wait else None
     try:
-        asyncio.run(decommission(config.cluster, args.node, wait_s=wait_s, out=sys.stdout))
+        asyncio.run(decommission(config.cluster, args.node, wait_s=wait_s, out=sys.stdout, tls=tls))
     except DecommissionError as exc:
         print(f"supernode decommission: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, CannotDecommission) else 1
@@ -221,6 +276,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             serve_args=tuple(args.serve_args),
             ready_timeout_s=args.ready_timeout_seconds,
+            tls=not args.plaintext,
         )
     except ValueError as exc:
         print(f"supernode dev-cluster: {exc}", file=sys.stderr)
@@ -228,9 +284,28 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     return run_dev_cluster(plan, sys.stdout, sys.stderr)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from supernode import certs
+
+    hosts = tuple(args.host or certs.DEFAULT_HOSTS)
+    try:
+        ca, made = certs.load_or_make_ca(args.out)
+        print(f"{'made' if made else 'kept'} CA   {args.out / certs.CA_FILE}")
+        print(f"SDK CA    {args.out / certs.SDK_CA_FILE}  (give apps this, never ca-key.pem)")
+        for name in args.node or ["node"]:
+            cert, key = certs.write_node(args.out, ca, name, hosts)
+            print(f"node {name}: {cert} {key}  sha256 {certs.fingerprint(cert.read_bytes())}")
+    except (OSError, ValueError) as exc:
+        print(f"supernode certs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        return _certs(args)
     if args.command == "status":
         return _status(args)
     if args.command == "decommission":
@@ -243,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     flags: dict[str, Any] = {
         key: value for key, value in vars(args).items() if "." in key and value is not None
     }
+    from supernode.tls import node_tls
+
     try:
         config = load(args.config, flags=flags)
+        node_tls(config)  # refuses plaintext that was not asked for, before anything starts
     except ConfigError as exc:
         print(f"supernode: {exc}", file=sys.stderr)
         return 2

@@ -8,9 +8,10 @@ each section is reachable three ways, with the later winning:
 * flags: ``--listen``, ``--lease-max-ttl-seconds``
 
 Sections: ``server``, ``lease``, ``limits``, ``cluster``, ``overload`` (load shedding,
-``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on) and
+``supernode.overload.OverloadSettings``: ``--overload-max-in-flight`` and so on),
 ``rate`` (per-account and per-source rate limits, ``supernode.rate.RateSettings``:
-``--rate-lookup-per-account-per-second`` and so on).
+``--rate-lookup-per-account-per-second`` and so on) and ``tls`` (``supernode.tls``:
+``--tls-cert-file``, ``--tls-plaintext`` and so on).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ class ClusterSettings:
     # The share of a move's source's time spent streaming (0-1]: after each page it rests
     # in proportion, so a join takes CPU from serving only in proportion (1: flat out).
     stream_share: float = 0.5
+    # With TLS: where the mutual-TLS port other nodes call is bound (docs/cluster.md
+    # "Transport security"). Empty: the listen host, a free port; the bound address is
+    # published in the node's member record, so peers find it either way.
+    peer_listen: str = ""
     # Per etcd operation, over every endpoint and retry; beyond it etcd counts as
     # unreachable (CreateAccount answers UNAVAILABLE). Long enough to ride out a leader
     # election (etcd's default election timeout is 1 s), short enough for a client's deadline.
@@ -179,6 +184,42 @@ class ClusterSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """Transport security of the node (README "TLS", ``supernode.tls``).
+
+    With ``cert_file``/``key_file`` the public port speaks TLS only. In a cluster the same
+    certificate is the node's identity towards its peers and etcd, and ``ca_file`` (the
+    cluster CA) is what a peer's or etcd's certificate must chain to; a cluster without it
+    does not start. Without a certificate the node serves plaintext only when told so
+    (``plaintext``), with a warning, and only on a loopback address unless
+    ``public_plaintext`` says that exposing plaintext is intended (behind a TLS-terminating
+    proxy, say): a bearer token on the wire is an account taken over.
+    """
+
+    # PEM certificate chain and private key of this node (``supernode certs`` makes them).
+    cert_file: str = ""
+    key_file: str = ""
+    # PEM bundle of the cluster CA: verifies peers and etcd (mutual TLS between nodes).
+    ca_file: str = ""
+    # Serve without TLS, knowingly: development and tests on loopback.
+    plaintext: bool = False
+    # Also on a non-loopback address (implies plaintext); never the default.
+    public_plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("tls.cert_file and tls.key_file: give both or neither")
+        if self.cert_file and (self.plaintext or self.public_plaintext):
+            raise ValueError(
+                "tls.plaintext (or tls.public_plaintext) and tls.cert_file: choose one"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
@@ -186,6 +227,7 @@ class Config:
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
     overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
     rate: RateSettings = dataclasses.field(default_factory=RateSettings)
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
 
 class ConfigError(ValueError):
@@ -199,6 +241,7 @@ SECTIONS: dict[str, type[Any]] = {
     "cluster": ClusterSettings,
     "overload": OverloadSettings,
     "rate": RateSettings,
+    "tls": TlsSettings,
 }
 
 

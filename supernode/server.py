@@ -52,6 +52,7 @@ from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
 from supernode.sessions import SessionAuthority
 from supernode.store import Store
+from supernode.tls import NodeTls, node_tls
 from supernode.workers.feed import ChangeFeed
 from supernode.workers.gate import PrivateGate, new_secret
 from supernode.workers.primary import (
@@ -112,15 +113,25 @@ class Supernode:
         self.revocations = Revocations()  # what token checks consult (kept current below)
         self._revoker: RevocationSink | None = None
         self._stored_revocations: StoredRevocations | None = None
+        # The node's certificate and the cluster CA; None: plaintext, as configured.
+        self.tls: NodeTls | None = None
+        self.peer_address = ""
 
     async def start(self) -> None:
         settings = self.config.server
+        self.tls = node_tls(self.config)  # ConfigError: refused before anything is opened
+        if self.tls is None:
+            log.warning(
+                "serving PLAINTEXT on %s (tls.plaintext): tokens and lookups are readable "
+                "on the path; configure [tls] cert_file and key_file outside development",
+                settings.listen,
+            )
         store = open_store(self.config)
         self._store = store
         with_workers = settings.workers > 1
         server = transport.new_server(self.config, reuse_port=with_workers)
         host, port = split_host_port(settings.listen, "listen")
-        self.grpc_port = transport.bind(server, f"{host}:{port}", "listen")
+        self.grpc_port = transport.bind_public(server, f"{host}:{port}", "listen", self.tls)
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
         secret, registry = local_token_secret(store), None
         if not self.config.cluster.enabled:
@@ -133,8 +144,15 @@ class Supernode:
             from supernode.cluster.member import ClusterMember
 
             self.node_name = self.config.cluster.advertise or self.node_name
+            if self.tls is not None:
+                self.peer_address = self._bind_peer_port(server, host, self.tls)
             self.cluster = ClusterMember(
-                self.config, store, name=self.node_name, revocations=self.revocations
+                self.config,
+                store,
+                name=self.node_name,
+                revocations=self.revocations,
+                tls=self.tls,
+                peer_address=self.peer_address,
             )
             secret, registry = await self.cluster.open(), self.cluster.registry
             self._revoker = self.cluster.revoker
@@ -182,6 +200,8 @@ class Supernode:
                     "stun": stun_address,
                     "data_dir": str(settings.data_dir),
                     "node": self.node_name,
+                    "tls": self.tls is not None,
+                    "peer": self.peer_address,
                     "accounts": directory.accounts.count(),
                     "devices_online": presence.online,
                     "workers": [] if self._workers is None else list(self._workers.ready.values()),
@@ -191,6 +211,17 @@ class Supernode:
                 }
             ),
         )
+
+    def _bind_peer_port(self, server: grpc.aio.Server, listen_host: str, tls: NodeTls) -> str:
+        """Bind the mutual-TLS peer port; the address other nodes are to call it at (the
+        advertised host, the bound port)."""
+        peer_listen = self.config.cluster.peer_listen or f"{listen_host}:0"
+        peer_host, peer_port = split_host_port(peer_listen, "cluster.peer_listen")
+        bound = transport.bind_peer(server, f"{peer_host}:{peer_port}", tls)
+        advertised_host, _ = split_host_port(self.node_name, "cluster.advertise")
+        if ":" in advertised_host:
+            advertised_host = f"[{advertised_host}]"
+        return f"{advertised_host}:{bound}"
 
     async def _start_workers(self, store: Store, apis: list[ServiceHandlers], listen: str) -> None:
         """A private server (replication feed, and every public method for forwarded
@@ -284,6 +315,7 @@ class Supernode:
                 self.cluster.placement,
                 store.device_page,
                 self.config.cluster.stream_share,
+                mutual_tls=self.tls is not None,
             ).method_handlers()
         ring = None
         if self.cluster is not None:
@@ -323,7 +355,7 @@ class Supernode:
             presence,
             accounts,
             self.cluster.view,
-            Peers(self.node_name, sessions),
+            Peers(self.node_name, sessions, self.tls),
             name=self.node_name,
             clock_ms=wall_clock_ms,
         )

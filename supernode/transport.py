@@ -1,10 +1,17 @@
 """Every server port and every client channel of a node is made here.
 
-The public port, each worker's copy of it, the primary's private socket for its workers,
-and the channels between processes and nodes: one module, so that TLS for clients and
-mutual TLS between nodes and to etcd (a later change) replace ``add_insecure_port`` and
-``insecure_channel`` in this file and nowhere else. The etcd adapter
-(``supernode.cluster.etcd``) takes its channels from here too.
+The public port, each worker's copy of it, the peer port, the primary's private socket
+for its workers, and the channels between processes and nodes: one module, so that which
+of them speak TLS is decided in one place. The etcd adapter (``supernode.cluster.etcd``)
+takes its channels from here too.
+
+With TLS (``supernode.tls.NodeTls``): the public port presents the node's certificate and
+asks clients for none; the peer port presents it too and *requires* a client certificate
+that chains to the cluster CA, so a caller without one never completes the handshake; the
+channels to peers and to etcd present the node's certificate as a client certificate and
+verify the other side against the cluster CA. gRPC's Python API cannot ask for an optional
+client certificate on one port, hence the separate peer port (docs/cluster.md). Without
+TLS (explicit plaintext, ``supernode.tls``) every port and channel is plaintext.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Sequence
 import grpc
 
 from supernode.config import Config, ServerSettings
+from supernode.tls import NodeTls
 
 # How many pings closer together than the minimum interval a connection may send before
 # GOAWAY too_many_pings (gRPC's default, set explicitly so the whole policy reads here).
@@ -82,9 +90,39 @@ def new_server(
 
 
 def bind(server: grpc.aio.Server, address: str, what: str) -> int:
-    """Bind ``address`` (host:port or unix:path) and return the port; OSError if taken."""
+    """Bind plaintext ``address`` (the workers' private unix socket, or a public port whose
+    plaintext ``supernode.tls`` allowed) and return the port; OSError if taken."""
+    return _bind(server, address, what, None)
+
+
+def bind_public(server: grpc.aio.Server, address: str, what: str, tls: NodeTls | None) -> int:
+    """The public port (the primary's or a worker's): TLS with the node's certificate,
+    no client certificate asked; plaintext when ``tls`` is None."""
+    credentials = None
+    if tls is not None:
+        credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)])
+    return _bind(server, address, what, credentials)
+
+
+def bind_peer(server: grpc.aio.Server, address: str, tls: NodeTls) -> int:
+    """The peer port: mutual TLS, a client certificate from the cluster CA required."""
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
+    )
+    return _bind(server, address, "cluster.peer_listen", credentials)
+
+
+def _bind(
+    server: grpc.aio.Server,
+    address: str,
+    what: str,
+    credentials: grpc.ServerCredentials | None,
+) -> int:
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpcio raises this for a taken port
         raise OSError(f"{what}: cannot bind {address} ({exc})") from exc
     if port == 0:
@@ -120,9 +158,24 @@ ETCD_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-def open_etcd(address: str) -> grpc.aio.Channel:
-    """A channel to one etcd member (``supernode.cluster.etcd`` keeps one per member)."""
-    return grpc.aio.insecure_channel(address, options=ETCD_CHANNEL_OPTIONS)
+def open_etcd(address: str, tls: NodeTls | None = None) -> grpc.aio.Channel:
+    """A channel to one etcd member (``supernode.cluster.etcd`` keeps one per member):
+    with ``tls``, etcd is verified against the cluster CA and shown the node's certificate
+    (etcd runs with ``--client-cert-auth``)."""
+    return _channel(address, ETCD_CHANNEL_OPTIONS, tls)
+
+
+def _channel(
+    address: str, options: tuple[tuple[str, int], ...], tls: NodeTls | None
+) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem or None,
+        private_key=tls.key_pem,
+        certificate_chain=tls.cert_pem,
+    )
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 # A peer that restarts must be reachable again within a second: gRPC's default reconnect
@@ -135,16 +188,18 @@ PEER_RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-def open_peer(address: str) -> grpc.aio.Channel:
+def open_peer(address: str, tls: NodeTls | None = None) -> grpc.aio.Channel:
     """A node's channel to another node of its cluster (forwarded calls, the internal
-    service). The same bounded window as a worker's upstream, for the same reason: a
-    forwarded watch must stall its source, not buffer it."""
-    return grpc.aio.insecure_channel(
+    service): to its peer port with mutual TLS when ``tls`` is given. The same bounded
+    window as a worker's upstream, for the same reason: a forwarded watch must stall its
+    source, not buffer it."""
+    return _channel(
         address,
-        options=(
+        (
             ("grpc.http2.bdp_probe", 0),
             ("grpc.http2.lookahead_bytes", UPSTREAM_WINDOW_BYTES),
             ("grpc.max_receive_message_length", -1),
             *PEER_RECONNECT_OPTIONS,
         ),
+        tls,
     )

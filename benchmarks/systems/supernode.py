@@ -98,10 +98,18 @@ def server_argv(data_dir: Path, workers: int, tree: Path | None = None) -> list[
         command = [sys.executable, "-m", "supernode.cli"]
     # Rate limits off by the environment (an older checkout ignores the variable): one
     # benchmark client drives the load of thousands of users from one address.
+    # Plaintext on loopback, as every baseline was measured; said explicitly, as a node
+    # requires since TLS came (an older checkout without supernode/tls.py knows no flag).
+    plaintext = (
+        []
+        if tree is not None and not (tree / "supernode" / "tls.py").exists()
+        else ["--tls-plaintext"]
+    )
     return [
         "env", "SUPERNODE_RATE_ENABLED=false",
         *command,
         "serve",
+        *plaintext,
         "--data-dir", str(data_dir),
         "--listen", "127.0.0.1:0",
         "--metrics-listen", "127.0.0.1:0",

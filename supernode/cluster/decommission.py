@@ -18,6 +18,7 @@ from supernode.cluster.etcd import EtcdClient, EtcdConfig, EtcdError
 from supernode.cluster.keys import Keys, LayoutError, NodeInfo
 from supernode.cluster.placement import Placement, PlacementError
 from supernode.config import ClusterSettings
+from supernode.tls import NodeTls
 
 _POLL_S = 1.0
 
@@ -66,14 +67,21 @@ def check_can_leave(name: str, nodes: dict[str, NodeInfo]) -> None:
 
 
 async def decommission(
-    settings: ClusterSettings, name: str, *, wait_s: float | None, out: TextIO
+    settings: ClusterSettings,
+    name: str,
+    *,
+    wait_s: float | None,
+    out: TextIO,
+    tls: NodeTls | None = None,
 ) -> Progress:
     """Mark ``name`` leaving (unless it already is or has left); with ``wait_s``, follow it
     until it has left or the time is up (then ``DecommissionError``)."""
     if not settings.endpoints:
         raise DecommissionError("no etcd endpoints: pass --etcd-endpoints H:P[,H:P]")
     keys = Keys(settings.etcd_prefix)
-    config = EtcdConfig(tuple(settings.endpoints), call_timeout_s=settings.etcd_timeout_seconds)
+    config = EtcdConfig(
+        tuple(settings.endpoints), call_timeout_s=settings.etcd_timeout_seconds, tls=tls
+    )
     try:
         async with EtcdClient(config) as etcd:
             await _mark_leaving(etcd, keys, name, out)

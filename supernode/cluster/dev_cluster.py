@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar
 
-from supernode.cluster.etcd_server import EtcdServerError, LocalEtcd, dying_with_parent
+from supernode.certs import CA_FILE, SDK_CA_FILE, ensure_node, node_file_names
+from supernode.cluster.etcd_server import EtcdServerError, EtcdTls, LocalEtcd, dying_with_parent
 from supernode.cluster.rolling import Restarted, RollingRestartError, rolling_restart
 from supernode.debian import PackageError
 
@@ -61,6 +62,9 @@ class DevClusterPlan:
     serve_args: tuple[str, ...] = ()  # forwarded after ours, so they override them
     ready_timeout_s: float = 60.0
     stop_grace_s: float = 15.0  # above serve's default shutdown grace (10 s)
+    # TLS for clients and mutual TLS between nodes and to etcd, with certificates made
+    # into <data-dir>/certs on the first run (supernode.certs); False: plaintext throughout.
+    tls: bool = True
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -69,6 +73,31 @@ class DevClusterPlan:
             base = getattr(self, name)
             if not (base == 0 or (base >= 1 and base + self.nodes - 1 <= 65535)):
                 raise ValueError(f"{name}: {base} leaves no room for {self.nodes} ports")
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    def node_certificate(self, index: int) -> tuple[Path, Path]:
+        cert, key = node_file_names(f"node-{index}")
+        return (self.certs_dir / cert).resolve(), (self.certs_dir / key).resolve()
+
+    def etcd_tls(self) -> EtcdTls | None:
+        """Make what TLS needs (once; kept across runs) and etcd's part of it."""
+        if not self.tls:
+            return None
+        for index in range(self.nodes):
+            ensure_node(self.certs_dir, f"node-{index}")
+        cert, key = ensure_node(self.certs_dir, "etcd")
+        return EtcdTls(cert.resolve(), key.resolve(), (self.certs_dir / CA_FILE).resolve())
+
+    def tls_args(self, index: int) -> list[str]:
+        """Node ``index``'s transport flags (its certificate, or explicit plaintext)."""
+        if not self.tls:
+            return ["--tls-plaintext"]
+        cert, key = self.node_certificate(index)
+        ca = (self.certs_dir / CA_FILE).resolve()
+        return ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(ca)]
 
     @property
     def pid_file(self) -> Path:
@@ -91,6 +120,7 @@ class DevClusterPlan:
             "--metrics-listen", _loopback(self.metrics_base_port, index),
             "--stun-listen", _loopback(self.stun_base_port, index),
             "--cluster-etcd-endpoints", ",".join(etcd_endpoints),
+            *self.tls_args(index),
             *self.serve_args,
         ]  # fmt: skip
 
@@ -111,7 +141,12 @@ def parse_ready(line: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def instructions(etcd_endpoint: str, etcd_dir: Path, nodes: Sequence[ServeProcess]) -> str:
+def instructions(
+    etcd_endpoint: str,
+    etcd_dir: Path,
+    nodes: Sequence[ServeProcess],
+    plan: DevClusterPlan | None = None,
+) -> str:
     """What the user sees once everything is up: each process, then how to use them."""
     grpc = [str(node.info.get("grpc", "")) for node in nodes]
     width = max(len(address) for address in [etcd_endpoint, *grpc])
@@ -124,11 +159,16 @@ def instructions(etcd_endpoint: str, etcd_dir: Path, nodes: Sequence[ServeProces
             f"metrics {node.info.get('metrics')}  stun {node.info.get('stun') or '-'}  "
             f"log {node.log_path}"
         )
+    config, status_tls = "ClientConfig(plaintext=True)", ""
+    if plan is not None and plan.tls:
+        sdk_ca = (plan.certs_dir / SDK_CA_FILE).resolve()
+        config = f'ClientConfig(tls=Tls(ca_file="{sdk_ca}"))'
+        status_tls = " " + " ".join(plan.tls_args(0))
     lines += [
         "Point the SDK at the nodes:",
-        f"  Client({json.dumps(grpc)}, identity, handle)",
+        f"  Client({json.dumps(grpc)}, identity, handle, config={config})",
         "See the cluster:",
-        f"  supernode status --etcd-endpoints {etcd_endpoint}",
+        f"  supernode status --etcd-endpoints {etcd_endpoint}{status_tls}",
         "Restart every node in turn (a rolling restart):",
         f"  supernode dev-cluster --rolling-restart --data-dir {_data_dir_of(etcd_dir)}",
         "Ctrl-C stops every node and etcd.",
@@ -440,8 +480,13 @@ async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, restart.set)
     etcd_dir = (plan.data_dir / "etcd").resolve()
-    etcd = LocalEtcd(1, directory=etcd_dir)
     nodes: list[ServeProcess] = []
+    try:
+        etcd_tls = await asyncio.to_thread(plan.etcd_tls)
+    except (OSError, ValueError) as exc:
+        print(f"supernode dev-cluster: certificates in {plan.certs_dir}: {exc}", file=err)
+        return 1
+    etcd = LocalEtcd(1, directory=etcd_dir, tls=etcd_tls)
     try:
         await _unless_stopped(stop, etcd.start())
         endpoints = etcd.client_endpoints
@@ -451,7 +496,7 @@ async def run(plan: DevClusterPlan, out: TextIO, err: TextIO) -> int:
             await nodes[-1].start()
         if not await _all_ready(nodes, plan.ready_timeout_s, stop, err):
             return 1
-        out.write(instructions(endpoints[0], etcd_dir, nodes))
+        out.write(instructions(endpoints[0], etcd_dir, nodes, plan))
         out.flush()
         plan.pid_file.write_text(str(os.getpid()))
         while (exited := await _unless_stopped(stop, _first_exit(nodes, restart))) is None:

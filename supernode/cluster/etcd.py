@@ -50,6 +50,7 @@ import grpc
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from supernode import transport
+from supernode.tls import NodeTls
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -150,6 +151,8 @@ class EtcdConfig:
     page_size: int = 1000  # keys per Range while reading a prefix
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 1.0
+    # Mutual TLS to etcd (``supernode.transport.open_etcd``); None: plaintext.
+    tls: NodeTls | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", tuple(self.endpoints))  # a list is fine too
@@ -313,10 +316,10 @@ def _watch_event(event: Any) -> WatchEvent:
 class _Endpoint:
     """One member's channel and stubs."""
 
-    def __init__(self, index: int, address: str) -> None:
+    def __init__(self, index: int, address: str, tls: NodeTls | None) -> None:
         self.index = index
         self.address = address
-        self.channel: Any = transport.open_etcd(address)
+        self.channel: Any = transport.open_etcd(address, tls)
         self.kv: Any = rpc_pb2_grpc.KVStub(self.channel)
         self.lease: Any = rpc_pb2_grpc.LeaseStub(self.channel)
         self.watch: Any = rpc_pb2_grpc.WatchStub(self.channel)
@@ -367,7 +370,9 @@ class EtcdClient:
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self._endpoints = [_Endpoint(i, address) for i, address in enumerate(config.endpoints)]
+        self._endpoints = [
+            _Endpoint(i, address, config.tls) for i, address in enumerate(config.endpoints)
+        ]
         self._preferred = 0
         self._closed = False
         self._leases: set[KeptLease] = set()

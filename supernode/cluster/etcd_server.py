@@ -18,6 +18,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -68,6 +69,33 @@ class EtcdSettings:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """Mutual TLS for every member, for clients and between members: etcd presents
+    ``cert_file`` and accepts only clients (supernodes, ``supernode status``) and peers
+    whose certificates chain to ``ca_file`` (``--client-cert-auth``). A certificate made
+    by ``supernode certs`` serves both ways (server and client) for 127.0.0.1."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def flags(self) -> list[str]:
+        cert, key, ca = str(self.cert_file), str(self.key_file), str(self.ca_file)
+        return [
+            "--cert-file", cert, "--key-file", key,
+            "--client-cert-auth", "--trusted-ca-file", ca,
+            "--peer-cert-file", cert, "--peer-key-file", key,
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+        ]  # fmt: skip
+
+    def client_context(self) -> ssl.SSLContext:
+        """What our health probe shows etcd: its CA, and the certificate it demands."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+
+@dataclass(frozen=True)
 class MemberSpec:
     """One member: its name, loopback ports and data directory."""
 
@@ -76,14 +104,15 @@ class MemberSpec:
     peer_port: int
     data_dir: Path
     host: str = LOOPBACK
+    scheme: str = "http"  # https with EtcdTls
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
 
     @property
     def client_endpoint(self) -> str:
@@ -103,8 +132,10 @@ def member_command(
     settings: EtcdSettings,
     *,
     token: str | None = None,
+    tls: EtcdTls | None = None,
 ) -> list[str]:
-    """argv for ``member`` of ``cluster`` that listens only on its own host and ports.
+    """argv for ``member`` of ``cluster`` that listens only on its own host and ports
+    (with ``tls``: mutual TLS on both, ``EtcdTls``).
 
     Every port is explicit: etcd's defaults (2379/2380) could belong to another instance.
     ``token`` (``--initial-cluster-token``) keeps two local clusters from ever joining each
@@ -132,6 +163,8 @@ def member_command(
     ]  # fmt: skip
     if token is not None:
         argv += ["--initial-cluster-token", token]
+    if tls is not None:
+        argv += tls.flags()
     if settings.max_request_bytes is not None:
         argv += ["--max-request-bytes", str(settings.max_request_bytes)]
     if settings.quota_backend_bytes is not None:
@@ -159,10 +192,12 @@ def dying_with_parent(argv: Sequence[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else list(argv)
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, context: ssl.SSLContext | None = None) -> bool:
     """One ``GET /health``: true once the member has a leader and no alarm."""
     try:
-        with urllib.request.urlopen(url, timeout=_HEALTH_REQUEST_TIMEOUT_S) as response:
+        with urllib.request.urlopen(
+            url, timeout=_HEALTH_REQUEST_TIMEOUT_S, context=context
+        ) as response:
             body = json.loads(response.read() or b"{}")
     except (OSError, ValueError, urllib.error.URLError):
         return False
@@ -263,6 +298,7 @@ class LocalEtcd:
         settings: EtcdSettings | None = None,
         host: str = LOOPBACK,
         ready_timeout_s: float = 30.0,
+        tls: EtcdTls | None = None,
     ) -> None:
         if members < 1:
             raise ValueError(f"an etcd cluster needs at least one member, got {members}")
@@ -270,6 +306,7 @@ class LocalEtcd:
         self.settings = settings or EtcdSettings()
         self.host = host
         self.ready_timeout_s = ready_timeout_s
+        self.tls = tls
         self._given_directory = directory
         self._directory: Path | None = None
         self._token = ""
@@ -397,14 +434,21 @@ class LocalEtcd:
         members = []
         for index, (client_port, peer_port) in enumerate(layout.ports):
             name = f"etcd{index}"
-            spec = MemberSpec(name, client_port, peer_port, directory / name / "data", self.host)
+            spec = MemberSpec(
+                name,
+                client_port,
+                peer_port,
+                directory / name / "data",
+                self.host,
+                "http" if self.tls is None else "https",
+            )
             members.append(_Member(spec, directory / name / "etcd.log"))
         return members
 
     def _command(self, member: _Member) -> list[str]:
         assert self._binary is not None
         return member_command(
-            self._binary, member.spec, self.specs, self.settings, token=self._token
+            self._binary, member.spec, self.specs, self.settings, token=self._token, tls=self.tls
         )
 
     def _member(self, index: int) -> _Member:
@@ -423,7 +467,8 @@ class LocalEtcd:
                     f"etcd member {member.spec.name} exited with code {code} before it was "
                     f"healthy; its log ({member.log_path}) ends:\n{member.log_tail()}"
                 )
-            if await asyncio.to_thread(_healthy, url):
+            context = None if self.tls is None else self.tls.client_context()
+            if await asyncio.to_thread(_healthy, url, context):
                 return
             if time.monotonic() >= deadline:
                 raise EtcdServerError(

@@ -57,7 +57,7 @@ class RemoteFeeds:
         connected_before = False
         while True:
             try:
-                async for event in self._peers.feed(self._view.address_of(node)):
+                async for event in self._peers.feed(self._view.peer_address_of(node)):
                     if event.HasField("ack"):
                         failures = 0
                         self.connected.add(node)

@@ -2,8 +2,10 @@
 
 Under the cluster's prefix (``cluster.etcd_prefix``, default ``/supernode``):
 
-``/members/<node>``   JSON ``{"address", "zone", "version", "started_at_ms", "mirror_revision"}``
-                      under the node's own lease: liveness, which expires by itself.
+``/members/<node>``   JSON ``{"address", "zone", "version", "started_at_ms", "mirror_revision",
+                      "peer_address"}`` under the node's own lease: liveness, which expires
+                      by itself. ``peer_address``: the mutual-TLS port other nodes call
+                      (empty without TLS: the public address serves them).
 ``/nodes/<node>``     JSON ``{"address", "zone", "joined_at_ms", "state"}``, no lease: the nodes
                       placement is planned over. A node whose member key is gone keeps its
                       partitions until the controller drops it after the down grace period
@@ -58,6 +60,7 @@ class MemberInfo:
     version: str = ""
     started_at_ms: int = 0
     mirror_revision: int = 0
+    peer_address: str = ""
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -72,6 +75,7 @@ class MemberInfo:
                 version=str(fields.get("version", "")),
                 started_at_ms=int(fields.get("started_at_ms", 0)),
                 mirror_revision=int(fields.get("mirror_revision", 0)),
+                peer_address=str(fields.get("peer_address", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LayoutError(f"not a member record: {raw[:80]!r}") from exc

@@ -37,6 +37,7 @@ from supernode.node import wall_clock_ms
 from supernode.revocations import Revocations
 from supernode.sessions import SECRET_BYTES
 from supernode.store import Store
+from supernode.tls import NodeTls
 
 log = logging.getLogger("supernode.cluster")
 
@@ -46,13 +47,24 @@ _REPLAY_INTERVAL_S = 1.0
 
 class ClusterMember:
     def __init__(
-        self, config: Config, store: Store, *, name: str, revocations: Revocations | None = None
+        self,
+        config: Config,
+        store: Store,
+        *,
+        name: str,
+        revocations: Revocations | None = None,
+        tls: NodeTls | None = None,
+        peer_address: str = "",
     ) -> None:
         """``revocations``: the set this node's token checks consult; the mirror keeps it
-        equal to etcd's ``/revoked/`` (and the stored view's, while etcd is away)."""
+        equal to etcd's ``/revoked/`` (and the stored view's, while etcd is away).
+        ``tls``: the node's material for etcd and peers (mutual TLS); ``peer_address``:
+        its peer port, published in its member record (empty: the public address)."""
         settings = config.cluster
         self.config = config
         self.name = name
+        self.tls = tls
+        self.peer_address = peer_address
         self.keys = Keys(settings.etcd_prefix)
         self.etcd = EtcdClient(
             EtcdConfig(
@@ -60,6 +72,7 @@ class ClusterMember:
                 call_timeout_s=settings.etcd_timeout_seconds,
                 # Several attempts per operation: a dead member or an election costs one.
                 attempt_timeout_s=min(1.5, settings.etcd_timeout_seconds),
+                tls=tls,
             )
         )
         self.store = store
@@ -92,6 +105,7 @@ class ClusterMember:
             version=__version__,
             started_at_ms=self.started_at_ms,
             mirror_revision=self.view.revision,
+            peer_address=self.peer_address,
         )
 
     @property

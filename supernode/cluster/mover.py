@@ -146,7 +146,7 @@ class Mover:
     async def _stream_from(self, node: str, partitions: list[int], epoch: int, count: int) -> bool:
         request = pb.StreamRequest(partitions=partitions, partition_count=count, epoch=epoch)
         try:
-            async for chunk in self._peers.stream(node, self._view.address_of(node), request):
+            async for chunk in self._peers.stream(node, self._view.peer_address_of(node), request):
                 for index, message in enumerate(chunk.versions, 1):
                     self._replica.apply(write_value(message))
                     self.counters.versions += 1

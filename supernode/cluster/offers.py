@@ -78,7 +78,7 @@ class ClusterOffers:
         self._presence.count_forwarded("DeliverOffer")
         raw = await self._peers.unary(
             node,
-            self._view.address_of(node),
+            self._view.peer_address_of(node),
             "DeliverOffer",
             request.SerializeToString(),
             deadline_s=self._timeout_s,

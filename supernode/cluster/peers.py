@@ -4,6 +4,8 @@ Channels are made by ``supernode.transport`` (one per peer address, kept), reque
 responses stay bytes where the answer is relayed to a client unchanged (lookups), and every
 call carries this node's credential: a token for the pseudo-handle ``~node/<name>`` signed
 with the cluster's shared secret, which no client can hold (handles never contain ``~``).
+With TLS the calls go to each peer's peer port over mutual TLS, the node's certificate
+from the cluster CA being the credential the peer checks first (docs/cluster.md).
 A peer's refusal comes back as the same domain error, so the client sees the owner's status
 and message; a peer that cannot be reached is ``Unavailable`` naming the node.
 """
@@ -20,6 +22,7 @@ from supernode.errors import SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.handlers import STATUS_OF
 from supernode.sessions import IssuedToken, SessionAuthority
+from supernode.tls import NodeTls
 
 CLUSTER_SERVICE = "supernode.internal.v1.ClusterService"
 _TIMEOUT_S = 5.0
@@ -38,8 +41,10 @@ def remote_error(node: str, error: grpc.aio.AioRpcError) -> SupernodeError:
 
 
 class Peers:
-    def __init__(self, name: str, sessions: SessionAuthority) -> None:
+    def __init__(self, name: str, sessions: SessionAuthority, tls: NodeTls | None = None) -> None:
+        """``tls``: call peers' peer ports with mutual TLS (the node's certificate)."""
         self.name = name
+        self._tls = tls
         self._sessions = sessions
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._token: IssuedToken | None = None
@@ -53,7 +58,7 @@ class Peers:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = transport.open_peer(address)
+            channel = self._channels[address] = transport.open_peer(address, self._tls)
         return channel
 
     async def unary(

@@ -134,7 +134,7 @@ class Replicator:
         self._count("Apply")
         try:
             answer = await self._peers.unary(
-                node, self._view.address_of(node), "Apply", raw, deadline_s=_DEADLINE_S
+                node, self._view.peer_address_of(node), "Apply", raw, deadline_s=_DEADLINE_S
             )
         except Unavailable as exc:
             return Reply.UNREACHABLE, exc
@@ -190,7 +190,7 @@ class Replicator:
                 )
                 self._count("Apply")
                 await self._peers.unary(
-                    target, self._view.address_of(target), "Apply", request.SerializeToString()
+                    target, self._view.peer_address_of(target), "Apply", request.SerializeToString()
                 )
 
             delivered = await self.hints.replay(target, send)

@@ -142,7 +142,7 @@ class ClusterPresence:
 
     async def _call(self, node: str, method: str, request: bytes) -> bytes:
         self.count_forwarded(method)
-        return await self.peers.unary(node, self.view.address_of(node), method, request)
+        return await self.peers.unary(node, self.view.peer_address_of(node), method, request)
 
     async def _first_answer(
         self, replicas: tuple[str, ...], method: str, request: bytes, handle: str

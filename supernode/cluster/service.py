@@ -1,8 +1,10 @@
 """``ClusterService``: what this node does when another node of its cluster asks.
 
 Every method requires a node credential (``~node/<name>`` token); a client token gets
-PERMISSION_DENIED. Writes are applied on the local replica and published to this node's
-watchers and to every node following its feed.
+PERMISSION_DENIED. With TLS every method also requires that the call came over mutual TLS
+with a certificate of the cluster CA (the peer port): a call on the public port gets
+PERMISSION_DENIED even with a valid node token. Writes are applied on the local replica and
+published to this node's watchers and to every node following its feed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from supernode.metrics import Metrics
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import ServiceHandlers, server_stream_handler, unary_handler
 from supernode.sessions import NODE_HANDLE_PREFIX, Audience, SessionAuthority
+from supernode.tls import certificate_names_node
 
 Context: TypeAlias = grpc.aio.ServicerContext
 DeliverOffer = Callable[[pb.DeliverOfferRequest], Awaitable[rpb.ConnectResponse]]
@@ -41,6 +44,18 @@ _FEED_QUEUE = 10_000  # changes buffered towards one follower before it is cut o
 _FEED_QUEUE_BYTES = 64 << 20
 _STREAM_PAGE = 500  # stored versions read per step of a partition stream
 _STREAM_CHUNK = 500  # versions per message of a partition stream
+
+
+def client_certificate_names(context: Context) -> list[str] | None:
+    """The subject alternative names of the caller's verified client certificate, or None
+    without one. Only the peer port asks for one (and refuses the handshake unless it
+    chains to the cluster CA), so a call that came in on the public port, TLS or not,
+    never has one (``supernode.transport``)."""
+    auth = context.auth_context()
+    if not auth.get("x509_pem_cert"):
+        return None
+    names = auth.get("x509_subject_alternative_name", ())
+    return [bytes(name).decode(errors="replace") for name in names]
 
 
 StorePage = Callable[[bytes, int], tuple[list[tuple[str, str, int, int, bytes]], bytes | None]]
@@ -152,10 +167,14 @@ class ClusterApi:
         placement: Callable[[], Placement | None],
         store_page: StorePage,
         stream_share: float = 1.0,
+        *,
+        mutual_tls: bool = False,
     ) -> None:
         """``placement``: the placement this node routes by now; ``store_page``: the store's
         ``device_page``, which a partition stream reads (at most ``stream_share`` of the
-        time: :func:`stream_versions`)."""
+        time: :func:`stream_versions`). ``mutual_tls``: callers must have come through the
+        peer port with a certificate of the cluster CA (the node runs with TLS)."""
+        self._mutual_tls = mutual_tls
         self._placement = placement
         self._store_page = store_page
         self._stream_share = stream_share
@@ -166,10 +185,22 @@ class ClusterApi:
         self._deliver_offer = deliver_offer
 
     def _node_of(self, context: Context) -> str:
+        names = client_certificate_names(context) if self._mutual_tls else None
+        if self._mutual_tls and names is None:
+            raise PermissionDenied(
+                "cluster: calls between nodes need mutual TLS (the peer port, with a "
+                "certificate from the cluster CA)"
+            )
         session = session_of(context, self._sessions, Audience.NODE)
         if not session.handle.startswith(NODE_HANDLE_PREFIX):  # never issued so: belt and braces
             raise PermissionDenied("cluster: only nodes of this cluster may call this service")
-        return session.handle[len(NODE_HANDLE_PREFIX) :]
+        node = session.handle[len(NODE_HANDLE_PREFIX) :]
+        if names is not None and not certificate_names_node(names, node):
+            raise PermissionDenied(
+                f"cluster: the caller's certificate does not name node {node} (its host "
+                "must be among the certificate's subject alternative names)"
+            )
+        return node
 
     def _check_route(self, handle: str, epoch: int) -> None:
         """Refuse a call routed by a placement older than the last change of ``handle``'s

@@ -57,6 +57,7 @@ from supernode.cluster.etcd import Entry, EtcdClient, EtcdConfig, EtcdError, Etc
 from supernode.cluster.keys import Keys, LayoutError, MemberInfo, NodeInfo
 from supernode.cluster.placement import Placement, PlacementError
 from supernode.config import ClusterSettings
+from supernode.tls import NodeTls
 
 # A status read must answer fast; one attempt or connect never takes the whole budget.
 _ATTEMPT_TIMEOUT_S = 1.0
@@ -349,7 +350,9 @@ def _or_dash(value: int | None) -> str:
 # --------------------------------------------------------------------------- I/O
 
 
-async def read_cluster(settings: ClusterSettings) -> tuple[ClusterRead, list[EndpointProbe]]:
+async def read_cluster(
+    settings: ClusterSettings, tls: NodeTls | None = None
+) -> tuple[ClusterRead, list[EndpointProbe]]:
     """Ask every endpoint (concurrently, each on its own connection), then read the cluster
     through the first one, in the given order, that answered.
 
@@ -363,7 +366,9 @@ async def read_cluster(settings: ClusterSettings) -> tuple[ClusterRead, list[End
         )
     keys = Keys(settings.etcd_prefix)
     try:
-        configs = [_etcd_config(endpoint, settings.etcd_timeout_seconds) for endpoint in endpoints]
+        configs = [
+            _etcd_config(endpoint, settings.etcd_timeout_seconds, tls) for endpoint in endpoints
+        ]
     except ValueError as exc:
         raise StatusError(str(exc)) from exc
     clients = [EtcdClient(config) for config in configs]
@@ -385,9 +390,10 @@ async def read_cluster(settings: ClusterSettings) -> tuple[ClusterRead, list[End
     return read, probes
 
 
-def _etcd_config(endpoint: str, timeout_s: float) -> EtcdConfig:
+def _etcd_config(endpoint: str, timeout_s: float, tls: NodeTls | None) -> EtcdConfig:
     return EtcdConfig(
         (endpoint,),
+        tls=tls,
         call_timeout_s=timeout_s,
         attempt_timeout_s=min(_ATTEMPT_TIMEOUT_S, timeout_s),
         connect_timeout_s=min(_CONNECT_TIMEOUT_S, timeout_s),
@@ -435,11 +441,18 @@ def _one_line(reason: object) -> str:
     return " ".join(str(reason).split())
 
 
-def run_status(settings: ClusterSettings, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+def run_status(
+    settings: ClusterSettings,
+    *,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+    tls: NodeTls | None = None,
+) -> int:
     """``supernode status``: print the report; 1 with a one-line reason when etcd cannot be
-    read."""
+    read. ``tls``: a certificate etcd accepts (it runs with mutual TLS)."""
     try:
-        read, probes = asyncio.run(read_cluster(settings))
+        read, probes = asyncio.run(read_cluster(settings, tls))
     except StatusError as exc:
         print(f"supernode status: {_one_line(exc)}", file=err)
         return 1

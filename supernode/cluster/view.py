@@ -91,6 +91,14 @@ class ClusterView:
         known = self.nodes.get(node)
         return known.address if known is not None else node
 
+    def peer_address_of(self, node: str) -> str:
+        """Where other nodes call ``node``'s internal service: its peer port (mutual TLS)
+        when its member record names one, else its address."""
+        member = self.members.get(node)
+        if member is not None and member.peer_address:
+            return member.peer_address
+        return self.address_of(node)
+
     def replace_with(self, other: ClusterView) -> None:
         """Take ``other``'s contents in place: every component holds this one view, so a
         resync rebuilds a fresh one and swaps the contents rather than the object."""

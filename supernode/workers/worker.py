@@ -43,6 +43,7 @@ from supernode.rpc.directory import (
 )
 from supernode.rpc.handlers import register_services
 from supernode.store import REVOCATIONS_CHANGED, Store
+from supernode.tls import node_tls
 from supernode.workers.gate import secret_metadata
 from supernode.workers.primary import WorkerSpec
 from supernode.workers.proxy import Forwarder
@@ -190,7 +191,9 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     server = transport.new_server(config, reuse_port=True)
     registered = register_services(server, forwarded, local)
     health_servicer = add_standard_services(server, registered)
-    transport.bind(server, spec.listen, f"worker {spec.index}")
+    # The primary's own settings (as_flags), so the same certificate or the same explicit
+    # plaintext: a client cannot tell which process of the node answered.
+    transport.bind_public(server, spec.listen, f"worker {spec.index}", node_tls(config))
     await server.start()
     await mark_serving(health_servicer, registered)
     metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")

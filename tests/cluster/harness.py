@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from supernode import certs
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
-from supernode.cluster.etcd_server import LocalEtcd, free_ports
+from supernode.cluster.etcd_server import EtcdTls, LocalEtcd, free_ports
 from supernode.cluster.keys import Keys
 from supernode.cluster.placement import Placement
 from supernode.debian import PackageError
+from supernode.tls import NodeTls
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import FAST_LEASES
 from tests.integration.waiting import eventually
@@ -34,6 +37,47 @@ def this_python(index: int) -> str:
     return sys.executable
 
 
+@dataclass(frozen=True)
+class ClusterPki:
+    """A cluster CA and certificates made by ``supernode.certs``: one per node name
+    (``node`` by default, valid for 127.0.0.1) and one for etcd."""
+
+    directory: Path
+
+    @classmethod
+    def make(cls, directory: Path, *names: str) -> ClusterPki:
+        for name in (*names, "node", "etcd"):
+            certs.ensure_node(directory, name)
+        return cls(directory)
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / certs.CA_FILE
+
+    @property
+    def sdk_ca(self) -> Path:
+        return self.directory / certs.SDK_CA_FILE
+
+    def files(self, name: str = "node") -> tuple[Path, Path]:
+        cert, key = certs.node_file_names(name)
+        return self.directory / cert, self.directory / key
+
+    def serve_flags(self, name: str = "node") -> tuple[str, ...]:
+        cert, key = self.files(name)
+        return (
+            "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(self.ca)
+        )  # fmt: skip
+
+    def etcd_tls(self) -> EtcdTls:
+        cert, key = self.files("etcd")
+        return EtcdTls(cert, key, self.ca)
+
+    def client_tls(self, name: str = "node") -> NodeTls:
+        """What a node (or an operator's command) shows etcd and peers."""
+        cert, key = self.files(name)
+        return NodeTls(cert.read_bytes(), key.read_bytes(), self.ca.read_bytes())
+
+
 class Cluster:
     def __init__(
         self,
@@ -42,10 +86,13 @@ class Cluster:
         nodes: int,
         *extra: str,
         python_of: PythonOf = this_python,
+        pki: ClusterPki | None = None,
     ) -> None:
+        """``pki``: TLS and mutual TLS throughout (nodes, etcd); None: plaintext."""
         self.etcd = etcd
         self.root = root
-        self.extra = list(extra)
+        self.pki = pki
+        self.extra = [*(pki.serve_flags() if pki else ()), *extra]
         self.python_of = python_of
         self.ports = free_ports(nodes)
         self.nodes: list[SupernodeProcess | None] = [None] * nodes
@@ -102,7 +149,8 @@ class Cluster:
             self.kill(index)
 
     async def placement(self) -> Placement | None:
-        async with EtcdClient(EtcdConfig(tuple(self.etcd.client_endpoints))) as etcd:
+        tls = None if self.pki is None else self.pki.client_tls()
+        async with EtcdClient(EtcdConfig(tuple(self.etcd.client_endpoints), tls=tls)) as etcd:
             entry = await etcd.get(self.keys.placement)
         return None if entry is None else Placement.from_bytes(entry.value)
 
@@ -134,8 +182,8 @@ class Cluster:
         raise AssertionError(f"no handle owned by {owner}")
 
 
-async def started_etcd(members: int = 1) -> LocalEtcd:
-    server = LocalEtcd(members)
+async def started_etcd(members: int = 1, tls: EtcdTls | None = None) -> LocalEtcd:
+    server = LocalEtcd(members, tls=tls)
     try:
         await server.start()
     except PackageError as error:
@@ -151,11 +199,13 @@ async def running_cluster(
     etcd_members: int = 1,
     python_of: PythonOf = this_python,
     started: int | None = None,
+    pki: ClusterPki | None = None,
 ) -> AsyncIterator[Cluster]:
     """A cluster of ``nodes`` (ports and data directories), of which the first ``started``
-    (default all) run; a test starts the others itself, to join them."""
-    etcd = await started_etcd(etcd_members)
-    cluster = Cluster(etcd, root, nodes, *extra, python_of=python_of)
+    (default all) run; a test starts the others itself, to join them. With ``pki``: TLS
+    for clients, mutual TLS between nodes and to etcd."""
+    etcd = await started_etcd(etcd_members, None if pki is None else pki.etcd_tls())
+    cluster = Cluster(etcd, root, nodes, *extra, python_of=python_of, pki=pki)
     try:
         for index in range(nodes if started is None else started):
             cluster.start(index)

@@ -13,7 +13,7 @@ from client_sdk.identity import Identity
 from client_sdk.transport import DirectoryConnection, now_ms
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
 from supernode.internal.v1 import cluster_pb2 as pb
-from supernode.sessions import NODE_HANDLE_PREFIX, SessionAuthority
+from supernode.sessions import SessionAuthority
 from tests.cluster.harness import Cluster, running_cluster
 from tests.cluster.test_cluster_routing import mirrored
 from tests.integration.records import device
@@ -30,7 +30,7 @@ async def node_credential(cluster: Cluster) -> tuple[tuple[str, str], ...]:
     async with EtcdClient(EtcdConfig(tuple(cluster.etcd.client_endpoints))) as etcd:
         entry = await etcd.get(cluster.keys.token_secret)
     assert entry is not None
-    issued = SessionAuthority(entry.value, clock_ms=now_ms).issue(NODE_HANDLE_PREFIX + "test")
+    issued = SessionAuthority(entry.value, clock_ms=now_ms).issue_node_token("test")
     return (("authorization", f"Bearer {issued.token}"),)
 
 

@@ -37,7 +37,9 @@ async def test_lookups_go_straight_to_a_replica_and_follow_epochs(tmp_path: Path
     async with running_cluster(tmp_path, 4, started=3) as cluster:
         handles = []
         for n in range(HANDLES):
-            owner = Client(cluster.targets[:3], Identity.generate(), unique(f"ring{n}"))
+            owner = Client(
+                cluster.targets[:3], Identity.generate(), unique(f"ring{n}"), config=TEST_CONFIG
+            )
             await owner.create_account()
             handles.append(owner.handle)
             await owner.close()

@@ -279,8 +279,14 @@ def test_dev_cluster_plan_gives_each_node_its_own_ports_and_data() -> None:
         "--metrics-listen": "127.0.0.1:9702",
         "--stun-listen": "127.0.0.1:3480",
         "--cluster-etcd-endpoints": "127.0.0.1:2379",
+        # TLS by default: node i's own certificate, the cluster CA (made by etcd_tls()).
+        "--tls-cert-file": str(Path("/tmp/dc/certs/node-1.pem").resolve()),
+        "--tls-key-file": str(Path("/tmp/dc/certs/node-1-key.pem").resolve()),
+        "--tls-ca-file": str(Path("/tmp/dc/certs/ca.pem").resolve()),
         "--log-level": "DEBUG",  # forwarded flags come last, so they win
     }
+    plaintext = DevClusterPlan(nodes=1, tls=False).serve_argv(0, ["e:1"])
+    assert "--tls-plaintext" in plaintext and "--tls-cert-file" not in plaintext
     free = DevClusterPlan(nodes=2, metrics_base_port=0, stun_base_port=0).serve_argv(0, ["e:1"])
     assert "127.0.0.1:0" in free and "127.0.0.1:7701" in free
     with pytest.raises(ValueError):
@@ -339,6 +345,18 @@ def _command_line(pid: int) -> str:
     return ""
 
 
+def _serving_over_tls(target: str, ca: Path) -> bool:
+    """Health over TLS verified with ``ca``; a plaintext channel must not get an answer."""
+    credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+    with grpc.secure_channel(target, credentials) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def _lines(stream: object, queue: Queue[str | None]) -> None:
     for line in stream:  # type: ignore[attr-defined]
         queue.put(line)
@@ -385,13 +403,12 @@ def test_dev_cluster_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
         match = re.search(r"Client\((\[.*?\])", client_line)
         assert match is not None, client_line
         targets = json.loads(match.group(1))
+        # TLS by default: the SDK line names the CA file dev-cluster made for apps.
+        sdk_ca = tmp_path / "dev" / "certs" / "sdk-ca.pem"
+        assert f'Tls(ca_file="{sdk_ca.resolve()}")' in client_line, client_line
         assert targets == [f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"]
         for target in targets:
-            with grpc.insecure_channel(target) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=10
-                )
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert _serving_over_tls(target, sdk_ca)
         assert (tmp_path / "dev" / "node-0").is_dir() and (tmp_path / "dev" / "node-1").is_dir()
 
         restart = subprocess.run(
@@ -408,11 +425,7 @@ def test_dev_cluster_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
         ]
         started |= _descendants(process.pid)  # the restarted nodes are new processes
         for target in targets:
-            with grpc.insecure_channel(target) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=10
-                )
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert _serving_over_tls(target, sdk_ca)
         missing = subprocess.run(
             [sys.executable, "-m", "supernode.cli", "dev-cluster", "--rolling-restart",
              "--data-dir", str(tmp_path / "nothing-here")],

@@ -12,6 +12,8 @@ from client_sdk import Client, ClientConfig, Identity, IncomingOffer, P2PSetting
 from client_sdk.p2p.certificates import raw_public_key
 
 LISTEN_WITHIN_S = 30.0
+# The SDK's defaults, but plaintext: the test nodes serve plaintext on loopback.
+PLAINTEXT = ClientConfig(plaintext=True)
 
 
 async def p2p_client(
@@ -23,7 +25,7 @@ async def p2p_client(
     config: ClientConfig | None = None,
 ) -> Client:
     """A new account with one registered device that can connect and be connected to."""
-    client = Client(targets, Identity.generate(), handle, config=config)
+    client = Client(targets, Identity.generate(), handle, config=config or PLAINTEXT)
     await client.create_account(handle.title())
     key = Ed25519PrivateKey.generate()
     await client.register_device(device_id, transport_key=raw_public_key(key.public_key()), ttl=600)

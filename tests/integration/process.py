@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.integration.metrics import sample
 
 _READY = re.compile(r"supernode ready (\{.*\})")
+PLAINTEXT = "--tls-plaintext"
 
 
 class SupernodeProcess:
@@ -45,9 +46,13 @@ class SupernodeProcess:
         self.metrics_url = ""
         self.stun_address = ""
         self.workers: list[dict[str, object]] = []
+        self.ready: dict[str, object] = {}  # the whole ready line (tls, peer port, ...)
         self.log: list[str] = []
 
     def start(self, timeout: float = 30.0) -> SupernodeProcess:
+        # Plaintext on loopback, said explicitly as a node requires (supernode.tls), unless
+        # the test configures transport security itself (any --tls-... flag).
+        plaintext = [] if any(a.startswith("--tls-") for a in self.extra_args) else [PLAINTEXT]
         command = [
             self.python,
             "-m",
@@ -62,6 +67,7 @@ class SupernodeProcess:
             "--stun-listen",
             "127.0.0.1:0",
             *(() if self.rate_limits else ("--no-rate-enabled",)),
+            *plaintext,
             *self.extra_args,
         ]
         self.log = []
@@ -87,6 +93,7 @@ class SupernodeProcess:
             match = _READY.search(line)
             if match:
                 info = json.loads(match.group(1))
+                self.ready = info
                 self.grpc_target = info["grpc"]
                 self.metrics_url = f"http://{info['metrics']}/metrics"
                 self.stun_address = str(info["stun"])

@@ -8,12 +8,13 @@ then only lets the SDK renew in the background, until it is killed.
 import asyncio
 import sys
 
-from client_sdk import Client, Identity
+from client_sdk import Client, ClientConfig, Identity
 
 
 async def main(target: str, handle: str) -> None:
     identity = Identity.generate()
-    async with Client([target], identity, handle) as client:
+    # The test nodes serve plaintext on loopback (tests/integration/process.py).
+    async with Client([target], identity, handle, config=ClientConfig(plaintext=True)) as client:
         await client.create_account(handle.title())
         registration = await client.register_device(
             "phone", transport_key=Identity.generate().public_key, ttl=1

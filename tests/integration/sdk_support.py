@@ -15,7 +15,10 @@ from tests.integration.process import SupernodeProcess
 from tests.integration.waiting import eventually
 
 # Patient enough to ride out a supernode restart (a second or two), quick to retry.
+# Plaintext, as the test nodes (tests/integration/process.py); tests/integration/test_tls.py
+# is where TLS is exercised.
 TEST_CONFIG = ClientConfig(
+    plaintext=True,
     call_deadline_seconds=3.0,
     max_attempts=30,
     backoff=Backoff(initial_seconds=0.05, maximum_seconds=0.5),

@@ -24,7 +24,7 @@ from aioice.ice import get_host_addresses
 from client_sdk import Client, Endpoint, Identity, P2PSettings
 from client_sdk.transport import DirectoryConnection
 from tests.integration.conftest import new_user
-from tests.integration.p2p_support import alice_and_bob, listening
+from tests.integration.p2p_support import PLAINTEXT, alice_and_bob, listening
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
 from tests.integration.sdk_support import StartSupernode
@@ -60,7 +60,7 @@ async def test_info_logs_hold_no_token_signature_or_endpoint(
     settings = P2PSettings(stun_server=(stun_host, int(stun_port)), direct=True)
 
     async with alice_and_bob(node.grpc_target, settings) as (alice, bob):
-        carol = Client(node.grpc_target, Identity.generate(), "carol")
+        carol = Client(node.grpc_target, Identity.generate(), "carol", config=PLAINTEXT)
         try:
             await carol.create_account("Carol")
             await carol.register_device(

@@ -39,6 +39,7 @@ from tests.integration.sdk_support import unique
 
 # Fail fast against a dead supernode: two quick attempts, short close budget.
 FAST_FAIL = ClientConfig(
+    plaintext=True,
     call_deadline_seconds=1.0,
     max_attempts=2,
     backoff=Backoff(initial_seconds=0.01, maximum_seconds=0.05),
@@ -260,7 +261,7 @@ async def test_client_against_a_down_supernode_raises_sdk_errors(
 
 
 async def test_client_peer_to_peer_before_enabling_says_so(supernode: SupernodeProcess) -> None:
-    client = Client(supernode.grpc_target, Identity.generate(), unique("surface"))
+    client = Client(supernode.grpc_target, Identity.generate(), unique("surface"), config=FAST_FAIL)
     try:
         await client.create_account("Surface")
         assert await walk(client, p2p_off) == []
@@ -286,6 +287,8 @@ def test_sync_client_against_a_down_supernode_raises_sdk_errors(
 
 
 def test_sync_client_peer_to_peer_before_enabling_says_so(supernode: SupernodeProcess) -> None:
-    with SyncClient(supernode.grpc_target, Identity.generate(), unique("surface")) as client:
+    with SyncClient(
+        supernode.grpc_target, Identity.generate(), unique("surface"), config=FAST_FAIL
+    ) as client:
         client.create_account("Surface")
         assert walk_sync(client, p2p_off) == []

@@ -180,6 +180,6 @@ async def test_sdk_logout_and_revoke_sessions(
 def _token_of(client: Client) -> str:
     """The token the client holds for its current target (white box, for the test only)."""
     session = client._session
-    connection = session._connection(session._targets[session._current])
-    assert connection.token is not None
+    connection = session._targets[session._current].connection  # opened by its calls
+    assert connection is not None and connection.token is not None
     return connection.token

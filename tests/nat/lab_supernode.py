@@ -42,7 +42,9 @@ def start_supernode(
     command = server.python(
         "-m", "supernode.cli", "serve", "--data-dir", str(data_dir),
         "--listen", f"{server.address}:{GRPC_PORT}", "--metrics-listen", "127.0.0.1:0",
-        "--stun-listen", f"{server.address}:{STUN_PORT}", *args,
+        "--stun-listen", f"{server.address}:{STUN_PORT}",
+        # Plaintext on the lab's private network (namespaces on this host), intended.
+        "--tls-public-plaintext", *args,
     )  # fmt: skip
     process = server.popen(
         command,

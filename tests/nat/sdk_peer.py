@@ -17,7 +17,7 @@ import sys
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk import Client, Identity, P2PSettings, PeerConnection
+from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
 
 MIB = 1 << 20
@@ -29,7 +29,7 @@ def say(**fields: object) -> None:
 
 async def start(target: str, stun: str, handle: str) -> Client:
     host, port = stun.rsplit(":", 1)
-    client = Client([target], Identity.generate(), handle)
+    client = Client([target], Identity.generate(), handle, config=ClientConfig(plaintext=True))
     await client.create_account(handle)
     key = Ed25519PrivateKey.generate()
     await client.register_device("dev", transport_key=raw_public_key(key.public_key()), ttl=600)

@@ -170,6 +170,7 @@ async def session(sleeps: list[float]) -> AsyncIterator[Session]:
         sleeps.append(seconds)
 
     config = ClientConfig(
+        plaintext=True,
         max_attempts=3,
         backoff=Backoff(0.1, 1.0, 2.0, jitter=0.0, pushback_cap_seconds=5.0),
     )

@@ -53,7 +53,10 @@ async def session(sleeps: list[float]) -> AsyncIterator[Session]:
         sleeps.append(seconds)
 
     config = ClientConfig(
-        max_attempts=4, call_deadline_seconds=2.5, backoff=Backoff(0.1, 1.0, 2.0, jitter=0.0)
+        plaintext=True,
+        max_attempts=4,
+        call_deadline_seconds=2.5,
+        backoff=Backoff(0.1, 1.0, 2.0, jitter=0.0),
     )
     session = Session(
         TARGETS,
