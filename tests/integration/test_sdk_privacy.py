@@ -7,7 +7,7 @@ import pytest
 
 from client_sdk import Client, DeviceStatus, EventKind, Identity, KeyChanged, PinStore, Visibility
 from tests.integration.process import SupernodeProcess
-from tests.integration.sdk_support import Clients
+from tests.integration.sdk_support import TEST_CONFIG, Clients
 from tests.integration.waiting import eventually, within
 
 KEY = b"\x07" * 32
@@ -104,7 +104,7 @@ async def test_a_peer_follows_a_rotation_and_the_client_signs_with_the_new_key(
     stored = await alice.set_privacy(Visibility.EVERYONE)  # signed with the new key
     # Another client of the account whose clock is a minute behind (within the allowed
     # skew): its first seq is below the stored one, so it reads that and goes above.
-    laggard = Client(target, new, alice.handle, clock=lambda: time.time() - 60)
+    laggard = Client(target, new, alice.handle, config=TEST_CONFIG, clock=lambda: time.time() - 60)
     try:
         again = await laggard.set_privacy(Visibility.NOBODY)
         assert again.visibility is Visibility.NOBODY and again.seq == stored.seq + 1
