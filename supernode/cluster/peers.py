@@ -13,6 +13,7 @@ and message; a peer that cannot be reached is ``Unavailable`` naming the node.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -31,13 +32,26 @@ _ERROR_OF: dict[grpc.StatusCode, type[SupernodeError]] = {
     code: cls for cls, code in STATUS_OF.items() if issubclass(cls, SupernodeError)
 }
 _RENEW_BEFORE_MS = 60_000
+log = logging.getLogger(__name__)
 
 
 def remote_error(node: str, error: grpc.aio.AioRpcError) -> SupernodeError:
+    """The error a forwarded call's client gets for a peer's answer.
+
+    A peer's deliberate refusal keeps its status and message. What gRPC itself reports
+    (unreachable, timed out, a status no node sends) becomes UNAVAILABLE naming the node
+    only: gRPC's own details hold peer addresses and socket errors, which are the
+    operator's business (logged at DEBUG here), never a client's.
+    """
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"node {node} is unreachable ({code.name}: {error.details()})")
-    return _ERROR_OF.get(code, Unavailable)(error.details() or code.name)
+        log.debug("peer %s: %s: %s", node, code.name, error.details())
+        return Unavailable(f"node {node} is unreachable ({code.name}), retry")
+    refusal = _ERROR_OF.get(code)
+    if refusal is None:
+        log.debug("peer %s: %s: %s", node, code.name, error.details())
+        return Unavailable(f"node {node} failed to answer ({code.name}), retry")
+    return refusal(error.details() or code.name)
 
 
 class Peers:

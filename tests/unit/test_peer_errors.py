@@ -1,6 +1,7 @@
 """A peer's refusal comes back as the same status (supernode.cluster.peers.remote_error):
 a forwarded call's client sees the owner's status and message, whatever the code; only an
-unreachable peer (UNAVAILABLE, DEADLINE_EXCEEDED) becomes Unavailable naming the node."""
+unreachable peer (UNAVAILABLE, DEADLINE_EXCEEDED) or a status no node sends becomes
+Unavailable naming the node, without gRPC's own details (addresses, socket errors)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ def test_every_refusal_keeps_its_status_and_message(code: grpc.StatusCode) -> No
 
 @pytest.mark.parametrize("code", UNREACHABLE)
 def test_an_unreachable_peer_is_unavailable_and_named(code: grpc.StatusCode) -> None:
-    error = remote_error("node-b", refused(code, "connect failed"))
+    error = remote_error("node-b", refused(code, "ipv4:10.1.2.3:7701: connect failed"))
     assert isinstance(error, Unavailable) and "node-b" in str(error)
+    assert "10.1.2.3" not in str(error) and "connect failed" not in str(error)
 
 
 def test_a_status_we_never_send_is_unavailable_not_unknown() -> None:
-    error = remote_error("node-b", refused(grpc.StatusCode.DATA_LOSS, "?"))
-    assert status_of(error) is grpc.StatusCode.UNAVAILABLE
+    for code in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+        error = remote_error("node-b", refused(code, "Exception calling application: /x.sock"))
+        assert status_of(error) is grpc.StatusCode.UNAVAILABLE
+        assert "node-b" in str(error) and "x.sock" not in str(error)
