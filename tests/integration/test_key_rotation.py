@@ -1,8 +1,7 @@
 """Key rotation and privacy changes on a real node: what a rotation changes, and every bad
 SetPrivacy and RotateKey refused with its status and no stored byte changed."""
 
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,17 +14,10 @@ from tests.integration.conftest import new_user
 from tests.integration.privacy_support import CONTACTS, EVERYONE, privacy_request, set_privacy
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
-from tests.integration.test_bad_input import dump
+from tests.integration.test_bad_input import dump, expect
 from tests.integration.waiting import eventually
 
 Code = grpc.StatusCode
-
-
-async def expect(call: Awaitable[object], code: grpc.StatusCode, pattern: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    assert re.search(pattern, caught.value.details() or ""), caught.value.details()
 
 
 async def login_after_rotation(conn: DirectoryConnection, identity: Identity) -> None:
