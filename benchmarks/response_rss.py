@@ -14,8 +14,8 @@ call and its VmHWM (peak) after are read from /proc. Run from the repository roo
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -108,11 +108,15 @@ async def measure(data: Path, flags: list[str]) -> str:
 
 
 def main() -> None:
-    what, data = sys.argv[1], Path(sys.argv[2])
-    if what == "populate":
-        asyncio.run(populate(data))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["populate", "measure"])
+    parser.add_argument("data", type=Path, help="the node's data directory")
+    parser.add_argument("serve_flags", nargs=argparse.REMAINDER, help="more serve flags")
+    arguments = parser.parse_args()
+    if arguments.what == "populate":
+        asyncio.run(populate(arguments.data))
     else:
-        print(asyncio.run(measure(data, sys.argv[3:])))
+        print(asyncio.run(measure(arguments.data, arguments.serve_flags)))
 
 
 if __name__ == "__main__":
