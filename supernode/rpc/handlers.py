@@ -46,6 +46,10 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.Aborted: grpc.StatusCode.ABORTED,
 }
 
+# Trailing metadata on every refusal a handler of ours makes (see _refusal); a worker strips
+# it before relaying, so a client never sees it.
+REFUSAL_METADATA = "supernode-refusal"
+
 RequestT = TypeVar("RequestT", bound=Message)
 Behavior = Callable[
     [RequestT, grpc.aio.ServicerContext], bytes | Message | Awaitable[bytes | Message]
@@ -83,14 +87,22 @@ def _lane(method: str, shedding: Shedding | None) -> Lane | None:
 def _refusal(
     exc: Exception, context: grpc.aio.ServicerContext, count_shed: Callable[[], None]
 ) -> tuple[grpc.StatusCode, str]:
-    """The status and message of a refusal; one to retry later also gets the retry hint."""
+    """The status and message of a refusal; one to retry later also gets the retry hint.
+
+    Every refusal is marked as the node's own (:data:`REFUSAL_METADATA`), so a worker
+    relaying it can tell the primary's deliberate UNAVAILABLE ("resume to resync") from
+    gRPC's (the primary is gone), which it must not pass on with gRPC's internal details."""
     message = str(exc)
+    # Added to what the handler set already (a presence answer's epoch trailer).
+    trailing: tuple[tuple[str, str | bytes], ...] = (
+        *(context.trailing_metadata() or ()),
+        (REFUSAL_METADATA, "1"),
+    )
     if isinstance(exc, errors.RetryLater):
         if isinstance(exc, Overloaded):
             count_shed()
-        context.set_trailing_metadata(
-            retry_metadata(message, exc.retry_after_ms, exc.reason, **exc.about)
-        )
+        trailing += retry_metadata(message, exc.retry_after_ms, exc.reason, **exc.about)
+    context.set_trailing_metadata(trailing)
     return status_of(exc), message
 
 

@@ -32,6 +32,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
 from supernode.rpc.cutoff import Cutoff
+from supernode.rpc.handlers import REFUSAL_METADATA
 from supernode.rpc.source import PEER_METADATA
 from supernode.workers.gate import secret_metadata, without_secret
 
@@ -82,11 +83,16 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
 
 
 async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
-    if exc.code() in _NOT_ANSWERED:
+    """Pass on the primary's own refusal as it made it; anything gRPC reports instead (no
+    primary, a broken socket, a status our handlers never send) is one UNAVAILABLE without
+    gRPC's details (they name the private socket)."""
+    trailing = tuple(exc.trailing_metadata() or ())
+    deliberate = any(key == REFUSAL_METADATA for key, _ in trailing)
+    if exc.code() in _NOT_ANSWERED and not deliberate:
         await context.abort(grpc.StatusCode.UNAVAILABLE, PRIMARY_UNAVAILABLE)
-    trailing = exc.trailing_metadata()
-    if trailing:
-        context.set_trailing_metadata(tuple(trailing))
+    kept = tuple((key, value) for key, value in trailing if key != REFUSAL_METADATA)
+    if kept:
+        context.set_trailing_metadata(kept)
     await context.abort(exc.code(), exc.details() or "")
 
 

@@ -14,6 +14,7 @@ import pytest
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
 from supernode.internal.v1.replication_pb2_grpc import ReplicationServiceStub
 from supernode.revocations import Revocations
+from supernode.rpc.handlers import REFUSAL_METADATA
 from supernode.store import Store
 from supernode.transport import UPSTREAM_WINDOW_BYTES, open_upstream
 from supernode.workers.gate import SECRET_METADATA
@@ -51,6 +52,9 @@ class StandInPrimary:
             if request == b"missing":
                 context.set_trailing_metadata((("why", "no such thing"),))
                 await context.abort(grpc.StatusCode.NOT_FOUND, "handle: no account 'missing'")
+            if request == b"resync":  # a refusal of ours: supernode.rpc.handlers marks it
+                context.set_trailing_metadata(((REFUSAL_METADATA, "1"),))
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "watched account changed")
             if request == b"large":
                 return LARGE
             return request[::-1]
@@ -148,6 +152,13 @@ async def test_unary_bytes_metadata_deadline_and_errors_pass_through(
     assert refused.value.details() == "handle: no account 'missing'"
     assert ("why", "no such thing") in tuple(refused.value.trailing_metadata() or ())
     assert after == [path(UNARY)]  # not after a failure
+    # The primary's own UNAVAILABLE keeps its message (only gRPC's is replaced), and the
+    # mark that tells them apart stays between the node's processes.
+    with pytest.raises(grpc.aio.AioRpcError) as own:
+        await call(b"resync", timeout=30)
+    assert own.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert own.value.details() == "watched account changed"
+    assert REFUSAL_METADATA not in dict(own.value.trailing_metadata() or ())
 
 
 async def test_server_stream_passes_through_and_cancelling_reaches_the_primary(
