@@ -46,7 +46,7 @@ from supernode.rendezvous.stun import source_limiter, start_stun
 from supernode.rendezvous.tickets import Endpoint, TicketAuthority
 from supernode.revocations import Revocations, RevocationSink, StoredRevocations
 from supernode.rpc.directory import DirectoryApi
-from supernode.rpc.handlers import ServiceHandlers, register_services
+from supernode.rpc.handlers import ServiceHandlers, merge_services, register_services
 from supernode.rpc.rendezvous import RendezvousApi
 from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
@@ -229,11 +229,12 @@ class Supernode:
         feed = ChangeFeed(store.sequence())
         store.on_commit = feed.publish
         secret = new_secret()  # per start: handed to each worker on its stdin
-        gate = PrivateGate(secret, self.metrics.private_calls_refused.inc)
-        private = transport.new_server(self.config, reuse_port=False, interceptors=(gate,))
+        private = transport.new_server(self.config, reuse_port=False)
         address = private_address()
         transport.bind(private, address, "the workers' private socket")
-        register_services(private, *apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
+        services = merge_services(*apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
+        gate = PrivateGate(services, secret, self.metrics.private_calls_refused.inc)
+        private.add_generic_rpc_handlers((gate,))
         await private.start()
         self._private = private
         self._workers = WorkerPool(

@@ -16,8 +16,6 @@ TLS (explicit plaintext, ``supernode.tls``) every port and channel is plaintext.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import grpc
 
 from supernode.config import Config, ServerSettings
@@ -79,14 +77,8 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def new_server(
-    config: Config, *, reuse_port: bool, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-) -> grpc.aio.Server:
-    """``interceptors``: only the workers' private socket has one (its secret's gate,
-    ``supernode.workers.gate``); public calls go through bound wrappers instead."""
-    return grpc.aio.server(
-        options=server_options(config, reuse_port=reuse_port), interceptors=list(interceptors)
-    )
+def new_server(config: Config, *, reuse_port: bool) -> grpc.aio.Server:
+    return grpc.aio.server(options=server_options(config, reuse_port=reuse_port))
 
 
 def bind(server: grpc.aio.Server, address: str, what: str) -> int:

@@ -251,12 +251,18 @@ def stream_stream_handler(
 ServiceHandlers = dict[str, dict[str, grpc.RpcMethodHandler]]
 
 
-def register_services(server: grpc.aio.Server, *parts: ServiceHandlers) -> list[str]:
-    """Register method handlers (several parts may add methods to one service)."""
+def merge_services(*parts: ServiceHandlers) -> ServiceHandlers:
+    """One table of method handlers from several parts (which may add to one service)."""
     services: ServiceHandlers = {}
     for part in parts:
         for service, methods in part.items():
             services.setdefault(service, {}).update(methods)
+    return services
+
+
+def register_services(server: grpc.aio.Server, *parts: ServiceHandlers) -> list[str]:
+    """Register method handlers (several parts may add methods to one service)."""
+    services = merge_services(*parts)
     for service, methods in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
         server.add_registered_method_handlers(service, methods)
