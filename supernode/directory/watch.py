@@ -72,7 +72,7 @@ class Subscription:
     handles: frozenset[str]
     wake: Callable[[], None]
     bounds: QueueBounds
-    cut: Callable[[], None] = lambda: None  # ends a stream stuck writing (rpc.cutoff)
+    cut: Callable[[], None] = lambda: None  # frees a stream perhaps stuck writing (rpc.watch)
     pending: deque[ChangeEvent] = field(default_factory=deque)
     pending_bytes: int = 0
     overflowed: bool = False

@@ -212,8 +212,8 @@ async def _observed(
     except errors.REFUSALS as exc:
         code, message = _refusal(exc, context, count_shed)
     except (asyncio.CancelledError, GeneratorExit):
-        # The client went away, or the stream was cut off (rpc.cutoff) while gRPC was
-        # writing to it: then gRPC closes this generator where it yielded.
+        # The client went away (or the call ended otherwise while this generator waited
+        # in a yield: gRPC then closes it there).
         code = grpc.StatusCode.CANCELLED
         raise
     except Exception:

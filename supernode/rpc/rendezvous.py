@@ -30,7 +30,6 @@ from supernode.rendezvous.relay import RelayHub, RelaySession, RelaySide
 from supernode.rendezvous.signaling import Answer, Switchboard, not_listening
 from supernode.rendezvous.tickets import Endpoint
 from supernode.rpc.auth import session_of
-from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.handlers import (
     ServiceHandlers,
     server_stream_handler,
@@ -113,16 +112,19 @@ class RendezvousApi:
         offers: deque[pb.IncomingOffer] = deque()
         ended: list[SupernodeError] = []
         news = asyncio.Event()
-        cutoff = Cutoff()
 
         def deliver(offer: pb.IncomingOffer) -> None:
             offers.append(offer)
             news.set()
 
         def end(error: SupernodeError) -> None:
+            # Cut off, replaced or shutting down, perhaps while gRPC is stuck writing to a
+            # client that does not read: the offers waiting here are dropped now (the
+            # switchboard has let go of the listener); the stream ends with the error once
+            # gRPC takes the message in hand (see rpc.watch for why not sooner).
             ended.append(error)
+            offers.clear()
             news.set()
-            cutoff.arm()  # stuck writing to a client that does not read: cancelled
 
         listener = self._switchboard.listen(
             Endpoint(session.handle, request.device_id), deliver, end
@@ -143,7 +145,6 @@ class RendezvousApi:
                     if ended:
                         raise ended[0]
         finally:
-            cutoff.disarm()
             self._switchboard.stop_listening(listener)
 
     async def connect(self, request: pb.ConnectRequest, context: Context) -> pb.ConnectResponse:
@@ -215,7 +216,6 @@ class RendezvousApi:
         ended: list[SupernodeError | None] = []
         paired: list[bool] = []
         news = asyncio.Event()
-        cutoff = Cutoff()  # ended while stuck writing to a side that does not read
 
         def ready() -> None:
             paired.append(True)
@@ -230,8 +230,9 @@ class RendezvousApi:
 
         def end(error: SupernodeError | None) -> None:
             ended.append(error)
+            outbound.clear()  # what waits for a side that may not read is dropped now
+            queued[0] = 0
             news.set()
-            cutoff.arm()
 
         hub = self._relay
         relay, index = hub.join(
@@ -265,7 +266,6 @@ class RendezvousApi:
                 await news.wait()
                 news.clear()
         finally:
-            cutoff.disarm()
             reader.cancel()
             # The other side ends for the same reason (limits), or cleanly if this one left.
             hub.leave(relay, index, ended[0] if ended else None)

@@ -10,12 +10,11 @@ from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle
 from supernode.directory.presence import Change
 from supernode.directory.privacy import Privacy
-from supernode.directory.watch import ChangeEvent, WatchHub
+from supernode.directory.watch import ChangeEvent, Subscription, WatchHub
 from supernode.errors import ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
-from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.directory import PRESENCE_SERVICE, PresenceApi, settled
 from supernode.rpc.handlers import server_stream_handler
 from supernode.rpc.source import RateGates
@@ -37,6 +36,11 @@ def change_message(epoch: str, event: ChangeEvent) -> bytes:
     if event.device is not None:
         change.device.ParseFromString(event.device)
     return pb.WatchEvent(epoch=epoch, revision=event.revision, change=change).SerializeToString()
+
+
+_TOO_SLOW = (
+    "watch: consumer too slow, events were dropped; reconnect with the last position to resume"
+)
 
 
 class WatchApi:
@@ -72,16 +76,29 @@ class WatchApi:
             raise Unavailable("watch: supernode shutting down, reconnect elsewhere")
         news = asyncio.Event()
         hub = self._hub
-        cutoff = Cutoff()  # a watcher cut off while stuck writing is cancelled
+        held: list[Subscription] = []
+
+        def cut() -> None:
+            # Cut off (too slow, stalled), perhaps while gRPC is stuck writing to a client
+            # that does not read: what the watch holds is freed now; the stream ends with
+            # RESOURCE_EXHAUSTED as soon as gRPC takes the message in hand (the client
+            # reads again) or the connection ends. (Neither cancelling this task nor
+            # aborting the call from another one works while a write is pending: grpc.aio
+            # then sends no status at all, and the client would wait for ever.)
+            news.set()
+            for subscription in held:
+                hub.unsubscribe(subscription)
+
         start = hub.subscribe(
             session.session_id,
             request.handles,
             news.set,
             epoch=request.epoch,
             revision=request.revision,
-            cut=cutoff.arm,
+            cut=cut,
         )
         subscription = start.subscription
+        held.append(subscription)
         caller, privacy = session.handle, self._privacy
         try:
             if start.resumed:
@@ -118,10 +135,7 @@ class WatchApi:
                 if subscription.interrupted:
                     raise Unavailable(f"watch: {subscription.interrupted}; resume to resync")
                 if subscription.overflowed:
-                    raise ResourceExhausted(
-                        "watch: consumer too slow, events were dropped; "
-                        "reconnect with the last position to resume"
-                    )
+                    raise ResourceExhausted(_TOO_SLOW)
                 for event in subscription.drain():
                     if not privacy.may_see(caller, event.handle):
                         self._metrics.count_hidden("Watch")
@@ -129,7 +143,6 @@ class WatchApi:
                     yield change_message(hub.epoch, event)
                     self._metrics.notification_delay.observe(time.monotonic() - event.committed_at)
         finally:
-            cutoff.disarm()
             hub.unsubscribe(subscription)
 
     def method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:

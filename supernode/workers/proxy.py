@@ -18,9 +18,9 @@ Back-pressure crosses the worker: a stream relay reads the primary's next respon
 once the client has taken the last one, and the channel to the primary receives into a
 fixed window (:func:`supernode.transport.open_upstream`), so a client that stops reading
 stalls the primary's writes, as it would on one process, and the primary's own bounds (a
-watcher's queue) act. When the primary ends a stream (it cut off a watcher or a listener
-that did not read), the relay is given a few seconds to pass the end on and is then
-cancelled (``supernode.rpc.cutoff``): it would otherwise wait for that client forever.
+watcher's queue) act. A watcher or listener the primary cut off for not reading is freed
+on the primary at once; its stream ends, through this relay, when the client reads again
+(or its connection ends): a stuck relay holds the window and one message, nothing more.
 """
 
 from __future__ import annotations
@@ -31,13 +31,9 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
-from supernode.rpc.cutoff import Cutoff
 from supernode.rpc.handlers import REFUSAL_METADATA
 from supernode.rpc.source import PEER_METADATA
 from supernode.workers.gate import secret_metadata, without_secret
-
-# How long a relay may take to pass on the end of a stream the primary ended.
-_RELAY_END_GRACE_S = 5.0
 
 
 # Headers gRPC sets itself (reserved grpc-*, pseudo-headers, user-agent) are not
@@ -82,18 +78,31 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else max(0.0, remaining)
 
 
-async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
-    """Pass on the primary's own refusal as it made it; anything gRPC reports instead (no
+Trailer = tuple[str, str | bytes]
+
+
+def relayed_status(
+    code: grpc.StatusCode, details: str, trailing: Iterable[Trailer]
+) -> tuple[grpc.StatusCode, str, tuple[Trailer, ...]]:
+    """What a client gets for the primary's final status: the primary's own refusal as it
+    made it (less the mark that tells it is one); anything gRPC reports instead (no
     primary, a broken socket, a status our handlers never send) is one UNAVAILABLE without
     gRPC's details (they name the private socket)."""
-    trailing = tuple(exc.trailing_metadata() or ())
+    trailing = tuple(trailing)
     deliberate = any(key == REFUSAL_METADATA for key, _ in trailing)
-    if exc.code() in _NOT_ANSWERED and not deliberate:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, PRIMARY_UNAVAILABLE)
+    if code in _NOT_ANSWERED and not deliberate:
+        return grpc.StatusCode.UNAVAILABLE, PRIMARY_UNAVAILABLE, ()
     kept = tuple((key, value) for key, value in trailing if key != REFUSAL_METADATA)
-    if kept:
-        context.set_trailing_metadata(kept)
-    await context.abort(exc.code(), exc.details() or "")
+    return code, details, kept
+
+
+async def _relay_error(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
+    code, details, trailing = relayed_status(
+        exc.code(), exc.details() or "", exc.trailing_metadata() or ()
+    )
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    await context.abort(code, details)
 
 
 class Forwarder:
@@ -163,12 +172,8 @@ async def _responses(call: Any, context: grpc.aio.ServicerContext) -> AsyncItera
     """The primary's responses, then its status (an error status ends the client's call
     with the same code, details and trailing metadata). ``call``: a grpc.aio streaming
     call (an async iterator of responses with ``add_done_callback``)."""
-    cutoff = Cutoff(_RELAY_END_GRACE_S)
-    call.add_done_callback(lambda _: cutoff.arm())
     try:
         async for response in call:
             yield response
     except grpc.aio.AioRpcError as exc:
         await _relay_error(context, exc)
-    finally:
-        cutoff.disarm()
