@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 
 from benchmarks.systems.process import ServerProcess
+from benchmarks.systems.supernode import plaintext_flags
 from client_sdk.identity import Identity
 from client_sdk.protocol.signing import LOGIN_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
@@ -66,7 +67,8 @@ class Node:
             command = ["env", f"PYTHONPATH={self.tree}", sys.executable, "-m", "supernode.cli"]
             args = _without_rate_flags(args)
         self.argv = [
-            *command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+            *command, "serve", *plaintext_flags(self.tree),
+            "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
             "--metrics-listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", *args,
         ]  # fmt: skip
         self.process: ServerProcess | None = None

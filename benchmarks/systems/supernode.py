@@ -37,6 +37,15 @@ READY = re.compile(r"supernode ready (\{.*\})")
 _READY_TIMEOUT_S = 600.0
 
 
+def plaintext_flags(tree: Path | None) -> list[str]:
+    """Plaintext on loopback, as every baseline was measured; said explicitly, as a node
+    requires since TLS came (``tree``: an older checkout without supernode/tls.py, which
+    knows no such flag)."""
+    if tree is not None and not (tree / "supernode" / "tls.py").exists():
+        return []
+    return ["--tls-plaintext"]
+
+
 def workload_name(batch: int) -> str:
     return "lookup" if batch == 1 else f"lookup-many-{batch}"
 
@@ -98,13 +107,7 @@ def server_argv(data_dir: Path, workers: int, tree: Path | None = None) -> list[
         command = [sys.executable, "-m", "supernode.cli"]
     # Rate limits off by the environment (an older checkout ignores the variable): one
     # benchmark client drives the load of thousands of users from one address.
-    # Plaintext on loopback, as every baseline was measured; said explicitly, as a node
-    # requires since TLS came (an older checkout without supernode/tls.py knows no flag).
-    plaintext = (
-        []
-        if tree is not None and not (tree / "supernode" / "tls.py").exists()
-        else ["--tls-plaintext"]
-    )
+    plaintext = plaintext_flags(tree)
     return [
         "env", "SUPERNODE_RATE_ENABLED=false",
         *command,
