@@ -1,7 +1,7 @@
 """The ``supernode.v1`` account, session and presence services."""
 
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeAlias, TypeVar
 
 import grpc
@@ -19,7 +19,7 @@ from supernode.overload import Shedding
 from supernode.revocations import RevocationSink
 from supernode.rpc.auth import session_of
 from supernode.rpc.handlers import unary_handler
-from supernode.rpc.source import RateGates
+from supernode.rpc.source import CallGate, RateGates
 from supernode.sessions import SessionAuthority
 
 ACCOUNT_SERVICE = "supernode.v1.AccountService"
@@ -211,19 +211,29 @@ class DirectoryApi:
         return pb.GetChallengeResponse(challenge=challenge, expires_at_ms=expires_at_ms)
 
     def login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
-        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
+        issued = self._redeemed(self._login_gate, request, context, self._sessions.login)
+        return pb.LoginResponse(token=issued.token, expires_at_ms=issued.expires_at_ms)
+
+    def _redeemed(
+        self,
+        gate: CallGate,
+        request: pb.LoginRequest | pb.RevokeSessionsRequest,
+        context: Context,
+        redeem: Callable[[str, bytes, bytes, bytes], T],
+    ) -> T:
+        """``redeem`` a challenge signed with the account key, within the caller's limits:
+        the handle is checked before it keys a bucket (bounded in size), a locked-out
+        caller gets no signature check, and a failed one counts towards the lockout."""
+        check_handle("handle", request.handle)
         source = self._gates.source(context)
-        self._login_gate.check(context, request.handle)
-        self._failures.check(source, request.handle)  # locked out: no signature check
+        gate.check(context, request.handle)
+        self._failures.check(source, request.handle)
         account_key = self._accounts.account_key(request.handle)
         try:
-            issued = self._sessions.login(
-                request.handle, request.challenge, request.signature, account_key
-            )
+            return redeem(request.handle, request.challenge, request.signature, account_key)
         except (Unauthenticated, PermissionDenied):
             self._failures.failed(source, request.handle)
             raise
-        return pb.LoginResponse(token=issued.token, expires_at_ms=issued.expires_at_ms)
 
     def _sink(self) -> RevocationSink:
         if self._revoker is None:
@@ -240,18 +250,7 @@ class DirectoryApi:
     async def revoke_sessions(
         self, request: pb.RevokeSessionsRequest, context: Context
     ) -> pb.RevokeSessionsResponse:
-        check_handle("handle", request.handle)  # before it keys a bucket: bounded in size
-        source = self._gates.source(context)
-        self._revoke_gate.check(context, request.handle)
-        self._failures.check(source, request.handle)  # locked out: no signature check
-        account_key = self._accounts.account_key(request.handle)
-        try:
-            revocation = self._sessions.revoke_all(
-                request.handle, request.challenge, request.signature, account_key
-            )
-        except (Unauthenticated, PermissionDenied):
-            self._failures.failed(source, request.handle)
-            raise
+        revocation = self._redeemed(self._revoke_gate, request, context, self._sessions.revoke_all)
         await self._sink().publish(revocation)
         self._metrics.sessions_revoked.labels("account").inc()
         return pb.RevokeSessionsResponse(revoked_before_ms=revocation.cutoff_ms)
