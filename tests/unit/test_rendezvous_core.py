@@ -58,13 +58,23 @@ def test_ticket_binds_two_devices_and_expires(tickets: TicketAuthority, clock: C
         tickets.verify(raw)
 
 
-def switchboard(tickets: TicketAuthority, clock: Clock, live: set[Endpoint]) -> Switchboard:
+def switchboard(
+    tickets: TicketAuthority,
+    clock: Clock,
+    live: set[Endpoint] | None = None,
+    *,
+    offer_rate: float = 1,
+    offer_burst: int = 2,
+    **bounds: int,
+) -> Switchboard:
+    """``live``: the devices that may listen (None: every device)."""
     return Switchboard(
         tickets,
-        TokenBuckets(rate=1, burst=2, clock=clock.seconds),
-        is_live=lambda h, d: Endpoint(h, d) in live,
+        TokenBuckets(rate=offer_rate, burst=offer_burst, clock=clock.seconds),
+        is_live=lambda h, d: live is None or Endpoint(h, d) in live,
         clock_ms=clock.ms,
         answer_timeout_ms=5_000,
+        **bounds,
     )
 
 
@@ -166,12 +176,11 @@ def test_relay_sweeps_idle_and_abandoned_sessions(tickets: TicketAuthority, cloc
 def test_offers_unread_by_a_listener_are_bounded_in_bytes(
     tickets: TicketAuthority, clock: Clock
 ) -> None:
-    board = Switchboard(
+    board = switchboard(
         tickets,
-        TokenBuckets(rate=1000, burst=1000, clock=clock.seconds),
-        is_live=lambda h, d: True,
-        clock_ms=clock.ms,
-        answer_timeout_ms=5_000,
+        clock,
+        offer_rate=1000,
+        offer_burst=1000,
         max_queued_bytes=150_000,
         max_node_queued_bytes=1 << 20,
     )
@@ -192,12 +201,11 @@ def test_offers_unread_by_a_listener_are_bounded_in_bytes(
 def test_offers_unread_on_the_node_are_bounded_and_retried_later(
     tickets: TicketAuthority, clock: Clock
 ) -> None:
-    board = Switchboard(
+    board = switchboard(
         tickets,
-        TokenBuckets(rate=1000, burst=1000, clock=clock.seconds),
-        is_live=lambda h, d: True,
-        clock_ms=clock.ms,
-        answer_timeout_ms=5_000,
+        clock,
+        offer_rate=1000,
+        offer_burst=1000,
         max_queued_bytes=130_000,
         max_node_queued_bytes=150_000,
     )
