@@ -191,15 +191,11 @@ class DirectoryConnection:
     async def login(
         self, identity: Identity, handle: str, *, deadline: float | None = None
     ) -> pb.LoginResponse:
-        challenge = await self.sessions.GetChallenge(
-            pb.GetChallengeRequest(handle=handle), timeout=deadline
+        challenge, signature = await self._signed_challenge(
+            identity, handle, LOGIN_DOMAIN, deadline
         )
         response: pb.LoginResponse = await self.sessions.Login(
-            pb.LoginRequest(
-                handle=handle,
-                challenge=challenge.challenge,
-                signature=identity.sign(LOGIN_DOMAIN, challenge.challenge),
-            ),
+            pb.LoginRequest(handle=handle, challenge=challenge, signature=signature),
             timeout=deadline,
         )
         self.token = response.token
@@ -215,19 +211,25 @@ class DirectoryConnection:
     ) -> pb.RevokeSessionsResponse:
         """End every session of ``handle`` issued until now, on every device: proven by
         signing a fresh challenge with the account key (no token needed)."""
-        challenge = await self.sessions.GetChallenge(
-            pb.GetChallengeRequest(handle=handle), timeout=deadline
+        challenge, signature = await self._signed_challenge(
+            identity, handle, REVOKE_SESSIONS_DOMAIN, deadline
         )
         response: pb.RevokeSessionsResponse = await self.sessions.RevokeSessions(
-            pb.RevokeSessionsRequest(
-                handle=handle,
-                challenge=challenge.challenge,
-                signature=identity.sign(REVOKE_SESSIONS_DOMAIN, challenge.challenge),
-            ),
+            pb.RevokeSessionsRequest(handle=handle, challenge=challenge, signature=signature),
             timeout=deadline,
         )
         self.token = None
         return response
+
+    async def _signed_challenge(
+        self, identity: Identity, handle: str, domain: bytes, deadline: float | None
+    ) -> tuple[bytes, bytes]:
+        """A fresh challenge for ``handle`` and its signature for ``domain`` (the proof of
+        holding the account key that Login and RevokeSessions ask for)."""
+        challenge = await self.sessions.GetChallenge(
+            pb.GetChallengeRequest(handle=handle), timeout=deadline
+        )
+        return challenge.challenge, identity.sign(domain, challenge.challenge)
 
     async def register_device(
         self, signed: pb.SignedDeviceRecord, *, deadline: float | None = None
