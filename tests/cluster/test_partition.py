@@ -135,7 +135,12 @@ async def test_an_unregister_during_a_partition_healed_after_retention_stays(
         connections = await quorum_connections(cluster.targets)  # a reader on every node
         await user.client.register_device("phone", transport_key=TRANSPORT_KEY, ttl=TTL)
         net.cut(2)  # C keeps its live copy; A and B bury it; C's hint waits on A
-        assert await user.client.unregister_device("phone")
+        # Acknowledged (it raises otherwise). Whether it reports the device as still there
+        # is not what this test is about: the client itself can reach C, and an attempt
+        # coordinated by C (applied there, no quorum behind the cut) that the SDK then
+        # retries elsewhere may find the device already buried (seen: False in about half
+        # of the runs, at c9ff798 as well).
+        await user.client.unregister_device("phone")
         await user.client.close()
         await asyncio.sleep(6)  # past the lease and the tombstone retention (4 s)
         net.heal(2)
