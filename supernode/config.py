@@ -102,7 +102,7 @@ class ServerSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSettings:
-    """Cluster membership (ARCHITECTURE.md section 4). No etcd endpoints: a node alone,
+    """Cluster membership (docs/architecture.md section 5). No etcd endpoints: a node alone,
     zero config, exactly as without a cluster."""
 
     # Comma-separated host:port of the etcd members (one for development, 3 or 5 in

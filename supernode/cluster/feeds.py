@@ -11,7 +11,7 @@ this node follows, so nothing was missed and a join does not make every watcher 
 cluster take a snapshot.
 
 Step 1 streams every change to every node (cost grows with nodes x writes); per-handle
-interest at the replicas, as ARCHITECTURE.md section 4 describes, comes with replication.
+interest at the replicas, as docs/architecture.md section 5 describes, comes with replication.
 """
 
 from __future__ import annotations
