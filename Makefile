@@ -40,7 +40,7 @@ test: gen
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-workers
 
-## The integration suite against nodes of two processes (supernode serve --workers 2), ~4 min.
+## The integration tests again, their nodes serving with --workers 2 (tests/integration/conftest.py).
 test-workers: gen
 	SUPERNODE_TEST_WORKERS=2 timeout 1200 $(BIN)/pytest -q tests/integration
 

@@ -10,6 +10,23 @@ from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import Clients, open_clients
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the workers run, keep only the tests whose nodes ``SUPERNODE_TEST_WORKERS`` changes.
+
+    ``make test`` runs this suite twice, the second time with every node of ``start_supernode``
+    serving through workers. A test that starts no node through that fixture (benchmarks,
+    the wheel, the fuzzer's own node, the README's commands) would run exactly as it did the
+    first time, so it is deselected rather than paid for twice.
+    """
+    if not os.environ.get("SUPERNODE_TEST_WORKERS"):
+        return
+    kept = [item for item in items if "start_supernode" in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if item not in kept]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 @pytest.fixture
 def start_supernode(tmp_path: Path) -> Iterator[Callable[..., SupernodeProcess]]:
     """Start supernodes (on ``tmp_path/data`` unless told otherwise); all killed at the end."""
