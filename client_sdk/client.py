@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -29,11 +30,13 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_sdk.coalesce import Coalescer
 from client_sdk.config import ClientConfig
 from client_sdk.convert import privacy_from_pb, privacy_to_pb, search_result_from_pb
 from client_sdk.errors import (
     AlreadyExists,
     Closed,
+    NotFound,
     SignatureError,
     Stale,
     SupernodeError,
@@ -47,7 +50,9 @@ from client_sdk.p2p.errors import PeerOffline, PeerToPeerNotEnabled
 from client_sdk.p2p.listener import Listener
 from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer
 from client_sdk.pins import PinStore
+from client_sdk.protocol.errors import InvalidField
 from client_sdk.protocol.v1 import directory_pb2 as pb
+from client_sdk.protocol.validation import check_handle
 from client_sdk.renewal import DeviceLease, DeviceSpec
 from client_sdk.session import Session
 from client_sdk.transport import DirectoryConnection, sign_privacy, sign_rotation
@@ -147,6 +152,15 @@ class Client:
         self._closed = False
         self._p2p: P2PAgent | None = None
         self._privacy_seq = 0  # the last privacy seq this client stored
+        # Concurrent lookups share LookupMany calls, one batch per consistency level.
+        self._lookups = {
+            consistency: Coalescer[str, Presence](
+                functools.partial(self._lookup_batch, consistency=consistency),
+                max_batch=self.config.lookup_batch_max,
+                window_seconds=self.config.lookup_batch_window_seconds,
+            )
+            for consistency in Consistency
+        }
 
     @property
     def handle(self) -> str:
@@ -451,9 +465,18 @@ class Client:
 
     async def lookup(self, handle: str, consistency: Consistency = Consistency.ONE) -> Presence:
         """A handle's account and live devices, every record verified; ``NotFound`` if
-        there is no such account. ``consistency``: how many replicas to read (a cluster)."""
-        self._check_open()
+        there is no such account. ``consistency``: how many replicas to read (a cluster).
 
+        Lookups made concurrently (in one turn of the event loop, or within
+        ``config.lookup_batch_window_seconds``) go to the supernode as one ``LookupMany``
+        (``client_sdk.coalesce``); each caller still gets its own answer or error. A handle
+        that breaks the handle rules is sent alone, so it fails by itself."""
+        self._check_open()
+        if self.config.coalesce_lookups and _valid_handle(handle):
+            return await self._lookups[consistency].load(handle)
+        return await self._lookup_one(handle, consistency)
+
+    async def _lookup_one(self, handle: str, consistency: Consistency) -> Presence:
         def lookup_at(quorum: bool) -> Callable[[DirectoryConnection, float], Awaitable[Presence]]:
             async def lookup(connection: DirectoryConnection, deadline: float) -> Presence:
                 response = await connection.lookup(handle, deadline=deadline, quorum=quorum)
@@ -468,6 +491,23 @@ class Client:
             quorum = True
         self._reads.remember(presence, settled=quorum)
         return presence
+
+    async def _lookup_batch(
+        self, handles: list[str], consistency: Consistency
+    ) -> dict[str, Presence | Exception]:
+        """One coalesced batch: a lone handle keeps the single call (routed straight to a
+        replica of it), several go in one ``LookupMany``."""
+        if len(handles) == 1:
+            (handle,) = handles
+            try:
+                return {handle: await self._lookup_one(handle, consistency)}
+            except SupernodeError as error:
+                return {handle: error}
+        found = await self.lookup_many(handles, consistency)
+        return {
+            handle: NotFound(f"handle: no account {handle!r}") if presence is None else presence
+            for handle, presence in found.items()
+        }
 
     async def lookup_many(
         self, handles: Sequence[str], consistency: Consistency = Consistency.ONE
@@ -641,6 +681,8 @@ class Client:
 
     async def _close(self, *, logout: bool) -> None:
         self._closed = True
+        for lookups in self._lookups.values():
+            await lookups.close()
         for watch in list(self._watches):
             await watch.close()
         leases = list(self._leases.values())
@@ -665,3 +707,11 @@ class Client:
                 await self._session.logout()
         finally:
             await self._session.close()
+
+
+def _valid_handle(handle: str) -> bool:
+    try:
+        check_handle("handle", handle)
+    except InvalidField:
+        return False
+    return True

@@ -73,6 +73,13 @@ class ClientConfig:
             system's roots by default, or a CA file or bytes, or pinned fingerprints.
         plaintext: no TLS at all, for a development supernode run with
             ``--tls-plaintext``; tokens and lookups then cross the network readable.
+        coalesce_lookups: send concurrent ``lookup`` calls as one ``LookupMany``
+            (``client_sdk.coalesce``); False: one ``Lookup`` call each.
+        lookup_batch_window_seconds: how long a lookup waits for others to share its
+            batch, the bound on the latency coalescing adds; 0 (the default): only the
+            lookups made in the same turn of the event loop.
+        lookup_batch_max: handles per coalesced ``LookupMany`` (at most the server's
+            ``max_lookup_many``, 1000 by default).
     """
 
     call_deadline_seconds: float = 5.0
@@ -97,12 +104,20 @@ class ClientConfig:
     # unless asked.
     tls: Tls = field(default_factory=Tls)
     plaintext: bool = False
+    # Concurrent lookups share one LookupMany: a contact list opening costs one call.
+    coalesce_lookups: bool = True
+    lookup_batch_window_seconds: float = 0.0
+    lookup_batch_max: int = 100
 
     def __post_init__(self) -> None:
         if self.plaintext and not self.tls.default:
             raise ValueError("plaintext=True and tls: choose one")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not 1 <= self.lookup_batch_max <= 1000:
+            raise ValueError("lookup_batch_max must be between 1 and 1000")
+        if not 0 <= self.lookup_batch_window_seconds <= 1:
+            raise ValueError("lookup_batch_window_seconds must be between 0 and 1")
         if self.call_deadline_seconds <= 0:
             raise ValueError("call_deadline_seconds must be positive")
         if self.watch_buffer < 1:

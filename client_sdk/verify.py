@@ -4,8 +4,9 @@ A supernode stores and serves device records but cannot sign them: each record i
 its account key, and the account key is pinned on first use (``client_sdk.pins``). So for
 every record we check, in this order: the account is the one we asked for, its key is the
 pinned one, the signature verifies with it (the same ``signature_is_valid`` and domain the
-supernode uses on write), and the record names the handle (and device) it was served under,
-so a valid record of one user cannot be passed off as another's.
+supernode uses on write; ``client_sdk.verified`` remembers signatures that verified), and
+the record names the handle (and device) it was served under, so a valid record of one user
+cannot be passed off as another's.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from client_sdk.convert import account_from_pb, device_from_pb
 from client_sdk.errors import SignatureError
 from client_sdk.pins import PinStore
 from client_sdk.protocol.rotation import RotationError, chain_keys
-from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
+from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import key_defect
 from client_sdk.types import Account, Device, Presence
+from client_sdk.verified import verifies
 
 
 def account_keys(
@@ -65,7 +67,7 @@ def verify_device(
 ) -> Device:
     """The public ``Device`` for a served record that verifies, else ``SignatureError``."""
     signed = device.signed
-    if not signature_is_valid(account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature):
+    if not verifies(account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature):
         raise SignatureError(
             f"a device record served for {handle!r} does not verify with its account key"
         )
@@ -102,7 +104,4 @@ def verify_presence(response: pb.LookupResponse, pins: PinStore, expected_handle
 
 def _signed_by_any(device: pb.Device, keys: Sequence[bytes]) -> bool:
     signed = device.signed
-    return any(
-        signature_is_valid(key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature)
-        for key in keys
-    )
+    return any(verifies(key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature) for key in keys)
