@@ -505,7 +505,7 @@ class Store:
         if value is None:
             return None
         expires_at_ms, seq = _HEADER.unpack_from(value)
-        return DeviceSlot(expires_at_ms, seq, len(value) > HEADER_BYTES)
+        return DeviceSlot(expires_at_ms, seq, bytes(value[HEADER_BYTES:]))
 
     def put_device(
         self,

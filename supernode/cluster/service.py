@@ -21,7 +21,7 @@ from client_sdk.protocol.v1 import rendezvous_pb2 as rpb
 from supernode.cluster.peers import CLUSTER_SERVICE
 from supernode.cluster.placement import Placement, partition_of
 from supernode.cluster.replication import write_message, write_value
-from supernode.directory.presence import DeviceChanged, DeviceWrite, Presence
+from supernode.directory.presence import Change, DeviceChanged, DeviceWrite, Presence
 from supernode.errors import (
     Aborted,
     InvalidArgument,
@@ -109,6 +109,8 @@ class FeedHub:
         self.closed = False
 
     def device_changed(self, event: DeviceChanged) -> None:
+        if event.change is Change.RENEWED:  # subscriber nodes feed watchers only
+            return
         for follower in list(self._followers):
             follower.offer(event)
 

@@ -18,11 +18,16 @@ from client_sdk.protocol.records import Version
 
 @dataclass(frozen=True, slots=True)
 class DeviceSlot:
-    """What a store remembers of one device: its lease end, its seq, and whether it is live."""
+    """What a store remembers of one device: its lease end, its seq, and the serialized
+    ``Device`` served for it (empty for a tombstone)."""
 
     expires_at_ms: int
     seq: int
-    live: bool
+    device: bytes
+
+    @property
+    def live(self) -> bool:
+        return bool(self.device)
 
     @property
     def version(self) -> Version:

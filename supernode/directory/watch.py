@@ -168,6 +168,8 @@ class WatchHub:
         return sum(len(s) for s in self._by_session.values())
 
     def device_changed(self, changed: DeviceChanged) -> None:
+        if changed.change is Change.RENEWED:  # nothing a watcher sees: not an event
+            return
         if changed.seq and self._seen_before(changed):
             return
         self.revision += 1

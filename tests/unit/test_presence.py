@@ -155,8 +155,42 @@ def test_renewal_needs_a_higher_seq(
     with pytest.raises(FailedPrecondition):
         presence.register("alice", signed(alice, device_record(seq=4)))
     presence.register("alice", signed(alice, device_record(seq=6)))
-    assert [c for _, _, c in recorder.changes] == [Change.ONLINE, Change.UPDATED]
+    assert [c for _, _, c in recorder.changes] == [Change.ONLINE, Change.RENEWED]
     assert presence.online == 1
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"status": pb.DEVICE_STATUS_AWAY},
+        {"transport_key": b"u" * 32},
+        {"capabilities": ["video"]},
+        {
+            "endpoints": [
+                pb.Endpoint(
+                    address="192.0.2.9",
+                    port=4000,
+                    protocol=pb.TRANSPORT_PROTOCOL_UDP,
+                    type=pb.CANDIDATE_TYPE_HOST,
+                )
+            ]
+        },
+    ],
+)
+def test_a_renewal_is_an_update_only_when_a_watcher_would_see_a_difference(
+    presence: Presence, alice: Identity, recorder: Recorder, changed: dict[str, object]
+) -> None:
+    presence.register("alice", signed(alice, device_record(seq=1)))
+    presence.register(
+        "alice", signed(alice, device_record(seq=2, ttl_seconds=90, issued_at_ms=NOW_MS + 5))
+    )
+    presence.register("alice", signed(alice, device_record(seq=3, **changed)))
+    assert [c for _, _, c in recorder.changes] == [Change.ONLINE, Change.RENEWED, Change.UPDATED]
+    # Every version is served: the renewal is a write, only not a watch event.
+    assert (
+        _lookup(presence, "alice").devices[0].signed.record
+        == device_record(seq=3, **changed).SerializeToString()
+    )
 
 
 def test_lease_ends_and_sweep_buries_then_purges(

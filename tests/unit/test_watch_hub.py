@@ -191,3 +191,17 @@ def test_an_account_change_ends_its_watches_and_forbids_resuming_across_it() -> 
     change(h, "alice")
     after = h.subscribe(b"w", ["alice"], lambda: None, epoch="e1", revision=h.revision - 1)
     assert after.resumed and [e.handle for e in after.backlog] == ["alice"]
+
+
+def test_a_renewal_that_changed_nothing_visible_is_no_event_and_takes_no_history() -> None:
+    h = hub()
+    woken: list[str] = []
+    watcher = h.subscribe(b"s", ["alice"], lambda: woken.append("a")).subscription
+    change(h, "alice")
+    for _ in range(10):  # more renewals than the history holds
+        change(h, "alice", Change.RENEWED)
+    change(h, "alice", Change.EXPIRED)
+    assert [e.change for e in watcher.drain()] == [Change.ONLINE, Change.EXPIRED]
+    assert woken == ["a", "a"] and h.revision == 2
+    # A watcher that left after the first event resumes from the history, not a snapshot.
+    assert h.subscribe(b"t", ["alice"], lambda: None, epoch="e1", revision=1).resumed
