@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.coalesce import Coalescer
 from client_sdk.config import ClientConfig
+from client_sdk.contacts import ContactsCache
 from client_sdk.convert import privacy_from_pb, privacy_to_pb, search_result_from_pb
 from client_sdk.errors import (
     AlreadyExists,
@@ -118,6 +119,8 @@ class Client:
     Attributes:
         config: the ``ClientConfig`` in use (retries, deadlines, lease TTL, ...).
         pins: the ``PinStore`` holding the account keys pinned on first use.
+        contacts: the ``ContactsCache`` answering lookups of watched handles from their
+            watch (``hits`` and ``misses`` count how often it could).
     """
 
     def __init__(
@@ -152,6 +155,11 @@ class Client:
         self._closed = False
         self._p2p: P2PAgent | None = None
         self._privacy_seq = 0  # the last privacy seq this client stored
+        self._clock = clock
+        # Lookups of watched handles answered from the watch (client_sdk.contacts).
+        self.contacts = ContactsCache(
+            margin_ms=round(self.config.contacts_cache_margin_seconds * 1000)
+        )
         # Concurrent lookups share LookupMany calls, one batch per consistency level.
         self._lookups = {
             consistency: Coalescer[str, Presence](
@@ -472,9 +480,28 @@ class Client:
         (``client_sdk.coalesce``); each caller still gets its own answer or error. A handle
         that breaks the handle rules is sent alone, so it fails by itself."""
         self._check_open()
+        if consistency is Consistency.ONE and self.config.contacts_cache:
+            cached = self._watched(handle)
+            if cached is not None:
+                return cached
         if self.config.coalesce_lookups and _valid_handle(handle):
             return await self._lookups[consistency].load(handle)
         return await self._lookup_one(handle, consistency)
+
+    def _watched(self, handle: str) -> Presence | None:
+        """``handle``'s presence from a watch of it that is in sync, if every device's
+        known lease still runs and it undoes nothing this client read or wrote."""
+        for watch in self._watches:
+            if handle not in watch.handles or not watch.in_sync:
+                continue
+            watched = watch.view.get(handle)
+            if watched is None:  # no account at snapshot time: the server says NOT_FOUND
+                return None
+            answer = self.contacts.answer(watched, int(self._clock() * 1000))
+            if answer is None or self._reads.regressed(answer):
+                return None
+            return answer
+        return None
 
     async def _lookup_one(self, handle: str, consistency: Consistency) -> Presence:
         def lookup_at(quorum: bool) -> Callable[[DirectoryConnection, float], Awaitable[Presence]]:
@@ -490,6 +517,7 @@ class Client:
             presence = await self._session.call(lookup_at(True), handle=handle)  # majority
             quorum = True
         self._reads.remember(presence, settled=quorum)
+        self.contacts.learn(presence)
         return presence
 
     async def _lookup_batch(
@@ -559,6 +587,7 @@ class Client:
         for presence in found.values():
             if presence is not None:
                 self._reads.remember(presence, settled=quorum)
+                self.contacts.learn(presence)
         return found
 
     async def search(self, query: str, limit: int = 0) -> list[SearchResult]:

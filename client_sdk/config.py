@@ -80,6 +80,11 @@ class ClientConfig:
             lookups made in the same turn of the event loop.
         lookup_batch_max: handles per coalesced ``LookupMany`` (at most the server's
             ``max_lookup_many``, 1000 by default).
+        contacts_cache: answer ``lookup`` of a handle this client watches from the watch
+            (``client_sdk.contacts``) while the watch is in sync and every device's known
+            lease runs for longer than ``contacts_cache_margin_seconds``.
+        contacts_cache_margin_seconds: the clock skew allowed between this device and the
+            supernodes: a device whose lease ends sooner than this is asked for afresh.
     """
 
     call_deadline_seconds: float = 5.0
@@ -108,6 +113,9 @@ class ClientConfig:
     coalesce_lookups: bool = True
     lookup_batch_window_seconds: float = 0.0
     lookup_batch_max: int = 100
+    # Lookups of watched contacts answered from the watch, never past a known lease end.
+    contacts_cache: bool = True
+    contacts_cache_margin_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.plaintext and not self.tls.default:
@@ -118,6 +126,8 @@ class ClientConfig:
             raise ValueError("lookup_batch_max must be between 1 and 1000")
         if not 0 <= self.lookup_batch_window_seconds <= 1:
             raise ValueError("lookup_batch_window_seconds must be between 0 and 1")
+        if self.contacts_cache_margin_seconds < 0:
+            raise ValueError("contacts_cache_margin_seconds must not be negative")
         if self.call_deadline_seconds <= 0:
             raise ValueError("call_deadline_seconds must be positive")
         if self.watch_buffer < 1:

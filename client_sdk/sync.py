@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client_sdk.blocking import BlockingIterator, LoopThread
 from client_sdk.client import Client, RenewalErrorHandler, Routing
 from client_sdk.config import ClientConfig
+from client_sdk.contacts import ContactsCache
 from client_sdk.identity import Identity
 from client_sdk.p2p.connection import PeerConnection
 from client_sdk.p2p.connector import P2PSettings
@@ -139,6 +140,11 @@ class SyncClient:
     def pins(self) -> PinStore:
         """The ``PinStore`` holding the account keys pinned on first use."""
         return self.client.pins
+
+    @property
+    def contacts(self) -> ContactsCache:
+        """Lookups of watched handles answered from the watch (``Client.contacts``)."""
+        return self.client.contacts
 
     @property
     def current_target(self) -> str:

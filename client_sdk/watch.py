@@ -90,6 +90,12 @@ class Watch:
         taken from the iterator)."""
         return self._state.view
 
+    @property
+    def in_sync(self) -> bool:
+        """Whether ``view`` is current: the stream is open and in sync, and the app keeps up
+        (a full event buffer stops reading, and the view would fall behind)."""
+        return self._state.synced and not self._finished and not self._queue.full()
+
     def __aiter__(self) -> Watch:
         return self
 
@@ -167,6 +173,7 @@ class Watch:
                 )
             finally:
                 call.cancel()
+                self._state.stream_closed()
             self.reconnects += 1
             if continue_after is StreamAction.FAIL:
                 assert error is not None

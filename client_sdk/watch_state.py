@@ -67,6 +67,15 @@ class WatchState:
         """A new stream starts: it must begin with a snapshot or a resumption marker."""
         self._synced = False
 
+    def stream_closed(self) -> None:
+        """The stream ended: until the next one resumes, the view may miss changes."""
+        self._synced = False
+
+    @property
+    def synced(self) -> bool:
+        """Whether the view is current: a stream is open and has resumed or snapshotted."""
+        return self._synced
+
     def unknown_account(self, message: pb.WatchEvent) -> str | None:
         """A handle whose account key is needed to verify ``message`` and is not known
         (it had no account at snapshot time); the shell fetches it, then calls
@@ -179,8 +188,10 @@ def diff_views(
 ) -> tuple[PresenceEvent, ...]:
     """The device events that turn ``old`` into ``new``: what happened during a gap.
 
-    A device that is new is ONLINE, one with another record (seq) is UPDATED, one that
-    is gone is OFFLINE with reason UNKNOWN (the snapshot does not say why).
+    A device that is new is ONLINE, one with another record that shows something else
+    (``visible``) is UPDATED, one that is gone is OFFLINE with reason UNKNOWN (the snapshot
+    does not say why). A renewal that changed nothing visible is no event, as on a live
+    stream, where the supernode does not send it.
     """
     events: list[PresenceEvent] = []
     for handle in sorted(set(old) | set(new)):
@@ -198,9 +209,20 @@ def diff_views(
                         reason=OfflineReason.UNKNOWN,
                     )
                 )
-            elif was is None or was.seq != now.seq:
+            elif was is None or (was.seq != now.seq and visible(was) != visible(now)):
                 kind = EventKind.ONLINE if was is None else EventKind.UPDATED
                 events.append(
                     PresenceEvent(kind, position, handle=handle, device_id=device_id, device=now)
                 )
     return tuple(events)
+
+
+def visible(device: Device) -> tuple[object, ...]:
+    """What a watcher sees of a device: a new record that keeps all of it is a renewal."""
+    return (
+        device.endpoints,
+        device.transport_key,
+        device.status,
+        device.capabilities,
+        device.attached_supernode,
+    )

@@ -79,6 +79,7 @@ CASES: dict[str, Case] = {
     "routing": read("routing"),
     "config": read("config"),
     "pins": read("pins"),
+    "contacts": read("contacts"),
     "create_account": Case(lambda c: c.create_account("Surface"), down=Unavailable),
     "get_account": Case(lambda c: c.get_account(c.handle), down=Unavailable),
     "login": Case(lambda c: c.login(), down=Unavailable),

@@ -18,7 +18,7 @@ from client_sdk.types import (
     Presence,
     WatchPosition,
 )
-from client_sdk.watch_state import WatchProtocolError, WatchState, diff_views
+from client_sdk.watch_state import WatchProtocolError, WatchState, diff_views, visible
 from tests.unit.sdk_factories import account, change, lookup, resumed, served_device, snapshot
 
 BOB = Identity.generate()
@@ -96,7 +96,9 @@ def test_a_snapshot_after_a_gap_is_flagged_and_lists_what_changed_meanwhile() ->
         snapshot(
             "e2",
             0,
-            lookup(BOB, "bob", served_device(BOB, "bob", "phone", seq=9)),
+            lookup(
+                BOB, "bob", served_device(BOB, "bob", "phone", seq=9, status=pb.DEVICE_STATUS_BUSY)
+            ),
             lookup(
                 CAROL,
                 "carol",
@@ -169,10 +171,12 @@ def test_a_change_from_another_epoch_within_a_stream_is_an_error() -> None:
 
 
 def _device(device_id: str, seq: int) -> Device:
-    return Device("bob", device_id, seq, 0, 60, (), b"k" * 32, DeviceStatus.ONLINE, (), 0, "n1")
+    # seq 1 and 2 look the same to a watcher (2 renewed 1); 3 and 4 are away.
+    status = DeviceStatus.ONLINE if seq <= 2 else DeviceStatus.AWAY
+    return Device("bob", device_id, seq, 0, 60, (), b"k" * 32, status, (), 0, "n1")
 
 
-_views = st.dictionaries(st.sampled_from("abcd"), st.integers(1, 3), max_size=4)
+_views = st.dictionaries(st.sampled_from("abcd"), st.integers(1, 4), max_size=4)
 
 
 @given(old=_views, new=_views)
@@ -192,4 +196,35 @@ def test_gap_changes_replayed_on_the_old_view_give_the_new_one(
             assert event.device is not None
             assert (event.kind is EventKind.ONLINE) == (event.device_id not in replayed)
             replayed[event.device_id] = event.device
-    assert {d: x.seq for d, x in replayed.items()} == new
+    # The same devices, each as a watcher sees it (a renewal is no change).
+    assert {d: visible(x) for d, x in replayed.items()} == {
+        d: visible(_device(d, s)) for d, s in new.items()
+    }
+
+
+def test_the_view_is_in_sync_only_between_a_snapshot_or_resumption_and_the_stream_end() -> None:
+    state = started()
+    assert not state.synced
+    state.apply(snapshot("e1", 3, lookup(BOB, "bob")))
+    assert state.synced
+    state.stream_closed()
+    assert not state.synced
+    state.stream_opened()
+    state.apply(resumed("e1", 3))
+    assert state.synced
+
+
+def test_a_gap_that_only_renewed_a_device_has_no_gap_change() -> None:
+    state = started()
+    state.apply(snapshot("e1", 3, lookup(BOB, "bob", served_device(BOB, "bob", seq=1))))
+    state.stream_closed()
+    state.stream_opened()
+    renewed = served_device(BOB, "bob", seq=7, ttl_seconds=90)  # same endpoints, key, status
+    [event] = state.apply(snapshot("e2", 1, lookup(BOB, "bob", renewed)))
+    assert event.after_gap and event.gap_changes == ()
+    assert state.view["bob"].devices[0].seq == 7
+    state.stream_closed()
+    state.stream_opened()
+    away = served_device(BOB, "bob", seq=8, status=pb.DEVICE_STATUS_AWAY)
+    [event] = state.apply(snapshot("e3", 1, lookup(BOB, "bob", away)))
+    assert [(e.kind, e.device_id) for e in event.gap_changes] == [(EventKind.UPDATED, "phone")]
