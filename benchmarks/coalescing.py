@@ -6,8 +6,10 @@ What an app sees through the SDK (verification of every record included), agains
     .venv/bin/python -m benchmarks.coalescing                    # 64 in flight, 10 s each
     .venv/bin/python -m benchmarks.coalescing --concurrency 8 --seconds 5 --json out.json
 
-Each mode runs ``--concurrency`` tasks that look up random handles back to back for
-``--seconds`` after a warm-up; it prints lookups per second and the latency each caller saw
+Modes 1 and 2 run ``--concurrency`` tasks that look up random handles back to back for
+``--seconds`` after a warm-up, with and without coalescing; mode 3 ("watched") watches
+``--contacts`` handles and looks them up one at a time, answered in process from the watch
+(``client_sdk.contacts``). Each prints lookups per second, the latency each caller saw
 (p50, p99, p99.9, HdrHistogram), and how many gRPC calls the client made.
 """
 
@@ -85,6 +87,47 @@ async def _run_mode(
     )
 
 
+async def _run_watched(target: str, users: int, *, seconds: float, contacts: int) -> ModeResult:
+    """Lookups of contacts the app watches: answered in process from the watch."""
+    config = ClientConfig(plaintext=True)
+    client = Client(
+        target, Identity.generate(), f"bench.app{random.randrange(10**9)}", config=config
+    )
+    async with client:
+        await client.create_account("Bench App")
+        handles = [Dataset.handle(i) for i in range(min(contacts, users))]
+        watch = client.watch(handles)
+        async for _snapshot in watch:  # the snapshot
+            break
+        rng = random.Random(7)
+        histogram = new_histogram()
+        hits_before = client.contacts.hits
+        done = 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            handle = handles[rng.randrange(len(handles))]
+            began = time.perf_counter()
+            await client.lookup(handle)
+            record_us(histogram, (time.perf_counter() - began) * 1e6)
+            done += 1
+            if done % 256 == 0:
+                await asyncio.sleep(0)  # answers from memory never wait: let the watch run
+        elapsed = time.monotonic() - started
+        local = client.contacts.hits - hits_before
+        await watch.close()
+    summary = summarize(histogram)
+    return ModeResult(
+        mode="watched",
+        lookups=done,
+        seconds=round(elapsed, 2),
+        lookups_per_second=round(done / elapsed),
+        batches=done - local,  # lookups that went to the server
+        p50_us=summary.p50,
+        p99_us=summary.p99,
+        p999_us=summary.p999,
+    )
+
+
 async def run(args: argparse.Namespace) -> list[ModeResult]:
     system = SupernodeSystem()
     await system.start(Dataset(args.users))
@@ -102,6 +145,9 @@ async def run(args: argparse.Namespace) -> list[ModeResult]:
                     warmup=args.warmup,
                 )
             )
+        results.append(
+            await _run_watched(target, args.users, seconds=args.seconds, contacts=args.contacts)
+        )
         return results
     finally:
         await system.stop()
@@ -113,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="lookups in flight")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per mode")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time per mode")
+    parser.add_argument("--contacts", type=int, default=500, help="handles watched (mode 3)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.users < 1 or args.concurrency < 1 or args.seconds <= 0 or args.warmup < 0:
@@ -126,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.mode:<14} {r.lookups_per_second:>10} {r.batches:>8} "
             f"{r.p50_us:>8} {r.p99_us:>8} {r.p999_us:>9}"
         )
-    single, coalesced = results
+    single, coalesced, _ = results
     ratio = coalesced.lookups_per_second / single.lookups_per_second
     print(f"coalesced / one call each: {ratio:.2f}x")
     if args.json:
