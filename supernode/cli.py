@@ -224,7 +224,7 @@ def _add_dev_cluster(commands: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     if ops.wants_node_status(args):
-        return ops.run_node_status(args)
+        return ops.run_node_status(args, sys.stdout, sys.stderr)
     from supernode.cluster.status import run_status  # grpc import deferred (--help stays fast)
     from supernode.tls import etcd_client_tls
 
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev-cluster":
         return _dev_cluster(args)
     if args.command in ops.COMMANDS:
-        return ops.run_command(args)
+        return ops.run_command(args, sys.stdout, sys.stderr)
     if args.command != "serve":
         parser.print_help()
         return 2

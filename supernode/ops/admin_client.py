@@ -13,7 +13,12 @@ from supernode.ops.admin import SERVICE, admin_socket
 
 
 class AdminError(Exception):
-    """The node could not be asked, or refused; the message is the line to print."""
+    """The node could not be asked, or refused; the message is the line to print.
+    ``refused``: the node said the request was wrong (exit code 2, not 1)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def socket_of(data_dir: Path | None, socket: Path | None) -> Path:
@@ -43,7 +48,8 @@ def _call(socket: Path, method: str, request: bytes, timeout_s: float) -> bytes:
                     f"the node at {socket} does not answer (stopped? a socket left by a "
                     f"killed node?): {details}"
                 ) from exc
-            raise AdminError(details) from exc
+            refused = code is grpc.StatusCode.FAILED_PRECONDITION
+            raise AdminError(details, refused=refused) from exc
     return answer
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -129,17 +128,13 @@ def add_commands(commands: Any) -> None:
     restore.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
-def run_command(
-    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
-) -> int:
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command in ("backup", "restore"):
         return _backup(args, out, err) if args.command == "backup" else _restore(args, out, err)
     return _data(args, out, err)
 
 
-def run_node_status(
-    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
-) -> int:
+def run_node_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from supernode.ops.admin_client import AdminError, fetch_status, socket_of
     from supernode.ops.node_status import render_node, status_document
 
@@ -165,7 +160,7 @@ def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     except AdminError as exc:
         print(f"supernode backup: {exc}", file=err)
-        return 1
+        return 2 if exc.refused else 1
     if args.json:
         out.write(
             json.dumps(

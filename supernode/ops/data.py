@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ async def create_identity(
     except BaseException as exc:
         _abandon(fd, path)
         if isinstance(exc, SupernodeError):
-            raise _failed(exc, f"create account {handle!r}") from exc
+            raise _failed(exc, f"account {handle!r}") from exc
         raise
     identity_file.write(fd, stored)
     return {"file": str(path), **account_json(account)}
@@ -120,7 +119,7 @@ async def lookup(target: Target, stored: StoredIdentity, handle: str, quorum: bo
         try:
             return await client.lookup(handle, Consistency.QUORUM if quorum else Consistency.ONE)
         except SupernodeError as exc:
-            raise _failed(exc, f"lookup {handle!r}") from exc
+            raise _failed(exc, repr(handle)) from exc
 
 
 async def search(
@@ -130,7 +129,7 @@ async def search(
         try:
             return await client.search(query, limit)
         except SupernodeError as exc:
-            raise _failed(exc, f"search {query!r}") from exc
+            raise _failed(exc, f"query {query!r}") from exc
 
 
 async def watch(
@@ -165,13 +164,11 @@ async def watch(
                 except TimeoutError:
                     pass  # --timeout is how long to watch, not a failure
         except SupernodeError as exc:
-            raise _failed(exc, f"watch {' '.join(handles)}") from exc
+            raise _failed(exc, " ".join(handles)) from exc
     return emitted
 
 
-def run(
-    command: str, action: Coroutine[Any, Any, Any], err: TextIO = sys.stderr
-) -> tuple[int, Any]:
+def run(command: str, action: Coroutine[Any, Any, Any], err: TextIO) -> tuple[int, Any]:
     """Run one command's coroutine; its result, or its exit code with the line on ``err``."""
     try:
         return 0, asyncio.run(action)
