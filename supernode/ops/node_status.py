@@ -15,7 +15,7 @@ answer and the time of asking. ``--json`` prints one object with these stable ke
       "listen": {"grpc": "127.0.0.1:7700", "metrics": "127.0.0.1:9700",
                  "stun": "127.0.0.1:3478" | "", "peer": "127.0.0.1:40001" | ""},
       "tls": true,                       # the public port serves TLS
-      "workers": [{"pid": 1240, "metrics": "127.0.0.1:9701"}, ...],  # [] without --workers
+      "workers": [{"pid": 1240, "metrics": "127.0.0.1:9701"}, ...],  # besides the primary
       "data_dir": "/var/lib/supernode",
       "store": {"size_bytes": 1048576,   # RocksDB SST files plus memtables
                 "disk_bytes": 2097152,   # every file under data_dir (WAL, logs, workers')
