@@ -39,7 +39,7 @@ from supernode.node import (
     open_store,
     wall_clock_ms,
 )
-from supernode.ops.admin import start_admin_server
+from supernode.ops.admin import AdminServer, start_admin_server
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
@@ -118,7 +118,7 @@ class Supernode:
         self.tls: NodeTls | None = None
         self.peer_address = ""
         self._directory: Directory | None = None
-        self._admin: grpc.aio.Server | None = None  # supernode.ops.admin
+        self._admin: AdminServer | None = None  # status and backup (supernode.ops.admin)
 
     async def start(self) -> None:
         settings = self.config.server
@@ -523,7 +523,7 @@ class Supernode:
         if self._private is not None:
             await self._private.stop(1.0)
         if self._admin is not None:
-            await self._admin.stop(1.0)
+            await self._admin.stop()
         if self.cluster is not None:
             # After the drain: forwarded calls may still need peers. Bounded: leaving the
             # cluster (revoking the lease) must not hold the rest of the stop.

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from supernode import __version__
+from supernode import __version__, transport
 from supernode.internal.v1 import admin_pb2 as pb
 from supernode.ops.backup import BackupError, Manifest, take_backup
 
@@ -161,7 +161,20 @@ def admin_handlers(
     }
 
 
-async def start_admin_server(node: Supernode) -> grpc.aio.Server | None:
+class AdminServer:
+    """The running admin socket. :meth:`stop` waits for a backup in progress, so the store
+    is never closed under a checkpoint (the thread taking it cannot be cancelled)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+        self.backups: set[asyncio.Future[Manifest]] = set()
+
+    async def stop(self) -> None:
+        await self._server.stop(1.0)
+        await asyncio.gather(*self.backups, return_exceptions=True)
+
+
+async def start_admin_server(node: Supernode) -> AdminServer | None:
     """Serve the admin socket of ``node`` (its primary process), or log why not."""
     path = admin_socket(node.config.server.data_dir)
     if len(str(path)) > _MAX_SOCKET_PATH:
@@ -175,17 +188,21 @@ async def start_admin_server(node: Supernode) -> grpc.aio.Server | None:
     started_at_ms = int(time.time() * 1000)
     store = node.store
     assert store is not None
+    path.unlink(missing_ok=True)  # a socket file left by a node that was killed
+    server = transport.new_admin_server(str(path))
+    admin = AdminServer(server)
 
     async def backup(directory: Path) -> Manifest:
-        return await asyncio.to_thread(
-            take_backup, store, directory, node=node.node_name, version=__version__
+        taking = asyncio.ensure_future(
+            asyncio.to_thread(
+                take_backup, store, directory, node=node.node_name, version=__version__
+            )
         )
+        admin.backups.add(taking)
+        taking.add_done_callback(admin.backups.discard)
+        return await asyncio.shield(taking)  # a cancelled call leaves the thread to finish
 
     handlers = admin_handlers(lambda: node_status(node, started_at_ms), backup)
-    server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    path.unlink(missing_ok=True)  # a socket file left by a node that was killed
-    server.add_insecure_port(f"unix:{path}")
-    os.chmod(path, 0o600)  # bound above: the file exists; nobody can have used it yet
     await server.start()
-    return server
+    return admin

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from supernode import transport
 from supernode.internal.v1 import admin_pb2 as pb
 from supernode.ops.admin import SERVICE, admin_socket
 
@@ -36,7 +37,7 @@ def _call(socket: Path, method: str, request: bytes, timeout_s: float) -> bytes:
         )
     if not os.access(socket, os.R_OK | os.W_OK):
         raise AdminError(f"permission denied on {socket}: run as the node's user (or root)")
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
+    with transport.open_admin(str(socket)) as channel:
         call = channel.unary_unary(f"/{SERVICE}/{method}")
         try:
             answer: bytes = call(request, timeout=timeout_s)
