@@ -3,8 +3,8 @@
 The public port, each worker's copy of it, the peer port, the primary's private socket
 for its workers, the admin socket (``supernode.ops.admin``: plaintext, a unix socket whose
 file mode is its access control), and the channels between processes and nodes: one
-module, so that which of them speak TLS is decided in one place. The etcd adapter (``supernode.cluster.etcd``)
-takes its channels from here too.
+module, so that which of them speak TLS is decided in one place. The etcd adapter
+(``supernode.cluster.etcd``) takes its channels from here too.
 
 With TLS (``supernode.tls.NodeTls``): the public port presents the node's certificate and
 asks clients for none; the peer port presents it too and *requires* a client certificate
