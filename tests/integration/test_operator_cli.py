@@ -26,6 +26,7 @@ from supernode.cli import main
 from supernode.ops.backup import MANIFEST
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import TEST_CONFIG, unique
+from tests.integration.waiting import eventually
 
 Cli = Callable[..., tuple[int, str, str]]
 NODE_KEYS = {
@@ -199,9 +200,11 @@ async def test_backup_while_serving_then_restore_keeps_every_acknowledged_record
     stop = asyncio.Event()
     writers = [asyncio.create_task(_writer(node.grpc_target, acknowledged, stop)) for _ in range(3)]
     try:
-        async with asyncio.timeout(60):
-            while len(acknowledged) < 15:
-                await asyncio.sleep(0.05)
+
+        async def enough() -> bool:
+            return len(acknowledged) >= 15
+
+        await eventually(enough, within=60, what="15 acknowledged writes")
         before = dict(acknowledged)  # acknowledged before the backup was asked for
         code, out = await _backup_cli(str(backup), "--data-dir", str(data), "--json")
         assert code == 0, out
