@@ -162,13 +162,14 @@ def _add_decommission(commands: Any) -> None:
 def _add_status(commands: Any) -> None:
     status = commands.add_parser(
         "status",
-        help="show a cluster as etcd sees it: nodes, liveness, mirror lag, placement",
+        help="show a cluster as etcd sees it, or one node (--data-dir)",
         description=(
             "Read the cluster's keys from etcd and print every node (up/down, address, zone, "
             "version, mirror revision and lag, partitions owned and held), the placement "
             "epoch and the controller. Exit code 1 when etcd cannot be read. Settings come "
             "as for serve: --config (TOML), then SUPERNODE_CLUSTER_* environment variables, "
-            "then these flags."
+            "then these flags. With --data-dir (or --admin-socket): one running node "
+            "instead, asked through its admin socket (docs/operations.md)."
         ),
     )
     _add_etcd_flags(status)

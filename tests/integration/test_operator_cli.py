@@ -9,6 +9,7 @@ clients."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ NODE_KEYS = {
     "workers", "data_dir", "store", "accounts", "devices_online", "watchers", "listeners",
     "relay_sessions", "cluster",
 }  # fmt: skip
-KEEP_DEVICES = TEST_CONFIG.__class__(**{**TEST_CONFIG.__dict__, "unregister_on_close": False})
+KEEP_DEVICES = dataclasses.replace(TEST_CONFIG, unregister_on_close=False)  # leases outlive us
 
 
 @pytest.fixture
@@ -210,11 +211,10 @@ async def test_backup_while_serving_then_restore_keeps_every_acknowledged_record
         assert code == 0, out
         written = json.loads(out)
         assert written["directory"] == str(backup) and written["files"] > 0
-        during = len(acknowledged) - len(before)
     finally:
         stop.set()
         await asyncio.gather(*writers)
-    assert during >= 0 and (backup / MANIFEST).exists()
+    assert (backup / MANIFEST).exists()
 
     code, out = await _backup_cli(str(backup), "--data-dir", str(data))
     assert code == 2 and "is not empty" in out
