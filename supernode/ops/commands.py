@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 COMMANDS = ("identity", "lookup", "search", "watch", "backup", "restore")
+# Where `identity new` keeps the identity, and the data commands read it, unless told.
+DEFAULT_FILE = Path("~/.config/supernode/identity.json")
 
 
 def add_node_status_flags(status: argparse.ArgumentParser) -> None:
@@ -50,8 +52,6 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_identity_flag(parser: argparse.ArgumentParser) -> None:
-    from supernode.ops.identity_file import DEFAULT_FILE
-
     parser.add_argument(
         "--identity",
         "--file",

@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk import Identity
 
-DEFAULT_FILE = Path("~/.config/supernode/identity.json")
-
 
 class IdentityFileError(Exception):
     """The identity file cannot be read or written; the message names it and what to do."""
