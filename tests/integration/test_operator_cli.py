@@ -162,6 +162,8 @@ def test_lookup_search_and_watch(supernode: SupernodeProcess, cli: Cli, tmp_path
     assert code == 2 and "is not an identity file" in err
     code, _, err = cli("watch", bob, "--count", "0", "--identity", str(me), *flags)
     assert code == 2 and "--count" in err
+    code, _, err = cli("lookup", bob, "--identity", str(me), *flags, "--tls-ca-file", "ca.pem")
+    assert code == 2 and "choose one" in err
     with pytest.raises(SystemExit) as usage:
         main(["lookup"])  # argparse: a missing argument
     assert usage.value.code == 2
