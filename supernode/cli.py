@@ -1,5 +1,6 @@
 """``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster``,
-``certs`` and ``--version``."""
+``certs``, ``--version``, and the operator's commands of :mod:`supernode.ops.commands`
+(``identity``, ``lookup``, ``search``, ``watch``, ``backup``, ``restore``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from supernode import __version__
 from supernode.config import ConfigError, env_name, flag_name, load, setting_names
+from supernode.ops import commands as ops
 from supernode.store import StoreError
 
 
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_decommission(commands)
     _add_dev_cluster(commands)
     _add_certs(commands)
+    ops.add_commands(commands)
     return parser
 
 
@@ -159,17 +162,19 @@ def _add_decommission(commands: Any) -> None:
 def _add_status(commands: Any) -> None:
     status = commands.add_parser(
         "status",
-        help="show a cluster as etcd sees it: nodes, liveness, mirror lag, placement",
+        help="show a cluster as etcd sees it, or one node (--data-dir)",
         description=(
             "Read the cluster's keys from etcd and print every node (up/down, address, zone, "
             "version, mirror revision and lag, partitions owned and held), the placement "
             "epoch and the controller. Exit code 1 when etcd cannot be read. Settings come "
             "as for serve: --config (TOML), then SUPERNODE_CLUSTER_* environment variables, "
-            "then these flags."
+            "then these flags. With --data-dir (or --admin-socket): one running node "
+            "instead, asked through its admin socket (docs/operations.md)."
         ),
     )
     _add_etcd_flags(status)
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    ops.add_node_status_flags(status)
 
 
 def _add_dev_cluster(commands: Any) -> None:
@@ -219,6 +224,8 @@ def _add_dev_cluster(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if ops.wants_node_status(args):
+        return ops.run_node_status(args, sys.stdout, sys.stderr)
     from supernode.cluster.status import run_status  # grpc import deferred (--help stays fast)
     from supernode.tls import etcd_client_tls
 
@@ -312,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         return _decommission(args)
     if args.command == "dev-cluster":
         return _dev_cluster(args)
+    if args.command in ops.COMMANDS:
+        return ops.run_command(args, sys.stdout, sys.stderr)
     if args.command != "serve":
         parser.print_help()
         return 2

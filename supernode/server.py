@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -39,6 +39,7 @@ from supernode.node import (
     open_store,
     wall_clock_ms,
 )
+from supernode.ops.admin import AdminServer, start_admin_server
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.relay import RelayHub, RelayLimits
 from supernode.rendezvous.signaling import Switchboard
@@ -116,6 +117,8 @@ class Supernode:
         # The node's certificate and the cluster CA; None: plaintext, as configured.
         self.tls: NodeTls | None = None
         self.peer_address = ""
+        self._directory: Directory | None = None
+        self._admin: AdminServer | None = None  # status and backup (supernode.ops.admin)
 
     async def start(self) -> None:
         settings = self.config.server
@@ -156,7 +159,7 @@ class Supernode:
             )
             secret, registry = await self.cluster.open(), self.cluster.registry
             self._revoker = self.cluster.revoker
-        directory = self._build_directory(store, secret, registry)
+        directory = self._directory = self._build_directory(store, secret, registry)
         apis = list(self._build_apis(store, directory).values())
         registered = register_services(server, *apis)
         self._health = add_standard_services(server, registered)
@@ -190,6 +193,7 @@ class Supernode:
         presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
         self._loop_lag = asyncio.create_task(sample_loop_lag(self.shedding), name="loop lag")
+        self._admin = await start_admin_server(self)
         log.info(
             "supernode ready %s",
             json.dumps(
@@ -211,6 +215,21 @@ class Supernode:
                 }
             ),
         )
+
+    @property
+    def store(self) -> Store | None:
+        return self._store
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def account_count(self) -> int:
+        return 0 if self._directory is None else self._directory.accounts.count()
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """What each worker reported when ready (pid, metrics address); empty without."""
+        return [] if self._workers is None else list(self._workers.ready.values())
 
     def _bind_peer_port(self, server: grpc.aio.Server, listen_host: str, tls: NodeTls) -> str:
         """Bind the mutual-TLS peer port; the address other nodes are to call it at (the
@@ -503,6 +522,8 @@ class Supernode:
             await self._server.stop(self.config.server.shutdown_grace_seconds)
         if self._private is not None:
             await self._private.stop(1.0)
+        if self._admin is not None:
+            await self._admin.stop()
         if self.cluster is not None:
             # After the drain: forwarded calls may still need peers. Bounded: leaving the
             # cluster (revoking the lease) must not hold the rest of the stop.

@@ -49,6 +49,7 @@ from rocksdict import (
     AccessType,
     BlockBasedOptions,
     Cache,
+    Checkpoint,
     Options,
     Rdict,
     ReadOptions,
@@ -281,6 +282,27 @@ class Store:
         compete with background compaction once the node serves."""
         for cf in self._families():
             cf.compact_range(None, None)
+
+    def checkpoint(self, target: Path) -> int:
+        """Write a consistent copy of the whole store into ``target`` (which must not exist)
+        while the node goes on writing, and return a sequence number it holds at least.
+
+        RocksDB's checkpoint: file deletions pause, the memtables are flushed, and every live
+        SST file (immutable) is hard-linked where the file system allows, copied otherwise,
+        with the manifest and the WAL, so every column family is as of one point in time
+        (each WriteBatch wholly in or wholly out). ``target`` opens as a normal store.
+        """
+        if self.secondary:
+            raise StoreError("a checkpoint is taken by the primary, which owns the store")
+        sequence = self.sequence()
+        checkpoint = Checkpoint(self._db)
+        try:
+            checkpoint.create_checkpoint(str(target))
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise StoreError(f"checkpoint into {target} failed: {exc}") from exc
+        finally:
+            del checkpoint  # it holds the database open
+        return sequence
 
     @property
     def closed(self) -> bool:

@@ -1,9 +1,10 @@
 """Every server port and every client channel of a node is made here.
 
 The public port, each worker's copy of it, the peer port, the primary's private socket
-for its workers, and the channels between processes and nodes: one module, so that which
-of them speak TLS is decided in one place. The etcd adapter (``supernode.cluster.etcd``)
-takes its channels from here too.
+for its workers, the admin socket (``supernode.ops.admin``: plaintext, a unix socket whose
+file mode is its access control), and the channels between processes and nodes: one
+module, so that which of them speak TLS is decided in one place. The etcd adapter
+(``supernode.cluster.etcd``) takes its channels from here too.
 
 With TLS (``supernode.tls.NodeTls``): the public port presents the node's certificate and
 asks clients for none; the peer port presents it too and *requires* a client certificate
@@ -15,6 +16,8 @@ TLS (explicit plaintext, ``supernode.tls``) every port and channel is plaintext.
 """
 
 from __future__ import annotations
+
+import os
 
 import grpc
 
@@ -120,6 +123,20 @@ def _bind(
     if port == 0:
         raise OSError(f"{what}: cannot bind {address}")
     return int(port)
+
+
+def new_admin_server(path: str) -> grpc.aio.Server:
+    """The admin socket's server, bound to the unix socket ``path``, made 0600 before the
+    server starts (so before anyone can be answered on it)."""
+    server = grpc.aio.server()
+    _bind(server, f"unix:{path}", "admin socket", None)
+    os.chmod(path, 0o600)
+    return server
+
+
+def open_admin(path: str) -> grpc.Channel:
+    """A blocking channel to a node's admin socket (the ``status`` and ``backup`` commands)."""
+    return grpc.insecure_channel(f"unix:{path}")
 
 
 def open_upstream(address: str) -> grpc.aio.Channel:

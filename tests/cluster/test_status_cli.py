@@ -447,3 +447,22 @@ def test_dev_cluster_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
             if _running(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+async def test_status_of_one_member_over_its_admin_socket(tmp_path: Path) -> None:
+    """``status --data-dir`` of a TLS cluster member: its own view of the cluster (the admin
+    socket is the same whatever the public port serves)."""
+    from tests.cluster.harness import PARTITIONS, ClusterPki, running_cluster
+
+    async with running_cluster(tmp_path, 1, pki=ClusterPki.make(tmp_path / "pki")) as cluster:
+        node = cluster.node(0)
+        code, out, err = await _supernode("status", "--data-dir", str(node.data_dir), "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        assert (document["node"], document["tls"]) == (cluster.target(0), True)
+        assert document["listen"]["peer"] == node.ready["peer"] != ""
+        member = document["cluster"]
+        assert member["etcd_endpoints"] == cluster.etcd.client_endpoints
+        assert member["etcd_reachable"] and member["controller"]
+        assert member["placement_epoch"] >= 1 and member["partitions_owned"] == PARTITIONS
+        assert (member["nodes_up"], member["nodes_total"]) == (1, 1)
