@@ -1,0 +1,144 @@
+// The supernode's public contract, read from protos/supernode/v1 at run time: the gRPC
+// services (through @grpc/proto-loader, no generated code), the signed bodies and their
+// Ed25519 signatures (Node's own crypto), as the protos' comments describe them.
+
+import crypto from "node:crypto";
+import path from "node:path";
+
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+
+export const PROTO_FILES = ["supernode/v1/directory.proto", "supernode/v1/search.proto"];
+
+// The domain-separation strings of the protos' signature comments: a signature covers
+// "<domain>" 0x00 <the exact bytes of the signed body>.
+export const DOMAINS = Object.freeze({
+  createAccount: "supernode.v1.CreateAccount",
+  login: "supernode.v1.Login",
+  deviceRecord: "supernode.v1.DeviceRecord",
+  keyRotation: "supernode.v1.KeyRotation",
+  keyRotationNewKey: "supernode.v1.KeyRotation.NewKey",
+});
+
+/** The contract loaded from `protosDir` (the folder holding supernode/v1/). */
+export class Contract {
+  constructor(protosDir) {
+    const definition = protoLoader.loadSync(PROTO_FILES, {
+      includeDirs: [protosDir],
+      keepCase: true, // field names exactly as in the protos
+      longs: Number, // int64 milliseconds fit a double for the next 285,000 years
+      enums: String,
+      defaults: true,
+      arrays: true,
+      oneofs: true,
+    });
+    this.services = grpc.loadPackageDefinition(definition).supernode.v1;
+    // The signed bodies are encoded and decoded with protobufjs, the library proto-loader
+    // itself builds on, from the same files.
+    this.root = new protobuf.Root();
+    this.root.resolvePath = (_origin, target) => path.join(protosDir, target);
+    this.root.loadSync(PROTO_FILES, { keepCase: true });
+  }
+
+  type(name) {
+    return this.root.lookupType(`supernode.v1.${name}`);
+  }
+
+  /**
+   * The canonical encoding of a signed body: fields in field-number order and a field
+   * holding its proto3 default (0, "", false, empty bytes, the enum's 0 value, an empty
+   * repeated field) left out, as the server requires of every signed body.
+   */
+  encode(name, fields) {
+    const type = this.type(name);
+    const message = type.fromObject(fields);
+    return Buffer.from(type.encode(withoutDefaults(type, message)).finish());
+  }
+
+  decode(name, bytes) {
+    const type = this.type(name);
+    return type.toObject(type.decode(bytes), {
+      longs: Number,
+      enums: String,
+      bytes: Buffer,
+      defaults: true,
+      arrays: true,
+    });
+  }
+}
+
+function isDefault(field, value) {
+  if (value === null || value === undefined) return true;
+  if (protobuf.util.Long && protobuf.util.Long.isLong(value)) return value.isZero();
+  if (value instanceof Uint8Array) return value.length === 0;
+  return value === 0 || value === "" || value === false;
+}
+
+function withoutDefaults(type, message) {
+  for (const field of type.fieldsArray) {
+    field.resolve();
+    const value = message[field.name];
+    if (field.repeated) {
+      if (!value || value.length === 0) delete message[field.name];
+      else if (field.resolvedType instanceof protobuf.Type)
+        value.forEach((item) => withoutDefaults(field.resolvedType, item));
+    } else if (field.resolvedType instanceof protobuf.Type) {
+      if (value) withoutDefaults(field.resolvedType, value);
+      else delete message[field.name];
+    } else if (isDefault(field, value)) {
+      delete message[field.name];
+    }
+  }
+  return message;
+}
+
+/** "<domain>" 0x00 body: what an Ed25519 signature covers. */
+export function signingPayload(domain, body) {
+  return Buffer.concat([Buffer.from(domain, "utf8"), Buffer.from([0]), body]);
+}
+
+/** An Ed25519 key pair of Node's crypto, with its raw 32-byte public key. */
+export class Ed25519Key {
+  constructor() {
+    const { publicKey, privateKey } = crypto.generateKeyPairSync("ed25519");
+    this.privateKey = privateKey;
+    this.raw = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
+  }
+
+  sign(domain, body) {
+    return crypto.sign(null, signingPayload(domain, body), this.privateKey);
+  }
+}
+
+/** True when `signature` is the Ed25519 signature by raw key `rawKey` of `body` for `domain`. */
+export function verify(rawKey, domain, body, signature) {
+  if (!Buffer.isBuffer(rawKey) || rawKey.length !== 32) return false;
+  const key = crypto.createPublicKey({
+    key: { kty: "OKP", crv: "Ed25519", x: rawKey.toString("base64url") },
+    format: "jwk",
+  });
+  return crypto.verify(null, signingPayload(domain, body), key, signature);
+}
+
+/**
+ * The key an account signs with now: account.account_key, followed along its rotations
+ * (oldest first; each names the key before it, is signed by it and by the new key, and
+ * holds its place 1, 2, ... in the chain). Throws when the chain does not verify.
+ */
+export function currentKey(contract, account, rotations) {
+  let key = account.account_key;
+  rotations.forEach((signed, index) => {
+    const rotation = contract.decode("KeyRotation", signed.rotation);
+    const place = `${account.handle}'s key rotation ${index + 1}`;
+    if (rotation.handle !== account.handle) throw new Error(`${place} names ${rotation.handle}`);
+    if (rotation.seq !== index + 1) throw new Error(`${place} has seq ${rotation.seq}`);
+    if (!rotation.old_key.equals(key)) throw new Error(`${place} does not follow the chain`);
+    if (!verify(key, DOMAINS.keyRotation, signed.rotation, signed.signature))
+      throw new Error(`${place}: the old key's signature does not verify`);
+    if (!verify(rotation.new_key, DOMAINS.keyRotationNewKey, signed.rotation, signed.new_key_signature))
+      throw new Error(`${place}: the new key's signature does not verify`);
+    key = rotation.new_key;
+  });
+  return key;
+}
