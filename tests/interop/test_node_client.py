@@ -11,16 +11,27 @@ verified with the dev CA of ``supernode certs``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from client_sdk import ClientConfig, Endpoint, Identity, Tls
+from client_sdk import (
+    Account,
+    Client,
+    ClientConfig,
+    Device,
+    Endpoint,
+    EventKind,
+    Identity,
+    OfflineReason,
+    Tls,
+)
 from supernode import certs
 from tests.integration.process import SupernodeProcess
-from tests.integration.sdk_support import TEST_CONFIG, Clients, unique, unused_target
+from tests.integration.sdk_support import TEST_CONFIG, Clients, Collector, unique, unused_target
 from tests.interop.node_run import NodeRun, run_to_end
 from tests.interop.npm import NodeClient
 
@@ -65,6 +76,23 @@ def tls(directory: Path) -> Transport:
     )
 
 
+async def sdk_sees_the_node_client(peer: Client, handle: str) -> tuple[Account, Device]:
+    """The Node client's account and device as the Python SDK gets them: the record's
+    signature verified against the account key (the SDK serves no record that fails)."""
+    account = await peer.get_account(handle)
+    assert account.display_name == f"Nodé Interop {handle}"
+    found = await peer.lookup(handle)
+    assert [d.device_id for d in found.devices] == [NODE_DEVICE]
+    [device] = found.devices
+    assert (device.seq, device.capabilities) == (2, ("interop",))
+    assert [(e.address, e.port) for e in device.endpoints] == [
+        ("192.0.2.10", 4433),
+        ("2001:db8::10", 4433),
+    ]
+    assert handle in [r.handle for r in await peer.search("NODÉ")]  # accents folded
+    return account, device
+
+
 @pytest.mark.parametrize("transport", [plaintext, tls], ids=["plaintext", "tls"])
 async def test_node_client_round_trip(
     start_supernode: StartSupernode,
@@ -82,34 +110,30 @@ async def test_node_client_round_trip(
     )
     handle = unique("node")
 
-    run = await NodeRun.start(
-        node_client,
-        *("--target", node.grpc_target, "--handle", handle, "--peer", peer.handle),
-        *("--peer-device", "phone", "--expect-device", "tablet", *chosen.node_flags),
-    )
-    try:
-        watching = await run.line("step")
-        assert watching == "watching"
-        # The Node client's account and device, seen (and verified) by the Python SDK.
-        account = await peer.get_account(handle)
-        assert account.display_name == f"Nodé Interop {handle}"
-        found = await peer.lookup(handle)
-        assert [d.device_id for d in found.devices] == [NODE_DEVICE]
-        [device] = found.devices
-        assert (device.seq, device.capabilities) == (2, ("interop",))
-        assert [(e.address, e.port) for e in device.endpoints] == [
-            ("192.0.2.10", 4433),
-            ("2001:db8::10", 4433),
-        ]
-        assert handle in [r.handle for r in await peer.search("NODÉ")]
+    async with contextlib.AsyncExitStack() as stack:
+        run = await NodeRun.start(
+            node_client,
+            *("--target", node.grpc_target, "--handle", handle, "--peer", peer.handle),
+            *("--peer-device", "phone", "--expect-device", "tablet", *chosen.node_flags),
+        )
+        stack.callback(run.kill)
+        assert await run.line("step") == "watching"
+        account, device = await sdk_sees_the_node_client(peer, handle)
+        watch = Collector(peer.watch([handle]))
+        stack.push_async_callback(watch.close)
+        snapshot = await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+        assert snapshot.snapshot is not None
+        assert [d.device_id for d in snapshot.snapshot[handle].devices] == [NODE_DEVICE]
         # What the Node client's watch waits for.
         tablet_key = Identity.generate().public_key
         await peer.register_device("tablet", transport_key=tablet_key)
         summary = await run.line("summary")
         code, error = await run.finish()
-    finally:
-        run.kill()
-    assert code == 0, error
+        assert code == 0, error
+        # The Node client unregistered its device before it ended: the SDK's watch saw it.
+        gone = await watch.wait_for(lambda e: e.kind is EventKind.OFFLINE)
+        assert (gone.handle, gone.device_id) == (handle, NODE_DEVICE)
+        assert gone.reason is OfflineReason.UNREGISTERED
 
     assert summary["account_key"] == account.account_key.hex()
     assert summary["transport_key"] == device.transport_key.hex()
@@ -137,7 +161,6 @@ async def test_node_client_round_trip(
         "tablet",
         "CHANGE_KIND_ONLINE",
     )
-    # The Node client unregistered its device before it ended.
     assert (await peer.lookup(handle)).devices == ()
 
 
