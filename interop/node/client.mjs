@@ -116,6 +116,16 @@ class Scenario {
         authenticated: false,
       }),
     );
+    await this.refused(
+      "forged_account",
+      "CreateAccount signed by a key other than account_key",
+      this.caller.unary(
+        "account",
+        "CreateAccount",
+        this.signedAccount(other, { ...fields, handle: `${handle}-f`, account_key: new Ed25519Key().raw }),
+        { authenticated: false },
+      ),
+    );
     // The same account with an explicit `discoverable = false` (field 4, varint 0): valid
     // protobuf that decodes to the same message, but not the canonical encoding.
     const loose = Buffer.concat([
@@ -141,7 +151,19 @@ class Scenario {
       "Lookup without a bearer token",
       this.caller.unary("presence", "Lookup", { handle }, { authenticated: false }),
     );
-    const { challenge } = await this.caller.unary("session", "GetChallenge", { handle }, { authenticated: false });
+    const first = await this.caller.unary("session", "GetChallenge", { handle }, { authenticated: false });
+    await this.refused(
+      "forged_login",
+      "Login with a challenge signed by another key",
+      this.caller.unary(
+        "session",
+        "Login",
+        { handle, challenge: first.challenge, signature: new Ed25519Key().sign(DOMAINS.login, first.challenge) },
+        { authenticated: false },
+      ),
+    );
+    const fresh = await this.caller.unary("session", "GetChallenge", { handle }, { authenticated: false });
+    const challenge = fresh.challenge;
     const signature = this.key.sign(DOMAINS.login, challenge);
     const session = await this.caller.unary("session", "Login", { handle, challenge, signature }, {
       authenticated: false,
@@ -155,7 +177,17 @@ class Scenario {
     );
   }
 
-  signedRecord(seq, key = this.key, extra = {}) {
+  /**
+   * The seq of the device's next record: strictly above every seq used before for it
+   * (the server keeps the highest, even past an unregister), and at least the wall clock in
+   * milliseconds, so a client that restarts with no saved state still goes up.
+   */
+  nextSeq() {
+    this.lastSeq = Math.max((this.lastSeq ?? 0) + 1, Date.now());
+    return this.lastSeq;
+  }
+
+  signedRecord(seq, { key = this.key, ...fields } = {}) {
     const record = this.contract.encode("DeviceRecord", {
       handle: this.args.handle,
       device_id: DEVICE_ID,
@@ -163,52 +195,52 @@ class Scenario {
       issued_at_ms: Date.now(),
       ttl_seconds: 0, // the server's default lease
       endpoints: [
-        {
-          address: "192.0.2.10",
-          port: 4433,
-          protocol: "TRANSPORT_PROTOCOL_UDP",
-          type: "CANDIDATE_TYPE_HOST",
-        },
+        { address: "192.0.2.10", port: 4433, protocol: "TRANSPORT_PROTOCOL_UDP", type: "CANDIDATE_TYPE_HOST" },
         { address: "2001:db8::10", port: 4433, protocol: "TRANSPORT_PROTOCOL_UDP", type: "CANDIDATE_TYPE_HOST" },
       ],
       transport_key: this.transportKey,
       status: "DEVICE_STATUS_ONLINE",
       capabilities: ["interop"],
-      ...extra,
+      ...fields,
     });
     return { signed: { record, signature: key.sign(DOMAINS.deviceRecord, record) } };
   }
 
+  register(request) {
+    return this.caller.unary("presence", "RegisterDevice", request);
+  }
+
   async registerDevice() {
-    const first = await this.caller.unary("presence", "RegisterDevice", this.signedRecord(1));
+    const first = await this.register(this.signedRecord(this.nextSeq()));
     check(first.ttl_seconds > 0, "ttl_seconds 0 asks for the server's default lease");
     check(first.expires_at_ms > Date.now(), "the lease ends in the future");
-    const renewed = await this.caller.unary("presence", "RegisterDevice", this.signedRecord(2));
-    this.summary.registered = { device_id: DEVICE_ID, ttl_seconds: renewed.ttl_seconds };
+    this.seq = this.nextSeq();
+    const renewed = await this.register(this.signedRecord(this.seq));
+    this.summary.registered = { device_id: DEVICE_ID, seq: this.seq, ttl_seconds: renewed.ttl_seconds };
     this.summary.transport_key = this.transportKey.toString("hex");
 
-    await this.refused("replayed_seq", "RegisterDevice with a seq not above the last", this.caller.unary(
-      "presence",
-      "RegisterDevice",
-      this.signedRecord(2),
-    ));
-    const forged = this.signedRecord(3, new Ed25519Key());
-    await this.refused("forged_record", "RegisterDevice signed by another key", this.caller.unary(
-      "presence",
-      "RegisterDevice",
-      forged,
-    ));
+    await this.refused("replayed_seq", "RegisterDevice with a seq not above the last", this.register(this.signedRecord(this.seq)));
+    await this.refused(
+      "forged_record",
+      "RegisterDevice signed by another key",
+      this.register(this.signedRecord(this.nextSeq(), { key: new Ed25519Key() })),
+    );
+    await this.refused(
+      "record_of_another_handle",
+      "RegisterDevice of a record naming another account",
+      this.register(this.signedRecord(this.nextSeq(), { handle: this.args.peer })),
+    );
     await this.refused(
       "unspecified_status",
       "RegisterDevice with DEVICE_STATUS_UNSPECIFIED",
-      this.caller.unary("presence", "RegisterDevice", this.signedRecord(3, this.key, { status: "DEVICE_STATUS_UNSPECIFIED" })),
+      this.register(this.signedRecord(this.nextSeq(), { status: "DEVICE_STATUS_UNSPECIFIED" })),
     );
   }
 
   async lookUp() {
     const { handle, peer } = this.args;
     const own = verifiedDevices(this.contract, await this.caller.unary("presence", "Lookup", { handle }));
-    check(own.length === 1 && own[0].device_id === DEVICE_ID && own[0].seq === 2, "Lookup serves the renewed device");
+    check(own.length === 1 && own[0].device_id === DEVICE_ID && own[0].seq === this.seq, "Lookup serves the renewed device");
     check(own[0].transport_key.equals(this.transportKey), "Lookup serves the transport key");
     check(own[0].endpoints.length === 2 && own[0].status === "DEVICE_STATUS_ONLINE", "Lookup serves the record");
     const found = await this.caller.unary("presence", "Lookup", { handle: peer, consistency: "CONSISTENCY_QUORUM" });
@@ -291,7 +323,7 @@ class Scenario {
   }
 
   async finish() {
-    const removed = await this.caller.unary("presence", "UnregisterDevice", { device_id: DEVICE_ID, seq: 3 });
+    const removed = await this.caller.unary("presence", "UnregisterDevice", { device_id: DEVICE_ID, seq: this.lastSeq });
     check(removed.removed, "UnregisterDevice removes the live device");
     this.summary.unregistered = true;
     await this.caller.unary("session", "Logout", {});
