@@ -14,7 +14,9 @@ const details = protobuf.Root.fromJSON({
       nested: {
         protobuf: {
           nested: {
-            Any: { fields: { type_url: { type: "string", id: 1 }, value: { type: "bytes", id: 2 } } },
+            Any: {
+              fields: { type_url: { type: "string", id: 1 }, value: { type: "bytes", id: 2 } },
+            },
           },
         },
         rpc: {
@@ -41,7 +43,9 @@ const details = protobuf.Root.fromJSON({
 });
 const STATUS = details.lookupType("google.rpc.Status");
 const ERROR_INFO = details.lookupType("google.rpc.ErrorInfo");
-const CODE_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
+const CODE_NAMES = Object.fromEntries(
+  Object.entries(grpc.status).map(([name, code]) => [code, name]),
+);
 
 /** A call the server refused (or that never reached it). */
 export class CallError extends Error {
@@ -98,6 +102,11 @@ export class Caller {
     });
   }
 
+  /** A call that needs no session (creating an account, logging in, reading an account). */
+  anonymous(service, method, request) {
+    return this.unary(service, method, request, { authenticated: false });
+  }
+
   /** A server stream: its messages through `onMessage`, its end (or refusal) through `onEnd`. */
   stream(service, method, request, onMessage, onEnd) {
     const call = this.clients[service][method](request, this.metadata(true));
@@ -119,7 +128,8 @@ export async function refusal(what, promise) {
   try {
     await promise;
   } catch (error) {
-    if (error instanceof CallError) return { code: error.code, reason: error.reason, message: error.details };
+    if (error instanceof CallError)
+      return { code: error.code, reason: error.reason, message: error.details };
     throw error;
   }
   throw new Error(`${what} was accepted, but must be refused`);

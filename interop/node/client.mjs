@@ -98,12 +98,14 @@ class Scenario {
       discoverable: true,
       created_at_ms: Date.now(),
     };
-    const created = await this.caller.unary("account", "CreateAccount", this.signedAccount(this.key, fields), {
-      authenticated: false,
-    });
+    const created = await this.caller.anonymous(
+      "account",
+      "CreateAccount",
+      this.signedAccount(this.key, fields),
+    );
     check(created.account.handle === handle, "CreateAccount answers the account");
     check(created.account.account_key.equals(this.key.raw), "CreateAccount answers the key");
-    const got = await this.caller.unary("account", "GetAccount", { handle }, { authenticated: false });
+    const got = await this.caller.anonymous("account", "GetAccount", { handle });
     check(got.account.display_name === fields.display_name, "GetAccount serves the display name");
     check(got.rotations.length === 0, "a new account has no key rotations");
     this.summary.display_name = got.account.display_name;
@@ -112,35 +114,43 @@ class Scenario {
     await this.refused(
       "handle_taken",
       "CreateAccount of a taken handle",
-      this.caller.unary("account", "CreateAccount", this.signedAccount(other, { ...fields, account_key: other.raw }), {
-        authenticated: false,
-      }),
+      this.caller.anonymous(
+        "account",
+        "CreateAccount",
+        this.signedAccount(other, { ...fields, account_key: other.raw }),
+      ),
     );
     await this.refused(
       "forged_account",
       "CreateAccount signed by a key other than account_key",
-      this.caller.unary(
+      this.caller.anonymous(
         "account",
         "CreateAccount",
-        this.signedAccount(other, { ...fields, handle: `${handle}-f`, account_key: new Ed25519Key().raw }),
-        { authenticated: false },
+        this.signedAccount(other, {
+          ...fields,
+          handle: `${handle}-f`,
+          account_key: new Ed25519Key().raw,
+        }),
       ),
     );
     // The same account with an explicit `discoverable = false` (field 4, varint 0): valid
     // protobuf that decodes to the same message, but not the canonical encoding.
     const loose = Buffer.concat([
-      this.contract.encode("Account", { ...fields, handle: `${handle}-x`, account_key: other.raw, discoverable: false }),
+      this.contract.encode("Account", {
+        ...fields,
+        handle: `${handle}-x`,
+        account_key: other.raw,
+        discoverable: false,
+      }),
       Buffer.from([4 << 3, 0]),
     ]);
     await this.refused(
       "non_canonical_account",
       "CreateAccount with a non-canonical encoding",
-      this.caller.unary(
-        "account",
-        "CreateAccount",
-        { account: loose, signature: other.sign(DOMAINS.createAccount, loose) },
-        { authenticated: false },
-      ),
+      this.caller.anonymous("account", "CreateAccount", {
+        account: loose,
+        signature: other.sign(DOMAINS.createAccount, loose),
+      }),
     );
   }
 
@@ -149,31 +159,34 @@ class Scenario {
     await this.refused(
       "no_token",
       "Lookup without a bearer token",
-      this.caller.unary("presence", "Lookup", { handle }, { authenticated: false }),
+      this.caller.anonymous("presence", "Lookup", { handle }),
     );
-    const first = await this.caller.unary("session", "GetChallenge", { handle }, { authenticated: false });
+    const first = await this.caller.anonymous("session", "GetChallenge", { handle });
     await this.refused(
       "forged_login",
       "Login with a challenge signed by another key",
-      this.caller.unary(
-        "session",
-        "Login",
-        { handle, challenge: first.challenge, signature: new Ed25519Key().sign(DOMAINS.login, first.challenge) },
-        { authenticated: false },
-      ),
+      this.caller.anonymous("session", "Login", {
+        handle,
+        challenge: first.challenge,
+        signature: new Ed25519Key().sign(DOMAINS.login, first.challenge),
+      }),
     );
-    const fresh = await this.caller.unary("session", "GetChallenge", { handle }, { authenticated: false });
-    const challenge = fresh.challenge;
+    const { challenge } = await this.caller.anonymous("session", "GetChallenge", { handle });
     const signature = this.key.sign(DOMAINS.login, challenge);
-    const session = await this.caller.unary("session", "Login", { handle, challenge, signature }, {
-      authenticated: false,
+    const session = await this.caller.anonymous("session", "Login", {
+      handle,
+      challenge,
+      signature,
     });
-    check(session.token.length > 0 && session.expires_at_ms > Date.now(), "Login grants a live token");
+    check(
+      session.token.length > 0 && session.expires_at_ms > Date.now(),
+      "Login grants a live token",
+    );
     this.caller.token = session.token;
     await this.refused(
       "challenge_reused",
       "Login with a challenge already used",
-      this.caller.unary("session", "Login", { handle, challenge, signature }, { authenticated: false }),
+      this.caller.anonymous("session", "Login", { handle, challenge, signature }),
     );
   }
 
@@ -195,8 +208,18 @@ class Scenario {
       issued_at_ms: Date.now(),
       ttl_seconds: 0, // the server's default lease
       endpoints: [
-        { address: "192.0.2.10", port: 4433, protocol: "TRANSPORT_PROTOCOL_UDP", type: "CANDIDATE_TYPE_HOST" },
-        { address: "2001:db8::10", port: 4433, protocol: "TRANSPORT_PROTOCOL_UDP", type: "CANDIDATE_TYPE_HOST" },
+        {
+          address: "192.0.2.10",
+          port: 4433,
+          protocol: "TRANSPORT_PROTOCOL_UDP",
+          type: "CANDIDATE_TYPE_HOST",
+        },
+        {
+          address: "2001:db8::10",
+          port: 4433,
+          protocol: "TRANSPORT_PROTOCOL_UDP",
+          type: "CANDIDATE_TYPE_HOST",
+        },
       ],
       transport_key: this.transportKey,
       status: "DEVICE_STATUS_ONLINE",
@@ -216,10 +239,18 @@ class Scenario {
     check(first.expires_at_ms > Date.now(), "the lease ends in the future");
     this.seq = this.nextSeq();
     const renewed = await this.register(this.signedRecord(this.seq));
-    this.summary.registered = { device_id: DEVICE_ID, seq: this.seq, ttl_seconds: renewed.ttl_seconds };
+    this.summary.registered = {
+      device_id: DEVICE_ID,
+      seq: this.seq,
+      ttl_seconds: renewed.ttl_seconds,
+    };
     this.summary.transport_key = this.transportKey.toString("hex");
 
-    await this.refused("replayed_seq", "RegisterDevice with a seq not above the last", this.register(this.signedRecord(this.seq)));
+    await this.refused(
+      "replayed_seq",
+      "RegisterDevice with a seq not above the last",
+      this.register(this.signedRecord(this.seq)),
+    );
     await this.refused(
       "forged_record",
       "RegisterDevice signed by another key",
@@ -239,11 +270,23 @@ class Scenario {
 
   async lookUp() {
     const { handle, peer } = this.args;
-    const own = verifiedDevices(this.contract, await this.caller.unary("presence", "Lookup", { handle }));
-    check(own.length === 1 && own[0].device_id === DEVICE_ID && own[0].seq === this.seq, "Lookup serves the renewed device");
+    const own = verifiedDevices(
+      this.contract,
+      await this.caller.unary("presence", "Lookup", { handle }),
+    );
+    check(
+      own.length === 1 && own[0].device_id === DEVICE_ID && own[0].seq === this.seq,
+      "Lookup serves the renewed device",
+    );
     check(own[0].transport_key.equals(this.transportKey), "Lookup serves the transport key");
-    check(own[0].endpoints.length === 2 && own[0].status === "DEVICE_STATUS_ONLINE", "Lookup serves the record");
-    const found = await this.caller.unary("presence", "Lookup", { handle: peer, consistency: "CONSISTENCY_QUORUM" });
+    check(
+      own[0].endpoints.length === 2 && own[0].status === "DEVICE_STATUS_ONLINE",
+      "Lookup serves the record",
+    );
+    const found = await this.caller.unary("presence", "Lookup", {
+      handle: peer,
+      consistency: "CONSISTENCY_QUORUM",
+    });
     const devices = verifiedDevices(this.contract, found);
     this.summary.lookup_peer = {
       display_name: found.account.display_name,
@@ -268,7 +311,10 @@ class Scenario {
       check(round < handles.length, "every LookupMany answer settles at least one handle");
       const answer = await this.caller.unary("presence", "LookupMany", { handles: asked });
       for (const found of answer.results)
-        results.push({ handle: found.account.handle, devices: verifiedDevices(this.contract, found).map((d) => d.device_id) });
+        results.push({
+          handle: found.account.handle,
+          devices: verifiedDevices(this.contract, found).map((d) => d.device_id),
+        });
       notFound.push(...answer.not_found);
       asked = answer.unanswered;
     }
@@ -292,38 +338,61 @@ class Scenario {
     const seen = { snapshot: null, change: null };
     let peerKey = null;
     await new Promise((resolve, reject) => {
-      const call = this.caller.stream("presence", "Watch", { handles: [peer] }, (event) => {
-        try {
-          if (event.event === "snapshot") {
-            const [found] = event.snapshot.handles;
-            check(found && found.account.handle === peer, "the snapshot holds the watched handle");
-            peerKey = currentKey(this.contract, found.account, found.rotations);
-            seen.snapshot = verifiedDevices(this.contract, found).map((d) => d.device_id);
-            check(event.epoch !== "" && !event.resumed, "a fresh snapshot has a position");
-            emit({ step: "watching" });
-          } else if (event.event === "change") {
-            check(seen.snapshot !== null, "a snapshot comes first");
-            const { change } = event;
-            if (change.device_id !== expected || change.kind !== "CHANGE_KIND_ONLINE") return;
-            const { record, signature } = change.device.signed;
-            check(verify(peerKey, DOMAINS.deviceRecord, record, signature), "the change's record verifies");
-            const decoded = this.contract.decode("DeviceRecord", record);
-            check(decoded.device_id === expected && decoded.handle === peer, "the change carries its record");
-            seen.change = { handle: change.handle, device_id: change.device_id, kind: change.kind, revision: event.revision };
+      const call = this.caller.stream(
+        "presence",
+        "Watch",
+        { handles: [peer] },
+        (event) => {
+          try {
+            if (event.event === "snapshot") {
+              const [found] = event.snapshot.handles;
+              check(
+                found && found.account.handle === peer,
+                "the snapshot holds the watched handle",
+              );
+              peerKey = currentKey(this.contract, found.account, found.rotations);
+              seen.snapshot = verifiedDevices(this.contract, found).map((d) => d.device_id);
+              check(event.epoch !== "" && !event.resumed, "a fresh snapshot has a position");
+              emit({ step: "watching" });
+            } else if (event.event === "change") {
+              check(seen.snapshot !== null, "a snapshot comes first");
+              const { change } = event;
+              if (change.device_id !== expected || change.kind !== "CHANGE_KIND_ONLINE") return;
+              const { record, signature } = change.device.signed;
+              check(
+                verify(peerKey, DOMAINS.deviceRecord, record, signature),
+                "the change's record verifies",
+              );
+              const decoded = this.contract.decode("DeviceRecord", record);
+              check(
+                decoded.device_id === expected && decoded.handle === peer,
+                "the change carries its record",
+              );
+              seen.change = {
+                handle: change.handle,
+                device_id: change.device_id,
+                kind: change.kind,
+                revision: event.revision,
+              };
+              call.cancel();
+              resolve();
+            }
+          } catch (error) {
             call.cancel();
-            resolve();
+            reject(error);
           }
-        } catch (error) {
-          call.cancel();
-          reject(error);
-        }
-      }, (error) => reject(error ?? new Error("the watch ended before the expected change")));
+        },
+        (error) => reject(error ?? new Error("the watch ended before the expected change")),
+      );
     });
     this.summary.watch = seen;
   }
 
   async finish() {
-    const removed = await this.caller.unary("presence", "UnregisterDevice", { device_id: DEVICE_ID, seq: this.lastSeq });
+    const removed = await this.caller.unary("presence", "UnregisterDevice", {
+      device_id: DEVICE_ID,
+      seq: this.lastSeq,
+    });
     check(removed.removed, "UnregisterDevice removes the live device");
     this.summary.unregistered = true;
     await this.caller.unary("session", "Logout", {});
@@ -352,7 +421,10 @@ async function main() {
   let scenario = null;
   try {
     const contract = new Contract(args.protos);
-    caller = new Caller(contract, args.target, { caFile: args.ca, deadlineMs: Number(args["deadline-ms"]) });
+    caller = new Caller(contract, args.target, {
+      caFile: args.ca,
+      deadlineMs: Number(args["deadline-ms"]),
+    });
     scenario = new Scenario(contract, caller, args);
     await scenario.createAccount();
     await scenario.login();

@@ -136,7 +136,14 @@ export function currentKey(contract, account, rotations) {
     if (!rotation.old_key.equals(key)) throw new Error(`${place} does not follow the chain`);
     if (!verify(key, DOMAINS.keyRotation, signed.rotation, signed.signature))
       throw new Error(`${place}: the old key's signature does not verify`);
-    if (!verify(rotation.new_key, DOMAINS.keyRotationNewKey, signed.rotation, signed.new_key_signature))
+    if (
+      !verify(
+        rotation.new_key,
+        DOMAINS.keyRotationNewKey,
+        signed.rotation,
+        signed.new_key_signature,
+      )
+    )
       throw new Error(`${place}: the new key's signature does not verify`);
     key = rotation.new_key;
   });
