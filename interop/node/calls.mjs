@@ -74,12 +74,16 @@ export class Caller {
     const credentials = caFile
       ? grpc.credentials.createSsl(fs.readFileSync(caFile))
       : grpc.credentials.createInsecure();
+    // One channel (one HTTP/2 connection) for every service: a node with --workers
+    // guarantees a client reads its own writes on its connection, not across connections.
+    this.channel = new grpc.Channel(target, credentials, {});
     const { AccountService, SessionService, PresenceService, SearchService } = contract.services;
+    const options = { channelOverride: this.channel };
     this.clients = {
-      account: new AccountService(target, credentials),
-      session: new SessionService(target, credentials),
-      presence: new PresenceService(target, credentials),
-      search: new SearchService(target, credentials),
+      account: new AccountService(target, credentials, options),
+      session: new SessionService(target, credentials, options),
+      presence: new PresenceService(target, credentials, options),
+      search: new SearchService(target, credentials, options),
     };
     this.deadlineMs = deadlineMs;
     this.token = "";
@@ -119,7 +123,7 @@ export class Caller {
   }
 
   close() {
-    Object.values(this.clients).forEach((client) => client.close());
+    this.channel.close();
   }
 }
 

@@ -23,7 +23,14 @@ import { Contract, DOMAINS, Ed25519Key, currentKey, verify } from "./contract.mj
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE =
   "usage: node client.mjs --target HOST:PORT --handle H --peer P --peer-device D " +
-  "--expect-device E [--ca CA_FILE] [--protos DIR] [--timeout-ms N]";
+  "--expect-device E [--ca CA_FILE] [--protos DIR] [--timeout-ms N] [--deadline-ms N]";
+const HELP = `${USAGE}
+
+Creates account H (its key made here), logs in, registers a device, looks H and P up,
+searches, then watches P until P's device E comes online (P must exist with device D
+live), unregisters and logs out; every signature verified, every refusal the protos name
+checked. --ca: a PEM CA file for TLS (plaintext without it). Prints JSON lines on stdout;
+exit code 1 with one line on stderr on any failure.`;
 const DEVICE_ID = "node-laptop";
 
 function options() {
@@ -38,8 +45,10 @@ function options() {
       "expect-device": { type: "string" },
       "timeout-ms": { type: "string", default: "20000" },
       "deadline-ms": { type: "string", default: "5000" },
+      help: { type: "boolean", short: "h" },
     },
   });
+  if (values.help) return null;
   for (const name of ["target", "handle", "peer", "peer-device", "expect-device"])
     if (!values[name]) throw new UsageError(`--${name} is required`);
   return values;
@@ -288,6 +297,11 @@ class Scenario {
       consistency: "CONSISTENCY_QUORUM",
     });
     const devices = verifiedDevices(this.contract, found);
+    const peerDevice = this.args["peer-device"];
+    check(
+      devices.some((d) => d.device_id === peerDevice),
+      `Lookup serves ${peer}'s ${peerDevice}`,
+    );
     this.summary.lookup_peer = {
       display_name: found.account.display_name,
       devices: devices.map((d) => d.device_id),
@@ -352,6 +366,7 @@ class Scenario {
               );
               peerKey = currentKey(this.contract, found.account, found.rotations);
               seen.snapshot = verifiedDevices(this.contract, found).map((d) => d.device_id);
+              check(seen.snapshot.includes(this.args["peer-device"]), "the snapshot is live");
               check(event.epoch !== "" && !event.resumed, "a fresh snapshot has a position");
               emit({ step: "watching" });
             } else if (event.event === "change") {
@@ -411,6 +426,10 @@ async function main() {
   } catch (error) {
     process.stderr.write(`interop client: ${error.message}\n${USAGE}\n`);
     return 2;
+  }
+  if (args === null) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
   }
   const timeoutMs = Number(args["timeout-ms"]);
   const timer = setTimeout(() => {
