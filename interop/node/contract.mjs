@@ -111,14 +111,51 @@ export class Ed25519Key {
   }
 }
 
+// Strict Ed25519 (the rules of "Taming the many EdDSAs" and ZIP 215's strict mode), on top
+// of what OpenSSL checks: OpenSSL verifies a small-order key with the "universal" signature
+// R = identity, S = 0 for every message. A point's encoding is refused when its y (the low
+// 255 bits, little endian) is not below p, or is the y of one of the 8 small-order points.
+const P = 2n ** 255n - 19n;
+const L = 2n ** 252n + 27742317777372353535851937790883648493n; // the group order
+const Y8 = 0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7n;
+const SMALL_ORDER_Y = new Set([0n, 1n, P - 1n, Y8, P - Y8]);
+
+function littleEndian(bytes) {
+  return BigInt(`0x${Buffer.from(bytes).reverse().toString("hex") || "0"}`);
+}
+
+function strictPoint(encoding) {
+  const y = littleEndian(encoding) & ((1n << 255n) - 1n);
+  return y < P && !SMALL_ORDER_Y.has(y);
+}
+
+/** A usable Ed25519 public key: 32 bytes, a canonical encoding, not of small order. */
+export function strictKey(rawKey) {
+  return Buffer.isBuffer(rawKey) && rawKey.length === 32 && strictPoint(rawKey);
+}
+
+/** A signature with one encoding: 64 bytes, R strict as a key, S below the group order. */
+export function strictSignature(signature) {
+  return (
+    Buffer.isBuffer(signature) &&
+    signature.length === 64 &&
+    strictPoint(signature.subarray(0, 32)) &&
+    littleEndian(signature.subarray(32)) < L
+  );
+}
+
 /** True when `signature` is the Ed25519 signature by raw key `rawKey` of `body` for `domain`. */
 export function verify(rawKey, domain, body, signature) {
-  if (!Buffer.isBuffer(rawKey) || rawKey.length !== 32) return false;
-  const key = crypto.createPublicKey({
-    key: { kty: "OKP", crv: "Ed25519", x: rawKey.toString("base64url") },
-    format: "jwk",
-  });
-  return crypto.verify(null, signingPayload(domain, body), key, signature);
+  if (!strictKey(rawKey) || !strictSignature(signature)) return false;
+  try {
+    const key = crypto.createPublicKey({
+      key: { kty: "OKP", crv: "Ed25519", x: rawKey.toString("base64url") },
+      format: "jwk",
+    });
+    return crypto.verify(null, signingPayload(domain, body), key, signature);
+  } catch {
+    return false; // not a point of the curve at all
+  }
 }
 
 /**
