@@ -2,11 +2,12 @@
 @grpc/proto-loader, Node's own Ed25519) against a real supernode, next to the Python SDK.
 
 The Node client creates an account, logs in, registers a device, looks up, looks up many,
-searches and watches, verifying every signature it is served, and checks the refusals the
-protos name. The Python SDK checks the other direction: it looks the Node client's device
-up (verifying its signature against the account key), finds the account by search, and
-registers the device the Node client's watch must see. Once over plaintext, once over TLS
-verified with the dev CA of ``supernode certs``.
+searches and watches, verifying every signature it is served, and checks what the server
+refuses (the codes are not all in the protos yet: interop/RULES_NEEDED.md). The Python SDK
+checks the other direction: it looks the Node client's device up (verifying its signature
+against the account key), finds the account by search, watches it (the device, then its
+unregistration) and registers the device the Node client's watch must see. Once over
+plaintext, once over TLS verified with the dev CA of ``supernode certs``.
 """
 
 from __future__ import annotations
