@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto protos/supernode/internal/v1/*.
 GEN_STAMP := client_sdk/protocol/v1/.generated
 LINTED := protos supernode client_sdk tests benchmarks examples
 
-.PHONY: all run test test-workers test-quick lint typecheck gen bench bench-quick bench-scale clean
+.PHONY: all run test test-workers test-interop test-quick lint typecheck gen bench bench-quick bench-scale clean
 
 all: gen
 
@@ -44,6 +44,10 @@ test: gen
 test-workers: gen
 	SUPERNODE_TEST_WORKERS=2 timeout 1200 $(BIN)/pytest -q tests/integration
 
+## The Node.js client built from the protos (interop/node) against real nodes; part of `test`.
+test-interop: gen
+	$(BIN)/pytest -q tests/interop
+
 lint: gen
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
@@ -69,4 +73,4 @@ bench-scale: gen
 
 clean:
 	rm -rf $(VENV) client_sdk/protocol/v1/*_pb2*.py* client_sdk/protocol/v1/.generated \
-		supernode/internal/v1/*_pb2*.py* .pytest_cache .mypy_cache
+		supernode/internal/v1/*_pb2*.py* .pytest_cache .mypy_cache interop/node/node_modules

@@ -44,6 +44,10 @@ ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
 H2LOAD_PACKAGE = DebianPackage("nghttp2-client", "h2load", None)
 # Debian's RFC 3489 STUN client (stund's), which the STUN responder's tests run against it.
 STUN_CLIENT_PACKAGE = DebianPackage("stun-client", "stun", None)
+# Node.js and npm for the interop client written in JavaScript (interop/node). Clients:
+# their install starts nothing.
+NODE_PACKAGE = DebianPackage("nodejs", "node", None)
+NPM_PACKAGE = DebianPackage("npm", "npm", None)
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600
