@@ -84,6 +84,38 @@ class DeviceChanged:
     seq: int = 0
 
 
+def extended_lease(
+    current: DeviceWrite | None, seq: int, now_ms: int, policy: lease.LeasePolicy
+) -> Admitted:
+    """The version of ``current`` whose lease runs a full TTL from ``now_ms``: the same
+    signed record (same seq, no new signature to verify), the same attachment, a later end.
+
+    A keepalive: a device whose record has not changed extends its lease without signing
+    anew. The merge rule orders versions of one seq by lease end, so this version wins over
+    ``current`` on every replica, loses to a tombstone of the same seq (an unregister) and
+    to any newer seq. Only the device's live, unexpired version at ``seq`` is extended: an
+    ended lease is not revived (``FAILED_PRECONDITION``: register anew), a superseded seq
+    is not extended (``FAILED_PRECONDITION``), an unknown device is ``NOT_FOUND``.
+    """
+    if current is None or current.tombstone:
+        raise NotFound("device_id: no such device registered; register it")
+    if current.seq != seq:
+        raise FailedPrecondition(
+            f"seq: {seq}, but the device's current record has seq {current.seq}; "
+            "register the current record"
+        )
+    if current.expires_at_ms <= now_ms:
+        raise FailedPrecondition("device_id: its lease has ended; register it anew")
+    device = pb.Device.FromString(current.device)
+    record = pb.DeviceRecord.FromString(device.signed.record)
+    ttl = lease.granted_ttl_seconds(record.ttl_seconds, policy)
+    device.expires_at_ms = max(current.expires_at_ms, lease.lease_expiry_ms(now_ms, ttl))
+    write = DeviceWrite(
+        current.handle, current.device_id, seq, device.expires_at_ms, device.SerializeToString()
+    )
+    return Admitted(write, ttl)
+
+
 def same_to_watchers(before: bytes, after: bytes) -> bool:
     """Whether two serialized ``Device`` versions show a watcher the same device: the same
     endpoints, transport key, status, capabilities and attached node. What differs between
@@ -327,6 +359,18 @@ class Replica:
         expires_at_ms = self._clock_ms() + self._policy.tombstone_retention_ms
         return DeviceWrite(handle, device_id, seq, expires_at_ms, b"")
 
+    def current(self, handle: str, device_id: str) -> DeviceWrite | None:
+        """The version this replica holds of one device (a tombstone included), or None."""
+        slot = self._store.device_slot(handle, device_id)
+        if slot is None:
+            return None
+        return DeviceWrite(handle, device_id, slot.seq, slot.expires_at_ms, slot.device)
+
+    def extension(self, handle: str, device_id: str, seq: int) -> Admitted:
+        """The keepalive of ``handle``'s device at ``seq``, from the version held here."""
+        check_device_id("device_id", device_id)
+        return extended_lease(self.current(handle, device_id), seq, self._clock_ms(), self._policy)
+
     def removal(self, handle: str, device_id: str, at_least_seq: int = 0) -> Removal | None:
         """The tombstone that unregisters the device: at the stored seq (the tombstone wins
         the tie) or at ``at_least_seq`` when the client has sent a higher one (see
@@ -503,6 +547,13 @@ class Presence:
             return False
         self.publish([self.replica.apply(removal.write)])
         return removal.lease_was_running
+
+    def keep_alive(self, session_handle: str, device_id: str, seq: int) -> Registration:
+        """Extend the lease of one of the session's own devices (see :func:`extended_lease`):
+        no signature, no watch event, one store write."""
+        extended = self.replica.extension(session_handle, device_id, seq)
+        self.publish([self.replica.apply(extended.write)])
+        return Registration(extended.write.expires_at_ms, extended.ttl_seconds)
 
     def apply_write(self, write: DeviceWrite, fresh: bool) -> DeviceChanged | None:
         """Apply a replicated write here and tell observers: ``fresh`` for a client's new

@@ -419,3 +419,53 @@ def test_each_handle_once_in_request_order_at_its_first_index(handles: list[str]
     assert list(first) == list(dict.fromkeys(handles))
     for handle, index in first.items():
         assert handles[index] == handle and handle not in handles[:index]
+
+
+def test_a_keepalive_extends_the_lease_of_the_same_record_without_a_watch_event(
+    presence: Presence, alice: Identity, clock: Clock, recorder: Recorder
+) -> None:
+    sent = signed(alice, device_record(seq=4, ttl_seconds=60))
+    presence.register("alice", sent)
+    clock.now += 40_000
+    granted = presence.keep_alive("alice", "phone", 4)
+    assert (granted.expires_at_ms, granted.ttl_seconds) == (clock.now + 60_000, 60)
+    [device] = _lookup(presence, "alice").devices
+    assert device.signed == sent and device.expires_at_ms == clock.now + 60_000
+    assert device.attached_supernode == "n1"
+    assert [c for _, _, c in recorder.changes] == [Change.ONLINE, Change.RENEWED]
+    # Past the first lease's end, the device is still online: the extension holds.
+    clock.now += 50_000
+    presence.sweep()
+    assert len(_lookup(presence, "alice").devices) == 1 and presence.online == 1
+
+
+def test_a_keepalive_extends_only_the_live_current_record(
+    presence: Presence, alice: Identity, clock: Clock
+) -> None:
+    with pytest.raises(NotFound, match="no such device"):
+        presence.keep_alive("alice", "phone", 1)
+    presence.register("alice", signed(alice, device_record(seq=4, ttl_seconds=10)))
+    with pytest.raises(FailedPrecondition, match="current record has seq 4"):
+        presence.keep_alive("alice", "phone", 3)  # an older record's keepalive, replayed
+    with pytest.raises(FailedPrecondition, match="current record has seq 4"):
+        presence.keep_alive("alice", "phone", 5)
+    with pytest.raises(NotFound):  # another account's session names its own handle
+        presence.keep_alive("bob", "phone", 4)
+    with pytest.raises(InvalidField):
+        presence.keep_alive("alice", "", 4)
+    clock.now += 10_000  # the lease ended (swept or not): not revived
+    with pytest.raises(FailedPrecondition, match="lease has ended"):
+        presence.keep_alive("alice", "phone", 4)
+
+
+def test_an_unregistered_device_is_not_kept_alive_and_its_tombstone_wins(
+    presence: Presence, alice: Identity, clock: Clock
+) -> None:
+    presence.register("alice", signed(alice, device_record(seq=4, ttl_seconds=60)))
+    early = presence.replica.extension("alice", "phone", 4)  # a keepalive racing the unregister
+    assert presence.unregister("alice", "phone")
+    with pytest.raises(NotFound):
+        presence.keep_alive("alice", "phone", 4)
+    # Arriving after the tombstone (a replica that applies it late), it changes nothing.
+    assert presence.replica.apply(early.write) is None
+    assert _lookup(presence, "alice").devices == []
