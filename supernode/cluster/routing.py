@@ -31,6 +31,7 @@ from supernode.directory.presence import (
     Presence,
     Registration,
     burial_seq,
+    extended_lease,
     first_positions,
 )
 from supernode.errors import Aborted, NotFound, Unavailable
@@ -206,6 +207,31 @@ class ClusterPresence:
             )
 
         return await self._rerouted(session_handle, bury)
+
+    async def keep_alive(self, session_handle: str, device_id: str, seq: int) -> Registration:
+        """Extend the lease of the version a majority holds, on every replica.
+
+        The majority read (as for an unregister) is what makes this safe: an acknowledged
+        unregister is on a majority, so its tombstone is seen and the keepalive refused. A
+        keepalive from one replica's copy alone could extend, on a replica that missed the
+        unregister, a record past its tombstone's retention, to come back by repair later.
+        """
+        check_device_id("device_id", device_id)
+        replicas, moving_to, _ = self.write_route(session_handle)
+        if replicas == (self.name,) and not moving_to:
+            return self.local.keep_alive(session_handle, device_id, seq)
+
+        async def extend(attempt: int) -> Registration:
+            replicas, _, epoch = self.write_route(session_handle)
+            held = await self._versions(session_handle, replicas, epoch)
+            current = self._repair(session_handle, held, epoch).winners.get(device_id)
+            extended = extended_lease(current, seq, self._clock_ms(), self.local.replica.policy)
+            await self._write(extended.write, fresh=False)
+            return Registration(extended.write.expires_at_ms, extended.ttl_seconds)
+
+        registration = await self._rerouted(session_handle, extend)
+        self._attached[(session_handle, device_id)] = registration.expires_at_ms
+        return registration
 
     async def _write(self, write: DeviceWrite, *, fresh: bool) -> None:
         """Replicate ``write`` by the current route (both replica sets while it moves)."""

@@ -359,6 +359,10 @@ class Replica:
         expires_at_ms = self._clock_ms() + self._policy.tombstone_retention_ms
         return DeviceWrite(handle, device_id, seq, expires_at_ms, b"")
 
+    @property
+    def policy(self) -> lease.LeasePolicy:
+        return self._policy
+
     def current(self, handle: str, device_id: str) -> DeviceWrite | None:
         """The version this replica holds of one device (a tombstone included), or None."""
         slot = self._store.device_slot(handle, device_id)
