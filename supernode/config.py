@@ -17,6 +17,7 @@ Sections: ``server``, ``lease``, ``limits``, ``cluster``, ``overload`` (load she
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 import types
@@ -221,6 +222,8 @@ class TlsSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """Every setting of a node, by section (``SECTIONS``); rules across sections below."""
+
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -228,6 +231,13 @@ class Config:
     overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
     rate: RateSettings = dataclasses.field(default_factory=RateSettings)
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+
+    def __post_init__(self) -> None:
+        if self.server.workers > 1 and self.cluster.enabled:
+            raise ValueError(
+                f"server.workers: {self.server.workers}, but a cluster member runs as one "
+                "process for now: set workers to 1, or leave out cluster.etcd_endpoints"
+            )
 
 
 class ConfigError(ValueError):
@@ -288,41 +298,135 @@ def _coerce(value: Any, kind: type[Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What the layers (defaults, file, environment, flags) made: the configuration, where
+    each setting's value came from, and every problem found on the way.
+
+    ``load`` wants the first problem (a node refuses to start); ``supernode check-config``
+    wants all of them; ``supernode config`` wants the sources. One walk serves all three.
+    """
+
+    config: Config | None  # None when a problem left no valid configuration
+    # "section.field" -> "default", "file PATH", "env VARIABLE" or "flag --name"
+    sources: dict[str, str]
+    problems: list[str]
+    # SUPERNODE_* variables that name no setting (a misspelling, say), with the closest one.
+    unknown_variables: list[str]
+
+
+# SUPERNODE_* variables that are not settings: the test suite's, a worker's hand-over from
+# its primary, and what the examples and apps read (README "Examples"). Anything else with
+# the prefix is reported as a likely misspelling.
+OTHER_VARIABLES = frozenset(
+    {
+        "SUPERNODE_TEST_WORKERS",
+        "SUPERNODE_WORKER_SPEC",
+        "SUPERNODE_WORKER_CONFIG",
+        "SUPERNODE_CA",
+        "SUPERNODE_TARGET",
+    }
+)
+
+
+def resolve(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Resolved:
+    """Layer file, environment and flags (``section.field`` -> value) over the defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    known = {(s, n): t for s, n, t, _ in setting_names()}
+    sources = {f"{s}.{n}": "default" for s, n in known}
+    problems: list[str] = []
+
+    def put(section: str, name: str, raw: Any, where: str, source: str) -> None:
+        try:
+            values[section][name] = _coerce(raw, known[(section, name)], where)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            sources[f"{section}.{name}"] = source
+
+    if file is not None:
+        try:
+            document = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"config file {file}: {exc}")
+            document = {}
+        for section, table in document.items():
+            if section not in SECTIONS or not isinstance(table, dict):
+                problems.append(f"config file {file}: unknown section [{section}]")
+                continue
+            for name, value in table.items():
+                if (section, name) not in known:
+                    problems.append(f"config file {file}: unknown setting {section}.{name}")
+                    continue
+                where = f"config file {file}: {section}.{name}"
+                put(section, name, value, where, f"file {file}")
+    for section, name in known:
+        variable = env_name(section, name)
+        if variable in environ:
+            where = f"environment {variable}"
+            put(section, name, environ[variable], where, f"env {variable}")
+    for dotted, value in (flags or {}).items():
+        section, _, name = dotted.partition(".")
+        if (section, name) not in known:
+            problems.append(f"unknown setting {dotted}")
+            continue
+        flag = flag_name(section, name)
+        put(section, name, value, flag, f"flag {flag}")
+    return Resolved(
+        _build(values, problems), sources, problems, unknown_variables(environ, known)
+    )
+
+
+def _build(values: dict[str, dict[str, Any]], problems: list[str]) -> Config | None:
+    """Each section on its own, so one section's refusal does not hide another's."""
+    sections = {}
+    for section, given in values.items():
+        try:
+            sections[section] = SECTIONS[section](**given)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        return None
+    try:
+        return Config(**sections)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def unknown_variables(
+    environ: Mapping[str, str], known: Mapping[tuple[str, str], Any] | None = None
+) -> list[str]:
+    """One line per ``SUPERNODE_*`` variable that names no setting, with the closest that does."""
+    names = [env_name(s, n) for s, n in (known or {(s, n): t for s, n, t, _ in setting_names()})]
+    lines = []
+    for variable in sorted(environ):
+        if not variable.startswith("SUPERNODE_") or variable in OTHER_VARIABLES:
+            continue
+        if variable in names:
+            continue
+        close = difflib.get_close_matches(variable, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"environment {variable}: not a setting, ignored{hint}")
+    return lines
+
+
 def load(
     file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the configuration. ``flags`` maps ``section.field`` to values given on the CLI."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    known = {(s, n): t for s, n, t, _ in setting_names()}
-    if file is not None:
-        try:
-            document = tomllib.loads(file.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {file}: {exc}") from exc
-        for section, table in document.items():
-            if section not in SECTIONS or not isinstance(table, dict):
-                raise ConfigError(f"config file {file}: unknown section [{section}]")
-            for name, value in table.items():
-                if (section, name) not in known:
-                    raise ConfigError(f"config file {file}: unknown setting {section}.{name}")
-                where = f"config file {file}: {section}.{name}"
-                values[section][name] = _coerce(value, known[(section, name)], where)
-    for (section, name), kind in known.items():
-        variable = env_name(section, name)
-        if variable in environ:
-            values[section][name] = _coerce(environ[variable], kind, f"environment {variable}")
-    for dotted, value in (flags or {}).items():
-        section, _, name = dotted.partition(".")
-        if (section, name) not in known:
-            raise ConfigError(f"unknown setting {dotted}")
-        values[section][name] = _coerce(value, known[(section, name)], flag_name(section, name))
-    try:
-        return Config(**{section: SECTIONS[section](**v) for section, v in values.items()})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    """Build the configuration. ``flags`` maps ``section.field`` to values given on the CLI.
+    Raises ConfigError with the first problem (``resolve`` has them all)."""
+    resolved = resolve(file, environ, flags)
+    if resolved.config is None:
+        raise ConfigError(resolved.problems[0])
+    return resolved.config
 
 
 def as_flags(config: Config) -> dict[str, str]:
