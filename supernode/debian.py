@@ -44,6 +44,9 @@ ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
 H2LOAD_PACKAGE = DebianPackage("nghttp2-client", "h2load", None)
 # Debian's RFC 3489 STUN client (stund's), which the STUN responder's tests run against it.
 STUN_CLIENT_PACKAGE = DebianPackage("stun-client", "stun", None)
+# systemd-analyze, which lints the systemd unit in deploy/ (its install starts nothing here:
+# the tests only run `systemd-analyze verify`).
+SYSTEMD_PACKAGE = DebianPackage("systemd", "systemd-analyze", None)
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600
