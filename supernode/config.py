@@ -377,9 +377,7 @@ def resolve(
             continue
         flag = flag_name(section, name)
         put(section, name, value, flag, f"flag {flag}")
-    return Resolved(
-        _build(values, problems), sources, problems, unknown_variables(environ, known)
-    )
+    return Resolved(_build(values, problems), sources, problems, unknown_variables(environ, known))
 
 
 def _build(values: dict[str, dict[str, Any]], problems: list[str]) -> Config | None:

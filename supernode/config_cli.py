@@ -83,7 +83,10 @@ def _resolve(args: argparse.Namespace) -> Resolved:
     return resolve(args.config, flags=given_flags(args))
 
 
-def run_config(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_config(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     resolved = _resolve(args)
     for line in resolved.unknown_variables:
         print(f"supernode config: warning: {line}", file=err)
@@ -121,8 +124,9 @@ def _plain(value: Any) -> Any:
 
 
 def run_check_config(
-    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     from supernode.config_check import problems  # reads TLS material: cryptography
 
     found = problems(_resolve(args))

@@ -35,7 +35,6 @@ from supernode.node import (
     open_store,
 )
 from supernode.revocations import Revocations
-from supernode.startup import StartupError, binding
 from supernode.rpc.directory import (
     ACCOUNT_SERVICE,
     PRESENCE_SERVICE,
@@ -43,6 +42,7 @@ from supernode.rpc.directory import (
     DirectoryApi,
 )
 from supernode.rpc.handlers import register_services
+from supernode.startup import StartupError, binding
 from supernode.store import REVOCATIONS_CHANGED, Store
 from supernode.tls import node_tls
 from supernode.workers.gate import secret_metadata
