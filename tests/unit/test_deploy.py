@@ -166,3 +166,30 @@ def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout + done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected", "absent"),
+    [
+        ({}, "--tls-plaintext --data-dir data", None),
+        ({"SUPERNODE_DATA_DIR": "/x"}, "--tls-plaintext", "--data-dir"),
+        ({"SUPERNODE_TLS_CERT_FILE": "c.pem"}, "serve  --data-dir data", "--tls-plaintext"),
+    ],
+)
+def test_make_run_leaves_environment_settings_alone(
+    environment: dict[str, str], expected: str, absent: str | None
+) -> None:
+    """`SUPERNODE_DATA_DIR=/x make run` used to be overridden by the Makefile's flag."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERNODE_")}
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    serve = [line for line in done.stdout.splitlines() if "supernode serve" in line]
+    assert len(serve) == 1 and expected in serve[0], done.stdout
+    assert absent is None or absent not in serve[0]
