@@ -36,7 +36,10 @@ from supernode.rate import RateSettings
 class ServerSettings:
     """Process-level settings of one supernode."""
 
+    # host:port of the public gRPC port (port 0: a free one, logged in "supernode ready").
     listen: str = "127.0.0.1:7700"
+    # host:port of the Prometheus metrics endpoint (HTTP); with workers, worker i serves its
+    # own at this port + i.
     metrics_listen: str = "127.0.0.1:9700"
     # UDP STUN binding responder; an empty string turns it off.
     stun_listen: str = "127.0.0.1:3478"
@@ -45,13 +48,22 @@ class ServerSettings:
     # flooded through us; an ICE agent sends a handful of requests per gather, and a few
     # hundred devices behind one NAT address still fit in the burst and rate.
     stun_rate_per_second: float = 20.0
+    # STUN answers one source may get at once before stun_rate_per_second applies.
     stun_burst: int = 40
+    # The RocksDB directory (made if missing); one running node per directory.
     data_dir: Path = Path("data")
+    # The node's name in records and logs; empty: its listen address.
     node_name: str = ""
+    # fsync the write-ahead log on every write: survives power loss, costs write latency
+    # (without it a process crash loses nothing acknowledged, a power cut may).
     sync_writes: bool = False
+    # Lifetime of a session token from Login.
     token_ttl_seconds: int = 3600
+    # How often expired leases are swept and tombstones past their retention purged.
     sweep_interval_seconds: float = 1.0
+    # On SIGTERM, in-flight calls get this long to finish before they are cancelled.
     shutdown_grace_seconds: float = 10.0
+    # RocksDB's block cache (uncompressed data blocks), per process.
     block_cache_mib: int = 256
     # Hot lookup answers kept in process memory (about 0.8 KB per user with 2 devices).
     # 512 MiB holds about two thirds of a million users' answers (~0.8 KB each); a 1M-user
@@ -62,6 +74,7 @@ class ServerSettings:
     # workers answering lookups from a read-only secondary (see supernode.workers).
     # One per core is the usual choice on a dedicated host.
     workers: int = 1
+    # Python logging level: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
     # HTTP/2 keepalive (README "Keepalive"). gRPC's default policy refuses client pings
     # closer than 5 minutes (and any ping on a connection without calls): a client pinging
@@ -114,12 +127,14 @@ class ClusterSettings:
     # host:port at which clients and other nodes reach this node's gRPC port; empty means
     # the bound listen address. It is the node's name in the cluster (placement, records).
     advertise: str = ""
+    # Failure domain (rack, zone): replicas of a partition go to distinct zones when given.
     zone: str = ""
     # Fixed for the life of a cluster: partition = hash(handle) mod partitions.
     partitions: int = 1024
     # Replicas of every partition, on distinct nodes (zones when given); a write is
     # acknowledged once write_quorum of them hold it (0: a majority, 2 of 3).
     replication_factor: int = 3
+    # Replicas that must hold a write before it is acknowledged (0: a majority).
     write_quorum: int = 0
     # Hinted handoff: writes kept for a replica that missed them, at most this many per
     # replica (the oldest go first), at most one max lease TTL old.
@@ -199,6 +214,7 @@ class TlsSettings:
 
     # PEM certificate chain and private key of this node (``supernode certs`` makes them).
     cert_file: str = ""
+    # The PEM private key of cert_file (unencrypted; readable by the node's user only).
     key_file: str = ""
     # PEM bundle of the cluster CA: verifies peers and etcd (mutual TLS between nodes).
     ca_file: str = ""
