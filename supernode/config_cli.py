@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from supernode.config import SECTIONS, Resolved, env_name, flag_name, resolve, setting_names
-from supernode.config_reference import show_default
+from supernode.config_reference import field_docs, show_default
 
 CONFIG_HELP = (
     "TOML file with [server], [lease], [limits], [cluster], [overload], [rate], [tls] tables"
@@ -24,11 +24,13 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     real default in the help (the flag's own default is None: "not given", so the file and
     the environment are not overridden)."""
     parser.add_argument("--config", type=Path, help=CONFIG_HELP)
+    docs = {section: field_docs(cls) for section, cls in SECTIONS.items()}
     for section, name, kind, default in setting_names():
+        summary = docs[section].get(name, "").split(". ")[0].rstrip(".")
         help_text = (
-            f"{section}.{name}; env {env_name(section, name)}; "
-            f"default {show_default(default).replace('%', '%%')}"
-        )
+            f"{summary + ' ' if summary else ''}({section}.{name}; env "
+            f"{env_name(section, name)}; default {show_default(default)})"
+        ).replace("%", "%%")
         if kind is bool:
             parser.add_argument(
                 flag_name(section, name),

@@ -185,8 +185,9 @@ def test_help_shows_real_defaults_and_variables(capsys: pytest.CaptureFixture[st
         main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    assert 'server.listen; env SUPERNODE_LISTEN; default "127.0.0.1:7700"' in text
-    assert "env SUPERNODE_TLS_PLAINTEXT; default false" in text
+    assert '(server.listen; env SUPERNODE_LISTEN; default "127.0.0.1:7700")' in text
+    assert "(tls.plaintext; env SUPERNODE_TLS_PLAINTEXT; default false)" in text
+    assert "UDP STUN binding responder; an empty string turns it off (server.stun_listen" in text
 
 
 def test_reference_is_current() -> None:
