@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runner(serve(config))
-    except StartupError as exc:
+    except (StartupError, ConfigError) as exc:  # ConfigError: an address that is not host:port
         print(f"supernode: {exc}", file=sys.stderr)
         return 2
     except (StoreError, OSError) as exc:

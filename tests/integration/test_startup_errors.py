@@ -126,3 +126,8 @@ def test_unreachable_etcd(tmp_path: Path) -> None:
         )
     assert "cluster.etcd_endpoints (--cluster-etcd-endpoints" in line
     assert "etcd is unreachable" in line and etcd in line
+
+
+def test_address_that_is_not_host_port(tmp_path: Path) -> None:
+    line = refused("--data-dir", str(tmp_path), *_FREE, "--stun-listen", "nohost")
+    assert line == "supernode: server.stun_listen: 'nohost' is not host:port"
