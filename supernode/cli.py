@@ -1,5 +1,5 @@
 """``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster``,
-``certs`` and ``--version``."""
+``certs``, ``config``, ``check-config`` and ``--version``."""
 
 from __future__ import annotations
 
