@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -64,11 +65,11 @@ def section_doc(cls: type[Any]) -> str:
 
 
 def show_default(value: Any) -> str:
-    """A default as it is written in the TOML file."""
+    """A value as it is written in the TOML file (a JSON string is a TOML basic string)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | Path):
-        return f'"{value}"'
+        return json.dumps(str(value), ensure_ascii=False)
     return repr(value)
 
 
