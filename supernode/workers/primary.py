@@ -151,7 +151,7 @@ class WorkerPool:
             await asyncio.sleep(_RESTART_PAUSE_S)
             try:
                 await self._spawn(index)
-            except (OSError, TimeoutError, ValueError) as exc:
+            except (OSError, TimeoutError, ValueError, StartupError) as exc:
                 log.error("worker %d did not restart: %s", index, exc)
 
     async def stop(self) -> None:
