@@ -5,6 +5,7 @@ do, and no traceback (issue 17: a taken gRPC port printed two)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -131,3 +132,42 @@ def test_unreachable_etcd(tmp_path: Path) -> None:
 def test_address_that_is_not_host_port(tmp_path: Path) -> None:
     line = refused("--data-dir", str(tmp_path), *_FREE, "--stun-listen", "nohost")
     assert line == "supernode: server.stun_listen: 'nohost' is not host:port"
+
+
+def test_worker_restart_on_a_taken_port_says_which_setting(tmp_path: Path) -> None:
+    """A worker reports its own start-up error to the primary (on its ready pipe), which
+    logs it naming the setting: here the port of worker 1's metrics, taken while the
+    worker was being restarted."""
+    metrics_port = _two_free_ports()
+    node = SupernodeProcess(
+        tmp_path / "data", "--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}"
+    ).start()
+    try:
+        worker = node.workers[0]
+        assert _port(worker["metrics"]) == str(metrics_port + 1)
+        os.kill(int(str(worker["pid"])), signal.SIGKILL)
+        node.wait_for("worker 1 exited")
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", metrics_port + 1))
+            taken.listen()
+            node.wait_for("worker 1 did not restart: worker 1: server.metrics_listen", 30)
+        line = next(line for line in node.log if "did not restart" in line)
+        assert f"cannot bind 127.0.0.1:{metrics_port + 1}: address already in use" in line
+        assert not any("Traceback" in line for line in node.log), "".join(node.log)
+    finally:
+        node.kill()
+
+
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too, both released (bounded tries)."""
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two adjacent free ports on loopback")
