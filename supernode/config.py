@@ -212,7 +212,7 @@ class TlsSettings:
     proxy, say): a bearer token on the wire is an account taken over.
     """
 
-    # PEM certificate chain and private key of this node (``supernode certs`` makes them).
+    # PEM certificate chain of this node (``supernode certs`` makes it and its key).
     cert_file: str = ""
     # The PEM private key of cert_file (unencrypted; readable by the node's user only).
     key_file: str = ""
