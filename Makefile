@@ -29,9 +29,12 @@ gen: $(GEN_STAMP)
 ## Start one supernode with an embedded RocksDB in ./data (no other setup): plaintext on
 ## loopback, said explicitly (a node never serves plaintext by default); with TLS instead:
 ## make run RUN_TLS="--tls-cert-file certs/node.pem --tls-key-file certs/node-key.pem".
-RUN_TLS ?= --tls-plaintext
+## A SUPERNODE_DATA_DIR or SUPERNODE_TLS_CERT_FILE in the environment is used, not
+## overridden (a flag would win over it).
+RUN_TLS ?= $(if $(SUPERNODE_TLS_CERT_FILE),,--tls-plaintext)
+RUN_DATA_DIR ?= $(if $(SUPERNODE_DATA_DIR),,--data-dir data)
 run: gen
-	$(BIN)/supernode serve $(RUN_TLS) --data-dir data $(RUN_ARGS)
+	$(BIN)/supernode serve $(RUN_TLS) $(RUN_DATA_DIR) $(RUN_ARGS)
 
 ## The whole test suite (what .ci/run runs), then the integration suite against --workers nodes.
 test: gen

@@ -1,6 +1,7 @@
 """``supernode`` command line: ``serve``, ``status``, ``decommission``, ``dev-cluster``,
-``certs``, ``--version``, and the operator's commands of :mod:`supernode.ops.commands`
-(``identity``, ``lookup``, ``search``, ``watch``, ``backup``, ``restore``)."""
+``certs``, ``config``, ``check-config``, ``--version``, and the operator's commands of
+:mod:`supernode.ops.commands` (``identity``, ``lookup``, ``search``, ``watch``, ``backup``,
+``restore``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from supernode import __version__
-from supernode.config import ConfigError, env_name, flag_name, load, setting_names
+from supernode.config import ConfigError, env_name, flag_name, load, resolve
+from supernode.config_cli import (
+    add_config_commands,
+    add_setting_flags,
+    given_flags,
+    run_check_config,
+    run_config,
+)
 from supernode.ops import commands as ops
 from supernode.store import StoreError
 
@@ -32,35 +40,9 @@ def _parser() -> argparse.ArgumentParser:
             "Run one supernode. Settings come from defaults, then --config (TOML), then "
             "SUPERNODE_* environment variables, then these flags."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument(
-        "--config",
-        type=Path,
-        help=(
-            "TOML file with [server], [lease], [limits], [cluster], [overload], [rate], "
-            "[tls] tables"
-        ),
-    )
-    for section, name, kind, default in setting_names():
-        help_text = f"{section}.{name} (env {env_name(section, name)})"
-        dest = f"{section}.{name}"
-        if kind is bool:
-            serve.add_argument(
-                flag_name(section, name),
-                dest=dest,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{help_text}; default {default}",
-            )
-        else:
-            serve.add_argument(
-                flag_name(section, name),
-                dest=dest,
-                default=None,
-                metavar=kind.__name__.upper(),
-                help=f"{help_text}; default {default}",
-            )
+    add_setting_flags(serve)
+    add_config_commands(commands)
     _add_status(commands)
     _add_decommission(commands)
     _add_dev_cluster(commands)
@@ -321,16 +303,20 @@ def main(argv: list[str] | None = None) -> int:
         return _dev_cluster(args)
     if args.command in ops.COMMANDS:
         return ops.run_command(args, sys.stdout, sys.stderr)
+    if args.command == "config":
+        return run_config(args)
+    if args.command == "check-config":
+        return run_check_config(args)
     if args.command != "serve":
         parser.print_help()
         return 2
-    flags: dict[str, Any] = {
-        key: value for key, value in vars(args).items() if "." in key and value is not None
-    }
     from supernode.tls import node_tls
 
+    resolved = resolve(args.config, flags=given_flags(args))
     try:
-        config = load(args.config, flags=flags)
+        if resolved.config is None:
+            raise ConfigError(resolved.problems[0])
+        config = resolved.config
         node_tls(config)  # refuses plaintext that was not asked for, before anything starts
     except ConfigError as exc:
         print(f"supernode: {exc}", file=sys.stderr)
@@ -339,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for line in resolved.unknown_variables:  # etcd's way: warned about, not refused
+        logging.getLogger("supernode").warning("%s", line)
     # Worker processes are started with fork+exec and never use gRPC before the exec, so
     # gRPC's fork handlers have nothing to protect (and log a line on every start).
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -350,8 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     else:
         runner = uvloop.run
+    from supernode.startup import StartupError
+
     try:
         runner(serve(config))
+    except (StartupError, ConfigError) as exc:  # ConfigError: an address that is not host:port
+        print(f"supernode: {exc}", file=sys.stderr)
+        return 2
     except (StoreError, OSError) as exc:
         print(f"supernode: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ Sections: ``server``, ``lease``, ``limits``, ``cluster``, ``overload`` (load she
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 import types
@@ -35,7 +36,10 @@ from supernode.rate import RateSettings
 class ServerSettings:
     """Process-level settings of one supernode."""
 
+    # host:port of the public gRPC port (port 0: a free one, logged in "supernode ready").
     listen: str = "127.0.0.1:7700"
+    # host:port of the Prometheus metrics endpoint (HTTP); with workers, worker i serves its
+    # own at this port + i.
     metrics_listen: str = "127.0.0.1:9700"
     # UDP STUN binding responder; an empty string turns it off.
     stun_listen: str = "127.0.0.1:3478"
@@ -44,13 +48,22 @@ class ServerSettings:
     # flooded through us; an ICE agent sends a handful of requests per gather, and a few
     # hundred devices behind one NAT address still fit in the burst and rate.
     stun_rate_per_second: float = 20.0
+    # STUN answers one source may get at once before stun_rate_per_second applies.
     stun_burst: int = 40
+    # The RocksDB directory (made if missing); one running node per directory.
     data_dir: Path = Path("data")
+    # The node's name in records and logs; empty: its listen address.
     node_name: str = ""
+    # fsync the write-ahead log on every write: survives power loss, costs write latency
+    # (without it a process crash loses nothing acknowledged, a power cut may).
     sync_writes: bool = False
+    # Lifetime of a session token from Login.
     token_ttl_seconds: int = 3600
+    # How often expired leases are swept and tombstones past their retention purged.
     sweep_interval_seconds: float = 1.0
+    # On SIGTERM, in-flight calls get this long to finish before they are cancelled.
     shutdown_grace_seconds: float = 10.0
+    # RocksDB's block cache (uncompressed data blocks), per process.
     block_cache_mib: int = 256
     # Hot lookup answers kept in process memory (about 0.8 KB per user with 2 devices).
     # 512 MiB holds about two thirds of a million users' answers (~0.8 KB each); a 1M-user
@@ -61,6 +74,7 @@ class ServerSettings:
     # workers answering lookups from a read-only secondary (see supernode.workers).
     # One per core is the usual choice on a dedicated host.
     workers: int = 1
+    # Python logging level: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
     # HTTP/2 keepalive (README "Keepalive"). gRPC's default policy refuses client pings
     # closer than 5 minutes (and any ping on a connection without calls): a client pinging
@@ -113,12 +127,14 @@ class ClusterSettings:
     # host:port at which clients and other nodes reach this node's gRPC port; empty means
     # the bound listen address. It is the node's name in the cluster (placement, records).
     advertise: str = ""
+    # Failure domain (rack, zone): replicas of a partition go to distinct zones when given.
     zone: str = ""
     # Fixed for the life of a cluster: partition = hash(handle) mod partitions.
     partitions: int = 1024
     # Replicas of every partition, on distinct nodes (zones when given); a write is
     # acknowledged once write_quorum of them hold it (0: a majority, 2 of 3).
     replication_factor: int = 3
+    # Replicas that must hold a write before it is acknowledged (0: a majority).
     write_quorum: int = 0
     # Hinted handoff: writes kept for a replica that missed them, at most this many per
     # replica (the oldest go first), at most one max lease TTL old.
@@ -196,8 +212,9 @@ class TlsSettings:
     proxy, say): a bearer token on the wire is an account taken over.
     """
 
-    # PEM certificate chain and private key of this node (``supernode certs`` makes them).
+    # PEM certificate chain of this node (``supernode certs`` makes it and its key).
     cert_file: str = ""
+    # The PEM private key of cert_file (unencrypted; readable by the node's user only).
     key_file: str = ""
     # PEM bundle of the cluster CA: verifies peers and etcd (mutual TLS between nodes).
     ca_file: str = ""
@@ -221,6 +238,8 @@ class TlsSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """Every setting of a node, by section (``SECTIONS``); rules across sections below."""
+
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     lease: LeasePolicy = dataclasses.field(default_factory=LeasePolicy)
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -228,6 +247,13 @@ class Config:
     overload: OverloadSettings = dataclasses.field(default_factory=OverloadSettings)
     rate: RateSettings = dataclasses.field(default_factory=RateSettings)
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+
+    def __post_init__(self) -> None:
+        if self.server.workers > 1 and self.cluster.enabled:
+            raise ValueError(
+                f"server.workers: {self.server.workers}, but a cluster member runs as one "
+                "process for now: set workers to 1, or leave out cluster.etcd_endpoints"
+            )
 
 
 class ConfigError(ValueError):
@@ -288,41 +314,133 @@ def _coerce(value: Any, kind: type[Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What the layers (defaults, file, environment, flags) made: the configuration, where
+    each setting's value came from, and every problem found on the way.
+
+    ``load`` wants the first problem (a node refuses to start); ``supernode check-config``
+    wants all of them; ``supernode config`` wants the sources. One walk serves all three.
+    """
+
+    config: Config | None  # None when a problem left no valid configuration
+    # "section.field" -> "default", "file PATH", "env VARIABLE" or "flag --name"
+    sources: dict[str, str]
+    problems: list[str]
+    # SUPERNODE_* variables that name no setting (a misspelling, say), with the closest one.
+    unknown_variables: list[str]
+
+
+# SUPERNODE_* variables that are not settings: the test suite's, a worker's hand-over from
+# its primary, and what the examples and apps read (README "Examples"). Anything else with
+# the prefix is reported as a likely misspelling.
+OTHER_VARIABLES = frozenset(
+    {
+        "SUPERNODE_TEST_WORKERS",
+        "SUPERNODE_WORKER_SPEC",
+        "SUPERNODE_WORKER_CONFIG",
+        "SUPERNODE_CA",
+        "SUPERNODE_TARGET",
+    }
+)
+
+
+def resolve(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Resolved:
+    """Layer file, environment and flags (``section.field`` -> value) over the defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    known = {(s, n): t for s, n, t, _ in setting_names()}
+    sources = {f"{s}.{n}": "default" for s, n in known}
+    problems: list[str] = []
+
+    def put(section: str, name: str, raw: Any, where: str, source: str) -> None:
+        try:
+            values[section][name] = _coerce(raw, known[(section, name)], where)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            sources[f"{section}.{name}"] = source
+
+    if file is not None:
+        try:
+            document = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"config file {file}: {exc}")
+            document = {}
+        for section, table in document.items():
+            if section not in SECTIONS or not isinstance(table, dict):
+                problems.append(f"config file {file}: unknown section [{section}]")
+                continue
+            for name, value in table.items():
+                if (section, name) not in known:
+                    problems.append(f"config file {file}: unknown setting {section}.{name}")
+                    continue
+                where = f"config file {file}: {section}.{name}"
+                put(section, name, value, where, f"file {file}")
+    for section, name in known:
+        variable = env_name(section, name)
+        if variable in environ:
+            where = f"environment {variable}"
+            put(section, name, environ[variable], where, f"env {variable}")
+    for dotted, value in (flags or {}).items():
+        section, _, name = dotted.partition(".")
+        if (section, name) not in known:
+            problems.append(f"unknown setting {dotted}")
+            continue
+        flag = flag_name(section, name)
+        put(section, name, value, flag, f"flag {flag}")
+    return Resolved(_build(values, problems), sources, problems, unknown_variables(environ, known))
+
+
+def _build(values: dict[str, dict[str, Any]], problems: list[str]) -> Config | None:
+    """Each section on its own, so one section's refusal does not hide another's."""
+    sections = {}
+    for section, given in values.items():
+        try:
+            sections[section] = SECTIONS[section](**given)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        return None
+    try:
+        return Config(**sections)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def unknown_variables(
+    environ: Mapping[str, str], known: Mapping[tuple[str, str], Any] | None = None
+) -> list[str]:
+    """One line per ``SUPERNODE_*`` variable that names no setting, with the closest that does."""
+    names = [env_name(s, n) for s, n in (known or {(s, n): t for s, n, t, _ in setting_names()})]
+    lines = []
+    for variable in sorted(environ):
+        if not variable.startswith("SUPERNODE_") or variable in OTHER_VARIABLES:
+            continue
+        if variable in names:
+            continue
+        close = difflib.get_close_matches(variable, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"environment {variable}: not a setting, ignored{hint}")
+    return lines
+
+
 def load(
     file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the configuration. ``flags`` maps ``section.field`` to values given on the CLI."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    known = {(s, n): t for s, n, t, _ in setting_names()}
-    if file is not None:
-        try:
-            document = tomllib.loads(file.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {file}: {exc}") from exc
-        for section, table in document.items():
-            if section not in SECTIONS or not isinstance(table, dict):
-                raise ConfigError(f"config file {file}: unknown section [{section}]")
-            for name, value in table.items():
-                if (section, name) not in known:
-                    raise ConfigError(f"config file {file}: unknown setting {section}.{name}")
-                where = f"config file {file}: {section}.{name}"
-                values[section][name] = _coerce(value, known[(section, name)], where)
-    for (section, name), kind in known.items():
-        variable = env_name(section, name)
-        if variable in environ:
-            values[section][name] = _coerce(environ[variable], kind, f"environment {variable}")
-    for dotted, value in (flags or {}).items():
-        section, _, name = dotted.partition(".")
-        if (section, name) not in known:
-            raise ConfigError(f"unknown setting {dotted}")
-        values[section][name] = _coerce(value, known[(section, name)], flag_name(section, name))
-    try:
-        return Config(**{section: SECTIONS[section](**v) for section, v in values.items()})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    """Build the configuration. ``flags`` maps ``section.field`` to values given on the CLI.
+    Raises ConfigError with the first problem (``resolve`` has them all)."""
+    resolved = resolve(file, environ, flags)
+    if resolved.config is None:
+        raise ConfigError(resolved.problems[0])
+    return resolved.config
 
 
 def as_flags(config: Config) -> dict[str, str]:

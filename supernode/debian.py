@@ -48,6 +48,9 @@ STUN_CLIENT_PACKAGE = DebianPackage("stun-client", "stun", None)
 # their install starts nothing.
 NODE_PACKAGE = DebianPackage("nodejs", "node", None)
 NPM_PACKAGE = DebianPackage("npm", "npm", None)
+# systemd-analyze, which lints the systemd unit in deploy/ (its install starts nothing here:
+# the tests only run `systemd-analyze verify`).
+SYSTEMD_PACKAGE = DebianPackage("systemd", "systemd-analyze", None)
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600

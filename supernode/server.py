@@ -52,7 +52,8 @@ from supernode.rpc.rendezvous import RendezvousApi
 from supernode.rpc.search import SearchApi
 from supernode.rpc.watch import WatchApi
 from supernode.sessions import SessionAuthority
-from supernode.store import Store
+from supernode.startup import binding, preflight, starting, store_failure
+from supernode.store import Store, StoreError
 from supernode.tls import NodeTls, node_tls
 from supernode.workers.feed import ChangeFeed
 from supernode.workers.gate import PrivateGate, new_secret
@@ -129,12 +130,17 @@ class Supernode:
                 "on the path; configure [tls] cert_file and key_file outside development",
                 settings.listen,
             )
-        store = open_store(self.config)
+        preflight(self.config)  # every port and the data directory, before anything opens
+        try:
+            store = open_store(self.config)
+        except StoreError as exc:
+            raise store_failure(settings.data_dir, exc) from exc
         self._store = store
         with_workers = settings.workers > 1
         server = transport.new_server(self.config, reuse_port=with_workers)
         host, port = split_host_port(settings.listen, "listen")
-        self.grpc_port = transport.bind_public(server, f"{host}:{port}", "listen", self.tls)
+        with binding("server.listen", settings.listen):
+            self.grpc_port = transport.bind_public(server, f"{host}:{port}", "listen", self.tls)
         self.node_name = settings.node_name or f"{host}:{self.grpc_port}"
         secret, registry = local_token_secret(store), None
         if not self.config.cluster.enabled:
@@ -142,8 +148,6 @@ class Supernode:
             stored.load()
             self._revoker = self._stored_revocations = stored
         else:
-            if with_workers:
-                raise OSError("cluster: a cluster member runs as one process for now (--workers 1)")
             from supernode.cluster.member import ClusterMember
 
             self.node_name = self.config.cluster.advertise or self.node_name
@@ -157,7 +161,9 @@ class Supernode:
                 tls=self.tls,
                 peer_address=self.peer_address,
             )
-            secret, registry = await self.cluster.open(), self.cluster.registry
+            with starting("cluster.etcd_endpoints", "start etcd there, or name its members"):
+                secret = await self.cluster.open()
+            registry = self.cluster.registry
             self._revoker = self.cluster.revoker
         directory = self._directory = self._build_directory(store, secret, registry)
         apis = list(self._build_apis(store, directory).values())
@@ -172,18 +178,21 @@ class Supernode:
 
             self.metrics.registry.register(ClusterCollector(self.cluster, self.routed))
         if with_workers:
-            await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
+            with starting("server.workers"):
+                await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
-        self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
+        with binding("server.metrics_listen", settings.metrics_listen):
+            self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
         stun_address = ""
         if settings.stun_listen:
             stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
-            self._stun, self.stun_port = await start_stun(
-                stun_host,
-                stun_port,
-                self.metrics.count_stun,
-                source_limiter(settings.stun_rate_per_second, settings.stun_burst),
-            )
+            with binding("server.stun_listen", settings.stun_listen):
+                self._stun, self.stun_port = await start_stun(
+                    stun_host,
+                    stun_port,
+                    self.metrics.count_stun,
+                    source_limiter(settings.stun_rate_per_second, settings.stun_burst),
+                )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
         if self.cluster is not None:
@@ -236,7 +245,8 @@ class Supernode:
         advertised host, the bound port)."""
         peer_listen = self.config.cluster.peer_listen or f"{listen_host}:0"
         peer_host, peer_port = split_host_port(peer_listen, "cluster.peer_listen")
-        bound = transport.bind_peer(server, f"{peer_host}:{peer_port}", tls)
+        with binding("cluster.peer_listen", peer_listen):
+            bound = transport.bind_peer(server, f"{peer_host}:{peer_port}", tls)
         advertised_host, _ = split_host_port(self.node_name, "cluster.advertise")
         if ":" in advertised_host:
             advertised_host = f"[{advertised_host}]"
@@ -250,7 +260,8 @@ class Supernode:
         secret = new_secret()  # per start: handed to each worker on its stdin
         private = transport.new_server(self.config, reuse_port=False)
         address = private_address()
-        transport.bind(private, address, "the workers' private socket")
+        with binding("server.workers", address):
+            transport.bind(private, address, "the workers' private socket")
         services = merge_services(*apis, {REPLICATION_SERVICE: replication_handlers(feed, store)})
         gate = PrivateGate(services, secret, self.metrics.private_calls_refused.inc)
         private.add_generic_rpc_handlers((gate,))
@@ -498,12 +509,14 @@ class Supernode:
                 log.exception("lease sweep failed; retrying")
             await asyncio.sleep(interval)
 
-    async def stop(self) -> None:
-        """Drain and close. Safe to call more than once."""
+    async def stop(self, *, quietly: bool = False) -> None:
+        """Drain and close. Safe to call more than once, and after a failed start
+        (``quietly``: it never served, so there is nothing to announce)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("supernode stopping: draining in-flight calls")
+        if not quietly:
+            log.info("supernode stopping: draining in-flight calls")
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._coordination is not None:
@@ -542,7 +555,8 @@ class Supernode:
             self._stun.close()
         if self._store is not None:
             self._store.close()
-        log.info("supernode stopped cleanly")
+        if not quietly:
+            log.info("supernode stopped cleanly")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -570,7 +584,11 @@ def _exit_if_stuck(after_s: float) -> None:
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     node = Supernode(config)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop(quietly=True)  # what did open is closed: no half-started server left behind
+        raise
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[None] = loop.create_future()
 

@@ -13,9 +13,12 @@ from supernode.errors import InvalidArgument
 class LeasePolicy:
     """Bounds a supernode applies to every device lease."""
 
+    # A device's requested lease TTL is clamped to [min_ttl_seconds, max_ttl_seconds].
     min_ttl_seconds: int = 10
     max_ttl_seconds: int = 3600
+    # The TTL of a request that asks for 0 (no preference).
     default_ttl_seconds: int = 300
+    # Signed bodies whose issued_at_ms is further than this from the node's clock are refused.
     max_clock_skew_seconds: int = 120
     # Kept on top of the replay window before a tombstone may go (see tombstone_retention_ms).
     tombstone_margin_seconds: int = 60

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from supernode.internal.v1 import replication_pb2 as pb
+from supernode.startup import StartupError
 from supernode.store import Store
 from supernode.workers.feed import ChangeFeed
 
@@ -135,7 +136,10 @@ class WorkerPool:
             os.close(read_fd)
         if not line:
             raise OSError(f"worker {index} exited before it served (exit {process.returncode})")
-        self.ready[index] = json.loads(line)
+        ready = json.loads(line)
+        if "error" in ready:  # it could not start, and says which setting is at fault
+            raise StartupError(f"worker {index}: {ready['error']}")
+        self.ready[index] = ready
 
     async def _watch(self, index: int) -> None:
         while True:
@@ -147,7 +151,7 @@ class WorkerPool:
             await asyncio.sleep(_RESTART_PAUSE_S)
             try:
                 await self._spawn(index)
-            except (OSError, TimeoutError, ValueError) as exc:
+            except (OSError, TimeoutError, ValueError, StartupError) as exc:
                 log.error("worker %d did not restart: %s", index, exc)
 
     async def stop(self) -> None:

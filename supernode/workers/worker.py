@@ -42,6 +42,7 @@ from supernode.rpc.directory import (
     DirectoryApi,
 )
 from supernode.rpc.handlers import register_services
+from supernode.startup import StartupError, binding
 from supernode.store import REVOCATIONS_CHANGED, Store
 from supernode.tls import node_tls
 from supernode.workers.gate import secret_metadata
@@ -197,7 +198,13 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     await server.start()
     await mark_serving(health_servicer, registered)
     metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
-    bound_metrics = metrics.serve_http(metrics_host, metrics_port and metrics_port + spec.index)
+    metrics_at = f"{metrics_host}:{metrics_port and metrics_port + spec.index}"
+    try:
+        with binding(f"server.metrics_listen +{spec.index}, worker {spec.index}'s", metrics_at):
+            bound_metrics = metrics.serve_http(metrics_host, int(metrics_at.rpartition(":")[2]))
+    except StartupError:
+        await server.stop(None)  # not left for the loop's close (a traceback at exit)
+        raise
     ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}
     log.info("supernode worker ready %s", json.dumps(ready))
     os.write(spec.ready_fd, json.dumps(ready).encode() + b"\n")
@@ -239,9 +246,14 @@ def main() -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(run(config, spec, secret))
+        runner = asyncio.run
     else:
-        uvloop.run(run(config, spec, secret))
+        runner = uvloop.run
+    try:
+        runner(run(config, spec, secret))
+    except StartupError as exc:  # raised before "ready": the pipe is still open
+        os.write(spec.ready_fd, json.dumps({"error": str(exc)}).encode() + b"\n")
+        return 2
     return 0
 
 

@@ -177,6 +177,6 @@ async def test_a_mutual_tls_cluster_serves_and_refuses_outsiders(
             )
             with pytest.raises(RuntimeError, match="never been a member"):
                 intruder.start(timeout=60)
-            assert intruder.process is not None and intruder.process.wait(30) == 1
+            assert intruder.process is not None and intruder.process.wait(30) == 2  # refused start
         placement_now = await cluster.placement()
         assert placement_now is not None and placement_now.nodes() == set(cluster.targets)
