@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from supernode.cluster.etcd import EtcdClient, EtcdUnavailable
 from supernode.cluster.keys import Keys
 from supernode.cluster.mirror import keep_newer_state
-from supernode.errors import Aborted, Unavailable
+from supernode.errors import Aborted, Reason, Unavailable
 from supernode.store import Store
 
 # Compare-and-swap attempts of one account-state change before giving up: each failed one
@@ -47,7 +47,8 @@ class ClusterAccounts:
             self.etcd_errors += 1
             raise Unavailable(
                 "account: creating an account needs the cluster's coordination store (etcd), "
-                f"which is unreachable; lookups, renewals and watches still work. ({exc})"
+                f"which is unreachable; lookups, renewals and watches still work. ({exc})",
+                reason=Reason.NOT_READY,
             ) from exc
         if claimed:
             self._store.insert_account(handle, account, search_terms)
@@ -77,9 +78,11 @@ class ClusterAccounts:
             self.etcd_errors += 1
             raise Unavailable(
                 "account: changing an account needs the cluster's coordination store (etcd), "
-                f"which is unreachable; lookups, renewals and watches still work. ({exc})"
+                f"which is unreachable; lookups, renewals and watches still work. ({exc})",
+                reason=Reason.NOT_READY,
             ) from exc
         raise Aborted(
             f"account: {handle!r} changed {_CAS_ATTEMPTS} times while this change was "
-            "being stored; try again"
+            "being stored; try again",
+            reason=Reason.CONFLICT,
         )

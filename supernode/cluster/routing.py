@@ -33,7 +33,7 @@ from supernode.directory.presence import (
     burial_seq,
     first_positions,
 )
-from supernode.errors import Aborted, NotFound, Unavailable
+from supernode.errors import Aborted, NotFound, Reason, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.directory import settled
 
@@ -84,7 +84,10 @@ class ClusterPresence:
         """The replicas of ``handle``'s partition and the placement epoch that says so."""
         placement = self.view.placement
         if placement is None:
-            raise Unavailable("cluster: no placement yet (the controller has not planned one)")
+            raise Unavailable(
+                "cluster: no placement yet (the controller has not planned one)",
+                reason=Reason.NOT_READY,
+            )
         return placement.replicas_of(partition_of(handle, placement.partitions)), placement.epoch
 
     def write_route(self, handle: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
@@ -92,7 +95,10 @@ class ClusterPresence:
         moving to (empty when it is not moving), and the epoch that says so."""
         placement = self.view.placement
         if placement is None:
-            raise Unavailable("cluster: no placement yet (the controller has not planned one)")
+            raise Unavailable(
+                "cluster: no placement yet (the controller has not planned one)",
+                reason=Reason.NOT_READY,
+            )
         p = partition_of(handle, placement.partitions)
         return placement.replicas[p], placement.moves.get(p, ()), placement.epoch
 
@@ -155,12 +161,13 @@ class ClusterPresence:
             except (Unavailable, Aborted) as exc:  # down, or it knows a newer placement
                 failures.append(str(exc))
         raise Unavailable(
-            f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})"
+            f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})",
+            reason=Reason.REPLICAS_UNAVAILABLE,
         )
 
     def _replicator(self) -> Replicator:
         if self.replicator is None:
-            raise Unavailable("cluster: this node is still starting")
+            raise Unavailable("cluster: this node is still starting", reason=Reason.NOT_READY)
         return self.replicator
 
     # ------------------------------------------------------------------ writes
@@ -253,7 +260,11 @@ class ClusterPresence:
                 f"handle: {handle!r}: {len(held)} of its replicas answered, {need} needed "
                 f"({'; '.join(failures)})"
             )
-            raise StaleRoute(message, epoch) if stale else Unavailable(message)
+            raise (
+                StaleRoute(message, epoch)
+                if stale
+                else Unavailable(message, reason=Reason.REPLICAS_UNAVAILABLE)
+            )
         return held
 
     def _repair(self, handle: str, held: dict[str, list[DeviceWrite]], epoch: int) -> MergedRead:
@@ -280,7 +291,7 @@ class ClusterPresence:
         account = self._accounts.find(handle)
         if account is None:
             check_handle("handle", handle)
-            raise NotFound(f"handle: no account {handle!r}")
+            raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
 
         async def read(attempt: int) -> bytes:
             routed, at = (replicas, epoch) if attempt == 0 else self.replicas_of(handle)

@@ -24,6 +24,7 @@ from supernode.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
 )
 
 
@@ -55,12 +56,17 @@ class Accounts:
         if not signature_is_valid(
             account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature
         ):
-            raise PermissionDenied("signature: does not verify with account.account_key")
+            raise PermissionDenied(
+                "signature: does not verify with account.account_key",
+                reason=Reason.SIGNATURE_INVALID,
+            )
         terms = (
             search.index_terms(account.handle, account.display_name) if account.discoverable else []
         )
         if not await self._registry.claim_account(account.handle, account_raw, terms):
-            raise AlreadyExists(f"account.handle: {account.handle!r} is taken")
+            raise AlreadyExists(
+                f"account.handle: {account.handle!r} is taken", reason=Reason.HANDLE_TAKEN
+            )
         return account
 
     def get(self, handle: str) -> bytes:
@@ -68,7 +74,7 @@ class Accounts:
         check_handle("handle", handle)
         raw = self._registry.get_account(handle)
         if raw is None:
-            raise NotFound(f"handle: no account {handle!r}")
+            raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
         return raw
 
     def find(self, handle: str) -> bytes | None:
@@ -101,7 +107,8 @@ class Accounts:
         if rotation.handle != session_handle:
             raise PermissionDenied(
                 f"rotation.handle: {rotation.handle!r}, but this session belongs to "
-                f"{session_handle!r}"
+                f"{session_handle!r}",
+                reason=Reason.NOT_OWNER,
             )
         lease.check_issued_at(
             rotation.issued_at_ms, self._clock_ms(), self._policy, "rotation.issued_at_ms"
@@ -117,9 +124,9 @@ class Accounts:
             try:
                 check_next(session_handle, key, len(chain) + 1, signed)
             except StaleRotation as exc:
-                raise FailedPrecondition(str(exc)) from exc
+                raise FailedPrecondition(str(exc), reason=Reason.STALE_SEQ) from exc
             except ForgedRotation as exc:
-                raise PermissionDenied(str(exc)) from exc
+                raise PermissionDenied(str(exc), reason=Reason.SIGNATURE_INVALID) from exc
             return account_state.with_rotation(current, signed)
 
         state = await self._registry.update_account_state(session_handle, update)

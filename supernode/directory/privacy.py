@@ -30,7 +30,7 @@ from supernode.directory import account_state, lease
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
-from supernode.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from supernode.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,8 @@ class Privacy:
         if settings.handle != session_handle:
             raise PermissionDenied(
                 f"settings.handle: {settings.handle!r}, but this session belongs to "
-                f"{session_handle!r}"
+                f"{session_handle!r}",
+                reason=Reason.NOT_OWNER,
             )
         lease.check_issued_at(
             settings.issued_at_ms, self._clock_ms(), self._policy, "settings.issued_at_ms"
@@ -185,13 +186,15 @@ class Privacy:
             key = account_state.current_key(current, creation_key)
             if not signature_is_valid(key, PRIVACY_DOMAIN, raw, signature):
                 raise PermissionDenied(
-                    f"signature: does not verify with the current key of {session_handle!r}"
+                    f"signature: does not verify with the current key of {session_handle!r}",
+                    reason=Reason.SIGNATURE_INVALID,
                 )
             stored = None if current is None else account_state.privacy_of(current)
             if stored is not None and settings.seq <= stored.seq:
                 raise FailedPrecondition(
                     f"settings.seq: {settings.seq} is not greater than stored {stored.seq} "
-                    "(a replayed or out-of-order setting)"
+                    "(a replayed or out-of-order setting)",
+                    reason=Reason.STALE_SEQ,
                 )
             return account_state.with_privacy(current, raw, signature)
 

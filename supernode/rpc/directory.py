@@ -13,7 +13,7 @@ from client_sdk.protocol.validation import check_handle
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
 from supernode.directory.privacy import Privacy
-from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from supernode.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.revocations import RevocationSink
@@ -59,7 +59,9 @@ class RingSource(Protocol):
 
 def _quorum(consistency: int) -> bool:
     if consistency not in pb.Consistency.values():
-        raise InvalidArgument(f"consistency: {consistency} is not a known Consistency")
+        raise InvalidArgument(
+            f"consistency: {consistency} is not a known Consistency", reason=Reason.INVALID_FIELD
+        )
     return consistency == pb.CONSISTENCY_QUORUM
 
 
@@ -237,7 +239,9 @@ class DirectoryApi:
 
     def _sink(self) -> RevocationSink:
         if self._revoker is None:
-            raise Unavailable("sessions: this process cannot revoke sessions, try again")
+            raise Unavailable(
+                "sessions: this process cannot revoke sessions, try again", reason=Reason.NOT_READY
+            )
         return self._revoker
 
     async def logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
