@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from supernode.cluster.etcd import EtcdClient, EtcdUnavailable
 from supernode.cluster.keys import Keys
 from supernode.cluster.mirror import keep_newer_state
+from supernode.directory.account_record import AccountRecord
 from supernode.errors import Aborted, Reason, Unavailable
 from supernode.store import Store
 
@@ -37,12 +38,14 @@ class ClusterAccounts:
         self.etcd_errors = 0
 
     async def claim_account(
-        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+        self, handle: str, account: AccountRecord, search_terms: Sequence[str] = ()
     ) -> bool:
         if self._store.get_account(handle) is not None:
             return False  # known taken: no need to ask etcd
         try:
-            claimed = await self._etcd.create_if_absent(self._keys.account(handle), account)
+            claimed = await self._etcd.create_if_absent(
+                self._keys.account(handle), account.encode()
+            )
         except EtcdUnavailable as exc:
             self.etcd_errors += 1
             raise Unavailable(

@@ -23,6 +23,7 @@ from supernode.cluster.placement import partition_of
 from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, StaleRoute, write_value
 from supernode.cluster.view import ClusterView
+from supernode.directory.account_record import AccountRecord
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import (
@@ -312,7 +313,7 @@ class ClusterPresence:
                 raise
             return await self._assemble(handle, account)
 
-    async def _assemble(self, handle: str, account: bytes) -> bytes:
+    async def _assemble(self, handle: str, account: AccountRecord) -> bytes:
         """The answer for an account this node knows and the replicas' mirrors do not yet
         (just created elsewhere): the account from here, the live devices from them."""
 
@@ -323,10 +324,11 @@ class ClusterPresence:
 
         return await self._rerouted(handle, read)
 
-    def _answer(self, handle: str, account: bytes, merged: MergedRead) -> bytes:
+    def _answer(self, handle: str, account: AccountRecord, merged: MergedRead) -> bytes:
         """A Lookup answer from merged replica versions: the winners still live now."""
         devices = [w.device for w in live(merged.winners, self._clock_ms())]
-        return wire.lookup_response(account, devices, self._accounts.rotations(handle))
+        rotations = self._accounts.rotations(handle)
+        return wire.lookup_response(account.account, devices, rotations, account.signature)
 
     def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)

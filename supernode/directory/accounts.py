@@ -15,6 +15,7 @@ from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_vali
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle, check_signature
 from supernode.directory import account_state, lease, search
+from supernode.directory.account_record import AccountRecord
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
@@ -63,27 +64,28 @@ class Accounts:
         terms = (
             search.index_terms(account.handle, account.display_name) if account.discoverable else []
         )
-        if not await self._registry.claim_account(account.handle, account_raw, terms):
+        stored = AccountRecord(account_raw, signature)
+        if not await self._registry.claim_account(account.handle, stored, terms):
             raise AlreadyExists(
                 f"account.handle: {account.handle!r} is taken", reason=Reason.HANDLE_TAKEN
             )
         return account
 
-    def get(self, handle: str) -> bytes:
-        """The stored account bytes; NOT_FOUND for a handle nobody created."""
+    def get(self, handle: str) -> AccountRecord:
+        """The stored account; NOT_FOUND for a handle nobody created."""
         check_handle("handle", handle)
         raw = self._registry.get_account(handle)
         if raw is None:
             raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
         return raw
 
-    def find(self, handle: str) -> bytes | None:
-        """The stored account bytes or None, without validating the handle (hot path)."""
+    def find(self, handle: str) -> AccountRecord | None:
+        """The stored account or None, without validating the handle (hot path)."""
         return self._registry.get_account(handle)
 
     def _creation_key(self, handle: str) -> bytes:
         account = pb.Account()
-        account.ParseFromString(self.get(handle))
+        account.ParseFromString(self.get(handle).account)
         return account.account_key
 
     def account_key(self, handle: str) -> bytes:
@@ -137,7 +139,7 @@ class Accounts:
 
     def search(
         self, query: str, limit: int, visible: Callable[[str], bool] = lambda handle: True
-    ) -> list[bytes]:
+    ) -> list[AccountRecord]:
         """Discoverable accounts matching ``query`` that ``visible`` admits (privacy: the
         caller's view), best first, at most ``limit`` (and no more than
         ``max_response_bytes`` hold)."""
@@ -152,14 +154,19 @@ class Accounts:
         limit = min(limit or self._limits.search_default_results, self._limits.search_max_results)
         # Scanning a bounded window keeps a one-letter-wide query from reading the whole index.
         candidates = self._registry.search_handles(search.scan_term(folded), 50 * limit + 100)
-        scored: list[tuple[search.Scored, bytes]] = []
-        for raw in self._registry.get_accounts(candidates):
-            if raw is None:
+        scored: list[tuple[search.Scored, AccountRecord]] = []
+        for stored in self._registry.get_accounts(candidates):
+            if stored is None:
                 continue
-            account = pb.Account.FromString(raw)
+            account = pb.Account.FromString(stored.account)
             match = search.score(folded, account.handle, account.display_name)
             if match is not None and account.discoverable and visible(account.handle):
-                scored.append((match, raw))
+                scored.append((match, stored))
         scored.sort(key=lambda pair: pair[0])
         budget = ResponseBudget(self._limits.max_response_bytes)  # an operator's large limit
-        return list(takewhile(lambda raw: budget.take(len(raw)), (r for _, r in scored[:limit])))
+        return list(
+            takewhile(
+                lambda r: budget.take(len(r.account) + len(r.signature)),
+                (r for _, r in scored[:limit]),
+            )
+        )

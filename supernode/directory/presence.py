@@ -391,9 +391,10 @@ class Replica:
         if account is None:
             return None
         return wire.lookup_response(
-            account,
+            account.account,
             self._store.live_devices(handle, self._clock_ms()),
             self._accounts.rotations(handle),
+            account.signature,
         )
 
     # ------------------------------------------------------------------ leases

@@ -137,8 +137,9 @@ class Privacy:
     def offline_answer(self, handle: str) -> bytes:
         """What a refused caller gets for Lookup: the account and its rotations, no devices
         (NOT_FOUND for a handle nobody created, as for anyone)."""
+        stored = self._accounts.get(handle)
         return wire.lookup_response(
-            self._accounts.get(handle), [], self._accounts.rotations(handle)
+            stored.account, [], self._accounts.rotations(handle), stored.signature
         )
 
     def visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> tuple[bytes, int]:

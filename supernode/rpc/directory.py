@@ -166,12 +166,14 @@ class DirectoryApi:
     async def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
         self._create_gate.check(context)
         account = await self._accounts.create(request.account, request.signature)
-        return wire.get_account_response(self._accounts.get(account.handle))
+        stored = self._accounts.get(account.handle)
+        return wire.get_account_response(stored.account, account_signature=stored.signature)
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
         self._get_account_gate.check(context)
-        account = self._accounts.get(request.handle)
-        return wire.get_account_response(account, self._accounts.rotations(request.handle))
+        stored = self._accounts.get(request.handle)
+        rotations = self._accounts.rotations(request.handle)
+        return wire.get_account_response(stored.account, rotations, stored.signature)
 
     async def set_privacy(
         self, request: pb.SetPrivacyRequest, context: Context
