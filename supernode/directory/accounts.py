@@ -149,8 +149,10 @@ class Accounts:
                 f"query: {len(folded)} characters after folding, "
                 f"at least {self._limits.search_min_query_chars} needed"
             )
-        if len(folded) > 64:
-            raise InvalidArgument(f"query: {len(folded)} characters, at most 64")
+        if len(folded) > search.MAX_QUERY_CHARS:
+            raise InvalidArgument(
+                f"query: {len(folded)} characters, at most {search.MAX_QUERY_CHARS}"
+            )
         limit = min(limit or self._limits.search_default_results, self._limits.search_max_results)
         # Scanning a bounded window keeps a one-letter-wide query from reading the whole index.
         candidates = self._registry.search_handles(search.scan_term(folded), 50 * limit + 100)
