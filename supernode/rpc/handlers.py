@@ -11,6 +11,11 @@ cluster service) or for an exempt method is not gated. Rate limits (``supernode.
 are checked by the behaviors, which know the caller; every refusal that a later attempt
 would pass (``errors.RetryLater``: shed or rate limited) carries the hint twice, as that
 trailer and as a ``google.rpc.RetryInfo`` detail (``client_sdk.protocol.pushback``).
+
+Every refusal, whatever its kind, ends with the rich error details of
+``client_sdk.protocol.refusals`` (:func:`refusal_status`): the error's ``ErrorInfo``
+reason, and for a refused field its ``BadRequest`` violation (``protos/supernode/v1/
+errors.proto`` is the contract).
 """
 
 import asyncio
