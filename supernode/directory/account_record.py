@@ -1,21 +1,31 @@
-"""How an account is stored: the Account exactly as its creator signed it, and the
-CreateAccount signature, in one value (``supernode.internal.v1.StoredAccount`` behind a
-format byte). The same value is the store's (accounts family) and, in a cluster, etcd's
-(``/accounts/<handle>``), so a mirror copies it as it is.
+"""How an account is stored: the Account exactly as its creator signed it, followed by the
+CreateAccount signature as field 15 (reserved in ``supernode.v1.Account`` for this, so no
+request or answer carries it). The same value is the store's (accounts family) and, in a
+cluster, etcd's (``/accounts/<handle>``), so a mirror copies it as it is.
 
-Accounts stored before signatures were kept are bare serialized Accounts: they still load,
-and are served without a signature (only trust on first use then vouches for them). A
-serialized Account never starts with the format byte 0x01 (field number 0 is invalid), so
-the two cannot be confused.
+Why a trailing field and not a wrapper: every reader that parses the value as an Account
+still can. A node not yet upgraded (a rolling upgrade) mirrors an account created through
+an upgraded one (it skips the unknown field), and accounts stored before signatures were
+kept, bare Accounts, load as accounts without a signature (served without one: only trust
+on first use vouches for them). The signature is told apart by parsing, not by the bytes
+alone: a stored Account never has unknown fields (CreateAccount refuses them), so an
+unknown field 15 of 64 bytes is the signature and nothing else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supernode.internal.v1 import accounts_pb2
+from google.protobuf import unknown_fields
+from google.protobuf.message import DecodeError
 
-_FORMAT_1 = b"\x01"
+from client_sdk.protocol import wire
+from client_sdk.protocol.v1 import directory_pb2 as pb
+
+SIGNATURE_FIELD = 15
+_SIGNATURE_BYTES = 64
+_TRAILER_BYTES = len(wire.field(SIGNATURE_FIELD, bytes(_SIGNATURE_BYTES)))
+_TRAILER_HEAD = wire.field(SIGNATURE_FIELD, bytes(_SIGNATURE_BYTES))[:-_SIGNATURE_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +37,24 @@ class AccountRecord:
     signature: bytes = b""
 
     def encode(self) -> bytes:
-        stored = accounts_pb2.StoredAccount(account=self.account, signature=self.signature)
-        return _FORMAT_1 + stored.SerializeToString()
+        if not self.signature:
+            return self.account
+        return self.account + wire.field(SIGNATURE_FIELD, self.signature)
 
     @classmethod
     def decode(cls, value: bytes) -> AccountRecord:
-        if not value.startswith(_FORMAT_1):
+        head = value[-_TRAILER_BYTES : -_TRAILER_BYTES + len(_TRAILER_HEAD)]
+        if len(value) <= _TRAILER_BYTES or head != _TRAILER_HEAD or not _has_signature(value):
             return cls(value)  # stored before signatures were kept
-        stored = accounts_pb2.StoredAccount.FromString(value[1:])
-        return cls(stored.account, stored.signature)
+        return cls(value[:-_TRAILER_BYTES], value[-_SIGNATURE_BYTES:])
+
+
+def _has_signature(value: bytes) -> bool:
+    """Whether the field the trailing bytes look like is really an unknown field 15 (and
+    not, say, the end of a display name that happens to hold the same bytes)."""
+    try:
+        parsed = pb.Account.FromString(value)
+    except DecodeError:
+        return False
+    found = unknown_fields.UnknownFieldSet(parsed)
+    return len(found) == 1 and found[0].field_number == SIGNATURE_FIELD
