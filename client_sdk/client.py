@@ -69,7 +69,7 @@ from client_sdk.types import (
     SearchResult,
     Visibility,
 )
-from client_sdk.verify import verify_account, verify_presence
+from client_sdk.verify import check_account_signature, verify_account, verify_presence
 from client_sdk.watch import Watch
 from client_sdk.write_log import WriteAttempt, WriteKind, WriteObserver, observed
 
@@ -224,7 +224,13 @@ class Client:
             return await self._session.call(create, authenticated=False)
         except AlreadyExists:
             existing = await self._get_account_unpinned(self.handle)
-            account = verify_account(existing.account, self.pins, self.handle, existing.rotations)
+            account = verify_account(
+                existing.account,
+                self.pins,
+                self.handle,
+                existing.rotations,
+                existing.account_signature,
+            )
             if account.account_key != self.identity.public_key:
                 raise
             return account
@@ -241,7 +247,9 @@ class Client:
         ``KeyChanged``."""
         self._check_open()
         record = await self._get_account_unpinned(handle)
-        return verify_account(record.account, self.pins, handle, record.rotations)
+        return verify_account(
+            record.account, self.pins, handle, record.rotations, record.account_signature
+        )
 
     async def get_privacy(self) -> PrivacySettings:
         """This account's privacy settings (``Visibility.EVERYONE`` when never set)."""
@@ -312,7 +320,9 @@ class Client:
         for lease in list(self._leases.values()):
             with contextlib.suppress(SupernodeError):
                 await lease.update(lease.spec)
-        return verify_account(record.account, self.pins, self.handle, chain)
+        return verify_account(
+            record.account, self.pins, self.handle, chain, record.account_signature
+        )
 
     async def logout(self) -> None:
         """Log out and close: watches and renewals stop, our devices are unregistered (as
@@ -598,6 +608,10 @@ class Client:
 
         async def search(connection: DirectoryConnection, deadline: float) -> list[SearchResult]:
             response = await connection.search(query, limit, deadline=deadline)
+            signatures = list(response.account_signatures)
+            signatures += [b""] * (len(response.accounts) - len(signatures))  # an older server
+            for account, signature in zip(response.accounts, signatures, strict=True):
+                check_account_signature(account, signature)
             return [search_result_from_pb(account) for account in response.accounts]
 
         return await self._session.call(search)

@@ -3,30 +3,46 @@
 Apps catch our classes, never ``grpc.RpcError``: the transport is an implementation detail,
 and each class says what the caller can do about it (fix the input, log in, slow down, try
 later, stop trusting a peer). Every error raised for a server status carries the server's
-message verbatim, because it names the refused field and the reason.
+message verbatim (for people), and the machine-readable ``reason`` (``supernode.v1.
+ErrorReason``, from the ``google.rpc.ErrorInfo`` detail) and refused ``violations`` (from
+``google.rpc.BadRequest``) for code: branch on those, never on the message text.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from client_sdk.protocol.pushback import error_reason, pushback_ms
+from client_sdk.protocol.pushback import pushback_ms
+from client_sdk.protocol.refusals import FieldViolation, Reason, error_reason, field_violations
 from client_sdk.retry import waitable
 
 
 class SupernodeError(Exception):
     """Base of everything the SDK raises on purpose.
 
-    ``code`` is the gRPC status the server answered with, or ``None`` for SDK-side checks.
+    ``code`` is the gRPC status the server answered with, or ``None`` for SDK-side checks;
+    ``reason`` the server's ``ErrorInfo`` reason (a ``Reason`` value; "" when the error
+    did not come from a supernode's decision); ``violations`` the fields it refused.
     """
 
     code: grpc.StatusCode | None = None
+    reason: str = ""
+    violations: tuple[FieldViolation, ...] = ()
 
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        reason: str = "",
+        violations: tuple[FieldViolation, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.reason = reason
+        self.violations = violations
 
 
 class InvalidArgument(SupernodeError):
@@ -68,8 +84,10 @@ class RateLimited(SupernodeError):
         *,
         retry_after_seconds: float | None = None,
         code: grpc.StatusCode | None = None,
+        reason: str = "",
+        violations: tuple[FieldViolation, ...] = (),
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, reason=reason, violations=violations)
         self.retry_after_seconds = retry_after_seconds
 
 
@@ -81,9 +99,14 @@ class Overloaded(RateLimited):
     retry_after_seconds: float
 
     def __init__(
-        self, message: str, *, retry_after_seconds: float, code: grpc.StatusCode | None = None
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float,
+        code: grpc.StatusCode | None = None,
+        reason: str = Reason.OVERLOADED,
     ) -> None:
-        super().__init__(message, retry_after_seconds=retry_after_seconds, code=code)
+        super().__init__(message, retry_after_seconds=retry_after_seconds, code=code, reason=reason)
 
 
 class Unavailable(SupernodeError):
@@ -149,11 +172,16 @@ ERROR_FOR_STATUS: dict[grpc.StatusCode, type[SupernodeError]] = {
 }
 
 
-def error_from_status(code: grpc.StatusCode, details: str | None) -> SupernodeError:
+def error_from_status(
+    code: grpc.StatusCode,
+    details: str | None,
+    reason: str = "",
+    violations: tuple[FieldViolation, ...] = (),
+) -> SupernodeError:
     """The SDK error for a status the server (or the channel) answered with."""
     cls = ERROR_FOR_STATUS.get(code, SupernodeError)
     message = details or code.name.lower().replace("_", " ")
-    return cls(message, code=code)
+    return cls(message, code=code, reason=reason, violations=violations)
 
 
 def pushback_of(exc: grpc.aio.AioRpcError) -> int | None:
@@ -172,13 +200,14 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> SupernodeError:
     ``Overloaded`` when the node shed the call (``ErrorInfo`` reason ``OVERLOADED``, or
     an older node's bare pushback trailer), ``RateLimited`` when the caller went over a
     rate limit."""
+    trailing = exc.trailing_metadata()
+    reason = error_reason(trailing)
     hint = pushback_of(exc) if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
     if hint is not None:
-        trailing = exc.trailing_metadata()
-        reason = error_reason(trailing)
-        if reason in ("", "OVERLOADED"):
+        if reason in ("", Reason.OVERLOADED):
             message = exc.details() or "overloaded"
             return Overloaded(message, retry_after_seconds=hint / 1000, code=exc.code())
         message = exc.details() or "rate limited"
-        return RateLimited(message, retry_after_seconds=hint / 1000, code=exc.code())
-    return error_from_status(exc.code(), exc.details())
+        return RateLimited(message, retry_after_seconds=hint / 1000, code=exc.code(), reason=reason)
+    violations = tuple(field_violations(trailing))
+    return error_from_status(exc.code(), exc.details(), reason, violations)

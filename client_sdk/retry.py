@@ -23,6 +23,8 @@ import enum
 
 import grpc
 
+from client_sdk.protocol.refusals import Reason
+
 # CANCELLED: measured in a rolling restart, 2 of ~1,000 lookups failed with it (the node
 # they were on was stopping) while the other nodes would have answered.
 FAILOVER_CODES = frozenset(
@@ -85,17 +87,23 @@ def after_stream_failure(
     received: bool,
     relogged_in: bool,
     pushback_ms: int | None = None,
+    reason: str = "",
 ) -> StreamAction:
-    """What a watch does when its stream ends with ``code``.
+    """What a watch does when its stream ends with ``code`` (and the ``ErrorInfo``
+    ``reason``, "" when none came).
 
     RESOURCE_EXHAUSTED with a retry hint is an overloaded supernode refusing to open the
-    stream: wait, then reopen. Without a hint, after the stream delivered something, it is
-    the supernode cutting off a reader that fell behind: resume at once (before the stream
-    started, it is a watch limit and final). CANCELLED that we did not ask for is the server
-    or a proxy dropping the stream, so it is treated like UNAVAILABLE (as for a call).
+    stream: wait, then reopen. Without a hint, ``TOO_SLOW`` is the supernode cutting off a
+    reader that fell behind: resume at once; ``WATCH_LIMIT`` and ``REQUEST_TOO_LARGE``
+    are answers about the request: final. A server that sends no reason is read by when
+    it refused (after the stream delivered something: a cut-off reader; before: a limit).
+    CANCELLED that we did not ask for is the server or a proxy dropping the stream, so it
+    is treated like UNAVAILABLE (as for a call).
     """
     if shed(code, pushback_ms):
         return StreamAction.WAIT
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and received:
-        return StreamAction.RESUME
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if reason == Reason.TOO_SLOW or (not reason and received):
+            return StreamAction.RESUME
+        return StreamAction.FAIL
     return StreamAction(after_failure(code, authenticated=True, relogged_in=relogged_in).value)

@@ -7,6 +7,10 @@ pinned one, the signature verifies with it (the same ``signature_is_valid`` and 
 supernode uses on write; ``client_sdk.verified`` remembers signatures that verified), and
 the record names the handle (and device) it was served under, so a valid record of one user
 cannot be passed off as another's.
+
+The account itself comes with its creator's CreateAccount signature (``account_signature``,
+empty only for accounts stored before signatures were kept): when present it must verify
+with the account's own key, so the binding of handle to key is checked, not only pinned.
 """
 
 from __future__ import annotations
@@ -20,18 +24,36 @@ from client_sdk.convert import account_from_pb, device_from_pb
 from client_sdk.errors import SignatureError
 from client_sdk.pins import PinStore
 from client_sdk.protocol.rotation import RotationError, chain_keys
-from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, DEVICE_RECORD_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import key_defect
 from client_sdk.types import Account, Device, Presence
 from client_sdk.verified import verifies
 
 
+def check_account_signature(account: pb.Account, account_signature: bytes) -> None:
+    """``SignatureError`` unless ``account_signature`` (when there is one) is the account
+    key's CreateAccount signature of ``account``. The signed bytes are the account's
+    canonical encoding: the bytes the creator signed and the supernode stored (it refuses
+    any other encoding), so re-encoding the served account gives them back."""
+    if not account_signature:
+        return  # stored before signatures were kept: the pin alone vouches for it
+    body = account.SerializeToString(deterministic=True)
+    if not verifies(account.account_key, CREATE_ACCOUNT_DOMAIN, body, account_signature):
+        raise SignatureError(
+            f"the account {account.handle!r} served does not verify with its creation signature"
+        )
+
+
 def account_keys(
-    account: pb.Account, expected_handle: str, rotations: Sequence[pb.SignedKeyRotation] = ()
+    account: pb.Account,
+    expected_handle: str,
+    rotations: Sequence[pb.SignedKeyRotation] = (),
+    account_signature: bytes = b"",
 ) -> list[bytes]:
     """The account's keys, creation key first, each rotation checked (signed by the key
-    before it, at its place); ``SignatureError`` for a wrong handle or a broken chain."""
+    before it, at its place); ``SignatureError`` for a wrong handle, a creation signature
+    that does not verify or a broken chain."""
     if account.handle != expected_handle:
         raise SignatureError(
             f"asked for {expected_handle!r}, the supernode answered with {account.handle!r}"
@@ -39,6 +61,7 @@ def account_keys(
     weakness = key_defect(account.account_key)
     if weakness is not None:  # anyone can sign for such a key: nothing it signs means anything
         raise SignatureError(f"the account key of {account.handle!r} is {weakness}")
+    check_account_signature(account, account_signature)
     try:
         return chain_keys(account.handle, account.account_key, rotations)
     except RotationError as exc:
@@ -50,11 +73,13 @@ def verify_account(
     pins: PinStore,
     expected_handle: str,
     rotations: Sequence[pb.SignedKeyRotation] = (),
+    account_signature: bytes = b"",
 ) -> Account:
     """The account with its current key (the end of its rotation chain), once it is the
-    one asked for and the chain passes through the pin (or is pinned now). Raises
-    ``SignatureError`` or ``KeyChanged``."""
-    return _pinned(account, pins, account_keys(account, expected_handle, rotations))
+    one asked for, its creation signature (if served) verifies and the chain passes
+    through the pin (or is pinned now). Raises ``SignatureError`` or ``KeyChanged``."""
+    keys = account_keys(account, expected_handle, rotations, account_signature)
+    return _pinned(account, pins, keys)
 
 
 def _pinned(account: pb.Account, pins: PinStore, keys: Sequence[bytes]) -> Account:
@@ -91,7 +116,9 @@ def verify_presence(response: pb.LookupResponse, pins: PinStore, expected_handle
     """A lookup result (also a snapshot entry) with every device verified by the current
     key. A record signed by an earlier key of the chain is dropped, not an error: it was
     registered before the rotation and is served until its lease ends."""
-    keys = account_keys(response.account, expected_handle, response.rotations)
+    keys = account_keys(
+        response.account, expected_handle, response.rotations, response.account_signature
+    )
     account = _pinned(response.account, pins, keys)
     earlier = keys[:-1]
     devices = tuple(

@@ -30,6 +30,7 @@ from client_sdk.errors import (
     retry_hint_of,
 )
 from client_sdk.pins import PinStore
+from client_sdk.protocol.refusals import error_reason
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.retry import StreamAction, after_stream_failure
 from client_sdk.session import Session
@@ -169,7 +170,11 @@ class Watch:
                 error = exc
                 hint = retry_hint_of(exc, self._session.config.backoff.pushback_cap_seconds)
                 continue_after = after_stream_failure(
-                    exc.code(), received=received, relogged_in=relogged_in, pushback_ms=hint
+                    exc.code(),
+                    received=received,
+                    relogged_in=relogged_in,
+                    pushback_ms=hint,
+                    reason=error_reason(exc.trailing_metadata()),
                 )
             finally:
                 call.cancel()

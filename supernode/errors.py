@@ -6,10 +6,21 @@ the person reading it is an app developer looking at a failed call.
 """
 
 from client_sdk.protocol.errors import InvalidField as InvalidField
+from client_sdk.protocol.refusals import Reason as Reason
 
 
 class SupernodeError(Exception):
-    """A request the supernode refuses. The message is shown to the client verbatim."""
+    """A request the supernode refuses. The message is shown to the client verbatim; the
+    ``reason`` (``supernode.v1.ErrorReason``) goes with it as ``google.rpc.ErrorInfo``, so
+    a client branches on it, never on the text. Each class has the reason of its most
+    common cause; a raise for another cause names its own."""
+
+    reason: Reason
+
+    def __init__(self, message: str, reason: Reason | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class InvalidArgument(SupernodeError, InvalidField):
@@ -19,29 +30,43 @@ class InvalidArgument(SupernodeError, InvalidField):
     answered with ``INVALID_ARGUMENT`` (``REFUSALS`` is what the edge catches).
     """
 
+    reason = Reason.INVALID_FIELD
+
 
 class Unauthenticated(SupernodeError):
     """The bearer token is missing, expired, or was not issued by this supernode."""
+
+    reason = Reason.TOKEN_INVALID
 
 
 class PermissionDenied(SupernodeError):
     """The caller proved an identity, but not the one that owns what it tries to change."""
 
+    reason = Reason.NOT_OWNER
+
 
 class NotFound(SupernodeError):
     """The named account does not exist."""
+
+    reason = Reason.ACCOUNT_NOT_FOUND
 
 
 class AlreadyExists(SupernodeError):
     """The handle is taken."""
 
+    reason = Reason.HANDLE_TAKEN
+
 
 class FailedPrecondition(SupernodeError):
     """The request is well formed but stale: a replayed or older device record."""
 
+    reason = Reason.STALE_SEQ
+
 
 class ResourceExhausted(SupernodeError):
     """A size, count or rate limit was hit."""
+
+    reason = Reason.REQUEST_TOO_LARGE
 
 
 class RetryLater(ResourceExhausted):
@@ -50,7 +75,7 @@ class RetryLater(ResourceExhausted):
     ``grpc-retry-pushback-ms`` (``client_sdk.protocol.pushback``), with ``reason`` as the
     ``google.rpc.ErrorInfo`` reason; ``about`` goes in its metadata."""
 
-    reason = "RATE_LIMITED"
+    reason = Reason.RATE_LIMITED
 
     def __init__(self, message: str, retry_after_ms: int, **about: str) -> None:
         super().__init__(message)
@@ -61,13 +86,19 @@ class RetryLater(ResourceExhausted):
 class DeadlineExceeded(SupernodeError):
     """Waited for another party (a callee's answer, a relay peer) longer than allowed."""
 
+    reason = Reason.CALLEE_NO_ANSWER
+
 
 class Aborted(SupernodeError):
     """Superseded by a newer request of the same kind (a second Listen for one device)."""
 
+    reason = Reason.CONFLICT
+
 
 class Unavailable(SupernodeError):
     """The supernode cannot serve the request now (shutting down, store closed)."""
+
+    reason = Reason.SHUTTING_DOWN
 
 
 # Everything the gRPC edge answers with a deliberate status: our own errors, and the shared

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2, search_pb2
 from supernode.config import Config
@@ -28,6 +27,7 @@ from supernode.directory.privacy import Privacy
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rate import RateLimiter
+from supernode.reflection import enable_reflection
 from supernode.revocations import Revocations
 from supernode.rpc.source import RateGates
 from supernode.sessions import SECRET_BYTES, SessionAuthority
@@ -155,9 +155,7 @@ def add_standard_services(
     """gRPC health checking and server reflection, so grpcurl and load balancers work."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        (*registered, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (*registered, health.SERVICE_NAME))
     return servicer
 
 

@@ -41,7 +41,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from supernode.errors import RetryLater
+from supernode.errors import Reason, RetryLater
 
 
 class CallClass(enum.Enum):
@@ -135,7 +135,7 @@ class Overloaded(RetryLater):
     hint and the SDK retries it.
     """
 
-    reason = "OVERLOADED"
+    reason = Reason.OVERLOADED
 
 
 # Refusals are remembered with this time constant: the hint follows the last seconds' crowd.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from client_sdk.protocol.signing import LOGIN_DOMAIN, REVOKE_SESSIONS_DOMAIN, signature_is_valid
 from client_sdk.protocol.validation import check_handle, check_signature, key_defect
-from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from supernode.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated
 from supernode.revocations import (
     Revocation,
     Revocations,
@@ -150,22 +150,37 @@ class SessionAuthority:
         """Check a challenge and its signature for ``domain``, mark it used; the time now."""
         check_signature("signature", signature)
         if len(challenge) != _CHALLENGE_HEADER.size + _MAC_BYTES:
-            raise InvalidArgument("challenge: not a challenge issued by GetChallenge")
+            raise InvalidArgument(
+                "challenge: not a challenge issued by GetChallenge", reason=Reason.INVALID_FIELD
+            )
         header, mac = challenge[: _CHALLENGE_HEADER.size], challenge[_CHALLENGE_HEADER.size :]
         if not hmac.compare_digest(mac, _mac(self._secret, b"challenge" + handle.encode(), header)):
-            raise Unauthenticated("challenge: not issued by this supernode for this handle")
+            raise Unauthenticated(
+                "challenge: not issued by this supernode for this handle",
+                reason=Reason.CHALLENGE_INVALID,
+            )
         _, expires_at_ms, _ = _CHALLENGE_HEADER.unpack(header)
         now_ms = self._clock_ms()
         if expires_at_ms <= now_ms:
-            raise Unauthenticated("challenge: expired, ask for a new one")
+            raise Unauthenticated(
+                "challenge: expired, ask for a new one", reason=Reason.CHALLENGE_EXPIRED
+            )
         self._forget_used_challenges(now_ms)
         if challenge in self._used_challenges:
-            raise Unauthenticated("challenge: already used, ask for a new one")
+            raise Unauthenticated(
+                "challenge: already used, ask for a new one", reason=Reason.CHALLENGE_USED
+            )
         weakness = key_defect(account_key)
         if weakness is not None:  # stored before weak keys were refused: nobody may log in
-            raise PermissionDenied(f"handle: the account key of {handle!r} is {weakness}")
+            raise PermissionDenied(
+                f"handle: the account key of {handle!r} is {weakness}",
+                reason=Reason.ACCOUNT_KEY_WEAK,
+            )
         if not signature_is_valid(account_key, domain, challenge, signature):
-            raise PermissionDenied(f"signature: does not verify with the account key of {handle!r}")
+            raise PermissionDenied(
+                f"signature: does not verify with the account key of {handle!r}",
+                reason=Reason.SIGNATURE_INVALID,
+            )
         self._used_challenges[challenge] = expires_at_ms
         return now_ms
 
@@ -207,13 +222,19 @@ class SessionAuthority:
             raise PermissionDenied(
                 "authorization: this token is not a client session token, log in"
                 if audience is Audience.SESSION
-                else "authorization: only nodes of this cluster may call this service"
+                else "authorization: only nodes of this cluster may call this service",
+                reason=Reason.TOKEN_AUDIENCE,
             )
         if session.expires_at_ms <= self._clock_ms():
             self._verified.pop(token, None)
-            raise Unauthenticated("authorization: token expired, log in again")
+            raise Unauthenticated(
+                "authorization: token expired, log in again", reason=Reason.TOKEN_EXPIRED
+            )
         if self.revocations.covers(session.handle, session.session_id, session.issued_at_ms):
-            raise Unauthenticated("authorization: session ended (logged out or revoked), log in")
+            raise Unauthenticated(
+                "authorization: session ended (logged out or revoked), log in",
+                reason=Reason.SESSION_REVOKED,
+            )
         return session
 
     def _verify(self, token: str) -> Session:

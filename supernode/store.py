@@ -3,7 +3,9 @@
 Key layout (one column family per kind of data; all integers big-endian so that byte order
 is numeric order):
 
-``accounts``  ``handle`` -> serialized ``supernode.v1.Account`` exactly as its creator signed it.
+``accounts``  ``handle`` -> the account as created: the ``supernode.v1.Account`` exactly as its
+              creator signed it and the CreateAccount signature
+              (``supernode.directory.account_record``; older values: the bare Account).
 ``devices``   ``handle 0x00 device_id`` -> header ``expires_at_ms:u64 seq:u64`` + payload.
               The payload is a serialized ``supernode.v1.Device`` exactly as lookups serve
               it; an empty payload is a tombstone that remembers the seq of a removed
@@ -58,6 +60,7 @@ from rocksdict import (
 )
 
 from client_sdk.protocol import wire
+from supernode.directory.account_record import AccountRecord
 from supernode.directory.ports import DeviceSlot, ExpiryEntry
 from supernode.internal.v1 import accounts_pb2
 
@@ -412,15 +415,17 @@ class Store:
 
     # ------------------------------------------------------------------ accounts
 
-    def get_account(self, handle: str) -> bytes | None:
+    def get_account(self, handle: str) -> AccountRecord | None:
         value: bytes | None = self._accounts.get(handle.encode())
-        return value
+        return None if value is None else AccountRecord.decode(value)
 
-    def get_accounts(self, handles: list[str]) -> list[bytes | None]:
-        values = self._accounts[[h.encode() for h in handles]]
-        return cast(list[bytes | None], values)
+    def get_accounts(self, handles: list[str]) -> list[AccountRecord | None]:
+        values = cast(list[bytes | None], self._accounts[[h.encode() for h in handles]])
+        return [None if value is None else AccountRecord.decode(value) for value in values]
 
-    def insert_account(self, handle: str, account: bytes, search_terms: Sequence[str] = ()) -> bool:
+    def insert_account(
+        self, handle: str, account: AccountRecord, search_terms: Sequence[str] = ()
+    ) -> bool:
         """Store a new account and its search terms; False if the handle is taken.
 
         Callers serialize writes (one event loop), so check-then-write cannot race.
@@ -429,7 +434,7 @@ class Store:
         if self._accounts.get(key) is not None:
             return False
         batch = self._batch()
-        batch.put(key, account, self._handles[ACCOUNTS])
+        batch.put(key, account.encode(), self._handles[ACCOUNTS])
         # Usually no devices yet; in a cluster a device may reach the handle's owner before
         # the account reaches the owner's mirror, and the view must include it.
         self._put_view(batch, handle, account=account)
@@ -440,7 +445,7 @@ class Store:
         return True
 
     async def claim_account(
-        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+        self, handle: str, account: AccountRecord, search_terms: Sequence[str] = ()
     ) -> bool:
         """The registry port's claim: on one node, the local insert (nothing to wait for)."""
         return self.insert_account(handle, account, search_terms)
@@ -569,7 +574,7 @@ class Store:
         changed_key: bytes = b"",
         changed_value: bytes | None = None,
         *,
-        account: bytes | None = None,
+        account: AccountRecord | None = None,
         state: bytes | None = None,
     ) -> None:
         """Add the handle's rebuilt lookup view, as it will be once ``batch`` is written
@@ -588,14 +593,17 @@ class Store:
             values[changed_key] = changed_value
         live = [v for _, v in sorted(values.items()) if len(v) > HEADER_BYTES]
         if account is None:
-            account = self._accounts.get(handle.encode())
+            account = self.get_account(handle)
         if account is None:
             return  # devices of an account that does not exist are never served
         min_expires = min((_U64.unpack_from(v)[0] for v in live), default=_NEVER_MS)
         if state is None:
             state = self.get_account_state(handle)
         response = wire.lookup_response(
-            account, [v[HEADER_BYTES:] for v in live], rotations_of(state)
+            account.account,
+            [v[HEADER_BYTES:] for v in live],
+            rotations_of(state),
+            account.signature,
         )
         self._put_view_value(batch, handle.encode(), _U64.pack(min_expires) + response)
 

@@ -26,6 +26,7 @@ from client_sdk.identity import Identity
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
 from supernode.directory import search
+from supernode.directory.account_record import AccountRecord
 from supernode.store import Store
 
 PRESENCE = "/supernode.v1.PresenceService"
@@ -73,7 +74,11 @@ def load_store(data_dir: Path, dataset: Dataset, lease_from_ms: int) -> int:
     try:
         for chunk in generate.user_chunks(dataset, lease_from_ms=lease_from_ms):
             for user in chunk:
-                if not store.insert_account(user.handle, user.account, search_terms(user.account)):
+                # Unsigned (the data set's accounts have no CreateAccount signature), so
+                # served as accounts stored before signatures were kept: same bytes as
+                # the other systems serve.
+                stored = AccountRecord(user.account)
+                if not store.insert_account(user.handle, stored, search_terms(user.account)):
                     raise ValueError(f"{data_dir}: {user.handle} loaded twice")
                 for device_id, seq, device in user.devices:
                     store.put_device(

@@ -49,6 +49,7 @@ from client_sdk.p2p.listener import Listener, SignalingSession
 from client_sdk.p2p.offers import AcceptPolicy, IncomingOffer, admits
 from client_sdk.p2p.paths import IcePath, PathClosed, PathSwitch, RelayPath
 from client_sdk.p2p.quic import QuicClosed, QuicSession, client_configuration, server_configuration
+from client_sdk.protocol.refusals import Reason, error_reason
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from client_sdk.protocol.v1 import rendezvous_pb2_grpc as rpc
 from client_sdk.protocol.validation import ANSWER_REASON_MAX_CHARS
@@ -448,10 +449,9 @@ async def _decline(
 
 
 def _connect_error(exc: grpc.aio.AioRpcError) -> Exception:
-    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "not listening" in (
-        exc.details() or ""
-    ):
-        return PeerOffline(exc.details() or "peer offline", code=exc.code())
-    if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
-        return PeerDeclined(exc.details() or "declined", code=exc.code())
+    reason = error_reason(exc.trailing_metadata())
+    if reason == Reason.PEER_NOT_LISTENING:
+        return PeerOffline(exc.details() or "peer offline", code=exc.code(), reason=reason)
+    if reason == Reason.CALL_DECLINED:
+        return PeerDeclined(exc.details() or "declined", code=exc.code(), reason=reason)
     return error_from_rpc(exc)

@@ -34,10 +34,26 @@ def repeated_field(number: int, payloads: list[bytes]) -> bytes:
     return b"".join(tag + _varint(len(p)) + p for p in payloads)
 
 
-def lookup_response(account: bytes, devices: list[bytes], rotations: Sequence[bytes] = ()) -> bytes:
-    """``LookupResponse{account = 1, repeated devices = 2, repeated rotations = 3}`` from
-    stored bytes (``rotations``: serialized ``SignedKeyRotation``, oldest first)."""
-    return field(1, account) + repeated_field(2, devices) + repeated_field(3, list(rotations))
+def _optional(number: int, payload: bytes) -> bytes:
+    """A bytes field, left out when empty (as proto3 leaves out a default value)."""
+    return field(number, payload) if payload else b""
+
+
+def lookup_response(
+    account: bytes,
+    devices: list[bytes],
+    rotations: Sequence[bytes] = (),
+    account_signature: bytes = b"",
+) -> bytes:
+    """``LookupResponse{account = 1, repeated devices = 2, repeated rotations = 3,
+    account_signature = 4}`` from stored bytes (``rotations``: serialized
+    ``SignedKeyRotation``, oldest first)."""
+    return (
+        field(1, account)
+        + repeated_field(2, devices)
+        + repeated_field(3, list(rotations))
+        + _optional(4, account_signature)
+    )
 
 
 def lookup_many_response(
@@ -52,7 +68,9 @@ def lookup_many_response(
     )
 
 
-def get_account_response(account: bytes, rotations: Sequence[bytes] = ()) -> bytes:
-    """``GetAccountResponse{account = 1, repeated rotations = 2}`` (without rotations, the
-    same shape as ``CreateAccountResponse``)."""
-    return field(1, account) + repeated_field(2, list(rotations))
+def get_account_response(
+    account: bytes, rotations: Sequence[bytes] = (), account_signature: bytes = b""
+) -> bytes:
+    """``GetAccountResponse{account = 1, repeated rotations = 2, account_signature = 3}``
+    (without rotations, the same shape as ``CreateAccountResponse``)."""
+    return field(1, account) + repeated_field(2, list(rotations)) + _optional(3, account_signature)

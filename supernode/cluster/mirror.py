@@ -32,6 +32,7 @@ from supernode.cluster.etcd import (
 from supernode.cluster.keys import Keys, LayoutError
 from supernode.cluster.view import Applied, ClusterView
 from supernode.directory import account_state, search
+from supernode.directory.account_record import AccountRecord
 from supernode.store import Store
 
 log = logging.getLogger("supernode.cluster")
@@ -178,13 +179,16 @@ class Mirror:
         self._on_change(applied)
 
     def _insert_account(self, handle: str, raw: bytes) -> None:
-        """Idempotent: an account already here (created through this node) is kept."""
+        """Idempotent: an account already here (created through this node) is kept. ``raw``:
+        etcd's value, as the store keeps it (``AccountRecord``: with the creation
+        signature, or a bare Account created before signatures were kept)."""
         try:
-            account = pb.Account.FromString(raw)
+            stored = AccountRecord.decode(raw)
+            account = pb.Account.FromString(stored.account)
         except Exception:
             log.warning("mirror: /accounts/%s holds no Account; ignored", handle)
             return
         terms = (
             search.index_terms(account.handle, account.display_name) if account.discoverable else []
         )
-        self._store.insert_account(handle, raw, terms)
+        self._store.insert_account(handle, stored, terms)

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from client_sdk.protocol.refusals import error_reason, known_reason
 from supernode import transport
-from supernode.errors import SupernodeError, Unavailable
+from supernode.errors import Reason, SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.handlers import STATUS_OF
 from supernode.sessions import IssuedToken, SessionAuthority
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 def remote_error(node: str, error: grpc.aio.AioRpcError) -> SupernodeError:
     """The error a forwarded call's client gets for a peer's answer.
 
-    A peer's deliberate refusal keeps its status and message. What gRPC itself reports
+    A peer's deliberate refusal keeps its status, message and reason (a field violation
+    follows from the message, ``errors.InvalidField.violation``). What gRPC itself reports
     (unreachable, timed out, a status no node sends) becomes UNAVAILABLE naming the node
     only: gRPC's own details hold peer addresses and socket errors, which are the
     operator's business (logged at DEBUG here), never a client's.
@@ -46,12 +48,17 @@ def remote_error(node: str, error: grpc.aio.AioRpcError) -> SupernodeError:
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         log.debug("peer %s: %s: %s", node, code.name, error.details())
-        return Unavailable(f"node {node} is unreachable ({code.name}), retry")
+        return Unavailable(
+            f"node {node} is unreachable ({code.name}), retry", reason=Reason.REPLICAS_UNAVAILABLE
+        )
     refusal = _ERROR_OF.get(code)
     if refusal is None:
         log.debug("peer %s: %s: %s", node, code.name, error.details())
-        return Unavailable(f"node {node} failed to answer ({code.name}), retry")
-    return refusal(error.details() or code.name)
+        return Unavailable(
+            f"node {node} failed to answer ({code.name}), retry", reason=Reason.REPLICAS_UNAVAILABLE
+        )
+    reason = known_reason(error_reason(error.trailing_metadata()))
+    return refusal(error.details() or code.name, reason=reason)
 
 
 class Peers:
@@ -111,7 +118,9 @@ class Peers:
         except grpc.aio.AioRpcError as exc:
             raise remote_error(node, exc) from exc
         except TimeoutError as exc:
-            raise Unavailable(f"node {node} sent nothing for {idle_s:.0f} s") from exc
+            raise Unavailable(
+                f"node {node} sent nothing for {idle_s:.0f} s", reason=Reason.REPLICAS_UNAVAILABLE
+            ) from exc
         finally:
             stream.cancel()
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from supernode.cluster.etcd import EtcdClient, EtcdUnavailable
 from supernode.cluster.keys import Keys
 from supernode.cluster.mirror import keep_newer_state
-from supernode.errors import Aborted, Unavailable
+from supernode.directory.account_record import AccountRecord
+from supernode.errors import Aborted, Reason, Unavailable
 from supernode.store import Store
 
 # Compare-and-swap attempts of one account-state change before giving up: each failed one
@@ -37,17 +38,20 @@ class ClusterAccounts:
         self.etcd_errors = 0
 
     async def claim_account(
-        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+        self, handle: str, account: AccountRecord, search_terms: Sequence[str] = ()
     ) -> bool:
         if self._store.get_account(handle) is not None:
             return False  # known taken: no need to ask etcd
         try:
-            claimed = await self._etcd.create_if_absent(self._keys.account(handle), account)
+            claimed = await self._etcd.create_if_absent(
+                self._keys.account(handle), account.encode()
+            )
         except EtcdUnavailable as exc:
             self.etcd_errors += 1
             raise Unavailable(
                 "account: creating an account needs the cluster's coordination store (etcd), "
-                f"which is unreachable; lookups, renewals and watches still work. ({exc})"
+                f"which is unreachable; lookups, renewals and watches still work. ({exc})",
+                reason=Reason.NOT_READY,
             ) from exc
         if claimed:
             self._store.insert_account(handle, account, search_terms)
@@ -77,9 +81,11 @@ class ClusterAccounts:
             self.etcd_errors += 1
             raise Unavailable(
                 "account: changing an account needs the cluster's coordination store (etcd), "
-                f"which is unreachable; lookups, renewals and watches still work. ({exc})"
+                f"which is unreachable; lookups, renewals and watches still work. ({exc})",
+                reason=Reason.NOT_READY,
             ) from exc
         raise Aborted(
             f"account: {handle!r} changed {_CAS_ATTEMPTS} times while this change was "
-            "being stored; try again"
+            "being stored; try again",
+            reason=Reason.CONFLICT,
         )

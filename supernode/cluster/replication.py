@@ -19,7 +19,7 @@ from supernode.cluster.peers import Peers
 from supernode.cluster.quorum import Decision, QuorumWrite, Reply
 from supernode.cluster.view import ClusterView
 from supernode.directory.presence import DeviceWrite, Presence
-from supernode.errors import Aborted, SupernodeError, Unavailable
+from supernode.errors import Aborted, Reason, SupernodeError, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 
 log = logging.getLogger("supernode.cluster")
@@ -31,6 +31,8 @@ class StaleRoute(Unavailable):
     """A replica holds a newer placement for the handle's partition than the one the call
     was routed by (a move began or flipped): route again once this node's view catches up.
     Reaching a client, it is UNAVAILABLE: retry."""
+
+    reason = Reason.NOT_READY
 
     def __init__(self, message: str, epoch: int) -> None:
         super().__init__(message)
@@ -121,7 +123,7 @@ class Replicator:
         )
         if quorum.stale:
             raise StaleRoute(message, epoch)
-        raise Unavailable(message)
+        raise Unavailable(message, reason=Reason.REPLICAS_UNAVAILABLE)
 
     def _apply_here(self, write: DeviceWrite, fresh: bool) -> tuple[Reply, Exception | None]:
         try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from supernode.cluster.etcd import EtcdClient, EtcdUnavailable
 from supernode.cluster.keys import Keys
 from supernode.cluster.view import ClusterView
-from supernode.errors import Unavailable
+from supernode.errors import Reason, Unavailable
 from supernode.revocations import Revocation, Revocations
 
 
@@ -50,5 +50,6 @@ class ClusterRevocations:
         except EtcdUnavailable as exc:
             raise Unavailable(
                 "sessions: the cluster's coordination store is unreachable, so the other "
-                "nodes cannot learn of this revocation yet; retry"
+                "nodes cannot learn of this revocation yet; retry",
+                reason=Reason.NOT_READY,
             ) from exc

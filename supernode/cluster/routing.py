@@ -23,6 +23,7 @@ from supernode.cluster.placement import partition_of
 from supernode.cluster.quorum import MergedRead, live, merge_reads
 from supernode.cluster.replication import Replicator, StaleRoute, write_value
 from supernode.cluster.view import ClusterView
+from supernode.directory.account_record import AccountRecord
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountKeys
 from supernode.directory.presence import (
@@ -34,7 +35,7 @@ from supernode.directory.presence import (
     extended_lease,
     first_positions,
 )
-from supernode.errors import Aborted, NotFound, Unavailable
+from supernode.errors import Aborted, NotFound, Reason, Unavailable
 from supernode.internal.v1 import cluster_pb2 as pb
 from supernode.rpc.directory import settled
 
@@ -85,7 +86,10 @@ class ClusterPresence:
         """The replicas of ``handle``'s partition and the placement epoch that says so."""
         placement = self.view.placement
         if placement is None:
-            raise Unavailable("cluster: no placement yet (the controller has not planned one)")
+            raise Unavailable(
+                "cluster: no placement yet (the controller has not planned one)",
+                reason=Reason.NOT_READY,
+            )
         return placement.replicas_of(partition_of(handle, placement.partitions)), placement.epoch
 
     def write_route(self, handle: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
@@ -93,7 +97,10 @@ class ClusterPresence:
         moving to (empty when it is not moving), and the epoch that says so."""
         placement = self.view.placement
         if placement is None:
-            raise Unavailable("cluster: no placement yet (the controller has not planned one)")
+            raise Unavailable(
+                "cluster: no placement yet (the controller has not planned one)",
+                reason=Reason.NOT_READY,
+            )
         p = partition_of(handle, placement.partitions)
         return placement.replicas[p], placement.moves.get(p, ()), placement.epoch
 
@@ -156,12 +163,13 @@ class ClusterPresence:
             except (Unavailable, Aborted) as exc:  # down, or it knows a newer placement
                 failures.append(str(exc))
         raise Unavailable(
-            f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})"
+            f"handle: {handle!r}: no replica of its partition answers ({'; '.join(failures)})",
+            reason=Reason.REPLICAS_UNAVAILABLE,
         )
 
     def _replicator(self) -> Replicator:
         if self.replicator is None:
-            raise Unavailable("cluster: this node is still starting")
+            raise Unavailable("cluster: this node is still starting", reason=Reason.NOT_READY)
         return self.replicator
 
     # ------------------------------------------------------------------ writes
@@ -279,7 +287,11 @@ class ClusterPresence:
                 f"handle: {handle!r}: {len(held)} of its replicas answered, {need} needed "
                 f"({'; '.join(failures)})"
             )
-            raise StaleRoute(message, epoch) if stale else Unavailable(message)
+            raise (
+                StaleRoute(message, epoch)
+                if stale
+                else Unavailable(message, reason=Reason.REPLICAS_UNAVAILABLE)
+            )
         return held
 
     def _repair(self, handle: str, held: dict[str, list[DeviceWrite]], epoch: int) -> MergedRead:
@@ -306,7 +318,7 @@ class ClusterPresence:
         account = self._accounts.find(handle)
         if account is None:
             check_handle("handle", handle)
-            raise NotFound(f"handle: no account {handle!r}")
+            raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
 
         async def read(attempt: int) -> bytes:
             routed, at = (replicas, epoch) if attempt == 0 else self.replicas_of(handle)
@@ -327,7 +339,7 @@ class ClusterPresence:
                 raise
             return await self._assemble(handle, account)
 
-    async def _assemble(self, handle: str, account: bytes) -> bytes:
+    async def _assemble(self, handle: str, account: AccountRecord) -> bytes:
         """The answer for an account this node knows and the replicas' mirrors do not yet
         (just created elsewhere): the account from here, the live devices from them."""
 
@@ -338,10 +350,11 @@ class ClusterPresence:
 
         return await self._rerouted(handle, read)
 
-    def _answer(self, handle: str, account: bytes, merged: MergedRead) -> bytes:
+    def _answer(self, handle: str, account: AccountRecord, merged: MergedRead) -> bytes:
         """A Lookup answer from merged replica versions: the winners still live now."""
         devices = [w.device for w in live(merged.winners, self._clock_ms())]
-        return wire.lookup_response(account, devices, self._accounts.rotations(handle))
+        rotations = self._accounts.rotations(handle)
+        return wire.lookup_response(account.account, devices, rotations, account.signature)
 
     def lookup_many(self, handles: Sequence[str], quorum: bool = False) -> bytes | Awaitable[bytes]:
         self.local.replica.check_batch(handles)

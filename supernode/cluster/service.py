@@ -27,6 +27,7 @@ from supernode.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
     ResourceExhausted,
     Unavailable,
 )
@@ -116,7 +117,7 @@ class FeedHub:
 
     def follow(self) -> Follower:
         if self.closed:
-            raise Unavailable("feed: this node is shutting down")
+            raise Unavailable("feed: this node is shutting down", reason=Reason.SHUTTING_DOWN)
         follower = Follower()
         self._followers.add(follower)
         return follower
@@ -191,16 +192,21 @@ class ClusterApi:
         if self._mutual_tls and names is None:
             raise PermissionDenied(
                 "cluster: calls between nodes need mutual TLS (the peer port, with a "
-                "certificate from the cluster CA)"
+                "certificate from the cluster CA)",
+                reason=Reason.INTERNAL_ONLY,
             )
         session = session_of(context, self._sessions, Audience.NODE)
         if not session.handle.startswith(NODE_HANDLE_PREFIX):  # never issued so: belt and braces
-            raise PermissionDenied("cluster: only nodes of this cluster may call this service")
+            raise PermissionDenied(
+                "cluster: only nodes of this cluster may call this service",
+                reason=Reason.INTERNAL_ONLY,
+            )
         node = session.handle[len(NODE_HANDLE_PREFIX) :]
         if names is not None and not certificate_names_node(names, node):
             raise PermissionDenied(
                 f"cluster: the caller's certificate does not name node {node} (its host "
-                "must be among the certificate's subject alternative names)"
+                "must be among the certificate's subject alternative names)",
+                reason=Reason.INTERNAL_ONLY,
             )
         return node
 
@@ -217,7 +223,8 @@ class ClusterApi:
         if epoch < changed:
             raise Aborted(
                 f"cluster: routed by placement epoch {epoch}, but {handle!r}'s partition "
-                f"changed at epoch {changed}; route again"
+                f"changed at epoch {changed}; route again",
+                reason=Reason.CONFLICT,
             )
 
     def apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:
@@ -230,7 +237,9 @@ class ClusterApi:
     def lookup(self, request: pb.ReplicaLookupRequest, context: Context) -> bytes:
         self._node_of(context)
         if len(request.handles) != 1:
-            raise NotFound("handles: exactly one handle per Lookup")
+            raise NotFound(
+                "handles: exactly one handle per Lookup", reason=Reason.MALFORMED_REQUEST
+            )
         self._check_route(request.handles[0], request.epoch)
         return self._presence.lookup(request.handles[0])
 
@@ -241,7 +250,9 @@ class ClusterApi:
     def versions(self, request: pb.ReplicaLookupRequest, context: Context) -> pb.VersionsResponse:
         self._node_of(context)
         if len(request.handles) != 1:
-            raise NotFound("handles: exactly one handle per Versions")
+            raise NotFound(
+                "handles: exactly one handle per Versions", reason=Reason.MALFORMED_REQUEST
+            )
         self._check_route(request.handles[0], request.epoch)
         versions = self._presence.replica.versions(request.handles[0])
         return pb.VersionsResponse(versions=[write_message(v) for v in versions])
@@ -255,12 +266,14 @@ class ClusterApi:
             at = 0 if placement is None else placement.epoch
             raise Unavailable(
                 f"cluster: this node is at placement epoch {at}, the move began at "
-                f"{request.epoch}; retry once its mirror caught up"
+                f"{request.epoch}; retry once its mirror caught up",
+                reason=Reason.NOT_READY,
             )
         if request.partition_count != placement.partitions:
             raise InvalidArgument(
                 f"partition_count: {request.partition_count}, the cluster has "
-                f"{placement.partitions}"
+                f"{placement.partitions}",
+                reason=Reason.INVALID_FIELD,
             )
         wanted = frozenset(request.partitions)
         async for versions in stream_versions(
@@ -279,7 +292,9 @@ class ClusterApi:
                 if follower.closed:
                     return
                 if follower.overflowed:
-                    raise ResourceExhausted("feed: follower too slow, changes were dropped")
+                    raise ResourceExhausted(
+                        "feed: follower too slow, changes were dropped", reason=Reason.TOO_SLOW
+                    )
                 while follower.pending:
                     event = follower.take()
                     yield pb.FeedEvent(

@@ -15,6 +15,7 @@ from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_vali
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.protocol.validation import check_handle, check_signature
 from supernode.directory import account_state, lease, search
+from supernode.directory.account_record import AccountRecord
 from supernode.directory.budget import ResponseBudget
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
@@ -24,6 +25,7 @@ from supernode.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
 )
 
 
@@ -55,29 +57,35 @@ class Accounts:
         if not signature_is_valid(
             account.account_key, CREATE_ACCOUNT_DOMAIN, account_raw, signature
         ):
-            raise PermissionDenied("signature: does not verify with account.account_key")
+            raise PermissionDenied(
+                "signature: does not verify with account.account_key",
+                reason=Reason.SIGNATURE_INVALID,
+            )
         terms = (
             search.index_terms(account.handle, account.display_name) if account.discoverable else []
         )
-        if not await self._registry.claim_account(account.handle, account_raw, terms):
-            raise AlreadyExists(f"account.handle: {account.handle!r} is taken")
+        stored = AccountRecord(account_raw, signature)
+        if not await self._registry.claim_account(account.handle, stored, terms):
+            raise AlreadyExists(
+                f"account.handle: {account.handle!r} is taken", reason=Reason.HANDLE_TAKEN
+            )
         return account
 
-    def get(self, handle: str) -> bytes:
-        """The stored account bytes; NOT_FOUND for a handle nobody created."""
+    def get(self, handle: str) -> AccountRecord:
+        """The stored account; NOT_FOUND for a handle nobody created."""
         check_handle("handle", handle)
         raw = self._registry.get_account(handle)
         if raw is None:
-            raise NotFound(f"handle: no account {handle!r}")
+            raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
         return raw
 
-    def find(self, handle: str) -> bytes | None:
-        """The stored account bytes or None, without validating the handle (hot path)."""
+    def find(self, handle: str) -> AccountRecord | None:
+        """The stored account or None, without validating the handle (hot path)."""
         return self._registry.get_account(handle)
 
     def _creation_key(self, handle: str) -> bytes:
         account = pb.Account()
-        account.ParseFromString(self.get(handle))
+        account.ParseFromString(self.get(handle).account)
         return account.account_key
 
     def account_key(self, handle: str) -> bytes:
@@ -101,7 +109,8 @@ class Accounts:
         if rotation.handle != session_handle:
             raise PermissionDenied(
                 f"rotation.handle: {rotation.handle!r}, but this session belongs to "
-                f"{session_handle!r}"
+                f"{session_handle!r}",
+                reason=Reason.NOT_OWNER,
             )
         lease.check_issued_at(
             rotation.issued_at_ms, self._clock_ms(), self._policy, "rotation.issued_at_ms"
@@ -117,9 +126,9 @@ class Accounts:
             try:
                 check_next(session_handle, key, len(chain) + 1, signed)
             except StaleRotation as exc:
-                raise FailedPrecondition(str(exc)) from exc
+                raise FailedPrecondition(str(exc), reason=Reason.STALE_SEQ) from exc
             except ForgedRotation as exc:
-                raise PermissionDenied(str(exc)) from exc
+                raise PermissionDenied(str(exc), reason=Reason.SIGNATURE_INVALID) from exc
             return account_state.with_rotation(current, signed)
 
         state = await self._registry.update_account_state(session_handle, update)
@@ -130,7 +139,7 @@ class Accounts:
 
     def search(
         self, query: str, limit: int, visible: Callable[[str], bool] = lambda handle: True
-    ) -> list[bytes]:
+    ) -> list[AccountRecord]:
         """Discoverable accounts matching ``query`` that ``visible`` admits (privacy: the
         caller's view), best first, at most ``limit`` (and no more than
         ``max_response_bytes`` hold)."""
@@ -140,19 +149,26 @@ class Accounts:
                 f"query: {len(folded)} characters after folding, "
                 f"at least {self._limits.search_min_query_chars} needed"
             )
-        if len(folded) > 64:
-            raise InvalidArgument(f"query: {len(folded)} characters, at most 64")
+        if len(folded) > search.MAX_QUERY_CHARS:
+            raise InvalidArgument(
+                f"query: {len(folded)} characters, at most {search.MAX_QUERY_CHARS}"
+            )
         limit = min(limit or self._limits.search_default_results, self._limits.search_max_results)
         # Scanning a bounded window keeps a one-letter-wide query from reading the whole index.
         candidates = self._registry.search_handles(search.scan_term(folded), 50 * limit + 100)
-        scored: list[tuple[search.Scored, bytes]] = []
-        for raw in self._registry.get_accounts(candidates):
-            if raw is None:
+        scored: list[tuple[search.Scored, AccountRecord]] = []
+        for stored in self._registry.get_accounts(candidates):
+            if stored is None:
                 continue
-            account = pb.Account.FromString(raw)
+            account = pb.Account.FromString(stored.account)
             match = search.score(folded, account.handle, account.display_name)
             if match is not None and account.discoverable and visible(account.handle):
-                scored.append((match, raw))
+                scored.append((match, stored))
         scored.sort(key=lambda pair: pair[0])
         budget = ResponseBudget(self._limits.max_response_bytes)  # an operator's large limit
-        return list(takewhile(lambda raw: budget.take(len(raw)), (r for _, r in scored[:limit])))
+        return list(
+            takewhile(
+                lambda r: budget.take(len(r.account) + len(r.signature)),
+                (r for _, r in scored[:limit]),
+            )
+        )

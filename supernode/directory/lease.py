@@ -6,7 +6,7 @@ without a clock.
 
 from dataclasses import dataclass
 
-from supernode.errors import InvalidArgument
+from supernode.errors import InvalidArgument, Reason
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,14 @@ def check_issued_at(
     if issued_at_ms < now_ms - skew_ms:
         raise InvalidArgument(
             f"{field}: {(now_ms - issued_at_ms) // 1000} s in the past, "
-            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed"
+            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed",
+            reason=Reason.CLOCK_SKEW,
         )
     if issued_at_ms > now_ms + skew_ms:
         raise InvalidArgument(
             f"{field}: {(issued_at_ms - now_ms) // 1000} s in the future, "
-            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed"
+            f"at most {policy.max_clock_skew_seconds} s of clock skew allowed",
+            reason=Reason.CLOCK_SKEW,
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from client_sdk.protocol.records import Version
+from supernode.directory.account_record import AccountRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +78,18 @@ class PresenceStore(Protocol):
 
 
 class AccountRegistry(Protocol):
-    """Where accounts live: handle -> serialized ``Account`` as its creator signed it.
+    """Where accounts live: handle -> the account as created (``AccountRecord``).
 
     Reads are local (a cluster node reads its mirror); claiming a handle may wait on the
     cluster (a create-if-absent transaction in etcd), so it is a coroutine.
     """
 
-    def get_account(self, handle: str) -> bytes | None: ...
+    def get_account(self, handle: str) -> AccountRecord | None: ...
 
-    def get_accounts(self, handles: list[str]) -> list[bytes | None]: ...
+    def get_accounts(self, handles: list[str]) -> list[AccountRecord | None]: ...
 
     async def claim_account(
-        self, handle: str, account: bytes, search_terms: Sequence[str] = ()
+        self, handle: str, account: AccountRecord, search_terms: Sequence[str] = ()
     ) -> bool: ...
 
     def search_handles(self, term_prefix: str, max_entries: int) -> list[str]: ...
@@ -116,10 +117,10 @@ class AccountRegistry(Protocol):
 
 
 class AccountKeys(Protocol):
-    """What presence needs of accounts: a handle's key and its stored account bytes."""
+    """What presence needs of accounts: a handle's key and its stored account."""
 
     def account_key(self, handle: str) -> bytes: ...
 
-    def find(self, handle: str) -> bytes | None: ...
+    def find(self, handle: str) -> AccountRecord | None: ...
 
     def rotations(self, handle: str) -> list[bytes]: ...

@@ -42,6 +42,7 @@ from supernode.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
     ResourceExhausted,
 )
 
@@ -246,12 +247,16 @@ class Admission:
         # The wrapper is stored and served as sent (inside ``Device``): nothing may ride in it.
         unknown = first_unknown_field(signed, "signed")
         if unknown is not None:
-            raise InvalidArgument(f"{unknown}: not a field of supernode.v1.SignedDeviceRecord")
+            raise InvalidArgument(
+                f"{unknown}: not a field of supernode.v1.SignedDeviceRecord",
+                reason=Reason.INVALID_FIELD,
+            )
         record = parse_device_record(signed.record, self._limits)
         check_signature("signed.signature", signed.signature)
         if record.handle != session_handle:
             raise PermissionDenied(
-                f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}"
+                f"record.handle: {record.handle!r}, but this session belongs to {session_handle!r}",
+                reason=Reason.NOT_OWNER,
             )
         lease.check_issued_at(record.issued_at_ms, self.clock_ms(), self._policy)
         return Candidate(record, signed)
@@ -264,7 +269,8 @@ class Admission:
             account_key, DEVICE_RECORD_DOMAIN, signed.record, signed.signature
         ):
             raise PermissionDenied(
-                f"signed.signature: does not verify with the account key of {record.handle!r}"
+                f"signed.signature: does not verify with the account key of {record.handle!r}",
+                reason=Reason.SIGNATURE_INVALID,
             )
         ttl = lease.granted_ttl_seconds(record.ttl_seconds, self._policy)
         expires_at_ms = lease.lease_expiry_ms(self.clock_ms(), ttl)
@@ -307,14 +313,16 @@ class Replica:
         if slot is not None and seq <= slot.seq:
             raise FailedPrecondition(
                 f"record.seq: {seq} is not greater than the stored {slot.seq} "
-                "(a replayed or out-of-order record)"
+                "(a replayed or out-of-order record)",
+                reason=Reason.STALE_SEQ,
             )
         if (slot is None or not slot.live) and self._store.device_count(
             handle
         ) >= self._limits.max_devices_per_handle:
             raise ResourceExhausted(
                 f"record.device_id: {handle!r} already has "
-                f"{self._limits.max_devices_per_handle} devices, the most allowed"
+                f"{self._limits.max_devices_per_handle} devices, the most allowed",
+                reason=Reason.DEVICE_LIMIT,
             )
 
     def register(self, write: DeviceWrite) -> DeviceChanged:
@@ -405,7 +413,7 @@ class Replica:
             response = self._slow_lookup(handle)
         if response is None:
             check_handle("handle", handle)
-            raise NotFound(f"handle: no account {handle!r}")
+            raise NotFound(f"handle: no account {handle!r}", reason=Reason.ACCOUNT_NOT_FOUND)
         return response
 
     def lookup_many(self, handles: Sequence[str]) -> bytes:
@@ -457,7 +465,8 @@ class Replica:
     def check_batch(self, handles: Sequence[str]) -> None:
         if len(handles) > self._limits.max_lookup_many:
             raise ResourceExhausted(
-                f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call"
+                f"handles: {len(handles)} given, at most {self._limits.max_lookup_many} per call",
+                reason=Reason.REQUEST_TOO_LARGE,
             )
 
     def _slow_lookup(self, handle: str) -> bytes | None:
@@ -467,9 +476,10 @@ class Replica:
         if account is None:
             return None
         return wire.lookup_response(
-            account,
+            account.account,
             self._store.live_devices(handle, self._clock_ms()),
             self._accounts.rotations(handle),
+            account.signature,
         )
 
     # ------------------------------------------------------------------ leases

@@ -30,7 +30,7 @@ from supernode.directory import account_state, lease
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.validation import Limits
-from supernode.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from supernode.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +137,9 @@ class Privacy:
     def offline_answer(self, handle: str) -> bytes:
         """What a refused caller gets for Lookup: the account and its rotations, no devices
         (NOT_FOUND for a handle nobody created, as for anyone)."""
+        stored = self._accounts.get(handle)
         return wire.lookup_response(
-            self._accounts.get(handle), [], self._accounts.rotations(handle)
+            stored.account, [], self._accounts.rotations(handle), stored.signature
         )
 
     def visible_many(self, caller: str, handles: Sequence[str], answer: bytes) -> tuple[bytes, int]:
@@ -172,7 +173,8 @@ class Privacy:
         if settings.handle != session_handle:
             raise PermissionDenied(
                 f"settings.handle: {settings.handle!r}, but this session belongs to "
-                f"{session_handle!r}"
+                f"{session_handle!r}",
+                reason=Reason.NOT_OWNER,
             )
         lease.check_issued_at(
             settings.issued_at_ms, self._clock_ms(), self._policy, "settings.issued_at_ms"
@@ -185,13 +187,15 @@ class Privacy:
             key = account_state.current_key(current, creation_key)
             if not signature_is_valid(key, PRIVACY_DOMAIN, raw, signature):
                 raise PermissionDenied(
-                    f"signature: does not verify with the current key of {session_handle!r}"
+                    f"signature: does not verify with the current key of {session_handle!r}",
+                    reason=Reason.SIGNATURE_INVALID,
                 )
             stored = None if current is None else account_state.privacy_of(current)
             if stored is not None and settings.seq <= stored.seq:
                 raise FailedPrecondition(
                     f"settings.seq: {settings.seq} is not greater than stored {stored.seq} "
-                    "(a replayed or out-of-order setting)"
+                    "(a replayed or out-of-order setting)",
+                    reason=Reason.STALE_SEQ,
                 )
             return account_state.with_privacy(current, raw, signature)
 

@@ -10,6 +10,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+# The longest query, in characters after folding (longer ones are refused, not cut).
+MAX_QUERY_CHARS = 64
 _WORD_SPLIT = re.compile(r"[^\w]+")
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from supernode.directory.presence import Change, DeviceChanged
-from supernode.errors import InvalidArgument, ResourceExhausted
+from supernode.errors import InvalidArgument, Reason, ResourceExhausted
 
 # Recent changes remembered to drop the copies other replicas send (about 100 bytes each).
 _SEEN_LIMIT = 100_000
@@ -259,7 +259,8 @@ class WatchHub:
         mine = self._by_session.setdefault(session_id, set())
         if len(mine) >= self._max_watches:
             raise ResourceExhausted(
-                f"watch: this session already has {len(mine)} watches, at most {self._max_watches}"
+                f"watch: this session already has {len(mine)} watches, at most {self._max_watches}",
+                reason=Reason.WATCH_LIMIT,
             )
         subscription = Subscription(session_id, wanted, wake, self.bounds, cut)
         mine.add(subscription)

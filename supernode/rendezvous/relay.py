@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from supernode.errors import DeadlineExceeded, PermissionDenied, ResourceExhausted, SupernodeError
+from supernode.errors import (
+    DeadlineExceeded,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    SupernodeError,
+)
 from supernode.ratelimit import TokenBuckets
 from supernode.rendezvous.tickets import Ticket, TicketAuthority
 
@@ -80,7 +86,9 @@ class RelayHub:
         index = ticket.side_of(handle, device_id)
         self._forget_used(now_ms)
         if (ticket.session_id, index) in self._used:
-            raise PermissionDenied("join.ticket: already used by this device")
+            raise PermissionDenied(
+                "join.ticket: already used by this device", reason=Reason.TICKET_INVALID
+            )
         self._used[(ticket.session_id, index)] = ticket.expires_at_ms
         session = self._sessions.setdefault(ticket.session_id, RelaySession(ticket))
         session.sides[index] = side
@@ -96,10 +104,13 @@ class RelayHub:
             return  # nobody to hand it to yet: datagrams are unreliable by contract
         if len(datagram) > self.limits.max_datagram_bytes:
             raise ResourceExhausted(
-                f"datagram: {len(datagram)} bytes, at most {self.limits.max_datagram_bytes}"
+                f"datagram: {len(datagram)} bytes, at most {self.limits.max_datagram_bytes}",
+                reason=Reason.RELAY_LIMIT,
             )
         if session.bytes_relayed + len(datagram) > self.limits.max_bytes:
-            raise ResourceExhausted(f"relay: session used its {self.limits.max_bytes} bytes")
+            raise ResourceExhausted(
+                f"relay: session used its {self.limits.max_bytes} bytes", reason=Reason.RELAY_LIMIT
+            )
         if not self._rate.allow(session.ticket.session_id, len(datagram)):
             return  # over the rate: drop, as a congested link would
         session.bytes_relayed += len(datagram)
@@ -130,7 +141,8 @@ class RelayHub:
                 session.ended = True
                 del self._sessions[session.ticket.session_id]
                 error = DeadlineExceeded(
-                    "relay: idle too long" if session.ready else "relay: the peer never joined"
+                    "relay: idle too long" if session.ready else "relay: the peer never joined",
+                    reason=Reason.RELAY_EXPIRED,
                 )
                 for side in session.sides:
                     if side is not None:

@@ -23,6 +23,7 @@ from supernode.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
+    Reason,
     ResourceExhausted,
     SupernodeError,
     Unavailable,
@@ -61,7 +62,8 @@ def not_listening(callee: Endpoint) -> FailedPrecondition:
     """The refusal of an offer to a device that is not listening; also what a caller the
     callee's privacy settings refuse gets, word for word (it must not tell the two apart)."""
     return FailedPrecondition(
-        f"device_id: {callee.handle}/{callee.device_id} is not listening (offline)"
+        f"device_id: {callee.handle}/{callee.device_id} is not listening (offline)",
+        reason=Reason.PEER_NOT_LISTENING,
     )
 
 
@@ -100,16 +102,23 @@ class Switchboard:
         end: Callable[[SupernodeError], None],
     ) -> Listener:
         if self.closed:
-            raise Unavailable("listen: supernode shutting down, listen elsewhere")
+            raise Unavailable(
+                "listen: supernode shutting down, listen elsewhere", reason=Reason.SHUTTING_DOWN
+            )
         if not self._is_live(device.handle, device.device_id):
             raise FailedPrecondition(
-                f"device_id: {device.device_id!r} has no live record; register it first"
+                f"device_id: {device.device_id!r} has no live record; register it first",
+                reason=Reason.DEVICE_NOT_REGISTERED,
             )
         listener = Listener(device, deliver, end)
         previous = self._listeners.get(device)
         self._listeners[device] = listener
         if previous is not None:
-            previous.end(Aborted("listen: replaced by a newer Listen for this device"))
+            previous.end(
+                Aborted(
+                    "listen: replaced by a newer Listen for this device", reason=Reason.SUPERSEDED
+                )
+            )
         return listener
 
     def stop_listening(self, listener: Listener) -> None:
@@ -131,12 +140,14 @@ class Switchboard:
             listener.end(
                 ResourceExhausted(
                     f"listen: {listener.queued_bytes + size} bytes of offers not read, at "
-                    f"most {self._max_queued}; read faster, then listen again"
+                    f"most {self._max_queued}; read faster, then listen again",
+                    reason=Reason.TOO_SLOW,
                 )
             )
             raise FailedPrecondition(
                 f"device_id: {listener.device.handle}/{listener.device.device_id} is not "
-                "reading its offers (offline)"
+                "reading its offers (offline)",
+                reason=Reason.PEER_NOT_LISTENING,
             )
         if self.queued_bytes + size > self._max_node_queued:
             raise Overloaded(
@@ -168,7 +179,8 @@ class Switchboard:
             )
         if not self._is_live(caller.handle, caller.device_id):
             raise FailedPrecondition(
-                f"from_device_id: {caller.device_id!r} has no live record; register it first"
+                f"from_device_id: {caller.device_id!r} has no live record; register it first",
+                reason=Reason.DEVICE_NOT_REGISTERED,
             )
 
     def deliver(
@@ -205,10 +217,13 @@ class Switchboard:
         pending = self._pending.get(offer_id)
         if pending is None:
             raise NotFound(
-                f"offer_id: {offer_id[:40]!r} is not pending (answered, expired or unknown)"
+                f"offer_id: {offer_id[:40]!r} is not pending (answered, expired or unknown)",
+                reason=Reason.OFFER_NOT_FOUND,
             )
         if pending.callee.handle != handle:
-            raise PermissionDenied("offer_id: this offer was not sent to you")
+            raise PermissionDenied(
+                "offer_id: this offer was not sent to you", reason=Reason.NOT_OWNER
+            )
         del self._pending[offer_id]
         pending.resolve(answer)
 
@@ -219,5 +234,9 @@ class Switchboard:
     def close(self) -> None:
         self.closed = True
         for listener in list(self._listeners.values()):
-            listener.end(Unavailable("listen: supernode shutting down, listen elsewhere"))
+            listener.end(
+                Unavailable(
+                    "listen: supernode shutting down, listen elsewhere", reason=Reason.SHUTTING_DOWN
+                )
+            )
         self._listeners.clear()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
-from supernode.errors import DeadlineExceeded, InvalidArgument, PermissionDenied
+from supernode.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, Reason
 
 _MAC_BYTES = 32
 _VERSION = 1
@@ -40,7 +40,9 @@ class Ticket:
             return 0
         if me == self.callee:
             return 1
-        raise PermissionDenied("join.ticket: not issued to this device")
+        raise PermissionDenied(
+            "join.ticket: not issued to this device", reason=Reason.TICKET_INVALID
+        )
 
 
 class TicketAuthority:
@@ -68,13 +70,17 @@ class TicketAuthority:
     def verify(self, raw: bytes) -> Ticket:
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
-            raise PermissionDenied("join.ticket: not issued by this supernode")
+            raise PermissionDenied(
+                "join.ticket: not issued by this supernode", reason=Reason.TICKET_INVALID
+            )
         try:
             claims = _TicketBody.FromString(body)
         except Exception as exc:  # a valid MAC over an undecodable body: a bug, not input
-            raise InvalidArgument("join.ticket: undecodable") from exc
+            raise InvalidArgument("join.ticket: undecodable", reason=Reason.TICKET_INVALID) from exc
         if claims.expires_at_ms <= self._clock_ms():
-            raise DeadlineExceeded("join.ticket: expired, connect again")
+            raise DeadlineExceeded(
+                "join.ticket: expired, connect again", reason=Reason.RELAY_EXPIRED
+            )
         return Ticket(
             claims.session_id,
             Endpoint(claims.caller_handle, claims.caller_device),

@@ -2,7 +2,7 @@
 
 import grpc
 
-from supernode.errors import Unauthenticated
+from supernode.errors import Reason, Unauthenticated
 from supernode.sessions import Audience, Session, SessionAuthority
 
 _PREFIX = "bearer "
@@ -20,6 +20,10 @@ def session_of(
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             if not text[: len(_PREFIX)].lower() == _PREFIX:
-                raise Unauthenticated("authorization: expected 'Bearer <token>'")
+                raise Unauthenticated(
+                    "authorization: expected 'Bearer <token>'", reason=Reason.TOKEN_MISSING
+                )
             return authority.authenticate(text[len(_PREFIX) :].strip(), audience)
-    raise Unauthenticated("authorization: missing bearer token, log in first")
+    raise Unauthenticated(
+        "authorization: missing bearer token, log in first", reason=Reason.TOKEN_MISSING
+    )

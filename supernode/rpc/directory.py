@@ -13,7 +13,7 @@ from client_sdk.protocol.validation import check_handle
 from supernode.directory.accounts import Accounts
 from supernode.directory.presence import Registration
 from supernode.directory.privacy import Privacy
-from supernode.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from supernode.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.revocations import RevocationSink
@@ -59,7 +59,9 @@ class RingSource(Protocol):
 
 def _quorum(consistency: int) -> bool:
     if consistency not in pb.Consistency.values():
-        raise InvalidArgument(f"consistency: {consistency} is not a known Consistency")
+        raise InvalidArgument(
+            f"consistency: {consistency} is not a known Consistency", reason=Reason.INVALID_FIELD
+        )
     return consistency == pb.CONSISTENCY_QUORUM
 
 
@@ -164,12 +166,14 @@ class DirectoryApi:
     async def create_account(self, request: pb.CreateAccountRequest, context: Context) -> bytes:
         self._create_gate.check(context)
         account = await self._accounts.create(request.account, request.signature)
-        return wire.get_account_response(self._accounts.get(account.handle))
+        stored = self._accounts.get(account.handle)
+        return wire.get_account_response(stored.account, account_signature=stored.signature)
 
     def get_account(self, request: pb.GetAccountRequest, context: Context) -> bytes:
         self._get_account_gate.check(context)
-        account = self._accounts.get(request.handle)
-        return wire.get_account_response(account, self._accounts.rotations(request.handle))
+        stored = self._accounts.get(request.handle)
+        rotations = self._accounts.rotations(request.handle)
+        return wire.get_account_response(stored.account, rotations, stored.signature)
 
     async def set_privacy(
         self, request: pb.SetPrivacyRequest, context: Context
@@ -237,7 +241,9 @@ class DirectoryApi:
 
     def _sink(self) -> RevocationSink:
         if self._revoker is None:
-            raise Unavailable("sessions: this process cannot revoke sessions, try again")
+            raise Unavailable(
+                "sessions: this process cannot revoke sessions, try again", reason=Reason.NOT_READY
+            )
         return self._revoker
 
     async def logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:

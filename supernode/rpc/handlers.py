@@ -11,6 +11,11 @@ cluster service) or for an exempt method is not gated. Rate limits (``supernode.
 are checked by the behaviors, which know the caller; every refusal that a later attempt
 would pass (``errors.RetryLater``: shed or rate limited) carries the hint twice, as that
 trailer and as a ``google.rpc.RetryInfo`` detail (``client_sdk.protocol.pushback``).
+
+Every refusal, whatever its kind, ends with the rich error details of
+``client_sdk.protocol.refusals`` (:func:`refusal_status`): the error's ``ErrorInfo``
+reason, and for a refused field its ``BadRequest`` violation (``protos/supernode/v1/
+errors.proto`` is the contract).
 """
 
 import asyncio
@@ -22,7 +27,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from client_sdk.protocol.pushback import retry_metadata
+from client_sdk.protocol.pushback import pushback_metadata
+from client_sdk.protocol.refusals import STATUS_DETAILS_KEY, status_details
 from supernode import errors
 from supernode.metrics import Metrics, RpcMetrics
 from supernode.overload import Lane, Overloaded, Shedding
@@ -67,7 +73,9 @@ def _parser(request_type: type[RequestT]) -> Callable[[bytes], RequestT]:
         try:
             return parse(raw)
         except DecodeError as exc:
-            raise errors.InvalidArgument(f"request: not a serialized {type_name}") from exc
+            raise errors.InvalidArgument(
+                f"request: not a serialized {type_name}", errors.Reason.MALFORMED_REQUEST
+            ) from exc
 
     return parse_or_refuse
 
@@ -84,26 +92,60 @@ def _lane(method: str, shedding: Shedding | None) -> Lane | None:
     return None if shedding is None else shedding.lane(method)
 
 
+Trailer = tuple[str, str | bytes]
+
+
+def refusal_status(exc: Exception) -> tuple[grpc.StatusCode, str, tuple[Trailer, ...]]:
+    """The status, message and trailers that tell a refusal (``errors.REFUSALS``).
+
+    The trailers hold the rich error model (``client_sdk.protocol.refusals``): the
+    ``ErrorInfo`` reason always, a ``BadRequest`` field violation for a refused field, and
+    for one to retry later the ``RetryInfo`` and ``grpc-retry-pushback-ms`` hint."""
+    message = str(exc)
+    code = status_of(exc)
+    reason = getattr(exc, "reason", errors.Reason.INVALID_FIELD)
+    violation = exc.violation if isinstance(exc, errors.InvalidField) else None
+    retry_after_ms: int | None = None
+    about: dict[str, str] | None = None
+    trailing: tuple[Trailer, ...] = ()
+    if isinstance(exc, errors.RetryLater):
+        retry_after_ms, about = exc.retry_after_ms, exc.about
+        trailing = pushback_metadata(retry_after_ms)
+    details = status_details(
+        code.value[0],
+        message,
+        reason,
+        violation=violation,
+        retry_after_ms=retry_after_ms,
+        about=about,
+    )
+    return code, message, (*trailing, (STATUS_DETAILS_KEY, details))
+
+
+async def abort_refused(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """End a call with the refusal ``exc`` (its status, message and details): for the
+    edges that refuse outside a handler of ours (a worker's gate and proxy)."""
+    code, message, details = refusal_status(exc)
+    context.set_trailing_metadata(details)
+    await context.abort(code, message)
+
+
 def _refusal(
     exc: Exception, context: grpc.aio.ServicerContext, count_shed: Callable[[], None]
 ) -> tuple[grpc.StatusCode, str]:
-    """The status and message of a refusal; one to retry later also gets the retry hint.
+    """The status and message of a refusal, its details set as trailing metadata.
 
     Every refusal is marked as the node's own (:data:`REFUSAL_METADATA`), so a worker
     relaying it can tell the primary's deliberate UNAVAILABLE ("resume to resync") from
     gRPC's (the primary is gone), which it must not pass on with gRPC's internal details."""
-    message = str(exc)
+    if isinstance(exc, Overloaded):
+        count_shed()
+    code, message, details = refusal_status(exc)
     # Added to what the handler set already (a presence answer's epoch trailer).
-    trailing: tuple[tuple[str, str | bytes], ...] = (
-        *(context.trailing_metadata() or ()),
-        (REFUSAL_METADATA, "1"),
+    context.set_trailing_metadata(
+        (*(context.trailing_metadata() or ()), (REFUSAL_METADATA, "1"), *details)
     )
-    if isinstance(exc, errors.RetryLater):
-        if isinstance(exc, Overloaded):
-            count_shed()
-        trailing += retry_metadata(message, exc.retry_after_ms, exc.reason, **exc.about)
-    context.set_trailing_metadata(trailing)
-    return status_of(exc), message
+    return code, message
 
 
 def unary_handler(

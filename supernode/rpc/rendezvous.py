@@ -22,6 +22,7 @@ from supernode.errors import (
     DeadlineExceeded,
     InvalidArgument,
     PermissionDenied,
+    Reason,
     SupernodeError,
 )
 from supernode.metrics import Metrics
@@ -181,12 +182,16 @@ class RendezvousApi:
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"connect: {callee.handle}/{callee.device_id} did not answer in "
-                f"{self._switchboard.answer_timeout_ms} ms"
+                f"{self._switchboard.answer_timeout_ms} ms",
+                reason=Reason.CALLEE_NO_ANSWER,
             ) from exc
         finally:
             self._switchboard.forget(pending.offer_id)
         if answer.reject:
-            raise PermissionDenied(f"connect: declined by the callee: {answer.reason[:200]}")
+            raise PermissionDenied(
+                f"connect: declined by the callee: {answer.reason[:200]}",
+                reason=Reason.CALL_DECLINED,
+            )
         return pb.ConnectResponse(
             offer_id=pending.offer_id, payload=answer.payload, relay_ticket=pending.relay_ticket
         )
@@ -209,7 +214,9 @@ class RendezvousApi:
         self._relay_gate.check(context, session.handle)
         first = await _next_frame(frames)
         if first is None or not first.HasField("join"):
-            raise InvalidArgument("join: the first frame must be a RelayJoin")
+            raise InvalidArgument(
+                "join: the first frame must be a RelayJoin", reason=Reason.INVALID_FIELD
+            )
         check_device_id("join.device_id", first.join.device_id)
         outbound: deque[bytes] = deque()
         queued = [0]  # bytes in outbound
@@ -298,4 +305,6 @@ async def _next_frame(frames: AsyncIterator[bytes]) -> pb.RelayFrame | None:
     try:
         return pb.RelayFrame.FromString(raw)
     except DecodeError as exc:
-        raise InvalidArgument("request: not a serialized supernode.v1.RelayFrame") from exc
+        raise InvalidArgument(
+            "request: not a serialized supernode.v1.RelayFrame", reason=Reason.MALFORMED_REQUEST
+        ) from exc

@@ -56,8 +56,11 @@ class SearchApi:
             request.limit,
             lambda handle: self._privacy.searchable_by(caller, handle),
         )
-        # SearchResponse{repeated Account accounts = 1}: stored bytes, framed.
-        return wire.repeated_field(1, found)
+        # SearchResponse{repeated Account accounts = 1, repeated bytes account_signatures = 2}:
+        # stored bytes, framed; the signatures parallel to the accounts (b"": none stored).
+        return wire.repeated_field(1, [r.account for r in found]) + wire.repeated_field(
+            2, [r.signature for r in found]
+        )
 
     def method_handlers(
         self, metrics: Metrics, shedding: Shedding | None = None

@@ -11,7 +11,7 @@ from client_sdk.protocol.validation import check_handle
 from supernode.directory.presence import Change
 from supernode.directory.privacy import Privacy
 from supernode.directory.watch import ChangeEvent, Subscription, WatchHub
-from supernode.errors import ResourceExhausted, Unavailable
+from supernode.errors import Reason, ResourceExhausted, Unavailable
 from supernode.metrics import Metrics
 from supernode.overload import Shedding
 from supernode.rpc.auth import session_of
@@ -73,7 +73,9 @@ class WatchApi:
         for index, handle in enumerate(request.handles):
             check_handle(f"handles[{index}]", handle)
         if self._hub.closed:
-            raise Unavailable("watch: supernode shutting down, reconnect elsewhere")
+            raise Unavailable(
+                "watch: supernode shutting down, reconnect elsewhere", reason=Reason.SHUTTING_DOWN
+            )
         news = asyncio.Event()
         hub = self._hub
         held: list[Subscription] = []
@@ -121,7 +123,8 @@ class WatchApi:
                     raise ResourceExhausted(
                         f"handles: the snapshot of {len(subscription.handles)} handles is "
                         "larger than the server's max_response_bytes; watch fewer handles "
-                        "per stream (split them over several watches)"
+                        "per stream (split them over several watches)",
+                        reason=Reason.REQUEST_TOO_LARGE,
                     )
                 snapshot = pb.WatchSnapshot(handles=answer.results, not_found=answer.not_found)
                 yield pb.WatchEvent(
@@ -131,11 +134,16 @@ class WatchApi:
                 await news.wait()
                 news.clear()
                 if hub.closed:
-                    raise Unavailable("watch: supernode shutting down, resume elsewhere")
+                    raise Unavailable(
+                        "watch: supernode shutting down, resume elsewhere",
+                        reason=Reason.SHUTTING_DOWN,
+                    )
                 if subscription.interrupted:
-                    raise Unavailable(f"watch: {subscription.interrupted}; resume to resync")
+                    raise Unavailable(
+                        f"watch: {subscription.interrupted}; resume to resync", reason=Reason.RESYNC
+                    )
                 if subscription.overflowed:
-                    raise ResourceExhausted(_TOO_SLOW)
+                    raise ResourceExhausted(_TOO_SLOW, reason=Reason.TOO_SLOW)
                 for event in subscription.drain():
                     if not privacy.may_see(caller, event.handle):
                         self._metrics.count_hidden("Watch")

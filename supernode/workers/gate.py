@@ -24,7 +24,8 @@ from typing import Any
 
 import grpc
 
-from supernode.rpc.handlers import ServiceHandlers
+from supernode.errors import PermissionDenied, Reason
+from supernode.rpc.handlers import ServiceHandlers, abort_refused
 
 SECRET_METADATA = "supernode-worker-secret"
 _REFUSAL = "this socket serves only the supernode's own worker processes"
@@ -53,15 +54,19 @@ def _presented(metadata: Any, secret: bytes) -> bool:
     return False
 
 
+def _denied() -> PermissionDenied:
+    return PermissionDenied(_REFUSAL, reason=Reason.INTERNAL_ONLY)
+
+
 def _refusal_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that answers PERMISSION_DENIED."""
 
     async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> bytes:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _REFUSAL)
+        await abort_refused(context, _denied())
         raise AssertionError("unreachable: abort raises")
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _REFUSAL)
+        await abort_refused(context, _denied())
         yield b""  # pragma: no cover - abort raises
 
     if handler.request_streaming and handler.response_streaming:

@@ -31,7 +31,8 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
-from supernode.rpc.handlers import REFUSAL_METADATA
+from supernode.errors import Reason, Unavailable
+from supernode.rpc.handlers import REFUSAL_METADATA, refusal_status
 from supernode.rpc.source import PEER_METADATA
 from supernode.workers.gate import secret_metadata, without_secret
 
@@ -87,11 +88,12 @@ def relayed_status(
     """What a client gets for the primary's final status: the primary's own refusal as it
     made it (less the mark that tells it is one); anything gRPC reports instead (no
     primary, a broken socket, a status our handlers never send) is one UNAVAILABLE without
-    gRPC's details (they name the private socket)."""
+    gRPC's details (they name the private socket), with reason PRIMARY_UNAVAILABLE. The
+    primary's trailers (the rich error details among them) pass through unchanged."""
     trailing = tuple(trailing)
     deliberate = any(key == REFUSAL_METADATA for key, _ in trailing)
     if code in _NOT_ANSWERED and not deliberate:
-        return grpc.StatusCode.UNAVAILABLE, PRIMARY_UNAVAILABLE, ()
+        return refusal_status(Unavailable(PRIMARY_UNAVAILABLE, reason=Reason.PRIMARY_UNAVAILABLE))
     kept = tuple((key, value) for key, value in trailing if key != REFUSAL_METADATA)
     return code, details, kept
 

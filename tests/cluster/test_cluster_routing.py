@@ -27,6 +27,8 @@ from client_sdk import (
     P2PSettings,
     PresenceEvent,
 )
+from client_sdk.protocol.refusals import Reason, error_reason
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as dpb
 from client_sdk.transport import DirectoryConnection
 from supernode.cluster.etcd import EtcdClient, EtcdConfig
@@ -138,6 +140,7 @@ async def test_each_handle_is_won_by_exactly_one_creator(tmp_path: Path) -> None
                 assert len(won) == 1 and len(lost) == 1, outcomes
                 assert lost[0].code() is grpc.StatusCode.ALREADY_EXISTS
                 assert "taken" in (lost[0].details() or "")
+                assert error_reason(lost[0].trailing_metadata()) == Reason.HANDLE_TAKEN
         finally:
             await a.close()
             await b.close()
@@ -155,6 +158,13 @@ async def test_a_token_issued_by_one_node_works_on_every_node(tmp_path: Path) ->
             on_b.token = on_a.token  # the token node A issued, presented to node B
             lookup = await on_b.lookup(handle)
             assert lookup.account.handle == handle
+            # The creation signature went through etcd with the account: B serves it.
+            body = lookup.account.SerializeToString()
+            assert signature_is_valid(
+                identity.public_key, CREATE_ACCOUNT_DOMAIN, body, lookup.account_signature
+            )
+            record = await on_b.get_account_record(handle)
+            assert record.account_signature == lookup.account_signature
 
 
 async def test_a_killed_node_expires_its_replicas_serve_and_hints_catch_it_up(
@@ -304,11 +314,13 @@ async def test_the_internal_service_refuses_clients(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as anonymous:
                 await apply(write)
             assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert error_reason(anonymous.value.trailing_metadata()) == Reason.TOKEN_MISSING
             await connection.login(identity, handle)
             with pytest.raises(grpc.aio.AioRpcError) as client:
                 await apply(write, metadata=connection.metadata)
             assert client.value.code() is grpc.StatusCode.PERMISSION_DENIED
             assert "only nodes" in (client.value.details() or "")
+            assert error_reason(client.value.trailing_metadata()) == Reason.TOKEN_AUDIENCE
             assert (await connection.lookup(handle)).devices == []
 
 

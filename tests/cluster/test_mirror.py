@@ -10,6 +10,7 @@ from supernode.cluster.etcd_server import LocalEtcd
 from supernode.cluster.keys import Keys, MemberInfo
 from supernode.cluster.mirror import Mirror, stored_view
 from supernode.cluster.view import Applied, ClusterView
+from supernode.directory.account_record import AccountRecord
 from supernode.revocations import session_revocation
 from supernode.store import Store
 from tests.cluster.conftest import ClientFactory
@@ -22,8 +23,10 @@ async def test_a_resync_stores_every_account_a_page_at_a_time(
 ) -> None:
     client = connect(etcd, page_size=4)  # 11 accounts and a member: four pages
     handles = [f"user{i:02d}" for i in range(11)]
-    for handle in handles:
+    for handle in handles[:-1]:  # as stored before signatures were kept: a bare Account
         await client.put(KEYS.account(handle), pb.Account(handle=handle).SerializeToString())
+    signed = AccountRecord(pb.Account(handle=handles[-1]).SerializeToString(), b"s" * 64)
+    await client.put(KEYS.account(handles[-1]), signed.encode())
     await client.put(KEYS.member("n1"), MemberInfo("n1", "z1", "0.1.0").to_bytes())
     await client.put(KEYS.account("broken"), b"\xff not an account")
     store = Store(tmp_path / "db", block_cache_bytes=1 << 20)
@@ -33,7 +36,11 @@ async def test_a_resync_stores_every_account_a_page_at_a_time(
     assert store.account_count() == 11, "every account, the broken one left out"
     for handle in handles:
         stored = store.get_account(handle)
-        assert stored is not None and pb.Account.FromString(stored).handle == handle
+        assert stored is not None and pb.Account.FromString(stored.account).handle == handle
+    assert store.get_account(handles[0]) == AccountRecord(
+        pb.Account(handle="user00").SerializeToString()
+    )
+    assert store.get_account(handles[-1]) == signed
     assert set(mirror.view.members) == {"n1"}
     assert len(told) == 1 and told[0].members_changed and told[0].accounts == []
     revision = await client.put(b"/elsewhere", b"x") - 1

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from client_sdk import Identity, RateLimited
-from client_sdk.protocol.pushback import STATUS_DETAILS_KEY, error_reason, pushback_ms
+from client_sdk.protocol.pushback import pushback_ms
+from client_sdk.protocol.refusals import STATUS_DETAILS_KEY, error_reason
 from client_sdk.protocol.signing import LOGIN_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection, sign_account

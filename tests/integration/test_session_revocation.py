@@ -12,6 +12,7 @@ import grpc
 
 from client_sdk import Client
 from client_sdk.identity import Identity
+from client_sdk.protocol.refusals import Reason
 from client_sdk.protocol.signing import LOGIN_DOMAIN, REVOKE_SESSIONS_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
@@ -60,7 +61,7 @@ async def test_logout_ends_one_session_and_survives_a_restart(
         await eventually(lambda: refused(first), 10, "the logged-out token is refused")
         assert (await second.lookup("alice")).account.handle == "alice"
         # Logging out twice: the token is no longer a session, so UNAUTHENTICATED.
-        await expect(first.logout(), Code.UNAUTHENTICATED, "session ended")
+        await expect(first.logout(), Code.UNAUTHENTICATED, "session ended", Reason.SESSION_REVOKED)
 
     assert node.terminate() == 0
     node = start_supernode(data_dir=node.data_dir)
@@ -120,13 +121,24 @@ async def test_refused_revocations_change_nothing(
                 )
             )
 
-        await expect(revoke("alice", thief, REVOKE_SESSIONS_DOMAIN), Code.PERMISSION_DENIED, "")
+        await expect(
+            revoke("alice", thief, REVOKE_SESSIONS_DOMAIN),
+            Code.PERMISSION_DENIED,
+            "",
+            Reason.SIGNATURE_INVALID,
+        )
         # A login's signature is no revocation's, and the other way round.
-        await expect(revoke("alice", alice, LOGIN_DOMAIN), Code.PERMISSION_DENIED, "")
+        await expect(
+            revoke("alice", alice, LOGIN_DOMAIN),
+            Code.PERMISSION_DENIED,
+            "",
+            Reason.SIGNATURE_INVALID,
+        )
         await expect(
             sessions.RevokeSessions(pb.RevokeSessionsRequest(handle="nobody-here")),
             Code.NOT_FOUND,
             "",
+            Reason.ACCOUNT_NOT_FOUND,
         )
         await expect(
             sessions.RevokeSessions(
@@ -136,13 +148,20 @@ async def test_refused_revocations_change_nothing(
             ),
             Code.INVALID_ARGUMENT,
             "challenge",
+            Reason.INVALID_FIELD,
         )
-        await expect(sessions.Logout(pb.LogoutRequest()), Code.UNAUTHENTICATED, "log in first")
+        await expect(
+            sessions.Logout(pb.LogoutRequest()),
+            Code.UNAUTHENTICATED,
+            "log in first",
+            Reason.TOKEN_MISSING,
+        )
         # A token of another audience (a challenge dressed as one) is no session.
         await expect(
             sessions.Logout(pb.LogoutRequest(), metadata=(("authorization", "Bearer AAAA"),)),
             Code.UNAUTHENTICATED,
             "",
+            Reason.TOKEN_INVALID,
         )
         conn.token = kept
         assert (await conn.lookup("alice")).account.handle == "alice"

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from client_sdk.protocol.refusals import Reason, error_reason
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
 from supernode.internal.v1 import replication_pb2
@@ -79,10 +80,12 @@ async def test_a_process_that_is_no_worker_is_refused(node: SupernodeProcess) ->
                 with pytest.raises(grpc.aio.AioRpcError) as denied:
                     await call
                 assert denied.value.code() == Code.PERMISSION_DENIED, denied.value.details()
+                assert error_reason(denied.value.trailing_metadata()) == Reason.INTERNAL_ONLY
             stream = follow(empty, metadata=metadata, timeout=10)
             with pytest.raises(grpc.aio.AioRpcError) as denied:
                 await stream.read()
             assert denied.value.code() == Code.PERMISSION_DENIED
+            assert error_reason(denied.value.trailing_metadata()) == Reason.INTERNAL_ONLY
     assert node.total("supernode_private_calls_refused_total") == len(guesses) * 4
 
 

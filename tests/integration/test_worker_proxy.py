@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from client_sdk.protocol.refusals import Reason, error_reason
 from client_sdk.protocol.v1 import directory_pb2, rendezvous_pb2
 from supernode.internal.v1.replication_pb2_grpc import ReplicationServiceStub
 from supernode.revocations import Revocations
@@ -217,6 +218,7 @@ async def test_a_primary_that_does_not_answer_is_one_deliberate_unavailable(
     for error in (broken.value, refused.value):
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert error.details() == PRIMARY_UNAVAILABLE
+        assert error_reason(error.trailing_metadata()) == Reason.PRIMARY_UNAVAILABLE
     assert after == []
 
 

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.refusals import Reason, error_reason, field_violations
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import DirectoryConnection
 from tests.integration.conftest import new_user
@@ -105,12 +106,20 @@ async def test_forwarded_errors_and_streams_are_the_primarys(
             await connection.create_account(identity, "alice")
         assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert "taken" in (taken.value.details() or "")
+        assert error_reason(taken.value.trailing_metadata()) == Reason.HANDLE_TAKEN
         if connection is first:
             continue  # logged in
         # Answered locally (Lookup) without a token: the same check as the primary's.
         with pytest.raises(grpc.aio.AioRpcError) as anonymous:
             await connection.lookup("alice")
         assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_reason(anonymous.value.trailing_metadata()) == Reason.TOKEN_MISSING
+    # A forwarded refusal of a field keeps its field violation.
+    with pytest.raises(grpc.aio.AioRpcError) as long_name:
+        await connections[1].create_account(Identity.generate(), "longname", "x" * 65)
+    assert error_reason(long_name.value.trailing_metadata()) == Reason.INVALID_FIELD
+    violations = field_violations(long_name.value.trailing_metadata())
+    assert [v.field for v in violations] == ["account.display_name"]
     # A watch (server stream) through every connection gets the change made on another.
     watcher = connections[7]
     await watcher.login(identity, "alice")

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from supernode.cluster.peers import remote_error
-from supernode.errors import Unavailable
-from supernode.rpc.handlers import STATUS_OF, status_of
+from supernode.errors import InvalidField, NotFound, Reason, Unavailable
+from supernode.rpc.handlers import STATUS_OF, refusal_status, status_of
 
 UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -38,3 +38,23 @@ def test_a_status_we_never_send_is_unavailable_not_unknown() -> None:
         error = remote_error("node-b", refused(code, "Exception calling application: /x.sock"))
         assert status_of(error) is grpc.StatusCode.UNAVAILABLE
         assert "node-b" in str(error) and "x.sock" not in str(error)
+
+
+def test_a_refusal_keeps_its_reason_and_field_for_the_client() -> None:
+    """The coordinator relays the owner's reason (and its field violation follows from the
+    same message), so a client of any node branches on the same details."""
+    own = NotFound("offer_id: not pending", reason=Reason.OFFER_NOT_FOUND)
+    code, message, trailers = refusal_status(own)
+    relayed = remote_error(
+        "node-b",
+        grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), message),
+    )
+    assert relayed.reason is Reason.OFFER_NOT_FOUND
+    assert refusal_status(relayed) == (code, message, trailers)
+    field = refused(grpc.StatusCode.INVALID_ARGUMENT, "record.seq: must be at least 1")
+    assert (
+        refusal_status(remote_error("node-b", field))[2]
+        == refusal_status(InvalidField("record.seq: must be at least 1"))[2]
+    )
+    newer = refused(grpc.StatusCode.NOT_FOUND, "handle: no account 'x'")  # no details at all
+    assert remote_error("node-b", newer).reason is Reason.ACCOUNT_NOT_FOUND

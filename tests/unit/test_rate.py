@@ -3,11 +3,14 @@
 import pytest
 
 from client_sdk.errors import Overloaded, RateLimited, error_from_rpc
-from client_sdk.protocol.pushback import error_reason, pushback_ms, retry_metadata
+from client_sdk.protocol.pushback import pushback_ms
+from client_sdk.protocol.refusals import error_reason
 from client_sdk.retry import waitable
+from supernode.overload import Overloaded as ServerOverloaded
 from supernode.rate import METHOD_BUDGET, Budget, KeyKind, RateLimiter, RateSettings
 from supernode.rate import RateLimited as ServerRateLimited
 from supernode.ratelimit import TokenBuckets
+from supernode.rpc.handlers import refusal_status
 from supernode.rpc.source import Sources
 
 
@@ -151,7 +154,7 @@ def test_source_keys(peer: str, key: str) -> None:
 
 
 def test_retry_hint_round_trip_both_carriers() -> None:
-    metadata = retry_metadata("Lookup: slow down", 1500, "RATE_LIMITED", key="source")
+    metadata = refusal_status(ServerRateLimited("Lookup: slow down", 1500, key="source"))[2]
     assert pushback_ms(metadata) == 1500
     assert error_reason(metadata) == "RATE_LIMITED"
     only_retry_info = [m for m in metadata if m[0] == "grpc-status-details-bin"]
@@ -185,9 +188,9 @@ class _Error:
 
 
 def test_sdk_errors_carry_the_hint() -> None:
-    limited = error_from_rpc(_Error(retry_metadata("slow down", 2500, "RATE_LIMITED")))  # type: ignore[arg-type]
+    limited = error_from_rpc(_Error(refusal_status(ServerRateLimited("slow down", 2500))[2]))  # type: ignore[arg-type]
     assert type(limited) is RateLimited and limited.retry_after_seconds == 2.5
-    shed = error_from_rpc(_Error(retry_metadata("slow down", 700, "OVERLOADED")))  # type: ignore[arg-type]
+    shed = error_from_rpc(_Error(refusal_status(ServerOverloaded("slow down", 700))[2]))  # type: ignore[arg-type]
     assert type(shed) is Overloaded and shed.retry_after_seconds == 0.7
     final = error_from_rpc(_Error(()))  # type: ignore[arg-type]
     assert type(final) is RateLimited and final.retry_after_seconds is None

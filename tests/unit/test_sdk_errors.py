@@ -4,6 +4,7 @@ import grpc
 import pytest
 
 from client_sdk import errors
+from client_sdk.protocol.refusals import Reason
 from client_sdk.retry import Action, StreamAction, after_failure, after_stream_failure
 
 Code = grpc.StatusCode
@@ -72,6 +73,17 @@ def test_a_slow_reader_cut_off_mid_stream_resumes_but_a_watch_limit_is_final() -
     code = Code.RESOURCE_EXHAUSTED
     assert after_stream_failure(code, received=True, relogged_in=False) is StreamAction.RESUME
     assert after_stream_failure(code, received=False, relogged_in=False) is StreamAction.FAIL
+
+
+def test_a_watch_reads_the_reason_of_its_cut_off_over_when_it_came() -> None:
+    code = Code.RESOURCE_EXHAUSTED
+
+    def rule(reason: str, received: bool) -> StreamAction:
+        return after_stream_failure(code, received=received, relogged_in=False, reason=reason)
+
+    assert rule(Reason.TOO_SLOW, received=False) is StreamAction.RESUME
+    assert rule(Reason.WATCH_LIMIT, received=True) is StreamAction.FAIL
+    assert rule(Reason.REQUEST_TOO_LARGE, received=True) is StreamAction.FAIL
 
 
 def test_stream_rules_otherwise_follow_the_unary_ones() -> None:

@@ -5,9 +5,15 @@ import pytest
 from client_sdk.errors import KeyChanged, SignatureError
 from client_sdk.identity import Identity
 from client_sdk.pins import PinStore
+from client_sdk.protocol.signing import CREATE_ACCOUNT_DOMAIN
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.types import CandidateType, DeviceStatus, Endpoint, TransportProtocol
-from client_sdk.verify import verify_account, verify_device, verify_presence
+from client_sdk.verify import (
+    check_account_signature,
+    verify_account,
+    verify_device,
+    verify_presence,
+)
 from tests.unit.sdk_factories import account, lookup, served_device
 
 BOB = Identity.generate()
@@ -82,3 +88,36 @@ def test_an_account_with_a_weak_key_is_refused() -> None:
     served.signed.signature = b"\x01" + bytes(63)  # R = identity, S = 0
     with pytest.raises(SignatureError, match="does not verify"):
         verify_device(served, b"\x01" + bytes(31), "bob")
+
+
+def creation_signature(identity: Identity, served: pb.Account) -> bytes:
+    return identity.sign(CREATE_ACCOUNT_DOMAIN, served.SerializeToString(deterministic=True))
+
+
+def test_an_account_served_with_its_creation_signature_is_checked() -> None:
+    bob = account(BOB, "bob")
+    signature = creation_signature(BOB, bob)
+    assert verify_account(bob, PinStore(), "bob", account_signature=signature).handle == "bob"
+    renamed = account(BOB, "bob")
+    renamed.display_name = "Mallory"  # a supernode changing what its creator signed
+    with pytest.raises(SignatureError, match="creation signature"):
+        verify_account(renamed, PinStore(), "bob", account_signature=signature)
+    # A substituted key with a signature by that key verifies: the pin catches that one.
+    swapped = account(MALLORY, "bob")
+    pins = PinStore()
+    verify_account(bob, pins, "bob", account_signature=signature)
+    with pytest.raises(KeyChanged):
+        verify_account(swapped, pins, "bob", account_signature=creation_signature(MALLORY, swapped))
+
+
+def test_a_lookup_and_a_search_result_check_the_creation_signature() -> None:
+    response = lookup(BOB, "bob")
+    response.account_signature = creation_signature(MALLORY, response.account)
+    with pytest.raises(SignatureError, match="creation signature"):
+        verify_presence(response, PinStore(), "bob")
+    response.account_signature = creation_signature(BOB, response.account)
+    assert verify_presence(response, PinStore(), "bob").account.handle == "bob"
+    response.account_signature = b""  # stored before signatures were kept: pin only
+    assert verify_presence(response, PinStore(), "bob").account.handle == "bob"
+    with pytest.raises(SignatureError):
+        check_account_signature(account(BOB, "bob"), b"\x00" * 64)
