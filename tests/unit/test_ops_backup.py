@@ -19,13 +19,14 @@ from supernode.ops.backup import (
     take_backup,
     verify_backup,
 )
+from supernode.directory.account_record import AccountRecord
 from supernode.store import Store
 
 
 def _store(path: Path, accounts: int) -> Store:
     store = Store(path, block_cache_bytes=1 << 20)
     for i in range(accounts):
-        assert store.insert_account(f"user{i}", f"account {i}".encode())
+        assert store.insert_account(f"user{i}", AccountRecord(f"account {i}".encode()))
     return store
 
 
@@ -44,7 +45,7 @@ def test_a_backup_holds_the_store_and_a_manifest_of_its_files(tmp_path: Path) ->
         manifest = take_backup(
             store, tmp_path / "backup", node="n1", version="9.9", clock_ms=lambda: 1234
         )
-        assert store.insert_account("after", b"written after the checkpoint")
+        assert store.insert_account("after", AccountRecord(b"written after the checkpoint"))
     finally:
         store.close()
     assert (manifest.node, manifest.version, manifest.created_at_ms) == ("n1", "9.9", 1234)
@@ -58,9 +59,9 @@ def test_a_backup_holds_the_store_and_a_manifest_of_its_files(tmp_path: Path) ->
     restored = Store(tmp_path / "restored", block_cache_bytes=1 << 20)
     try:
         assert [restored.get_account(f"user{i}") for i in range(3)] == [
-            b"account 0",
-            b"account 1",
-            b"account 2",
+            AccountRecord(b"account 0"),
+            AccountRecord(b"account 1"),
+            AccountRecord(b"account 2"),
         ]
         assert restored.get_account("after") is None
         assert restored.account_count() == 3
