@@ -171,7 +171,9 @@ class Supernode:
         if with_workers:
             await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
-        self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
+        self.metrics_port = self.metrics.serve_http(
+            metrics_host, metrics_port, None if self.cluster is None else self._cluster_readiness
+        )
         stun_address = ""
         if settings.stun_listen:
             stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
@@ -183,13 +185,16 @@ class Supernode:
             )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
+        self.metrics.not_ready = None
         if self.cluster is not None:
             self._coordination = asyncio.create_task(
                 self._report_coordination(self.cluster, self._health), name="etcd health"
             )
         presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
-        self._loop_lag = asyncio.create_task(sample_loop_lag(self.shedding), name="loop lag")
+        self._loop_lag = asyncio.create_task(
+            sample_loop_lag(self.shedding, self.metrics.loop_lag_probes.observe), name="loop lag"
+        )
         log.info(
             "supernode ready %s",
             json.dumps(
@@ -211,6 +216,13 @@ class Supernode:
                 }
             ),
         )
+
+    def _cluster_readiness(self) -> str | None:
+        """/readyz of a cluster member: not ready while its own member key (its etcd
+        lease) is missing from the view, since peers then route nothing to it."""
+        if self.cluster is None or self.node_name in self.cluster.view.members:
+            return None
+        return "not a live member of the cluster (no member key in etcd)"
 
     def _bind_peer_port(self, server: grpc.aio.Server, listen_host: str, tls: NodeTls) -> str:
         """Bind the mutual-TLS peer port; the address other nodes are to call it at (the
@@ -484,6 +496,7 @@ class Supernode:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.metrics.not_ready = "draining"
         log.info("supernode stopping: draining in-flight calls")
         if self._health is not None:
             await self._health.enter_graceful_shutdown()

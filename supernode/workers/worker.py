@@ -158,7 +158,9 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     # Gates the lookups answered here; forwarded calls are gated by the primary, which
     # does their work (its refusal and retry trailer come back through the proxy).
     shedding = build_shedding(config, metrics)
-    lag = asyncio.create_task(sample_loop_lag(shedding), name="loop lag")
+    lag = asyncio.create_task(
+        sample_loop_lag(shedding, metrics.loop_lag_probes.observe), name="loop lag"
+    )
     directory = build_directory(
         config,
         store,
@@ -198,6 +200,7 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     await mark_serving(health_servicer, registered)
     metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
     bound_metrics = metrics.serve_http(metrics_host, metrics_port and metrics_port + spec.index)
+    metrics.not_ready = None
     ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}
     log.info("supernode worker ready %s", json.dumps(ready))
     os.write(spec.ready_fd, json.dumps(ready).encode() + b"\n")
@@ -211,6 +214,7 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     await asyncio.wait({lost, asyncio.create_task(stopping.wait())}, return_when="FIRST_COMPLETED")
     if follower.lost.is_set():
         log.error("worker %d: lost the primary; exiting", spec.index)
+    metrics.not_ready = "draining"
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_seconds)
     for task in (following, lag):
