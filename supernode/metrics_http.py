@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 # Why the process is not ready, or None when it is.
 Readiness = Callable[[], str | None]
 
-_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+
+
+def _text() -> list[tuple[str, str]]:
+    # A new list per response: wsgiref adds Content-Length to the list it is given.
+    return [("Content-Type", "text/plain; charset=utf-8")]
 
 
 def metrics_app(registry: CollectorRegistry, readiness: Readiness) -> Callable[..., Iterable[bytes]]:
@@ -43,16 +47,16 @@ def metrics_app(registry: CollectorRegistry, readiness: Readiness) -> Callable[.
         if path == "/metrics":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
-            start_response("200 OK", _TEXT)
+            start_response("200 OK", _text())
             return [b"ok\n"]
         if path == "/readyz":
             reason = readiness()
             if reason is None:
-                start_response("200 OK", _TEXT)
+                start_response("200 OK", _text())
                 return [b"ready\n"]
-            start_response("503 Service Unavailable", _TEXT)
+            start_response("503 Service Unavailable", _text())
             return [f"not ready: {reason}\n".encode()]
-        start_response("404 Not Found", _TEXT)
+        start_response("404 Not Found", _text())
         return [b"not found: this port serves /metrics, /healthz and /readyz\n"]
 
     return app
