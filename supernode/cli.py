@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from supernode import __version__
 from supernode.config import ConfigError, env_name, flag_name, load, setting_names
+from supernode.logs import configure_logging
 from supernode.store import StoreError
 
 
@@ -326,10 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"supernode: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(config.server.log_format, config.server.log_level)
     # Worker processes are started with fork+exec and never use gRPC before the exec, so
     # gRPC's fork handlers have nothing to protect (and log a line on every start).
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

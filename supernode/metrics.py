@@ -41,6 +41,18 @@ _LATENCY_BUCKETS = (
 _LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _counter_total(counter: Counter) -> int:
+    """The sum of a labelled counter's series."""
+    return int(
+        sum(
+            s.value
+            for family in counter.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+    )
+
+
 def _in_flight(lane: Lane) -> float:
     return lane.in_flight
 
@@ -337,6 +349,22 @@ class Metrics:
             self._in_flight.labels(call_class.value).set_function(partial(_in_flight, lane))
         self._in_flight_total.set_function(lambda: shedding.in_flight)
         self._loop_lag.set_function(lambda: shedding.lag_ms / 1000)
+
+    def refusal_totals(self) -> dict[str, int]:
+        """Calls refused since start, by reason, for the periodic log summary
+        (``supernode.log_summary``): read from the counters, nothing added per call."""
+        by_code = {grpc.StatusCode.UNAUTHENTICATED: 0, grpc.StatusCode.PERMISSION_DENIED: 0}
+        for method in list(self._rpc.methods):
+            for code in by_code:
+                row = method.handler.rows.get(code)
+                if row is not None:
+                    by_code[code] += int(sum(row[1:]))
+        return {
+            "rate_limited": _counter_total(self._rate_limited),
+            "overload_shed": _counter_total(self._requests_shed),
+            "unauthenticated": by_code[grpc.StatusCode.UNAUTHENTICATED],
+            "permission_denied": by_code[grpc.StatusCode.PERMISSION_DENIED],
+        }
 
     def device_changed(self, event: DeviceChanged) -> None:
         self._change_children[event.change].inc()

@@ -32,13 +32,14 @@ if TYPE_CHECKING:
 Readiness = Callable[[], str | None]
 
 
-
 def _text() -> list[tuple[str, str]]:
     # A new list per response: wsgiref adds Content-Length to the list it is given.
     return [("Content-Type", "text/plain; charset=utf-8")]
 
 
-def metrics_app(registry: CollectorRegistry, readiness: Readiness) -> Callable[..., Iterable[bytes]]:
+def metrics_app(
+    registry: CollectorRegistry, readiness: Readiness
+) -> Callable[..., Iterable[bytes]]:
     """The WSGI application of the metrics port."""
     metrics = make_wsgi_app(registry)
 

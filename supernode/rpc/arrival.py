@@ -31,7 +31,7 @@ def arrived_at(fallback: float) -> float:
     return _ARRIVED.get() or fallback
 
 
-class ArrivalStamp(grpc.aio.ServerInterceptor):
+class ArrivalStamp(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # untyped in grpc-stubs
     """Stamps each call's arrival; installed on every server of a node (``transport``).
 
     One coroutine and one context-variable set per call, about a microsecond against the

@@ -22,6 +22,7 @@ from supernode import transport
 from supernode.config import Config, load, split_host_port
 from supernode.internal.v1 import replication_pb2 as pb
 from supernode.internal.v1 import replication_pb2_grpc as rpc
+from supernode.logs import configure_logging
 from supernode.loop_lag import sample_loop_lag
 from supernode.metrics import Metrics
 from supernode.node import (
@@ -202,7 +203,7 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     bound_metrics = metrics.serve_http(metrics_host, metrics_port and metrics_port + spec.index)
     metrics.not_ready = None
     ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}
-    log.info("supernode worker ready %s", json.dumps(ready))
+    log.info("supernode worker ready %s", json.dumps(ready), extra=ready)
     os.write(spec.ready_fd, json.dumps(ready).encode() + b"\n")
     os.close(spec.ready_fd)
 
@@ -236,10 +237,7 @@ def main() -> int:
     spec = WorkerSpec(**json.loads(os.environ["SUPERNODE_WORKER_SPEC"]))
     _die_with_parent(spec.parent_pid)
     config = load(environ={}, flags=json.loads(os.environ["SUPERNODE_WORKER_CONFIG"]))
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[{spec.index}] %(message)s",
-    )
+    configure_logging(config.server.log_format, config.server.log_level, worker=spec.index)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS

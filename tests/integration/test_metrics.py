@@ -7,12 +7,11 @@ import grpc
 import pytest
 
 from client_sdk.transport import DirectoryConnection
-from tests.integration.conftest import new_user
 from supernode import __version__
+from tests.integration.conftest import new_user
 from tests.integration.metrics import sample, samples, wait_until
 from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
-
 
 _BUILD = {
     "version": __version__,
@@ -50,14 +49,17 @@ async def test_metrics_are_exported_and_move(
     assert supernode.total("supernode_rpc_handler_seconds_count", method="Lookup", code="OK") == 3
     assert supernode.total("supernode_rpc_handler_seconds_sum", method="Lookup", code="OK") > 0
     assert (
-        supernode.total("supernode_rpc_handler_seconds_bucket", method="Lookup", code="OK", le="+Inf")
+        supernode.total(
+            "supernode_rpc_handler_seconds_bucket", method="Lookup", code="OK", le="+Inf"
+        )
         == 3
     )
     # Arrival to response sent: recorded once gRPC reports the call done, which may come a
     # moment after the client has its answer.
     wait_until(
-        lambda: supernode.total("supernode_rpc_latency_seconds_count", method="Lookup", code="OK")
-        == 3
+        lambda: (
+            supernode.total("supernode_rpc_latency_seconds_count", method="Lookup", code="OK") == 3
+        )
     )
     handler = supernode.total("supernode_rpc_handler_seconds_sum", method="Lookup", code="OK")
     latency = supernode.total("supernode_rpc_latency_seconds_sum", method="Lookup", code="OK")

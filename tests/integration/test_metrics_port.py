@@ -31,7 +31,9 @@ def readme_metrics() -> set[str]:
     names: set[str] = set()
     for row in table.splitlines()[2:]:
         first_column = row.split("|")[1]
-        names.update(re.sub(r"\{.*?\}", "", name) for name in re.findall(r"`([^`]+)`", first_column))
+        names.update(
+            re.sub(r"\{.*?\}", "", name) for name in re.findall(r"`([^`]+)`", first_column)
+        )
     return names
 
 
