@@ -44,6 +44,10 @@ ETCD_PACKAGE = DebianPackage("etcd-server", "etcd", "etcd")
 H2LOAD_PACKAGE = DebianPackage("nghttp2-client", "h2load", None)
 # Debian's RFC 3489 STUN client (stund's), which the STUN responder's tests run against it.
 STUN_CLIENT_PACKAGE = DebianPackage("stun-client", "stun", None)
+# Prometheus, whose tests scrape a real node and check our rules and dashboard queries
+# (tests/integration/test_prometheus.py); the package also ships ``promtool``.
+PROMETHEUS_PACKAGE = DebianPackage("prometheus", "prometheus", "prometheus")
+PROMTOOL = "promtool"
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600

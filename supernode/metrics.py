@@ -286,7 +286,7 @@ class Metrics:
             registry=self.registry,
         )
         self._in_flight_total = Gauge(
-            "supernode_in_flight_total",
+            "supernode_in_flight_all_classes",
             "Gated calls inside their handler on this process, all classes.",
             registry=self.registry,
         )
