@@ -83,9 +83,16 @@ class RpcMetrics:
 
     Two latencies per call: ``handler`` from the handler's start to its answer (the
     servicer's own cost), and ``latency`` from the call's arrival in Python
-    (``supernode.rpc.arrival``) until gRPC reports the call done, after the response and
-    status were sent (a unary call), or until a stream ended: what a client waits for,
-    less the kernel's and the C core's queues.
+    (``supernode.rpc.arrival``) until its answer is handed back to gRPC (a unary call) or
+    its stream ended: what a client waits for, less the kernel's and the C core's queues.
+
+    Why the answer's hand-over and not gRPC's "call done" callback: the C core writes the
+    response on its own threads, so the client has it while the event loop may still be
+    busy; the callback would add the loop's delay in *noticing* the write finished, which
+    no client waits for, and it cost CPU on every call. ``in_flight`` counts calls inside
+    their handler: open streams, and unary calls waiting for another party (a peer node, a
+    callee); calls queued in front of the loop show as ``latency`` minus ``handler`` and
+    as event-loop lag.
 
     Only the event-loop thread writes; the scrape thread reads. A scrape that races a
     call may see the sum one observation ahead of the buckets, which Prometheus tolerates.
@@ -106,8 +113,8 @@ class RpcMetrics:
         """The handler answered ``code`` after ``seconds`` of its own work."""
         self.handler.observe(code, seconds)
 
-    def done(self, code: grpc.StatusCode, arrived: float, _context: object = None) -> None:
-        """The call is over (also usable as a gRPC done callback, which passes the context)."""
+    def done(self, code: grpc.StatusCode, arrived: float) -> None:
+        """The call answered ``code``: no longer in flight; its latency since arrival."""
         self.in_flight -= 1
         self.latency.observe(code, perf_counter() - arrived)
 
@@ -132,14 +139,15 @@ class RpcCollector(Collector):
         )
         latency = HistogramMetricFamily(
             "supernode_rpc_latency_seconds",
-            "Time from a gRPC call's arrival in the server process to its response sent "
-            "(unary) or its end (streams), queueing in the event loop included, by method "
-            "and code. Not included: the kernel's and gRPC's C core queues.",
+            "Time from a gRPC call's arrival in the server process to its answer handed to "
+            "gRPC (unary) or its end (streams), queueing in the event loop included, by "
+            "method and code. Not included: the kernel's and gRPC's C core queues.",
             labels=["method", "code"],
         )
         in_flight = GaugeMetricFamily(
             "supernode_rpc_in_flight",
-            "gRPC calls begun and not yet done on this process, by method.",
+            "gRPC calls inside their handler on this process (open streams, calls waiting "
+            "for another party), by method.",
             labels=["method"],
         )
         bounds = [*(repr(b) for b in _LATENCY_BUCKETS), "+Inf"]

@@ -18,7 +18,6 @@ trailer and as a ``google.rpc.RetryInfo`` detail (``client_sdk.protocol.pushback
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -145,7 +144,7 @@ def unary_handler(
         except errors.REFUSALS as exc:
             code, message = _refusal(exc, context, count_shed)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away: the call is done already
+            code = grpc.StatusCode.CANCELLED  # the client went away while we waited
             raise
         except Exception:
             log.exception("%s failed", method)
@@ -153,10 +152,7 @@ def unary_handler(
             message = "internal error (logged by the supernode)"
         finally:
             rpc_metrics.observe(code, perf_counter() - started)
-            if code is grpc.StatusCode.CANCELLED:
-                rpc_metrics.done(code, arrived)
-            else:  # once the response and status are sent
-                context.add_done_callback(partial(rpc_metrics.done, code, arrived))
+            rpc_metrics.done(code, arrived)  # the answer goes to gRPC's C core next
         await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")
 
