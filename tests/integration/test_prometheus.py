@@ -60,6 +60,8 @@ async def test_prometheus_scrapes_nodes_and_evaluates_dashboard_and_alerts(
     async with running_cluster(tmp_path / "cluster", 2) as cluster:
         urls = node.metrics_urls() + [cluster.node(i).metrics_url for i in range(2)]
         assert len(urls) == TARGETS
+        for url in urls:  # every process ready; each cluster node holds its member key
+            assert _scrape(url.replace("/metrics", "/readyz")) == "ready\n"
         prometheus = Prometheus(
             prometheus_bin, tmp_path / "prometheus", [_address(u) for u in urls]
         )
