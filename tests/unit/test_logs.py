@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from supernode.cli import main
 from supernode.config import ServerSettings
 from supernode.log_summary import CounterDeltas, Summary, log_due
 from supernode.logs import JsonFormatter
@@ -83,3 +84,17 @@ def test_log_due_writes_one_line_with_the_counts(caplog: pytest.LogCaptureFixtur
         "calls refused in the last 60 s: rate_limited 4, unauthenticated 1"
     ]
     assert caplog.records[0].counts == {"rate_limited": 4, "unauthenticated": 1}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--log-format", "xml", "server.log_format: 'xml', one of text, json"),
+        ("--log-level", "loud", "server.log_level: 'loud', one of DEBUG"),
+    ],
+)
+def test_serve_refuses_unknown_log_settings(
+    flag: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--tls-plaintext", flag, value]) == 2
+    assert said in capsys.readouterr().err
