@@ -535,9 +535,9 @@ async def measure_lookup_cost(args: argparse.Namespace, flags: list[str]) -> Non
             total = count = 0.0
             for row in text.splitlines():
                 if 'method="Lookup"' in row and 'code="OK"' in row:
-                    if row.startswith("supernode_rpc_duration_seconds_sum"):
+                    if row.startswith("supernode_rpc_handler_seconds_sum"):
                         total = float(row.split()[-1])
-                    elif row.startswith("supernode_rpc_duration_seconds_count"):
+                    elif row.startswith("supernode_rpc_handler_seconds_count"):
                         count = float(row.split()[-1])
             line(f"Lookup in the handler (limits {name})", mean_us=round(total / count * 1e6, 1))
 

@@ -22,6 +22,7 @@ from supernode.config_cli import (
     run_check_config,
     run_config,
 )
+from supernode.logs import configure_logging
 from supernode.ops import commands as ops
 from supernode.store import StoreError
 
@@ -321,10 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"supernode: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(config.server.log_format, config.server.log_level)
     for line in resolved.unknown_variables:  # etcd's way: warned about, not refused
         logging.getLogger("supernode").warning("%s", line)
     # Worker processes are started with fork+exec and never use gRPC before the exec, so

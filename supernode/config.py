@@ -76,6 +76,9 @@ class ServerSettings:
     workers: int = 1
     # Python logging level: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
+    # "text" (a terminal) or "json" (one JSON object per line, for a log collector):
+    # supernode.logs says which fields a line has.
+    log_format: str = "text"
     # HTTP/2 keepalive (README "Keepalive"). gRPC's default policy refuses client pings
     # closer than 5 minutes (and any ping on a connection without calls): a client pinging
     # more often collects "ping strikes" and, after two, gets GOAWAY too_many_pings, which
@@ -101,6 +104,12 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"server.workers: {self.workers}, at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"server.log_format: {self.log_format!r}, one of text, json")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(
+                f"server.log_level: {self.log_level!r}, one of DEBUG, INFO, WARNING, ERROR"
+            )
         if self.stun_rate_per_second < 0 or self.stun_burst < 1:
             raise ValueError("server: stun_rate_per_second >= 0 (0: no limit) and stun_burst >= 1")
         for name in (

@@ -51,6 +51,10 @@ NPM_PACKAGE = DebianPackage("npm", "npm", None)
 # systemd-analyze, which lints the systemd unit in deploy/ (its install starts nothing here:
 # the tests only run `systemd-analyze verify`).
 SYSTEMD_PACKAGE = DebianPackage("systemd", "systemd-analyze", None)
+# Prometheus, whose tests scrape a real node and check our rules and dashboard queries
+# (tests/integration/test_prometheus.py); the package also ships ``promtool``.
+PROMETHEUS_PACKAGE = DebianPackage("prometheus", "prometheus", "prometheus")
+PROMTOOL = "promtool"
 
 # Another apt/dpkg run (a parallel job, unattended upgrades) holds the lock: wait, not fail.
 _APT_LOCK_TIMEOUT_S = 600

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from supernode.overload import Shedding
 
 
-async def sample_loop_lag(shedding: Shedding) -> None:
-    """Report the lag of every sample to ``shedding`` until cancelled."""
+async def sample_loop_lag(
+    shedding: Shedding, observe: Callable[[float], None] | None = None
+) -> None:
+    """Report the lag of every sample to ``shedding`` (and, in seconds, to ``observe``:
+    the metrics' histogram) until cancelled."""
     interval = shedding.settings.loop_lag_sample_ms / 1000
     while True:
         due = time.monotonic() + interval
         await asyncio.sleep(interval)
-        shedding.observe_loop_lag(max(0.0, time.monotonic() - due) * 1000)
+        lag = max(0.0, time.monotonic() - due)
+        shedding.observe_loop_lag(lag * 1000)
+        if observe is not None:
+            observe(lag)

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from supernode import transport
+from supernode import __version__, transport
 from supernode.config import Config, as_flags, split_host_port
 from supernode.directory.accounts import Accounts
 from supernode.directory.ports import AccountRegistry
 from supernode.directory.presence import Presence, PresenceObserver
 from supernode.directory.watch import WatchHub
+from supernode.log_summary import CounterDeltas, Summary, log_due
 from supernode.loop_lag import sample_loop_lag
 from supernode.metrics import Metrics
 from supernode.node import (
@@ -120,6 +121,10 @@ class Supernode:
         self.peer_address = ""
         self._directory: Directory | None = None
         self._admin: AdminServer | None = None  # status and backup (supernode.ops.admin)
+        # What the sweeper logs once a minute at most (supernode.log_summary).
+        self._swept = Summary(time.monotonic)
+        self._refused = Summary(time.monotonic)
+        self._refusal_deltas = CounterDeltas()
 
     async def start(self) -> None:
         settings = self.config.server
@@ -182,7 +187,11 @@ class Supernode:
                 await self._start_workers(store, apis, f"{host}:{self.grpc_port}")
         metrics_host, metrics_port = split_host_port(settings.metrics_listen, "metrics_listen")
         with binding("server.metrics_listen", settings.metrics_listen):
-            self.metrics_port = self.metrics.serve_http(metrics_host, metrics_port)
+            self.metrics_port = self.metrics.serve_http(
+                metrics_host,
+                metrics_port,
+                None if self.cluster is None else self._cluster_readiness,
+            )
         stun_address = ""
         if settings.stun_listen:
             stun_host, stun_port = split_host_port(settings.stun_listen, "stun_listen")
@@ -195,35 +204,44 @@ class Supernode:
                 )
             stun_address = f"{stun_host}:{self.stun_port}"
         await mark_serving(self._health, registered)
+        self.metrics.not_ready = None
         if self.cluster is not None:
             self._coordination = asyncio.create_task(
                 self._report_coordination(self.cluster, self._health), name="etcd health"
             )
         presence = directory.presence
         self._sweeper = asyncio.create_task(self._sweep_forever(presence), name="lease-sweeper")
-        self._loop_lag = asyncio.create_task(sample_loop_lag(self.shedding), name="loop lag")
-        self._admin = await start_admin_server(self)
-        log.info(
-            "supernode ready %s",
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "grpc": f"{host}:{self.grpc_port}",
-                    "metrics": f"{metrics_host}:{self.metrics_port}",
-                    "stun": stun_address,
-                    "data_dir": str(settings.data_dir),
-                    "node": self.node_name,
-                    "tls": self.tls is not None,
-                    "peer": self.peer_address,
-                    "accounts": directory.accounts.count(),
-                    "devices_online": presence.online,
-                    "workers": [] if self._workers is None else list(self._workers.ready.values()),
-                    "cluster": None
-                    if self.cluster is None
-                    else {"node": self.node_name, "etcd": self.config.cluster.endpoints},
-                }
-            ),
+        self._loop_lag = asyncio.create_task(
+            sample_loop_lag(self.shedding, self.metrics.loop_lag_probes.observe), name="loop lag"
         )
+        self._admin = await start_admin_server(self)
+        ready = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "grpc": f"{host}:{self.grpc_port}",
+            "metrics": f"{metrics_host}:{self.metrics_port}",
+            "stun": stun_address,
+            "data_dir": str(settings.data_dir),
+            "node": self.node_name,
+            "tls": self.tls is not None,
+            "peer": self.peer_address,
+            "accounts": directory.accounts.count(),
+            "devices_online": presence.online,
+            "workers": [] if self._workers is None else list(self._workers.ready.values()),
+            "cluster": None
+            if self.cluster is None
+            else {"node": self.node_name, "etcd": self.config.cluster.endpoints},
+        }
+        # The JSON after "supernode ready" is what scripts and tests read; in JSON log
+        # lines the same values are fields of their own.
+        log.info("supernode ready %s", json.dumps(ready), extra=ready)
+
+    def _cluster_readiness(self) -> str | None:
+        """/readyz of a cluster member: not ready while its own member key (its etcd
+        lease) is missing from the view, since peers then route nothing to it."""
+        if self.cluster is None or self.node_name in self.cluster.view.members:
+            return None
+        return "not a live member of the cluster (no member key in etcd)"
 
     @property
     def store(self) -> Store | None:
@@ -496,15 +514,13 @@ class Supernode:
                 if self.hub is not None:
                     self.hub.sweep()  # watchers stuck behind a client that stopped reading
                 result = presence.sweep()
-                if result.expired or result.purged:
-                    log.debug(
-                        "swept %d expired leases, purged %d tombstones",
-                        result.expired,
-                        result.purged,
-                    )
-                    if result.expired + result.purged >= 10_000:
-                        await asyncio.sleep(0)  # more are due: keep going, but let calls in
-                        continue
+                self._swept.add({"expired": result.expired, "purged": result.purged})
+                log_due(log, self._swept, "lease sweeps: leases expired, tombstones purged")
+                self._refused.add(self._refusal_deltas(self.metrics.refusal_totals()))
+                log_due(log, self._refused, "calls refused")
+                if result.expired + result.purged >= 10_000:
+                    await asyncio.sleep(0)  # more are due: keep going, but let calls in
+                    continue
             except Exception:
                 log.exception("lease sweep failed; retrying")
             await asyncio.sleep(interval)
@@ -515,8 +531,12 @@ class Supernode:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.metrics.not_ready = "draining"
         if not quietly:
-            log.info("supernode stopping: draining in-flight calls")
+            log.info(
+                "supernode stopping: draining in-flight calls (up to %.0f s)",
+                self.config.server.shutdown_grace_seconds,
+            )
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._coordination is not None:

@@ -22,6 +22,7 @@ import os
 import grpc
 
 from supernode.config import Config, ServerSettings
+from supernode.rpc.arrival import ArrivalStamp
 from supernode.tls import NodeTls
 
 # How many pings closer together than the minimum interval a connection may send before
@@ -81,7 +82,9 @@ def _ms(seconds: float) -> int:
 
 
 def new_server(config: Config, *, reuse_port: bool) -> grpc.aio.Server:
-    return grpc.aio.server(options=server_options(config, reuse_port=reuse_port))
+    return grpc.aio.server(
+        options=server_options(config, reuse_port=reuse_port), interceptors=(ArrivalStamp(),)
+    )
 
 
 def bind(server: grpc.aio.Server, address: str, what: str) -> int:

@@ -97,6 +97,7 @@ class ClusterMember:
         self.mover: Mover | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._placed = asyncio.Event()
+        self._members_seen: frozenset[str] = frozenset()  # as last logged
 
     def _member_info(self) -> MemberInfo:
         return MemberInfo(
@@ -206,11 +207,27 @@ class ClusterMember:
                 log.exception("hint replay failed; retrying")
             await asyncio.sleep(_REPLAY_INTERVAL_S)
 
+    def _log_members(self) -> None:
+        """One INFO line per change of the live member set, as this node sees it."""
+        members = frozenset(self.view.members)
+        joined, left = sorted(members - self._members_seen), sorted(self._members_seen - members)
+        self._members_seen = members
+        if joined or left:
+            log.info(
+                "cluster members: %d live (joined: %s; left: %s)",
+                len(members),
+                ", ".join(joined) or "none",
+                ", ".join(left) or "none",
+                extra={"members": len(members), "joined": joined, "left": left},
+            )
+
     def _view_changed(self, applied: Applied) -> None:
         if applied.revoked:
             self.revocations.update(applied.revoked)
         if self.view.placement is not None:
             self._placed.set()
+        if applied.members_changed:
+            self._log_members()
         if applied.members_changed or applied.placement_changed or applied.streamed_changed:
             self.membership.view_changed()
         if applied.placement_changed and self.mover is not None:

@@ -1,7 +1,9 @@
 """One wrapper per kind of method: shed, parse, call, map errors, record metrics.
 
 Deliberately not interceptors: an interceptor costs a coroutine and a context object per
-call, while these wrappers are bound once per method at start-up.
+call, while these wrappers are bound once per method at start-up. The one interceptor a
+node has (``supernode.rpc.arrival``) only stamps the call's arrival, which nothing later
+can see.
 
 Load shedding (``supernode.overload``) is the first thing a gated handler does, before it
 parses the request: two integer comparisons when the node is healthy; when it is not, the
@@ -167,6 +169,7 @@ def unary_handler(
     lane = _lane(method, shedding)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        arrived = rpc_metrics.start()
         started = perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -182,12 +185,16 @@ def unary_handler(
             return response if isinstance(response, bytes) else response.SerializeToString()
         except errors.REFUSALS as exc:
             code, message = _refusal(exc, context, count_shed)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away while we waited
+            raise
         except Exception:
             log.exception("%s failed", method)
             code = grpc.StatusCode.INTERNAL
             message = "internal error (logged by the supernode)"
         finally:
             rpc_metrics.observe(code, perf_counter() - started)
+            rpc_metrics.done(code, arrived)  # the answer goes to gRPC's C core next
         await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")
 
@@ -245,6 +252,7 @@ async def _observed(
     count_shed: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     """Relay a stream's responses; map its errors to statuses and record its metrics."""
+    arrived = rpc_metrics.start()
     started = perf_counter()
     code = grpc.StatusCode.OK
     message = ""
@@ -264,6 +272,7 @@ async def _observed(
         message = "internal error (logged by the supernode)"
     finally:
         rpc_metrics.observe(code, perf_counter() - started)
+        rpc_metrics.done(code, arrived)
     if code is not grpc.StatusCode.OK:
         await context.abort(code, message)
 

@@ -22,6 +22,7 @@ from supernode import transport
 from supernode.config import Config, load, split_host_port
 from supernode.internal.v1 import replication_pb2 as pb
 from supernode.internal.v1 import replication_pb2_grpc as rpc
+from supernode.logs import configure_logging
 from supernode.loop_lag import sample_loop_lag
 from supernode.metrics import Metrics
 from supernode.node import (
@@ -159,7 +160,9 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     # Gates the lookups answered here; forwarded calls are gated by the primary, which
     # does their work (its refusal and retry trailer come back through the proxy).
     shedding = build_shedding(config, metrics)
-    lag = asyncio.create_task(sample_loop_lag(shedding), name="loop lag")
+    lag = asyncio.create_task(
+        sample_loop_lag(shedding, metrics.loop_lag_probes.observe), name="loop lag"
+    )
     directory = build_directory(
         config,
         store,
@@ -205,8 +208,9 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     except StartupError:
         await server.stop(None)  # not left for the loop's close (a traceback at exit)
         raise
+    metrics.not_ready = None
     ready = {"pid": os.getpid(), "worker": spec.index, "metrics": f"{metrics_host}:{bound_metrics}"}
-    log.info("supernode worker ready %s", json.dumps(ready))
+    log.info("supernode worker ready %s", json.dumps(ready), extra=ready)
     os.write(spec.ready_fd, json.dumps(ready).encode() + b"\n")
     os.close(spec.ready_fd)
 
@@ -218,6 +222,7 @@ async def run(config: Config, spec: WorkerSpec, secret: str) -> None:
     await asyncio.wait({lost, asyncio.create_task(stopping.wait())}, return_when="FIRST_COMPLETED")
     if follower.lost.is_set():
         log.error("worker %d: lost the primary; exiting", spec.index)
+    metrics.not_ready = "draining"
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_seconds)
     for task in (following, lag):
@@ -239,10 +244,7 @@ def main() -> int:
     spec = WorkerSpec(**json.loads(os.environ["SUPERNODE_WORKER_SPEC"]))
     _die_with_parent(spec.parent_pid)
     config = load(environ={}, flags=json.loads(os.environ["SUPERNODE_WORKER_CONFIG"]))
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[{spec.index}] %(message)s",
-    )
+    configure_logging(config.server.log_format, config.server.log_level, worker=spec.index)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS

@@ -90,7 +90,7 @@ class SupernodeProcess:
         assert self.process is not None and self.process.stderr is not None
         for line in self.process.stderr:
             self.log.append(line)
-            match = _READY.search(line)
+            match = _READY.search(_message(line))
             if match:
                 info = json.loads(match.group(1))
                 self.ready = info
@@ -133,6 +133,17 @@ class SupernodeProcess:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not in log:\n" + "".join(self.log))
+
+
+def _message(line: str) -> str:
+    """The message of a log line: the line itself, or a JSON line's ``msg``
+    (``--log-format json``)."""
+    if line.startswith("{"):
+        try:
+            return str(json.loads(line).get("msg", line))
+        except ValueError:
+            pass
+    return line
 
 
 def _scrape(url: str) -> str:

@@ -1,4 +1,5 @@
-"""Logs at INFO hold no token, no signature and no endpoint address of a user's record.
+"""Logs at INFO hold no token, no signature and no endpoint address of a user's record,
+as text and as JSON lines (``--log-format json``).
 
 A node runs at INFO (the default) through a typical flow: accounts created, logins, devices
 registered with endpoints, lookups, a search, a watch, a peer-to-peer connect, logout. The
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,23 @@ def _signature_forms(signature: bytes) -> list[str]:
     ]
 
 
+_GRPC_CORE_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
+def _assert_json_lines(lines: list[str]) -> None:
+    """Every line of ours is one JSON object with the documented keys (supernode.logs); the
+    ready line carries its values as fields. gRPC's C core writes its own lines (``I1208
+    00:46:18.626083 31948 fork_posix.cc:71] ...``), which no Python setting reformats."""
+    ours = [line for line in lines if line.strip() and not _GRPC_CORE_LINE.match(line)]
+    parsed = [json.loads(line) for line in ours]
+    for record in parsed:
+        assert {"ts", "level", "logger", "msg"} <= record.keys(), record
+    ready = next(r for r in parsed if r["msg"].startswith("supernode ready "))
+    assert ready["level"] == "INFO" and ready["logger"] == "supernode"
+    assert {"version", "grpc", "metrics", "data_dir", "tls", "workers"} <= ready.keys()
+    assert ready["tls"] is False
+
+
 def _endpoint_forms(address: str, port: int) -> list[str]:
     """A loopback address is the node's own too (its listen address is logged at start):
     only with the record's port is it the record's."""
@@ -50,10 +70,14 @@ def _endpoint_forms(address: str, port: int) -> list[str]:
     return [address]
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_info_logs_hold_no_token_signature_or_endpoint(
-    start_supernode: StartSupernode, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    log_format: str,
+    start_supernode: StartSupernode,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    node: SupernodeProcess = start_supernode("--log-level", "info")
+    node: SupernodeProcess = start_supernode("--log-level", "info", "--log-format", log_format)
     caplog.set_level(logging.INFO)  # every logger: the SDK and the libraries it embeds
     secrets: dict[str, str] = {}  # text that must not appear -> what it is
     stun_host, stun_port = node.stun_address.rsplit(":", 1)
@@ -115,6 +139,8 @@ async def test_info_logs_hold_no_token_signature_or_endpoint(
     sdk_log = "\n".join(record.getMessage() for record in caplog.records)
     assert "supernode ready" in node_log and "stopped cleanly" in node_log  # it was captured
     assert len(secrets) > 10
+    if log_format == "json":
+        _assert_json_lines(node.log)
     leaks = [
         f"{what} in the {where} log"
         for text, what in secrets.items()

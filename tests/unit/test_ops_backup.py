@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from supernode.directory.account_record import AccountRecord
 from supernode.ops.backup import (
     DB_DIR,
     MANIFEST,
@@ -19,7 +20,6 @@ from supernode.ops.backup import (
     take_backup,
     verify_backup,
 )
-from supernode.directory.account_record import AccountRecord
 from supernode.store import Store
 
 
