@@ -98,7 +98,7 @@ def test_dockerfile_image_shape() -> None:
     }
     assert exposed == ports
     metrics_port = split_host_port(env["SUPERNODE_METRICS_LISTEN"], "metrics")[1]
-    assert f"127.0.0.1:{metrics_port}/metrics" in stage["HEALTHCHECK"]
+    assert f"127.0.0.1:{metrics_port}/readyz" in stage["HEALTHCHECK"]  # readiness
 
 
 def test_dockerfile_settings_and_command_pass_check_config(
