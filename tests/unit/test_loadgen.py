@@ -257,10 +257,10 @@ async def test_errors_are_counted_apart_from_latencies() -> None:
 
 
 async def test_open_loop_charges_a_stall_to_every_request_due_during_it() -> None:
-    """Coordinated omission: one worker, a 200 ms stall at a 200/s schedule. The ~40
-    requests due during the stall wait for the worker and must all show it; a closed loop
-    sees only the one stalled call."""
-    stall, slow_us = 0.2, 50_000
+    """Coordinated omission: one worker, a 300 ms stall at a 200/s schedule. The ~60
+    requests due during the stall wait for the worker and must show it; a closed loop
+    sees only the one stalled call (give or take a loaded machine's own hiccup)."""
+    stall, slow_us = 0.3, 100_000
 
     def factory(s: ClientSpec) -> FakeClient:
         return FakeClient(s, delay=0.0005, stall=stall)
@@ -279,7 +279,7 @@ async def test_open_loop_charges_a_stall_to_every_request_due_during_it() -> Non
             if i.value_iterated_to >= slow_us
         )
 
-    assert slow(closed_result) == 1
+    assert 1 <= slow(closed_result) <= 3
     assert slow(open_result) >= 10
 
 
