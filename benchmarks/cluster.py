@@ -352,7 +352,10 @@ class RenewalSigner:
         self._path: Path | None = None
         self.signed = 0  # records signed so far, checks included
 
-    def sign(self, count: int, now_ms: int) -> SignedRenewals:
+    def sign(self, count: int, now_ms: int, *, visible: bool = False) -> SignedRenewals:
+        """``count`` renewals signed now; ``visible``: each also moves the device's first
+        endpoint to a port of its own seq, a change watchers are told of, where a plain
+        renewal (the same record, a higher seq) is no watch event."""
         calls = []
         for _ in range(count):
             device = self._devices[self._next_device]
@@ -362,6 +365,16 @@ class RenewalSigner:
             record.CopyFrom(device.record)
             record.seq = device.seq
             record.issued_at_ms = now_ms
+            if visible:
+                del record.endpoints[:]
+                record.endpoints.append(
+                    pb.Endpoint(
+                        address="198.51.100.9",
+                        port=1024 + device.seq % 60_000,
+                        protocol=pb.TRANSPORT_PROTOCOL_UDP,
+                        type=pb.CANDIDATE_TYPE_HOST,
+                    )
+                )
             signed = sign_device_record(device.identity, record)
             request = pb.RegisterDeviceRequest(signed=signed).SerializeToString()
             calls.append((self._calls % len(self.targets), device.token, request))

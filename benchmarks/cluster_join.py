@@ -12,8 +12,9 @@ coordinators route them again. This measures what a user sees of it:
   scheduled send time, so a stall is charged to every lookup it delays; a lookup belongs to
   the phase its scheduled time falls in. Failures are counted by status code.
 * **notifications**: a watcher (one ``Watch`` stream at node 1) follows the first
-  ``--watched`` users; a writer renews their devices at ``--write-rate`` (RegisterDevice,
-  next seq, signed at send time), round-robin over the three first nodes. The delay is from
+  ``--watched`` users; a writer changes their devices at ``--write-rate`` (RegisterDevice,
+  next seq, an endpoint on a port of its own so that each is a watch event,
+  signed at send time), round-robin over the three first nodes. The delay is from
   the renewal's send to the watcher receiving its event; an acknowledged renewal whose
   event never arrives is counted as missed (a watch that had to take a snapshot would show
   here).
@@ -184,7 +185,7 @@ async def writes(
             ledger.write_answered(key, False)
 
     while not stop.is_set():
-        ((node, token, request),) = signer.sign(1, generate.now_ms()).calls
+        ((node, token, request),) = signer.sign(1, generate.now_ms(), visible=True).calls
         task = asyncio.create_task(one(node, token, request))
         pending.add(task)
         task.add_done_callback(pending.discard)
