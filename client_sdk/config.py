@@ -73,6 +73,9 @@ class ClientConfig:
             system's roots by default, or a CA file or bytes, or pinned fingerprints.
         plaintext: no TLS at all, for a development supernode run with
             ``--tls-plaintext``; tokens and lookups then cross the network readable.
+        keepalive: renew a device's lease with ``KeepAlive`` while its record is unchanged
+            (no new signature; the supernode checks none and tells no watcher); False: every
+            renewal signs and registers a new record.
         coalesce_lookups: send concurrent ``lookup`` calls as one ``LookupMany``
             (``client_sdk.coalesce``); False: one ``Lookup`` call each.
         lookup_batch_window_seconds: how long a lookup waits for others to share its
@@ -109,6 +112,8 @@ class ClientConfig:
     # unless asked.
     tls: Tls = field(default_factory=Tls)
     plaintext: bool = False
+    # Renewals extend the registered record's lease (KeepAlive) while it is unchanged.
+    keepalive: bool = True
     # Concurrent lookups share one LookupMany: a contact list opening costs one call.
     coalesce_lookups: bool = True
     lookup_batch_window_seconds: float = 0.0

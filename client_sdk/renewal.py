@@ -1,12 +1,16 @@
 """One of our devices on the directory: sign its record, register it, keep its lease alive.
 
-A lease ends unless renewed, and a renewal is just a re-registration with a higher ``seq``,
-so the same code path serves the first registration, every renewal, a status change, and
-recovery after a supernode restart or a lost token (``Session.call`` logs in again; the
-record is re-signed with a fresh ``seq`` and ``issued_at`` on every attempt, so a retry is
-never refused as a replay). Renewal runs in a background task at a jittered fraction of
-the granted TTL; a failure is retried with backoff, but never later than the lease's end
-(nor sooner than an overloaded supernode's retry hint: ``client_sdk.timing``).
+A lease ends unless renewed. While the device's record is unchanged, a renewal is a
+``KeepAlive`` of the record registered last: no new signature, and for the supernode no
+signature check and no watch event. Whenever the supernode cannot extend it (the record
+changed, the lease ended, a supernode lost its data: ``FAILED_PRECONDITION``), or the spec
+changed, the renewal is a re-registration with a higher ``seq``, the same code path as the
+first registration, a status change, and recovery after a supernode restart or a lost token
+(``Session.call`` logs in again; the record is re-signed with a fresh ``seq`` and
+``issued_at`` on every attempt, so a retry is never refused as a replay). Renewal runs in a
+background task at a jittered fraction of the granted TTL; a failure is retried with
+backoff, but never later than the lease's end (nor sooner than an overloaded supernode's
+retry hint: ``client_sdk.timing``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from client_sdk.convert import device_record_pb
-from client_sdk.errors import Closed, RateLimited, SupernodeError
+from client_sdk.errors import Closed, RateLimited, Stale, SupernodeError
 from client_sdk.session import Session
 from client_sdk.timing import next_renewal_delay, next_seq
 from client_sdk.transport import DirectoryConnection, sign_device_record
@@ -77,19 +81,7 @@ class DeviceLease:
 
     async def register(self) -> Registration:
         """Sign the current spec and register it now (first registration or an update)."""
-        async with self._lock:
-            try:
-                registration = await self._session.call(
-                    self._register_once, handle=self._session.handle
-                )
-            except SupernodeError as exc:
-                self._failures += 1
-                self.last_error = exc
-                raise
-            self.registration = registration
-            self._failures = 0
-            self.last_error = None
-            return registration
+        return await self._settled(self._register_once)
 
     async def _register_once(
         self, connection: DirectoryConnection, deadline: float
@@ -124,6 +116,56 @@ class DeviceLease:
         )
         return Registration(
             self.spec.device_id, self._last_seq, response.ttl_seconds, response.expires_at_ms
+        )
+
+    async def renew(self) -> Registration:
+        """Keep the lease running: a keepalive of the registered record, or, when the
+        supernode cannot extend it (or keepalives are off), a new registration."""
+        registration = self.registration
+        if registration is not None and self._session.config.keepalive:
+            try:
+                return await self._settled(self._keep_alive_once)
+            except Stale as exc:  # the record changed, its lease ended: register anew
+                log.info("device %r: %s; registering anew", self.device_id, exc)
+        return await self.register()
+
+    async def _settled(
+        self, once: Callable[[DirectoryConnection, float], Awaitable[Registration]]
+    ) -> Registration:
+        """Run ``once`` through the session (retries, failover), one write at a time, and
+        keep its answer as the current lease."""
+        async with self._lock:
+            try:
+                registration = await self._session.call(once, handle=self._session.handle)
+            except SupernodeError as exc:
+                self._failures += 1
+                self.last_error = exc
+                raise
+            self.registration = registration
+            self._failures = 0
+            self.last_error = None
+            return registration
+
+    async def _keep_alive_once(
+        self, connection: DirectoryConnection, deadline: float
+    ) -> Registration:
+        registered = self.registration
+        assert registered is not None
+        attempt = WriteAttempt(
+            self._session.handle,
+            self.spec.device_id,
+            WriteKind.KEEPALIVE,
+            registered.seq,
+            connection.target,
+        )
+        response = await observed(
+            self._observer,
+            attempt,
+            lambda: connection.keep_alive(self.spec.device_id, registered.seq, deadline=deadline),
+            lambda answer: answer.expires_at_ms,
+        )
+        return Registration(
+            self.spec.device_id, registered.seq, response.ttl_seconds, response.expires_at_ms
         )
 
     async def update(self, spec: DeviceSpec) -> Registration:
@@ -176,7 +218,7 @@ class DeviceLease:
                     await self._reschedule.wait()
                 continue  # update() registered just now (or failed): a new period starts
             try:
-                await self.register()
+                await self.renew()
             except Closed:
                 return
             except SupernodeError as exc:

@@ -241,6 +241,19 @@ class DirectoryConnection:
         )
         return response
 
+    async def keep_alive(
+        self, device_id: str, seq: int, *, deadline: float | None = None
+    ) -> pb.KeepAliveResponse:
+        """Extend the lease of our device's record at ``seq`` without signing a new one."""
+        response: pb.KeepAliveResponse = await self._answered(
+            self.presence.KeepAlive(
+                pb.KeepAliveRequest(device_id=device_id, seq=seq),
+                metadata=self.metadata,
+                timeout=deadline,
+            )
+        )
+        return response
+
     async def unregister_device(
         self, device_id: str, *, seq: int = 0, deadline: float | None = None
     ) -> bool:

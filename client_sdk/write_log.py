@@ -26,10 +26,13 @@ class WriteKind(enum.Enum):
 
     Attributes:
         REGISTER: a signed record (first registration, renewal or update) at ``seq``.
+        KEEPALIVE: the lease of the record registered at ``seq`` extended, without a new
+            record (acknowledged: that record stays until the new ``expires_at_ms``).
         UNREGISTER: a tombstone covering at least ``seq`` (0: the client knew none).
     """
 
     REGISTER = "register"
+    KEEPALIVE = "keepalive"
     UNREGISTER = "unregister"
 
 
@@ -59,7 +62,8 @@ class WriteObserver(Protocol):
         """Before the attempt leaves: from now on it may land."""
 
     def write_acknowledged(self, attempt: WriteAttempt, expires_at_ms: int | None) -> None:
-        """The supernode answered OK (``expires_at_ms``: the lease granted to a register)."""
+        """The supernode answered OK (``expires_at_ms``: the lease granted to a register or
+        a keepalive)."""
 
     def write_failed(self, attempt: WriteAttempt, error: SupernodeError) -> None:
         """No OK came: refused, or no answer (then it may still land, or may have)."""

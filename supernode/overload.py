@@ -66,6 +66,7 @@ CLASS_OF_METHOD: Mapping[str, CallClass] = {
     "CreateAccount": CallClass.WRITE,
     "RegisterDevice": CallClass.WRITE,
     "UnregisterDevice": CallClass.WRITE,
+    "KeepAlive": CallClass.WRITE,
     "Watch": CallClass.STREAM_OPEN,
     "Listen": CallClass.STREAM_OPEN,
     "Lookup": CallClass.LOOKUP,

@@ -73,6 +73,7 @@ METHOD_BUDGET: dict[str, Budget] = {
     "Search": Budget.SEARCH,
     "RegisterDevice": Budget.WRITE,
     "UnregisterDevice": Budget.WRITE,
+    "KeepAlive": Budget.WRITE,
     "Watch": Budget.STREAM_OPEN,
     "Listen": Budget.STREAM_OPEN,
     "Connect": Budget.CONNECT,

@@ -95,18 +95,23 @@ def extended_lease(
     anew. The merge rule orders versions of one seq by lease end, so this version wins over
     ``current`` on every replica, loses to a tombstone of the same seq (an unregister) and
     to any newer seq. Only the device's live, unexpired version at ``seq`` is extended: an
-    ended lease is not revived (``FAILED_PRECONDITION``: register anew), a superseded seq
-    is not extended (``FAILED_PRECONDITION``), an unknown device is ``NOT_FOUND``.
+    ended lease is not revived, a superseded seq is not extended, an unknown or unregistered
+    device is not registered: each ``FAILED_PRECONDITION`` (with its reason), register anew.
     """
     if current is None or current.tombstone:
-        raise NotFound("device_id: no such device registered; register it")
+        raise FailedPrecondition(
+            "device_id: no such device registered; register it", Reason.DEVICE_NOT_REGISTERED
+        )
     if current.seq != seq:
         raise FailedPrecondition(
             f"seq: {seq}, but the device's current record has seq {current.seq}; "
-            "register the current record"
+            "register the current record",
+            Reason.STALE_SEQ,
         )
     if current.expires_at_ms <= now_ms:
-        raise FailedPrecondition("device_id: its lease has ended; register it anew")
+        raise FailedPrecondition(
+            "device_id: its lease has ended; register it anew", Reason.LEASE_ENDED
+        )
     device = pb.Device.FromString(current.device)
     record = pb.DeviceRecord.FromString(device.signed.record)
     ttl = lease.granted_ttl_seconds(record.ttl_seconds, policy)

@@ -42,6 +42,10 @@ class PresenceApi(Protocol):
         self, session_handle: str, device_id: str, at_least_seq: int = 0
     ) -> bool | Awaitable[bool]: ...
 
+    def keep_alive(
+        self, session_handle: str, device_id: str, seq: int
+    ) -> Registration | Awaitable[Registration]: ...
+
     def lookup(self, handle: str, quorum: bool = False) -> bytes | Awaitable[bytes]: ...
 
     def lookup_many(
@@ -105,6 +109,7 @@ class DirectoryApi:
         self._revoke_gate = gates.gate("RevokeSessions")
         self._register_gate = gates.gate("RegisterDevice")
         self._unregister_gate = gates.gate("UnregisterDevice")
+        self._keep_alive_gate = gates.gate("KeepAlive")
         self._lookup_gate = gates.gate("Lookup")
         self._lookup_many_gate = gates.gate("LookupMany")
         self._set_privacy_gate = gates.gate("SetPrivacy")
@@ -151,6 +156,7 @@ class DirectoryApi:
                 "UnregisterDevice": unary_handler(
                     "UnregisterDevice", pb.UnregisterDeviceRequest, self.unregister_device, m, s
                 ),
+                "KeepAlive": unary_handler("KeepAlive", pb.KeepAliveRequest, self.keep_alive, m, s),
                 "Lookup": unary_handler("Lookup", pb.LookupRequest, self.lookup, m, s),
                 "GetPlacement": unary_handler(
                     "GetPlacement", pb.GetPlacementRequest, self.get_placement, m, s
@@ -282,6 +288,19 @@ class DirectoryApi:
         self._tell_epoch(context)
         registration = await settled(self._presence.register(session.handle, request.signed))
         return pb.RegisterDeviceResponse(
+            expires_at_ms=registration.expires_at_ms, ttl_seconds=registration.ttl_seconds
+        )
+
+    async def keep_alive(
+        self, request: pb.KeepAliveRequest, context: Context
+    ) -> pb.KeepAliveResponse:
+        session = session_of(context, self._sessions)
+        self._keep_alive_gate.check(context, session.handle)
+        self._tell_epoch(context)
+        registration = await settled(
+            self._presence.keep_alive(session.handle, request.device_id, request.seq)
+        )
+        return pb.KeepAliveResponse(
             expires_at_ms=registration.expires_at_ms, ttl_seconds=registration.ttl_seconds
         )
 

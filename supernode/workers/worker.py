@@ -66,6 +66,7 @@ WRITES = frozenset(
         f"/{ACCOUNT_SERVICE}/RotateKey",
         f"/{PRESENCE_SERVICE}/RegisterDevice",
         f"/{PRESENCE_SERVICE}/UnregisterDevice",
+        f"/{PRESENCE_SERVICE}/KeepAlive",
         f"/{SESSION_SERVICE}/Logout",
         f"/{SESSION_SERVICE}/RevokeSessions",
     }

@@ -54,13 +54,17 @@ class HistoryObserver:
         self._open: dict[int, checks.WriteToken] = {}
 
     def write_sent(self, attempt: WriteAttempt) -> None:
-        kind: checks.WriteKind = "register" if attempt.kind is WriteKind.REGISTER else "unregister"
+        # A keepalive is, to the checker, the register of the same seq with a later lease
+        # end: acknowledged, that record must stay until then.
+        kind: checks.WriteKind = (
+            "unregister" if attempt.kind is WriteKind.UNREGISTER else "register"
+        )
         token = self.history.invoke_write(attempt.handle, attempt.device_id, attempt.seq, kind)
         self._open[id(attempt)] = token
 
     def write_acknowledged(self, attempt: WriteAttempt, expires_at_ms: int | None) -> None:
         token = self._open.pop(id(attempt))
-        if attempt.kind is WriteKind.REGISTER:
+        if attempt.kind is not WriteKind.UNREGISTER:
             assert expires_at_ms is not None
             lease_end = time.monotonic() + (expires_at_ms - now_ms()) / 1000
             self.history.complete(token, "ok", expires_at=lease_end)

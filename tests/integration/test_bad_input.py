@@ -241,6 +241,31 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
         r"record\.seq: 2",
         Reason.STALE_SEQ,
     )
+    # --- keepalives: only the live record at its own seq, only the caller's own device
+    await expect(
+        conn.keep_alive("phone", 4),  # an older record's keepalive, replayed
+        Code.FAILED_PRECONDITION,
+        r"^seq: 4, but the device's current record has seq 5",
+        Reason.STALE_SEQ,
+    )
+    await expect(
+        conn.keep_alive("laptop", 1),
+        Code.FAILED_PRECONDITION,
+        r"^device_id: no such device",
+        Reason.DEVICE_NOT_REGISTERED,
+    )
+    await expect(  # Bob's device: Alice's session names her own handle's devices only
+        conn.keep_alive("tablet", 1),
+        Code.FAILED_PRECONDITION,
+        r"^device_id: no such device",
+        Reason.DEVICE_NOT_REGISTERED,
+    )
+    await expect(
+        conn.keep_alive("no such id!", 5),
+        Code.INVALID_ARGUMENT,
+        r"^device_id:",
+        Reason.INVALID_FIELD,
+    )
     for offset, word in ((-3_600_000, "past"), (3_600_000, "future")):
         await expect(
             conn.register_device(
@@ -274,6 +299,9 @@ async def catalogue(conn: DirectoryConnection, alice: Identity, bob: Identity) -
     conn.token = "garbage!"
     await expect(
         conn.unregister_device("phone"), Code.UNAUTHENTICATED, r"malformed", Reason.TOKEN_INVALID
+    )
+    await expect(
+        conn.keep_alive("phone", 5), Code.UNAUTHENTICATED, r"malformed", Reason.TOKEN_INVALID
     )
     await expect(
         conn.presence.Lookup(

@@ -18,6 +18,8 @@ def test_quick_scenarios_produce_every_figure(tmp_path: Path) -> None:
     [run] = list(tmp_path.iterdir())
     data = json.loads((run / "scenarios.json").read_text())["results"]
     assert data["register_renew"]["count"] > 0 and data["register_renew"]["per_second"] > 0
+    keep = data["keepalive_renew"]
+    assert keep["count"] > 0 and keep["devices_online_at_300s_ttl"] == keep["per_second"] * 150
     watch = data["watch_notification_delay"]
     assert watch["client_send_to_event"]["count"] == watch["changes"]
     assert watch["server_commit_to_write"]["count"] >= watch["changes"]

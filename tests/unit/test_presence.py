@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from client_sdk.identity import Identity
 from client_sdk.protocol.errors import InvalidField
+from client_sdk.protocol.refusals import Reason
 from client_sdk.protocol.v1 import directory_pb2 as pb
 from client_sdk.transport import sign_account
 from supernode.directory.accounts import Accounts
@@ -442,20 +443,20 @@ def test_a_keepalive_extends_the_lease_of_the_same_record_without_a_watch_event(
 def test_a_keepalive_extends_only_the_live_current_record(
     presence: Presence, alice: Identity, clock: Clock
 ) -> None:
-    with pytest.raises(NotFound, match="no such device"):
-        presence.keep_alive("alice", "phone", 1)
+    def refused(handle: str, seq: int, reason: Reason) -> None:
+        with pytest.raises(FailedPrecondition) as caught:
+            presence.keep_alive(handle, "phone", seq)
+        assert caught.value.reason is reason
+
+    refused("alice", 1, Reason.DEVICE_NOT_REGISTERED)
     presence.register("alice", signed(alice, device_record(seq=4, ttl_seconds=10)))
-    with pytest.raises(FailedPrecondition, match="current record has seq 4"):
-        presence.keep_alive("alice", "phone", 3)  # an older record's keepalive, replayed
-    with pytest.raises(FailedPrecondition, match="current record has seq 4"):
-        presence.keep_alive("alice", "phone", 5)
-    with pytest.raises(NotFound):  # another account's session names its own handle
-        presence.keep_alive("bob", "phone", 4)
+    refused("alice", 3, Reason.STALE_SEQ)  # an older record's keepalive, replayed
+    refused("alice", 5, Reason.STALE_SEQ)
+    refused("bob", 4, Reason.DEVICE_NOT_REGISTERED)  # another account names its own handle
     with pytest.raises(InvalidField):
         presence.keep_alive("alice", "", 4)
     clock.now += 10_000  # the lease ended (swept or not): not revived
-    with pytest.raises(FailedPrecondition, match="lease has ended"):
-        presence.keep_alive("alice", "phone", 4)
+    refused("alice", 4, Reason.LEASE_ENDED)
 
 
 def test_an_unregistered_device_is_not_kept_alive_and_its_tombstone_wins(
@@ -464,8 +465,9 @@ def test_an_unregistered_device_is_not_kept_alive_and_its_tombstone_wins(
     presence.register("alice", signed(alice, device_record(seq=4, ttl_seconds=60)))
     early = presence.replica.extension("alice", "phone", 4)  # a keepalive racing the unregister
     assert presence.unregister("alice", "phone")
-    with pytest.raises(NotFound):
+    with pytest.raises(FailedPrecondition) as caught:
         presence.keep_alive("alice", "phone", 4)
+    assert caught.value.reason is Reason.DEVICE_NOT_REGISTERED
     # Arriving after the tombstone (a replica that applies it late), it changes nothing.
     assert presence.replica.apply(early.write) is None
     assert _lookup(presence, "alice").devices == []
