@@ -126,6 +126,14 @@ class SupernodeProcess:
         node is this sum (a gauge such as ``supernode_accounts`` is the primary's alone)."""
         return sum(sample(_scrape(url), name, **labels) for url in self.metrics_urls())
 
+    def calls(self, method: str, *codes: str) -> float:
+        """Calls of ``method`` the node answered with any of ``codes`` (default OK), summed
+        over its processes."""
+        return sum(
+            self.total("supernode_rpc_requests_total", method=method, code=code)
+            for code in codes or ("OK",)
+        )
+
     def wait_for(self, text: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

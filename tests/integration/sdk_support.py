@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from client_sdk import Client, ClientConfig, Identity, PinStore, PresenceEvent, Watch
+from client_sdk import Client, ClientConfig, EventKind, Identity, PinStore, PresenceEvent, Watch
 from client_sdk.backoff import Backoff
 from tests.integration.process import SupernodeProcess
 from tests.integration.waiting import eventually
@@ -125,3 +125,10 @@ class Collector:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+async def watching(client: Client, *handles: str) -> Collector:
+    """A watch of ``handles`` by ``client``, collected, once its snapshot arrived."""
+    watch = Collector(client.watch(handles))
+    await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+    return watch

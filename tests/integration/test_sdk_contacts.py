@@ -12,9 +12,9 @@ from tests.integration.sdk_support import (
     FAST_LEASES,
     TEST_CONFIG,
     Clients,
-    Collector,
     StartSupernode,
     restart_on_same_port,
+    watching,
 )
 from tests.integration.waiting import eventually
 
@@ -22,16 +22,7 @@ KEY = Identity.generate().public_key
 
 
 def lookups(node: SupernodeProcess) -> float:
-    return sum(
-        node.total("supernode_rpc_requests_total", method=method, code="OK")
-        for method in ("Lookup", "LookupMany")
-    )
-
-
-async def watching(app: Client, handle: str) -> Collector:
-    watch = Collector(app.watch([handle]))
-    await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
-    return watch
+    return node.calls("Lookup") + node.calls("LookupMany")
 
 
 async def test_a_watched_contact_is_answered_in_process_until_it_changes(

@@ -6,22 +6,17 @@ import dataclasses
 
 from client_sdk import Consistency, EventKind, Identity
 from client_sdk.transport import DirectoryConnection
-from tests.integration.process import SupernodeProcess
 from tests.integration.records import device
 from tests.integration.sdk_support import (
     FAST_LEASES,
     TEST_CONFIG,
     Clients,
-    Collector,
     StartSupernode,
+    watching,
 )
 from tests.integration.waiting import eventually
 
 KEY = Identity.generate().public_key
-
-
-def calls(node: SupernodeProcess, method: str, code: str = "OK") -> float:
-    return node.total("supernode_rpc_requests_total", method=method, code=code)
 
 
 async def test_an_unchanged_device_is_kept_alive_without_new_records_or_watch_events(
@@ -31,16 +26,15 @@ async def test_an_unchanged_device_is_kept_alive_without_new_records_or_watch_ev
     target = node.grpc_target
     alice = await sdk_clients.user(target, "alice")
     bob = await sdk_clients.user(target, "bob")
-    watch = Collector(alice.watch([bob.handle]))
-    await watch.wait_for(lambda e: e.kind is EventKind.SNAPSHOT)
+    watch = await watching(alice, bob.handle)
     registered = await bob.register_device("phone", transport_key=KEY, ttl=2)
     await watch.wait_for(lambda e: e.kind is EventKind.ONLINE)
 
     async def kept_alive_thrice() -> bool:
-        return calls(node, "KeepAlive") >= 3
+        return node.calls("KeepAlive") >= 3
 
     await eventually(kept_alive_thrice, what="three keepalives")  # past two 2 s leases
-    assert calls(node, "RegisterDevice") == 1, "no new record was signed"
+    assert node.calls("RegisterDevice") == 1, "no new record was signed"
     lease = bob.registration("phone")
     assert lease is not None and lease.seq == registered.seq
     assert lease.expires_at_ms > registered.expires_at_ms
@@ -73,7 +67,7 @@ async def test_a_device_whose_record_was_replaced_registers_anew(
         return lease is not None and lease.seq > registered.seq + 1
 
     await eventually(registered_anew, what="a new registration after STALE_SEQ")
-    assert calls(node, "KeepAlive", "FAILED_PRECONDITION") >= 1
+    assert node.calls("KeepAlive", "FAILED_PRECONDITION") >= 1
     assert bob.registration("phone") is not None
 
 
@@ -86,7 +80,7 @@ async def test_without_keepalives_every_renewal_is_a_new_record(
     await bob.register_device("phone", transport_key=KEY, ttl=1)
 
     async def renewed_twice() -> bool:
-        return calls(node, "RegisterDevice") >= 3
+        return node.calls("RegisterDevice") >= 3
 
     await eventually(renewed_twice, what="two renewals")
-    assert calls(node, "KeepAlive") == 0
+    assert node.calls("KeepAlive") == 0

@@ -104,6 +104,7 @@ async def test_a_dead_app_goes_offline_when_its_lease_runs_out(
             line = await app.stdout.readline()
         assert line.decode().strip() == "registered ttl=1", line
         await watch.wait_for(is_change(EventKind.ONLINE, "phone"))
+
         # The SDK in the app renews the 1 s lease by itself: let a few renewals land. They
         # change nothing a watcher sees, so the server counts them but tells no watcher.
         async def renewed_thrice() -> bool:
