@@ -74,8 +74,11 @@ class ClientConfig:
         plaintext: no TLS at all, for a development supernode run with
             ``--tls-plaintext``; tokens and lookups then cross the network readable.
         keepalive: renew a device's lease with ``KeepAlive`` while its record is unchanged
-            (no new signature; the supernode checks none and tells no watcher); False: every
-            renewal signs and registers a new record.
+            (no new signature; the supernode checks none and tells no watcher). Off by
+            default: in a cluster, a replica that missed the keepalives while it was down
+            expires its copy into a tombstone of the same seq, which the merge rule puts
+            above the extension, so the lease can end early there and spread by repair (the
+            SDK then registers anew). False: every renewal signs and registers a new record.
         coalesce_lookups: send concurrent ``lookup`` calls as one ``LookupMany``
             (``client_sdk.coalesce``); False: one ``Lookup`` call each.
         lookup_batch_window_seconds: how long a lookup waits for others to share its
@@ -112,8 +115,9 @@ class ClientConfig:
     # unless asked.
     tls: Tls = field(default_factory=Tls)
     plaintext: bool = False
-    # Renewals extend the registered record's lease (KeepAlive) while it is unchanged.
-    keepalive: bool = True
+    # Renewals extend the registered record's lease (KeepAlive) while it is unchanged; off
+    # until a lease's expiry on a lagging replica stops outranking a later keepalive.
+    keepalive: bool = False
     # Concurrent lookups share one LookupMany: a contact list opening costs one call.
     coalesce_lookups: bool = True
     lookup_batch_window_seconds: float = 0.0

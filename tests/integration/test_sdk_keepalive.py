@@ -17,6 +17,7 @@ from tests.integration.sdk_support import (
 from tests.integration.waiting import eventually
 
 KEY = Identity.generate().public_key
+KEEPALIVE = dataclasses.replace(TEST_CONFIG, keepalive=True)
 
 
 async def test_an_unchanged_device_is_kept_alive_without_new_records_or_watch_events(
@@ -25,7 +26,7 @@ async def test_an_unchanged_device_is_kept_alive_without_new_records_or_watch_ev
     node = start_supernode(*FAST_LEASES)
     target = node.grpc_target
     alice = await sdk_clients.user(target, "alice")
-    bob = await sdk_clients.user(target, "bob")
+    bob = await sdk_clients.user(target, "bob", config=KEEPALIVE)
     watch = await watching(alice, bob.handle)
     registered = await bob.register_device("phone", transport_key=KEY, ttl=2)
     await watch.wait_for(lambda e: e.kind is EventKind.ONLINE)
@@ -52,7 +53,7 @@ async def test_a_device_whose_record_was_replaced_registers_anew(
 ) -> None:
     node = start_supernode(*FAST_LEASES)
     target = node.grpc_target
-    bob = await sdk_clients.user(target, "bob")
+    bob = await sdk_clients.user(target, "bob", config=KEEPALIVE)
     registered = await bob.register_device("phone", transport_key=KEY, ttl=2)
     # Another client of the account replaces the record (the next seq): the SDK's next
     # keepalive is refused (STALE_SEQ), and it registers its own record again.
@@ -71,12 +72,11 @@ async def test_a_device_whose_record_was_replaced_registers_anew(
     assert bob.registration("phone") is not None
 
 
-async def test_without_keepalives_every_renewal_is_a_new_record(
+async def test_by_default_every_renewal_is_a_new_record(
     start_supernode: StartSupernode, sdk_clients: Clients
 ) -> None:
     node = start_supernode(*FAST_LEASES)
-    config = dataclasses.replace(TEST_CONFIG, keepalive=False)
-    bob = await sdk_clients.user(node.grpc_target, "bob", config=config)
+    bob = await sdk_clients.user(node.grpc_target, "bob")  # keepalive is off by default
     await bob.register_device("phone", transport_key=KEY, ttl=1)
 
     async def renewed_twice() -> bool:
