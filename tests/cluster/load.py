@@ -23,6 +23,7 @@ import grpc
 from client_sdk import (
     Client,
     ClientConfig,
+    Endpoint,
     EventKind,
     Identity,
     SupernodeError,
@@ -114,6 +115,7 @@ class Load:
 
     def __init__(self, users: list[User], history: checks.History, ttl: int) -> None:
         self.users, self.history, self.ttl = users, history, ttl
+        self.writes = 0
         self.rng = random.Random(7)
         self.stopping = asyncio.Event()
         # Why SDK lookups failed (kind and message), for a failing test's report.
@@ -128,8 +130,12 @@ class Load:
             if registered and device_id == "tablet" and self.rng.random() < 0.3:
                 await user.client.unregister_device(device_id)
             else:
+                # A new endpoint each time, so each write is a change its watchers are told
+                # of (the same record with a higher seq would be a renewal: no event).
+                self.writes += 1
+                endpoint = Endpoint("198.18.0.10", 1024 + self.writes % 60_000)
                 await user.client.register_device(
-                    device_id, transport_key=TRANSPORT_KEY, ttl=self.ttl
+                    device_id, transport_key=TRANSPORT_KEY, ttl=self.ttl, endpoints=[endpoint]
                 )
         except SupernodeError:
             pass  # the attempts are in the history (unknown); the load goes on
