@@ -46,9 +46,11 @@ export class Contract {
   }
 
   /**
-   * The canonical encoding of a signed body: fields in field-number order and a field
-   * holding its proto3 default (0, "", false, empty bytes, the enum's 0 value, an empty
-   * repeated field) left out, as the server requires of every signed body.
+   * The canonical encoding of a signed body (directory.proto's header): fields in
+   * field-number order and no field at its proto3 default (0, "", false, empty bytes, the
+   * enum's 0 value, an empty repeated field). protobufjs writes a field that is set, even
+   * to its default, so those are deleted first. Also how a served Account is re-encoded
+   * to check its creation signature.
    */
   encode(name, fields) {
     const type = this.type(name);
@@ -156,6 +158,16 @@ export function verify(rawKey, domain, body, signature) {
   } catch {
     return false; // not a point of the curve at all
   }
+}
+
+/**
+ * True when `signature` is the CreateAccount signature of `account` as served (decoded):
+ * by its account_key, over the account re-encoded canonically (GetAccountResponse.
+ * account_signature), so the holder of that key created this handle.
+ */
+export function accountSigned(contract, account, signature) {
+  const body = contract.encode("Account", account);
+  return verify(account.account_key, DOMAINS.createAccount, body, signature);
 }
 
 /**
