@@ -3,7 +3,7 @@
 
 The Node client creates an account, logs in, registers a device, looks up, looks up many,
 searches and watches, verifying every signature it is served, and checks what the server
-refuses (the codes are not all in the protos yet: interop/RULES_NEEDED.md). The Python SDK
+refuses (each refusal's status and ErrorInfo reason, as the protos name them). The Python SDK
 checks the other direction: it looks the Node client's device up (verifying its signature
 against the account key), finds the account by search, watches it (the device, then its
 unregistration) and registers the device the Node client's watch must see. Once over
