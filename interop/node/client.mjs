@@ -18,7 +18,15 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 import { Caller, refusal } from "./calls.mjs";
-import { Contract, DOMAINS, Ed25519Key, accountSigned, currentKey, verify } from "./contract.mjs";
+import {
+  Contract,
+  DOMAINS,
+  Ed25519Key,
+  accountSigned,
+  currentKey,
+  displayNameDefect,
+  verify,
+} from "./contract.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE =
@@ -122,6 +130,8 @@ class Scenario {
       discoverable: true,
       created_at_ms: Date.now(),
     };
+    const defect = displayNameDefect(fields.display_name);
+    check(defect === null, `the display name is one the server accepts (${defect})`);
     const created = await this.caller.anonymous(
       "account",
       "CreateAccount",

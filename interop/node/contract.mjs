@@ -95,6 +95,23 @@ function withoutDefaults(type, message) {
   return message;
 }
 
+// Account.display_name: any character of General Category C or Z but U+0020 SPACE is refused.
+const UNPRINTABLE = /[\p{C}\p{Z}]/u;
+export const MAX_DISPLAY_NAME_CHARS = 64; // limits.max_display_name_chars, the default
+
+/**
+ * Why `name` is not a display name the server accepts (null: it is): over the limit in
+ * code points (not UTF-16 units), or holding an unprintable character. Node's Unicode may
+ * be newer than the server's: a character it knows may still be unassigned there.
+ */
+export function displayNameDefect(name, maxChars = MAX_DISPLAY_NAME_CHARS) {
+  const chars = [...name];
+  if (chars.length > maxChars) return `${chars.length} characters, at most ${maxChars}`;
+  const bad = chars.find((ch) => ch !== " " && UNPRINTABLE.test(ch));
+  if (bad !== undefined) return `U+${bad.codePointAt(0).toString(16).toUpperCase()} is unprintable`;
+  return null;
+}
+
 /** "<domain>" 0x00 body: what an Ed25519 signature covers. */
 export function signingPayload(domain, body) {
   return Buffer.concat([Buffer.from(domain, "utf8"), Buffer.from([0]), body]);
