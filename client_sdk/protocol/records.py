@@ -10,9 +10,11 @@ hold no field the contract does not name (a 60 KB unknown field in an account wa
 and served to everyone, far past the display-name limit), and it must be the canonical
 encoding of what it holds: the bytes ``SerializeToString(deterministic=True)`` gives for the
 decoded message (fields in number order, each once, no default values, shortest varints).
-Every protobuf runtime writes these messages (no maps) that way, so a body an honest SDK
-signed always passes, and a record has one byte string per meaning: what is stored and
-served is what the contract's checks saw, with nothing riding along.
+The Python, Go, Java and C++ runtimes write these messages (no maps) that way; protobufjs
+writes a field set to its default, so a JavaScript client deletes those first
+(directory.proto's header says so). A body an honest SDK signed always passes, and a
+record has one byte string per meaning: what is stored and served is what the contract's
+checks saw, with nothing riding along.
 """
 
 import ipaddress

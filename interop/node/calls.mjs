@@ -47,6 +47,16 @@ const CODE_NAMES = Object.fromEntries(
   Object.entries(grpc.status).map(([name, code]) => [code, name]),
 );
 
+// HTTP/2 keepalive pings, which a quiet Watch needs to survive NATs (directory.proto's
+// header, "Transport"): grpc-js sends none by default. Every 30 s, with or without calls,
+// stays well above the server's server.keepalive_min_ping_interval_seconds (10 s); pinging
+// more often than that ends the connection with GOAWAY too_many_pings.
+const KEEPALIVE = Object.freeze({
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 20_000,
+  "grpc.keepalive_permit_without_calls": 1,
+});
+
 /** A call the server refused (or that never reached it). */
 export class CallError extends Error {
   constructor(call, error) {
@@ -76,7 +86,7 @@ export class Caller {
       : grpc.credentials.createInsecure();
     // One channel (one HTTP/2 connection) for every service: a node with --workers
     // guarantees a client reads its own writes on its connection, not across connections.
-    this.channel = new grpc.Channel(target, credentials, {});
+    this.channel = new grpc.Channel(target, credentials, KEEPALIVE);
     const { AccountService, SessionService, PresenceService, SearchService } = contract.services;
     const options = { channelOverride: this.channel };
     this.clients = {

@@ -18,7 +18,15 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 import { Caller, refusal } from "./calls.mjs";
-import { Contract, DOMAINS, Ed25519Key, currentKey, verify } from "./contract.mjs";
+import {
+  Contract,
+  DOMAINS,
+  Ed25519Key,
+  accountSigned,
+  currentKey,
+  displayNameDefect,
+  verify,
+} from "./contract.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE =
@@ -64,8 +72,23 @@ function emit(line) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-/** The devices of a LookupResponse, each signature verified with the account's current key. */
+/**
+ * Fails unless `signature` is `account`'s creation signature. Every account this client
+ * meets was created with its signature kept, so an empty one fails too.
+ */
+function checkAccount(contract, account, signature) {
+  check(
+    accountSigned(contract, account, signature),
+    `${account.handle}'s account verifies with its CreateAccount signature`,
+  );
+}
+
+/**
+ * The devices of a LookupResponse, each signature verified with the account's current key
+ * (the account itself verified with its creation signature first).
+ */
 function verifiedDevices(contract, found) {
+  checkAccount(contract, found.account, found.account_signature);
   const key = currentKey(contract, found.account, found.rotations);
   return found.devices.map((device) => {
     const { record, signature } = device.signed;
@@ -107,6 +130,8 @@ class Scenario {
       discoverable: true,
       created_at_ms: Date.now(),
     };
+    const defect = displayNameDefect(fields.display_name);
+    check(defect === null, `the display name is one the server accepts (${defect})`);
     const created = await this.caller.anonymous(
       "account",
       "CreateAccount",
@@ -114,7 +139,9 @@ class Scenario {
     );
     check(created.account.handle === handle, "CreateAccount answers the account");
     check(created.account.account_key.equals(this.key.raw), "CreateAccount answers the key");
+    checkAccount(this.contract, created.account, created.account_signature);
     const got = await this.caller.anonymous("account", "GetAccount", { handle });
+    checkAccount(this.contract, got.account, got.account_signature);
     check(got.account.display_name === fields.display_name, "GetAccount serves the display name");
     check(got.rotations.length === 0, "a new account has no key rotations");
     this.summary.display_name = got.account.display_name;
@@ -339,6 +366,10 @@ class Scenario {
     const { handle } = this.args;
     const byHandle = await this.caller.unary("search", "Search", { query: handle, limit: 5 });
     const byWord = await this.caller.unary("search", "Search", { query: "node", limit: 50 }); // "Nodé"
+    for (const answer of [byHandle, byWord])
+      answer.accounts.forEach((account, i) =>
+        checkAccount(this.contract, account, answer.account_signatures[i]),
+      );
     this.summary.search = {
       by_handle: byHandle.accounts.map((a) => a.handle),
       by_word: byWord.accounts.map((a) => a.handle),

@@ -46,9 +46,11 @@ export class Contract {
   }
 
   /**
-   * The canonical encoding of a signed body: fields in field-number order and a field
-   * holding its proto3 default (0, "", false, empty bytes, the enum's 0 value, an empty
-   * repeated field) left out, as the server requires of every signed body.
+   * The canonical encoding of a signed body (directory.proto's header): fields in
+   * field-number order and no field at its proto3 default (0, "", false, empty bytes, the
+   * enum's 0 value, an empty repeated field). protobufjs writes a field that is set, even
+   * to its default, so those are deleted first. Also how a served Account is re-encoded
+   * to check its creation signature.
    */
   encode(name, fields) {
     const type = this.type(name);
@@ -91,6 +93,23 @@ function withoutDefaults(type, message) {
     }
   }
   return message;
+}
+
+// Account.display_name: any character of General Category C or Z but U+0020 SPACE is refused.
+const UNPRINTABLE = /[\p{C}\p{Z}]/u;
+export const MAX_DISPLAY_NAME_CHARS = 64; // limits.max_display_name_chars, the default
+
+/**
+ * Why `name` is not a display name the server accepts (null: it is): over the limit in
+ * code points (not UTF-16 units), or holding an unprintable character. Node's Unicode may
+ * be newer than the server's: a character it knows may still be unassigned there.
+ */
+export function displayNameDefect(name, maxChars = MAX_DISPLAY_NAME_CHARS) {
+  const chars = [...name];
+  if (chars.length > maxChars) return `${chars.length} characters, at most ${maxChars}`;
+  const bad = chars.find((ch) => ch !== " " && UNPRINTABLE.test(ch));
+  if (bad !== undefined) return `U+${bad.codePointAt(0).toString(16).toUpperCase()} is unprintable`;
+  return null;
 }
 
 /** "<domain>" 0x00 body: what an Ed25519 signature covers. */
@@ -156,6 +175,16 @@ export function verify(rawKey, domain, body, signature) {
   } catch {
     return false; // not a point of the curve at all
   }
+}
+
+/**
+ * True when `signature` is the CreateAccount signature of `account` as served (decoded):
+ * by its account_key, over the account re-encoded canonically (GetAccountResponse.
+ * account_signature), so the holder of that key created this handle.
+ */
+export function accountSigned(contract, account, signature) {
+  const body = contract.encode("Account", account);
+  return verify(account.account_key, DOMAINS.createAccount, body, signature);
 }
 
 /**

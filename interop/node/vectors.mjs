@@ -6,6 +6,7 @@
 //   {"encode": "DeviceRecord", "fields": {...}}      -> {"hex": "<canonical encoding>"}
 //   {"verify": {"key", "domain", "body", "signature"}} -> {"valid": true|false}  (hex fields)
 //   {"sign": {"domain", "body"}}                       -> {"key", "signature"}   (hex)
+//   {"display_name": "..."}                            -> {"valid": true|false}
 //
 // In `fields`, bytes are base64 and 64-bit integers may be decimal strings (protobufjs's
 // JSON mapping); enums are names or numbers.
@@ -13,7 +14,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { Contract, Ed25519Key, verify } from "./contract.mjs";
+import { Contract, Ed25519Key, displayNameDefect, verify } from "./contract.mjs";
 
 const PROTOS = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "protos");
 
@@ -30,6 +31,8 @@ function answer(contract, testCase) {
     const signature = key.sign(testCase.sign.domain, Buffer.from(testCase.sign.body, "hex"));
     return { key: key.raw.toString("hex"), signature: signature.toString("hex") };
   }
+  if (typeof testCase.display_name === "string")
+    return { valid: displayNameDefect(testCase.display_name) === null };
   throw new Error(`unknown case ${JSON.stringify(testCase)}`);
 }
 

@@ -51,8 +51,9 @@ class Scored:
 def score(query: str, handle: str, display_name: str) -> Scored | None:
     """How well an account matches a folded query, or None when it does not.
 
-    A multi-word query ("jose alv") matches when every query word prefixes a distinct
-    display-name word, in any order.
+    A multi-word query ("jose alv") matches when every query word prefixes some
+    display-name word, in any order (two query words may prefix the same one:
+    search.proto states this rule).
     """
     if handle == query:
         return Scored(Rank.EXACT_HANDLE, handle)

@@ -3,7 +3,7 @@
 
 The Node client creates an account, logs in, registers a device, looks up, looks up many,
 searches and watches, verifying every signature it is served, and checks what the server
-refuses (the codes are not all in the protos yet: interop/RULES_NEEDED.md). The Python SDK
+refuses (each refusal's status and ErrorInfo reason, as the protos name them). The Python SDK
 checks the other direction: it looks the Node client's device up (verifying its signature
 against the account key), finds the account by search, watches it (the device, then its
 unregistration) and registers the device the Node client's watch must see. Once over
@@ -39,21 +39,21 @@ from tests.interop.npm import NodeClient
 StartSupernode = Callable[..., SupernodeProcess]
 NODE_DEVICE = "node-laptop"  # the device id the Node client registers
 
-# What the Node client's deliberate mistakes must be answered with (status codes only: the
-# server sends no ErrorInfo reason for these yet).
+# What the Node client's deliberate mistakes must be answered with: the gRPC status and the
+# google.rpc.ErrorInfo reason, as the protos' "Refused:" lines and errors.proto name them.
 EXPECTED_REFUSALS = {
-    "handle_taken": "ALREADY_EXISTS",
-    "forged_account": "PERMISSION_DENIED",
-    "non_canonical_account": "INVALID_ARGUMENT",
-    "no_token": "UNAUTHENTICATED",
-    "forged_login": "PERMISSION_DENIED",
-    "challenge_reused": "UNAUTHENTICATED",
-    "replayed_seq": "FAILED_PRECONDITION",
-    "forged_record": "PERMISSION_DENIED",
-    "record_of_another_handle": "PERMISSION_DENIED",
-    "unspecified_status": "INVALID_ARGUMENT",
-    "lookup_unknown": "NOT_FOUND",
-    "after_logout": "UNAUTHENTICATED",
+    "handle_taken": ("ALREADY_EXISTS", "HANDLE_TAKEN"),
+    "forged_account": ("PERMISSION_DENIED", "SIGNATURE_INVALID"),
+    "non_canonical_account": ("INVALID_ARGUMENT", "INVALID_FIELD"),
+    "no_token": ("UNAUTHENTICATED", "TOKEN_MISSING"),
+    "forged_login": ("PERMISSION_DENIED", "SIGNATURE_INVALID"),
+    "challenge_reused": ("UNAUTHENTICATED", "CHALLENGE_USED"),
+    "replayed_seq": ("FAILED_PRECONDITION", "STALE_SEQ"),
+    "forged_record": ("PERMISSION_DENIED", "SIGNATURE_INVALID"),
+    "record_of_another_handle": ("PERMISSION_DENIED", "NOT_OWNER"),
+    "unspecified_status": ("INVALID_ARGUMENT", "INVALID_FIELD"),
+    "lookup_unknown": ("NOT_FOUND", "ACCOUNT_NOT_FOUND"),
+    "after_logout": ("UNAUTHENTICATED", "SESSION_REVOKED"),
 }
 
 
@@ -146,7 +146,9 @@ async def test_node_client_round_trip(
         "seq": device.seq,
         "ttl_seconds": 300,
     }
-    refusals = {name: refusal["code"] for name, refusal in summary["refusals"].items()}
+    refusals = {
+        name: (refusal["code"], refusal["reason"]) for name, refusal in summary["refusals"].items()
+    }
     assert refusals == EXPECTED_REFUSALS, summary["refusals"]
     assert summary["lookup_peer"] == {
         "display_name": "Python-Peer",

@@ -2,7 +2,9 @@
 on vectors: its canonical encoding of signed bodies must be byte for byte what
 ``SerializeToString(deterministic=True)`` gives (the server refuses anything else), and its
 Ed25519 verification must accept and refuse exactly what ``client_sdk.protocol.signing``
-does, weak keys and malleable signatures included (OpenSSL alone accepts some).
+does, weak keys and malleable signatures included (OpenSSL alone accepts some); and its
+display-name check, written from the proto's Unicode categories, must agree with the
+server's ``str.isprintable``.
 
 One ``node interop/node/vectors.mjs`` run answers every case.
 """
@@ -19,9 +21,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from client_sdk.identity import Identity
+from client_sdk.protocol.errors import InvalidField
 from client_sdk.protocol.signing import DEVICE_RECORD_DOMAIN, signature_is_valid
 from client_sdk.protocol.v1 import directory_pb2 as pb
-from client_sdk.protocol.validation import ED25519_ORDER
+from client_sdk.protocol.validation import ED25519_ORDER, check_display_name
 from tests.interop.npm import NodeClient
 
 RANDOM_RECORDS = 200
@@ -171,3 +174,36 @@ def test_signatures_verify_as_in_python(node_client: NodeClient) -> None:
     assert signature_is_valid(
         bytes.fromhex(signed["key"]), DEVICE_RECORD_DOMAIN, body, bytes.fromhex(signed["signature"])
     )
+
+
+# Display names judged alike (Account.display_name: code points, General Categories C and Z
+# but SPACE). Characters unassigned in both Unicode versions only: Node's may be newer than
+# the server's Python (the proto says so), and then a newly assigned character differs.
+DISPLAY_NAMES = [
+    "José Álvarez 🎉",
+    "🎉" * 64,  # 64 code points, 128 UTF-16 units: accepted
+    "🎉" * 65,
+    "a" * 65,
+    "",
+    "tab\there",  # Cc
+    "zero\u200bwidth",  # Cf
+    "no\u00a0break",  # Zs other than SPACE
+    "line\u2028sep",  # Zl
+    "private\ue000",  # Co
+    "unassigned\u0378",  # Cn
+    "ideograph 山田 ٣",  # letters and a digit of other scripts
+    "combining e\u0301",  # Mn is printable
+]
+
+
+def test_display_names_are_judged_as_in_python(node_client: NodeClient) -> None:
+    expected = []
+    for name in DISPLAY_NAMES:
+        try:
+            check_display_name("display_name", name, 64)
+            expected.append(True)
+        except InvalidField:
+            expected.append(False)
+    answers = run_vectors(node_client, [{"display_name": name} for name in DISPLAY_NAMES])
+    assert [a["valid"] for a in answers] == expected
+    assert expected.count(False) == 8
