@@ -104,6 +104,11 @@ class SessionAuthority:
         self._clock_ms = clock_ms
         self._token_ttl_ms = token_ttl_seconds * 1000
         self._challenge_ttl_ms = challenge_ttl_seconds * 1000
+        # Used challenges are remembered by the process that issued them, so a challenge is
+        # only redeemed there: its MAC covers this random issuer (new at every start), and
+        # another node of the cluster (same secret) or this one restarted refuses it. Else a
+        # captured challenge and signature could be redeemed once more on each other node.
+        self._issuer = secrets.token_bytes(16)
         self._used_challenges: OrderedDict[bytes, int] = OrderedDict()
         # token -> session: a dict hit instead of base64 + HMAC on every lookup.
         self._verified: OrderedDict[str, Session] = OrderedDict()
@@ -116,7 +121,10 @@ class SessionAuthority:
         check_handle("handle", handle)
         expires_at_ms = self._clock_ms() + self._challenge_ttl_ms
         header = _CHALLENGE_HEADER.pack(_CHALLENGE_VERSION, expires_at_ms, secrets.token_bytes(16))
-        return header + _mac(self._secret, b"challenge" + handle.encode(), header), expires_at_ms
+        return header + self._challenge_mac(handle, header), expires_at_ms
+
+    def _challenge_mac(self, handle: str, header: bytes) -> bytes:
+        return _mac(self._secret, b"challenge" + self._issuer + handle.encode(), header)
 
     def login(
         self, handle: str, challenge: bytes, signature: bytes, account_key: bytes
@@ -154,9 +162,10 @@ class SessionAuthority:
                 "challenge: not a challenge issued by GetChallenge", reason=Reason.INVALID_FIELD
             )
         header, mac = challenge[: _CHALLENGE_HEADER.size], challenge[_CHALLENGE_HEADER.size :]
-        if not hmac.compare_digest(mac, _mac(self._secret, b"challenge" + handle.encode(), header)):
+        if not hmac.compare_digest(mac, self._challenge_mac(handle, header)):
             raise Unauthenticated(
-                "challenge: not issued by this supernode for this handle",
+                "challenge: not issued by this supernode (since its start) for this handle; "
+                "ask it for a new one",
                 reason=Reason.CHALLENGE_INVALID,
             )
         _, expires_at_ms, _ = _CHALLENGE_HEADER.unpack(header)

@@ -258,3 +258,20 @@ def test_version_1_tokens_are_accepted_until_they_expire(
     clock.now += 60_000
     with pytest.raises(Unauthenticated, match="expired"):
         authority.authenticate(node, Audience.NODE)
+
+
+def test_a_challenge_is_redeemed_only_by_the_process_that_issued_it(clock: Clock) -> None:
+    """Another node of the cluster (the same secret) or this one restarted cannot tell
+    whether a challenge was used already: they refuse it, so no captured challenge and
+    signature log in twice."""
+    secret = b"s" * 32
+    issuer, other_node = (SessionAuthority(secret, clock_ms=clock) for _ in range(2))
+    identity = Identity.generate()
+    challenge, _ = issuer.challenge("alice")
+    signature = identity.sign(LOGIN_DOMAIN, challenge)
+    with pytest.raises(Unauthenticated, match="not issued by this supernode") as refused:
+        other_node.login("alice", challenge, signature, identity.public_key)
+    assert refused.value.reason.value == "CHALLENGE_INVALID"
+    issuer.login("alice", challenge, signature, identity.public_key)
+    with pytest.raises(Unauthenticated, match="already used"):
+        issuer.login("alice", challenge, signature, identity.public_key)
