@@ -13,6 +13,8 @@ from typing import Any
 from benchmarks import histogram as hist
 from benchmarks.loadgen import LoadSpec, PointResult
 
+PYTHON = "python"  # the generator of every figure but the native phase's
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -48,10 +50,23 @@ class Figure:
     generator_cpu_s: float
     histogram: str = field(repr=False)  # encoded HdrHistogram, µs
     failure: str | None = None  # the point could not be measured at all
+    generator: str = PYTHON  # python (benchmarks.loadgen) | h2load | redis-benchmark
+    server_processes: int = 1  # processes serving the system (its CPU is theirs together)
+    server_ok: int | None = None  # native points: OK answers the server itself counted
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.system, self.workload)
+
+    @property
+    def rate_per_process(self) -> float:
+        """Operations per second per serving process (the machine's figure / processes)."""
+        return self.achieved_rate / max(1, self.server_processes)
+
+    @property
+    def server_cpu_us_per_op(self) -> float | None:
+        per_1000 = self.server_cpu_s_per_1000_ops
+        return None if per_1000 is None else per_1000 * 1000
 
 
 def measured_figure(

@@ -221,10 +221,29 @@ class ServerCounts:
         return ServerCounts(self.ok - before.ok, self.errors - before.errors)
 
 
-def server_counts(metrics_text: str, method: str) -> ServerCounts:
-    """``method``'s calls in a supernode's exposition (``method`` as :func:`method_label`)."""
-    ok = metric(metrics_text, RPC_REQUESTS, method=method, code="OK")
-    every = metric(metrics_text, RPC_REQUESTS, method=method)
+@dataclass(frozen=True)
+class CallCounter:
+    """Where a server counts its calls in its Prometheus exposition: a counter with one
+    label naming the method and one naming the status code, and the code that means OK."""
+
+    name: str
+    method_label: str = "method"
+    code_label: str = "code"
+    ok_code: str = "OK"
+
+
+SUPERNODE_CALLS = CallCounter(RPC_REQUESTS)
+# go-grpc-prometheus, which etcd serves on its client URL's /metrics (3.4 and later).
+GRPC_GO_CALLS = CallCounter("grpc_server_handled", "grpc_method", "grpc_code")
+
+
+def server_counts(
+    metrics_text: str, method: str, counter: CallCounter = SUPERNODE_CALLS
+) -> ServerCounts:
+    """``method``'s calls in a server's exposition (``method`` as :func:`method_label`)."""
+    method_only = {counter.method_label: method}
+    ok = metric(metrics_text, counter.name, **method_only, **{counter.code_label: counter.ok_code})
+    every = metric(metrics_text, counter.name, **method_only)
     return ServerCounts(round(ok), round(every - ok))
 
 
@@ -417,6 +436,7 @@ class NativeTarget:
     request: bytes
     metadata: tuple[tuple[str, str], ...] = ()
     metrics_url: str | None = None
+    counter: CallCounter = SUPERNODE_CALLS
 
 
 @dataclass(frozen=True)
@@ -432,8 +452,10 @@ def metrics_url(address: str) -> str:
     return f"http://{address}/metrics"
 
 
-async def scrape_counts(url: str, method: str) -> ServerCounts:
-    return server_counts(await asyncio.to_thread(scrape, url), method)
+async def scrape_counts(
+    url: str, method: str, counter: CallCounter = SUPERNODE_CALLS
+) -> ServerCounts:
+    return server_counts(await asyncio.to_thread(scrape, url), method, counter)
 
 
 async def run_many(
@@ -460,7 +482,7 @@ async def run_many(
     async def counts(t: NativeTarget) -> ServerCounts | None:
         if t.metrics_url is None:
             return None
-        return await scrape_counts(t.metrics_url, method_label(t.method_path))
+        return await scrape_counts(t.metrics_url, method_label(t.method_path), t.counter)
 
     before = await asyncio.gather(*(counts(t) for t in targets))
     runs = [

@@ -17,6 +17,8 @@ import grpc
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from benchmarks.dataset import Dataset
+from benchmarks.native import GRPC_GO_CALLS
+from benchmarks.native_drivers import GrpcDriver, KeysByBatch, NativeWorkload
 from benchmarks.services import Item, ManagedServerSystem
 from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.grpc_raw import CHANNEL_OPTIONS, CONNECT_TIMEOUT_S
@@ -37,6 +39,7 @@ QUOTA_BACKEND_BYTES = 16 * 1024**3
 # happen while loading: the measured workloads are read-only.
 SNAPSHOT_COUNT = 5000
 TXN_BATCHES = (10, 100)
+KV = "/etcdserverpb.KV"
 _RPC_TIMEOUT_S = 120.0
 
 
@@ -79,6 +82,19 @@ def txn_chunks(items: Sequence[Item], max_ops: int, max_bytes: int) -> Iterator[
             stop += 1
         yield items[start:stop]
         start = stop
+
+
+def range_request(index: int, serializable: bool) -> rpc_pb2.RangeRequest:
+    """One user's key; serializable: answered from the member's local state."""
+    return rpc_pb2.RangeRequest(key=Dataset.handle(index).encode(), serializable=serializable)
+
+
+def txn_request(indexes: list[int]) -> rpc_pb2.TxnRequest:
+    """One Txn of serializable Ranges, etcd's batch read (a Txn of only serializable
+    ranges is served locally too, like a LookupMany on one supernode)."""
+    return rpc_pb2.TxnRequest(
+        success=[rpc_pb2.RequestOp(request_range=range_request(i, True)) for i in indexes]
+    )
 
 
 class EtcdSystem(ManagedServerSystem):
@@ -140,6 +156,22 @@ class EtcdSystem(ManagedServerSystem):
             *(ClientSpec("etcd", f"txn-{n}", target, batch=n) for n in TXN_BATCHES),
         ]
 
+    def native_workloads(self, keys: KeysByBatch) -> list[NativeWorkload]:
+        """Serializable Range and Txn-N under h2load, judged by etcd's
+        ``grpc_server_handled_total`` on its client URL's /metrics. (Linearizable Range,
+        a raft read index per call, is the Python generator's alone.)"""
+        urls = [f"http://{self.target}/metrics"]
+
+        def driver(method: str, request: bytes) -> GrpcDriver:
+            return GrpcDriver(self.target, f"{KV}/{method}", request, (), urls, GRPC_GO_CALLS)
+
+        single = range_request(keys[1][0], True).SerializeToString()
+        txns = {n: txn_request(keys[n]).SerializeToString() for n in TXN_BATCHES}
+        return [
+            NativeWorkload(self.name, "range-serializable", 1, driver("Range", single)),
+            *(NativeWorkload(self.name, f"txn-{n}", n, driver("Txn", txns[n])) for n in txns),
+        ]
+
 
 class EtcdClient:
     """One gRPC channel to etcd; one workload.
@@ -193,23 +225,10 @@ class EtcdClient:
         return [kv.value for kv in kvs]
 
     async def _range(self, index: int) -> rpc_pb2.RangeResponse:
-        request = rpc_pb2.RangeRequest(
-            key=Dataset.handle(index).encode(), serializable=self._serializable
-        )
-        return await self._stub().Range(request)
+        return await self._stub().Range(range_request(index, self._serializable))
 
     async def _range_txn(self, indexes: list[int]) -> rpc_pb2.TxnResponse:
-        request = rpc_pb2.TxnRequest(
-            success=[
-                rpc_pb2.RequestOp(
-                    request_range=rpc_pb2.RangeRequest(
-                        key=Dataset.handle(index).encode(), serializable=True
-                    )
-                )
-                for index in indexes
-            ]
-        )
-        return await self._stub().Txn(request)
+        return await self._stub().Txn(txn_request(indexes))
 
     def _stub(self) -> rpc_pb2_grpc.KVStub:
         if self._kv is None:
