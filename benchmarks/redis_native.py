@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import histogram as hist
-from benchmarks.native import NativeError, NativePoint, ServerCounts, failure_reason, judge
+from benchmarks.native import NativeError, NativePoint, failure_reason
 from benchmarks.services import split_target
 from supernode.debian import DebianPackage, ensure_installed
 
@@ -146,18 +146,28 @@ def redis_counts(
     )
 
 
+def redis_failure(done: int, counted: RedisCounts, keys_per_request: int) -> str | None:
+    """Why Redis's counts over warm-up and run do not confirm ``done`` requests, or None."""
+    ok = counted.calls - counted.failed
+    if counted.failed:
+        return f"redis failed or rejected {counted.failed} calls"
+    if ok < done:
+        return f"redis answered {ok} calls OK but redis-benchmark finished {done}"
+    if counted.misses:
+        return f"redis missed {counted.misses} keys"
+    if counted.hits < done * keys_per_request:
+        return f"redis found {counted.hits} keys for {done} x {keys_per_request}"
+    return None
+
+
 def judge_redis(point: NativePoint, counted: RedisCounts, keys_per_request: int) -> NativePoint:
     """``point`` judged by Redis's counts over warm-up and run (module docstring)."""
-    server = ServerCounts(counted.calls - counted.failed, counted.failed)
-    judged = judge(point, server)
-    if judged.failure is None and counted.misses:
-        return replace(judged, failure=f"redis missed {counted.misses} keys")
-    if judged.failure is None and counted.hits < point.done * keys_per_request:
-        return replace(
-            judged,
-            failure=f"redis found {counted.hits} keys for {point.done} x {keys_per_request}",
-        )
-    return judged
+    return replace(
+        point,
+        server_ok=counted.calls - counted.failed,
+        server_errors=counted.failed,
+        failure=point.failure or redis_failure(point.done, counted, keys_per_request),
+    )
 
 
 # ---------------------------------------------------------------------- running it
