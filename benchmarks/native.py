@@ -9,8 +9,10 @@ gRPC frame (:func:`grpc_frame`) POSTed to ``/package.Service/Method`` with
 
 It sees only HTTP, and gRPC answers an error with HTTP 200 and ``grpc-status`` in trailers,
 so its "succeeded" says nothing about the calls. The server's own counters do: a point is
-judged against ``supernode_rpc_requests_total`` scraped before and after (:func:`judge`). A
-point the server did not answer OK to the last call is failed, never a throughput.
+judged against a call counter scraped before and after (:func:`judge`):
+``supernode_rpc_requests_total`` by default, any counter with a method and a code label
+(:class:`CallCounter`: etcd's ``grpc_server_handled_total``, the echo baseline's). A point
+the server did not answer OK to the last call is failed, never a throughput.
 
 What h2load 1.52 does (measured, and what the parsers rely on):
 
