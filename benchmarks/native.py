@@ -388,7 +388,7 @@ async def run_h2load(
             binary, grpc_url(target, method_path), body, [*GRPC_HEADERS, *metadata],
             duration_s, warmup_s, clients, streams, threads, log,
         )  # fmt: skip
-        stdout = await _run(argv, limit_s=duration_s + warmup_s + _PROCESS_MARGIN_S)
+        stdout = await run_tool(argv, limit_s=duration_s + warmup_s + _PROCESS_MARGIN_S)
         summary = parse_summary(stdout)
         lines = await asyncio.to_thread(lambda: parse_log(log.read_text()))
     if len(lines) != summary.done:
@@ -404,8 +404,10 @@ async def run_h2load(
     )
 
 
-async def _run(argv: list[str], limit_s: float) -> str:
-    """h2load's stdout; NativeError (with its output) on a non-zero exit or past ``limit_s``."""
+async def run_tool(argv: list[str], limit_s: float) -> str:
+    """A native generator's output (stdout and stderr); NativeError (with its output) on a
+    non-zero exit or past ``limit_s``, the process killed then."""
+    tool = Path(argv[0]).name
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -416,7 +418,7 @@ async def _run(argv: list[str], limit_s: float) -> str:
         async with asyncio.timeout(limit_s):
             out, _ = await process.communicate()
     except TimeoutError:
-        raise NativeError(f"h2load still running after {limit_s:.0f} s: {argv}") from None
+        raise NativeError(f"{tool} still running after {limit_s:.0f} s: {argv}") from None
     finally:
         if process.returncode is None:  # timed out or cancelled: never leave it running
             with contextlib.suppress(ProcessLookupError):
@@ -424,7 +426,7 @@ async def _run(argv: list[str], limit_s: float) -> str:
             await process.wait()
     text = out.decode(errors="replace")
     if process.returncode != 0:
-        raise NativeError(f"h2load exited with {process.returncode}:\n{text[-_TAIL_CHARS:]}")
+        raise NativeError(f"{tool} exited with {process.returncode}:\n{text[-_TAIL_CHARS:]}")
     return text
 
 

@@ -15,17 +15,17 @@ What redis-benchmark 7.0 does (and what the parsers rely on):
   cumulative count) from its own HdrHistogram; :func:`latency_histogram` rebuilds the
   suite's histogram from them, so percentiles are exact at the lines it prints and rounded
   up to the next printed one between them.
-* It does not check answers: a missing key is a nil reply and an error reply is counted as
-  done. Redis itself does: ``INFO commandstats`` counts the command's ``calls`` and its
-  ``failed_calls`` and ``rejected_calls``, and ``INFO stats`` counts ``keyspace_hits`` and
-  ``keyspace_misses`` (one per key, for MGET too). A point is failed unless the command's
-  OK calls cover every request done and no key was missed.
+* It stops with exit status 1 at the first error reply ("Error from server: ..."), which
+  fails the point; but a missing key is a nil reply, counted as done. Redis's own counts
+  tell: ``INFO commandstats`` counts the command's ``calls`` and its ``failed_calls`` and
+  ``rejected_calls``, and ``INFO stats`` counts ``keyspace_hits`` and ``keyspace_misses``
+  (one per key, for MGET too). A point is failed unless the command's OK calls cover every
+  request done and no key was missed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Sequence
@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import histogram as hist
-from benchmarks.native import NativeError, NativePoint, failure_reason
+from benchmarks.native import NativeError, NativePoint, failure_reason, run_tool
 from benchmarks.services import split_target
 from supernode.debian import DebianPackage, ensure_installed
 
@@ -174,26 +174,7 @@ def judge_redis(point: NativePoint, counted: RedisCounts, keys_per_request: int)
 
 
 async def _redis_benchmark(argv: list[str], limit_s: float) -> BenchmarkOutput:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(limit_s):
-            out, _ = await process.communicate()
-    except TimeoutError:
-        raise NativeError(f"redis-benchmark still running after {limit_s:.0f} s") from None
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-    text = out.decode(errors="replace")
-    if process.returncode != 0:
-        raise NativeError(f"redis-benchmark exited with {process.returncode}:\n{text[-2000:]}")
-    return parse_output(text)
+    return parse_output(await run_tool(argv, limit_s))
 
 
 @dataclass(frozen=True)

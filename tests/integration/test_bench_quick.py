@@ -36,6 +36,13 @@ NATIVE_HEADLINES = {
 }
 
 
+def _failed_points(out: Path) -> str:
+    """The report's list of failed points, if the run got as far as writing it."""
+    reports = list(out.glob(f"*/{MARKDOWN_NAME}"))
+    text = reports[0].read_text() if reports else ""
+    return text[text.find("## Failed points") :].split("\n## ", 1)[0] + "\n" if text else ""
+
+
 @pytest.mark.slow
 def test_quick_benchmark_measures_every_system_and_writes_the_report(tmp_path: Path) -> None:
     command = [
@@ -43,7 +50,9 @@ def test_quick_benchmark_measures_every_system_and_writes_the_report(tmp_path: P
         "--systems", ",".join(SYSTEMS), "--out", str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, (
+        _failed_points(tmp_path) + done.stdout[-3000:] + done.stderr[-3000:]
+    )
 
     (directory,) = tmp_path.iterdir()
     for name in (JSON_NAME, MARKDOWN_NAME, THROUGHPUT_CHART, SPECTRUM_CHART, NATIVE_CHART):
