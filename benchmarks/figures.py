@@ -167,19 +167,26 @@ def run_to_json(run: RunResult) -> dict[str, Any]:
         {**dataclasses.asdict(m), "per_million_users_bytes": m.per_million_users_bytes}
         for m in run.memory
     ]
-    return {
-        "run": dataclasses.asdict(run.info),
-        "figures": [dataclasses.asdict(f) for f in run.figures],
-        "memory": memory,
-    }
+    figures = [
+        {
+            **dataclasses.asdict(f),
+            "rate_per_process": f.rate_per_process,
+            "server_cpu_us_per_op": f.server_cpu_us_per_op,
+        }
+        for f in run.figures
+    ]
+    return {"run": dataclasses.asdict(run.info), "figures": figures, "memory": memory}
 
 
 def run_from_json(data: dict[str, Any]) -> RunResult:
     """The inverse of :func:`run_to_json` (derived fields are recomputed, not read)."""
     memory_fields = {f.name for f in dataclasses.fields(Memory)}
+    figure_fields = {f.name for f in dataclasses.fields(Figure)}
     return RunResult(
         info=RunInfo(**data["run"]),
-        figures=[Figure(**f) for f in data["figures"]],
+        figures=[
+            Figure(**{k: v for k, v in f.items() if k in figure_fields}) for f in data["figures"]
+        ],
         memory=[
             Memory(**{k: v for k, v in m.items() if k in memory_fields}) for m in data["memory"]
         ],

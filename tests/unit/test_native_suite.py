@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from benchmarks import histogram as hist
-from benchmarks.figures import Figure, RunInfo, RunResult
+from benchmarks.figures import Figure, RunInfo, RunResult, run_from_json, run_to_json
 from benchmarks.headline import native_headlines, native_leads
 from benchmarks.native import GRPC_GO_CALLS, NativeError, NativePoint, ServerCounts, server_counts
 from benchmarks.native_drivers import NativeWorkload
@@ -289,3 +289,12 @@ def test_generators_are_chosen_on_the_command_line() -> None:
     assert quick.python and quick.native and quick.native_phases == (NATIVE_SATURATION,)
     with pytest.raises(SetupError, match="--generators"):
         settings_from_args(["--generators", "wrk"])
+
+
+def test_the_json_carries_per_process_and_cpu_per_op_and_reads_back() -> None:
+    data = run_to_json(RUN)
+    (sn_native,) = [f for f in data["figures"] if f["phase"] == NATIVE_SATURATION
+                    and f["workload"] == "lookup"]  # fmt: skip
+    assert sn_native["rate_per_process"] == 3000 and sn_native["generator"] == "h2load"
+    assert sn_native["server_cpu_us_per_op"] == pytest.approx(1e6 / 3000)
+    assert run_from_json(data) == RUN
