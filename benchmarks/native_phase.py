@@ -35,8 +35,13 @@ from benchmarks import histogram as hist
 from benchmarks.figures import Figure
 from benchmarks.keys import make_sampler
 from benchmarks.native import NativeError, NativePoint
-from benchmarks.native_drivers import KeysByBatch, NativeWorkload
-from benchmarks.plan import NATIVE_SATURATION, NATIVE_UNLOADED, saturation_concurrency
+from benchmarks.native_drivers import KeysByBatch, NativeSystem, NativeWorkload
+from benchmarks.plan import (
+    NATIVE_SATURATION,
+    NATIVE_UNLOADED,
+    interleave,
+    saturation_concurrency,
+)
 from benchmarks.procstat import total_cpu_seconds
 from supernode.debian import PackageError
 
@@ -53,6 +58,15 @@ def native_keys(
     drawn with the run's seed, so every system is asked for the same users."""
     sampler = make_sampler(key_dist, users, random.Random(seed))
     return {batch: [sampler() for _ in range(batch)] for batch in batches}
+
+
+def native_plan(systems: Sequence[object], keys: KeysByBatch) -> list[NativeWorkload]:
+    """Every system's native workloads, interleaved across systems slot by slot like the
+    Python generator's; ValueError naming any system the native generator cannot drive."""
+    missing = [str(getattr(s, "name", s)) for s in systems if not isinstance(s, NativeSystem)]
+    if missing:
+        raise ValueError(f"no native workloads for {', '.join(missing)}")
+    return interleave([s.native_workloads(keys) for s in systems if isinstance(s, NativeSystem)])
 
 
 def load_shape(batch: int, multiplexed: bool, connections: int, phase: str) -> tuple[int, int]:

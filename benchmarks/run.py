@@ -39,7 +39,7 @@ from benchmarks.figures import (
     failed_figure,
     measured_figure,
 )
-from benchmarks.headline import headlines
+from benchmarks.headline import headlines, native_leads
 from benchmarks.keys import DISTRIBUTIONS, UNIFORM
 from benchmarks.loadgen import (
     ARRIVALS,
@@ -51,8 +51,8 @@ from benchmarks.loadgen import (
     LoadSpec,
     pingpong,
 )
-from benchmarks.native_drivers import NativeSystem, NativeWorkload
-from benchmarks.native_phase import NATIVE_PHASES, measure_native, native_keys
+from benchmarks.native_drivers import NativeWorkload
+from benchmarks.native_phase import NATIVE_PHASES, measure_native, native_keys, native_plan
 from benchmarks.plan import (
     COMMON,
     FULL_FRACTIONS,
@@ -244,10 +244,10 @@ def native_workloads(settings: Settings, systems: Sequence[System]) -> list[Nati
     if not settings.native:
         return []
     keys = native_keys(settings.users, settings.seed, settings.key_dist)
-    missing = [s.name for s in systems if not isinstance(s, NativeSystem)]
-    if missing:
-        raise SetupError(f"no native workloads for {', '.join(missing)}")
-    return interleave([s.native_workloads(keys) for s in systems if isinstance(s, NativeSystem)])
+    try:
+        return native_plan(systems, keys)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from exc
 
 
 async def measure_all(
@@ -496,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for item in headlines(result):
         print(f"{item.label}: {item.text}   ({item.detail})")
+    for lead in native_leads(result):
+        print(f"- {lead}")
     print(f"\nresults: {directory}")
     failed = [f for f in result.figures if f.failure is not None]
     if failed:

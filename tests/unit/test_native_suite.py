@@ -12,8 +12,14 @@ from benchmarks import histogram as hist
 from benchmarks.figures import Figure, RunInfo, RunResult, run_from_json, run_to_json
 from benchmarks.headline import native_headlines, native_leads
 from benchmarks.native import GRPC_GO_CALLS, NativeError, NativePoint, ServerCounts, server_counts
-from benchmarks.native_drivers import NativeWorkload
-from benchmarks.native_phase import load_shape, native_figure, native_keys, unmeasured_figure
+from benchmarks.native_drivers import KeysByBatch, NativeWorkload
+from benchmarks.native_phase import (
+    load_shape,
+    native_figure,
+    native_keys,
+    native_plan,
+    unmeasured_figure,
+)
 from benchmarks.plan import NATIVE_SATURATION, NATIVE_UNLOADED, SATURATION
 from benchmarks.redis_native import (
     RedisCounts,
@@ -298,3 +304,23 @@ def test_the_json_carries_per_process_and_cpu_per_op_and_reads_back() -> None:
     assert sn_native["rate_per_process"] == 3000 and sn_native["generator"] == "h2load"
     assert sn_native["server_cpu_us_per_op"] == pytest.approx(1e6 / 3000)
     assert run_from_json(data) == RUN
+
+
+class _NativeSystem:
+    def __init__(self, name: str, workloads: int) -> None:
+        self.name, self._count = name, workloads
+
+    def native_workloads(self, keys: KeysByBatch) -> list[NativeWorkload]:
+        return [_workload(self.name, f"w{i}") for i in range(self._count)]
+
+
+class _PythonOnlySystem:
+    name = "ring-routed"
+
+
+def test_native_workloads_interleave_systems_and_name_a_system_without_them() -> None:
+    keys = native_keys(10, 1, "uniform")
+    plan = native_plan([_NativeSystem("a", 2), _NativeSystem("b", 1)], keys)
+    assert [(w.system, w.workload) for w in plan] == [("a", "w0"), ("b", "w0"), ("a", "w1")]
+    with pytest.raises(ValueError, match="no native workloads for ring-routed"):
+        native_plan([_NativeSystem("a", 1), _PythonOnlySystem()], keys)
