@@ -32,8 +32,9 @@ KeysByBatch = Mapping[int, list[int]]
 
 
 class NativeDriver(Protocol):
-    # True: requests share a connection (HTTP/2 streams); False: one in flight per connection.
-    multiplexed: bool
+    @property
+    def multiplexed(self) -> bool:
+        """True: requests share a connection (HTTP/2 streams); False: one in flight each."""
 
     async def run(
         self, *, clients: int, streams: int, duration_s: float, warmup_s: float
