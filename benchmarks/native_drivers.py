@@ -12,7 +12,7 @@ succeeded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -49,6 +49,10 @@ class NativeWorkload:
     workload: str  # as the Python generator's ClientSpec names it
     batch: int
     driver: NativeDriver = field(compare=False)
+    # Run once before the workload's first point, for a server whose counters cannot tell
+    # a found key from a missing one (etcd answers OK with no kvs): raises if a key of the
+    # fixed request is missing, which fails the workload's points.
+    precheck: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @runtime_checkable

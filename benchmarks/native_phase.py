@@ -194,11 +194,28 @@ async def measure_native(
     phases: Sequence[str] = NATIVE_PHASES,
 ) -> None:
     """The native ``phases``, each over ``workloads`` (already interleaved across systems);
-    every figure goes to ``record`` as soon as it is measured."""
+    every figure goes to ``record`` as soon as it is measured. A workload whose precheck
+    fails gets failed points saying why, and is not loaded."""
+    refused = {workload: await precheck(workload) for workload in workloads}
     for phase in phases:
         for workload in workloads:
+            reason = refused[workload]
+            if reason is not None:
+                record(unmeasured_figure(workload, phase, reason))
+                continue
             figure = await measure_point(
                 workload, phase, pids_of(workload.system),
                 connections=connections, duration_s=duration_s, warmup_s=warmup_s,
             )  # fmt: skip
             record(figure)
+
+
+async def precheck(workload: NativeWorkload) -> str | None:
+    """Why ``workload`` cannot be measured (its precheck failed), or None."""
+    if workload.precheck is None:
+        return None
+    try:
+        await workload.precheck()
+    except Exception as exc:  # any failure of the check is the workload's failure
+        return f"precheck failed: {exc}"
+    return None

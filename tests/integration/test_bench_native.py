@@ -22,6 +22,7 @@ from benchmarks.native import (
 )
 from benchmarks.native_phase import native_keys
 from benchmarks.redis_native import RedisDriver
+from benchmarks.systems.etcd import EtcdSystem
 from benchmarks.systems.grpc_raw import bearer, encode_lookup
 from benchmarks.systems.redis import RedisSystem
 from benchmarks.systems.supernode import PRESENCE, SupernodeSystem
@@ -130,3 +131,19 @@ async def test_redis_points_fail_on_a_missing_key_or_an_error_reply(redis: Redis
     # An error reply stops redis-benchmark itself: no point at all, said with Redis's error.
     with pytest.raises(NativeError, match="wrong number of arguments"):
         await _redis_point(redis, ("GET", present, present))
+
+
+async def test_etcds_native_workloads_check_their_keys_are_stored() -> None:
+    """etcd answers a Range of a missing key OK, so its native workloads check first."""
+    etcd = EtcdSystem()
+    await etcd.start(Dataset(USERS))
+    try:
+        workloads = etcd.native_workloads(native_keys(USERS, 1, "uniform"))
+        assert [w.workload for w in workloads] == ["range-serializable", "txn-10", "txn-100"]
+        for workload in workloads:
+            assert workload.precheck is not None
+            await workload.precheck()
+        with pytest.raises(LookupError, match="holds 1 of the 2 keys"):
+            await etcd.check_present([3, USERS + 5])
+    finally:
+        await etcd.stop()

@@ -15,6 +15,7 @@ from benchmarks.native import GRPC_GO_CALLS, NativeError, NativePoint, ServerCou
 from benchmarks.native_drivers import KeysByBatch, NativeWorkload
 from benchmarks.native_phase import (
     load_shape,
+    measure_native,
     native_figure,
     native_keys,
     native_plan,
@@ -324,3 +325,17 @@ def test_native_workloads_interleave_systems_and_name_a_system_without_them() ->
     assert [(w.system, w.workload) for w in plan] == [("a", "w0"), ("b", "w0"), ("a", "w1")]
     with pytest.raises(ValueError, match="no native workloads for ring-routed"):
         native_plan([_NativeSystem("a", 1), _PythonOnlySystem()], keys)
+
+
+async def test_a_workload_whose_precheck_fails_is_not_loaded_and_fails_each_phase() -> None:
+    async def missing() -> None:
+        raise LookupError("etcd holds 0 of the 1 keys asked for")
+
+    workload = NativeWorkload("etcd", "range-serializable", 1, _Driver(), missing)
+    recorded: list[Figure] = []
+    await measure_native(
+        [workload], lambda system: [], recorded.append,
+        connections=4, duration_s=1.0, warmup_s=0.0,
+    )  # fmt: skip
+    assert [f.phase for f in recorded] == [NATIVE_UNLOADED, NATIVE_SATURATION]
+    assert all(f.failure and "holds 0 of the 1 keys" in f.failure for f in recorded)
