@@ -13,6 +13,8 @@ from typing import Any
 from benchmarks import histogram as hist
 from benchmarks.loadgen import LoadSpec, PointResult
 
+PYTHON = "python"  # the generator of every figure but the native phase's
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -48,10 +50,23 @@ class Figure:
     generator_cpu_s: float
     histogram: str = field(repr=False)  # encoded HdrHistogram, µs
     failure: str | None = None  # the point could not be measured at all
+    generator: str = PYTHON  # python (benchmarks.loadgen) | h2load | redis-benchmark
+    server_processes: int = 1  # processes serving the system (its CPU is theirs together)
+    server_ok: int | None = None  # native points: OK answers the server itself counted
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.system, self.workload)
+
+    @property
+    def rate_per_process(self) -> float:
+        """Operations per second per serving process (the machine's figure / processes)."""
+        return self.achieved_rate / max(1, self.server_processes)
+
+    @property
+    def server_cpu_us_per_op(self) -> float | None:
+        per_1000 = self.server_cpu_s_per_1000_ops
+        return None if per_1000 is None else per_1000 * 1000
 
 
 def measured_figure(
@@ -152,19 +167,26 @@ def run_to_json(run: RunResult) -> dict[str, Any]:
         {**dataclasses.asdict(m), "per_million_users_bytes": m.per_million_users_bytes}
         for m in run.memory
     ]
-    return {
-        "run": dataclasses.asdict(run.info),
-        "figures": [dataclasses.asdict(f) for f in run.figures],
-        "memory": memory,
-    }
+    figures = [
+        {
+            **dataclasses.asdict(f),
+            "rate_per_process": f.rate_per_process,
+            "server_cpu_us_per_op": f.server_cpu_us_per_op,
+        }
+        for f in run.figures
+    ]
+    return {"run": dataclasses.asdict(run.info), "figures": figures, "memory": memory}
 
 
 def run_from_json(data: dict[str, Any]) -> RunResult:
     """The inverse of :func:`run_to_json` (derived fields are recomputed, not read)."""
     memory_fields = {f.name for f in dataclasses.fields(Memory)}
+    figure_fields = {f.name for f in dataclasses.fields(Figure)}
     return RunResult(
         info=RunInfo(**data["run"]),
-        figures=[Figure(**f) for f in data["figures"]],
+        figures=[
+            Figure(**{k: v for k, v in f.items() if k in figure_fields}) for f in data["figures"]
+        ],
         memory=[
             Memory(**{k: v for k, v in m.items() if k in memory_fields}) for m in data["memory"]
         ],

@@ -1,7 +1,10 @@
 """The few numbers a run is read for, computed from that run's own figures only.
 
 Absolute figures swing 20-40 % between runs on a shared machine while ratios inside one
-run are steady, so the headline is mostly ratios against systems measured alongside.
+run are steady, so the headline is mostly ratios against systems measured alongside. The
+native generator's figures (h2load, redis-benchmark) get their own ratios, per machine and
+per server process, and :func:`native_leads` says in words which system is ahead of ours
+on each comparable workload, and by how much.
 """
 
 from __future__ import annotations
@@ -9,11 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.figures import Figure, RunResult
-from benchmarks.plan import SATURATION, SWEEP, UNLOADED
+from benchmarks.plan import NATIVE_SATURATION, NATIVE_UNLOADED, SATURATION, SWEEP, UNLOADED
 
 SUPERNODE = "supernode"
 ECHO = "grpc-echo"
 ETCD = "etcd"
+REDIS = "redis"
+# Our workload and each baseline's equivalent (the same users, the same answer per key).
+EQUIVALENTS: tuple[tuple[str, str, str], ...] = (
+    ("lookup", ETCD, "range-serializable"),
+    ("lookup", REDIS, "get"),
+    ("lookup", ECHO, "echo"),
+    ("lookup-many-10", ETCD, "txn-10"),
+    ("lookup-many-10", REDIS, "mget-10"),
+    ("lookup-many-100", ETCD, "txn-100"),
+    ("lookup-many-100", REDIS, "mget-100"),
+    ("lookup-many-100", ECHO, "echo-100"),
+)
 MIB = 1 << 20
 # Below this many users the server's fixed memory (interpreter, gRPC, block cache
 # reservations) dwarfs the data and a per-million extrapolation would mislead.
@@ -48,12 +63,18 @@ def _one(run: RunResult, system: str, workload: str, phase: str, label: str = ""
     return None
 
 
-def _batch_workload(run: RunResult, system: str, batch: int, prefer: str) -> Figure | None:
+def _batch_workload(
+    run: RunResult, system: str, batch: int, prefer: str, phase: str = SATURATION
+) -> Figure | None:
     """The system's saturation figure for ``batch`` keys, preferring names starting ``prefer``."""
     candidates = [
         f
         for f in run.figures
-        if f.system == system and f.batch == batch and f.phase == SATURATION and f.completed
+        if f.system == system
+        and f.batch == batch
+        and f.phase == phase
+        and f.completed
+        and f.failure is None
     ]
     candidates.sort(key=lambda f: not f.workload.startswith(prefer))
     return candidates[0] if candidates else None
@@ -66,6 +87,8 @@ def _ratio(
         missing = [name for name, f in (("numerator", top), ("denominator", bottom)) if f is None]
         return Headline(key, label, None, "x", f"not measured ({', '.join(missing)} missing)")
     a, b = getattr(top, attr), getattr(bottom, attr)
+    if a is None or b is None:
+        return Headline(key, label, None, "x", f"not measured ({attr} missing)")
     value = a / b if b else None
     detail = (
         f"{top.system} {top.workload} {a:,.0f} / {bottom.system} {bottom.workload} {b:,.0f} {what}"
@@ -114,8 +137,86 @@ def headlines(run: RunResult) -> list[Headline]:
             "keys/s",
         ),
         _rss_per_million(run),
+        *native_headlines(run),
     ]
     return items
+
+
+def native_headlines(run: RunResult) -> list[Headline]:
+    """The issue's ratios with the native generator: ours against the echo ceiling per
+    process, and against etcd and Redis per machine (each is one server process here; with
+    ``--supernode-workers`` ours is several, so the per-process ratio is given too)."""
+
+    def sat(system: str, workload: str) -> Figure | None:
+        return _one(run, system, workload, NATIVE_SATURATION)
+
+    sn, sn_many = sat(SUPERNODE, "lookup"), sat(SUPERNODE, "lookup-many-100")
+    etcd_range = sat(ETCD, "range-serializable")
+    etcd_txn = _batch_workload(run, ETCD, 100, "txn", NATIVE_SATURATION)
+    return [
+        _ratio("native_lookup_vs_echo_per_process",
+               "native: supernode lookup / gRPC echo, per server process",
+               sn, sat(ECHO, "echo"), "rate_per_process", "ops/s per process"),
+        _ratio("native_unloaded_mean_vs_echo",
+               "native: supernode unloaded lookup mean / gRPC echo unloaded mean",
+               _one(run, SUPERNODE, "lookup", NATIVE_UNLOADED),
+               _one(run, ECHO, "echo", NATIVE_UNLOADED), "mean_us", "µs"),
+        _ratio("native_lookup_vs_etcd_range_per_machine",
+               "native: supernode lookup / etcd serializable range, per machine",
+               sn, etcd_range, "achieved_rate", "ops/s"),
+        _ratio("native_lookup_vs_etcd_range_per_process",
+               "native: supernode lookup / etcd serializable range, per server process",
+               sn, etcd_range, "rate_per_process", "ops/s per process"),
+        _ratio("native_lookup_vs_redis_get_per_machine",
+               "native: supernode lookup / redis get, per machine",
+               sn, sat(REDIS, "get"), "achieved_rate", "ops/s"),
+        _ratio("native_lookup_many_100_vs_etcd_txn_100",
+               "native: supernode lookup-many-100 handles/s / etcd txn-100 keys/s",
+               sn_many, etcd_txn, "keys_per_s", "keys/s"),
+        _ratio("native_lookup_many_100_vs_redis_mget_100",
+               "native: supernode lookup-many-100 handles/s / redis mget-100 keys/s",
+               sn_many, sat(REDIS, "mget-100"), "keys_per_s", "keys/s"),
+    ]  # fmt: skip
+
+
+def _generators(a: Figure, b: Figure) -> str:
+    return a.generator if a.generator == b.generator else f"{a.generator} and {b.generator}"
+
+
+def _times(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def native_leads(run: RunResult) -> list[str]:
+    """For each of our workloads and a baseline's equivalent, both measured with the native
+    generator: which is ahead per machine, by how much, and at what server CPU per key."""
+    lines = []
+    for ours, system, theirs in EQUIVALENTS:
+        mine, rival = (
+            _one(run, SUPERNODE, ours, NATIVE_SATURATION),
+            _one(run, system, theirs, NATIVE_SATURATION),
+        )
+        if mine is None or rival is None or not mine.keys_per_s or not rival.keys_per_s:
+            continue
+        ahead, behind = (rival, mine) if rival.keys_per_s > mine.keys_per_s else (mine, rival)
+        unit = "keys/s" if mine.batch > 1 else "ops/s"
+        cpu = ""
+        if mine.server_cpu_us_per_op is not None and rival.server_cpu_us_per_op is not None:
+            cpu = (
+                f"; server CPU {rival.server_cpu_us_per_op / rival.batch:,.1f} µs per key for "
+                f"{system}, {mine.server_cpu_us_per_op / mine.batch:,.1f} for supernode"
+            )
+        per_process = ""
+        if mine.server_processes != rival.server_processes:
+            per_process = (
+                f"; per server process {_times(ahead.rate_per_process, behind.rate_per_process)}"
+            )
+        lines.append(
+            f"{ahead.system} {ahead.workload} is {_times(ahead.keys_per_s, behind.keys_per_s)} "
+            f"{behind.system} {behind.workload} per machine ({ahead.keys_per_s:,.0f} against "
+            f"{behind.keys_per_s:,.0f} {unit}, {_generators(ahead, behind)}{per_process}{cpu})"
+        )
+    return lines
 
 
 def _p99_at_half(figure: Figure | None, system: str = SUPERNODE) -> Headline:

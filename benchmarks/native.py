@@ -9,8 +9,10 @@ gRPC frame (:func:`grpc_frame`) POSTed to ``/package.Service/Method`` with
 
 It sees only HTTP, and gRPC answers an error with HTTP 200 and ``grpc-status`` in trailers,
 so its "succeeded" says nothing about the calls. The server's own counters do: a point is
-judged against ``supernode_rpc_requests_total`` scraped before and after (:func:`judge`). A
-point the server did not answer OK to the last call is failed, never a throughput.
+judged against a call counter scraped before and after (:func:`judge`):
+``supernode_rpc_requests_total`` by default, any counter with a method and a code label
+(:class:`CallCounter`: etcd's ``grpc_server_handled_total``, the echo baseline's). A point
+the server did not answer OK to the last call is failed, never a throughput.
 
 What h2load 1.52 does (measured, and what the parsers rely on):
 
@@ -221,10 +223,29 @@ class ServerCounts:
         return ServerCounts(self.ok - before.ok, self.errors - before.errors)
 
 
-def server_counts(metrics_text: str, method: str) -> ServerCounts:
-    """``method``'s calls in a supernode's exposition (``method`` as :func:`method_label`)."""
-    ok = metric(metrics_text, RPC_REQUESTS, method=method, code="OK")
-    every = metric(metrics_text, RPC_REQUESTS, method=method)
+@dataclass(frozen=True)
+class CallCounter:
+    """Where a server counts its calls in its Prometheus exposition: a counter with one
+    label naming the method and one naming the status code, and the code that means OK."""
+
+    name: str
+    method_label: str = "method"
+    code_label: str = "code"
+    ok_code: str = "OK"
+
+
+SUPERNODE_CALLS = CallCounter(RPC_REQUESTS)
+# go-grpc-prometheus, which etcd serves on its client URL's /metrics (3.4 and later).
+GRPC_GO_CALLS = CallCounter("grpc_server_handled", "grpc_method", "grpc_code")
+
+
+def server_counts(
+    metrics_text: str, method: str, counter: CallCounter = SUPERNODE_CALLS
+) -> ServerCounts:
+    """``method``'s calls in a server's exposition (``method`` as :func:`method_label`)."""
+    method_only = {counter.method_label: method}
+    ok = metric(metrics_text, counter.name, **method_only, **{counter.code_label: counter.ok_code})
+    every = metric(metrics_text, counter.name, **method_only)
     return ServerCounts(round(ok), round(every - ok))
 
 
@@ -367,7 +388,7 @@ async def run_h2load(
             binary, grpc_url(target, method_path), body, [*GRPC_HEADERS, *metadata],
             duration_s, warmup_s, clients, streams, threads, log,
         )  # fmt: skip
-        stdout = await _run(argv, limit_s=duration_s + warmup_s + _PROCESS_MARGIN_S)
+        stdout = await run_tool(argv, limit_s=duration_s + warmup_s + _PROCESS_MARGIN_S)
         summary = parse_summary(stdout)
         lines = await asyncio.to_thread(lambda: parse_log(log.read_text()))
     if len(lines) != summary.done:
@@ -383,8 +404,10 @@ async def run_h2load(
     )
 
 
-async def _run(argv: list[str], limit_s: float) -> str:
-    """h2load's stdout; NativeError (with its output) on a non-zero exit or past ``limit_s``."""
+async def run_tool(argv: list[str], limit_s: float) -> str:
+    """A native generator's output (stdout and stderr); NativeError (with its output) on a
+    non-zero exit or past ``limit_s``, the process killed then."""
+    tool = Path(argv[0]).name
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -395,7 +418,7 @@ async def _run(argv: list[str], limit_s: float) -> str:
         async with asyncio.timeout(limit_s):
             out, _ = await process.communicate()
     except TimeoutError:
-        raise NativeError(f"h2load still running after {limit_s:.0f} s: {argv}") from None
+        raise NativeError(f"{tool} still running after {limit_s:.0f} s: {argv}") from None
     finally:
         if process.returncode is None:  # timed out or cancelled: never leave it running
             with contextlib.suppress(ProcessLookupError):
@@ -403,7 +426,7 @@ async def _run(argv: list[str], limit_s: float) -> str:
             await process.wait()
     text = out.decode(errors="replace")
     if process.returncode != 0:
-        raise NativeError(f"h2load exited with {process.returncode}:\n{text[-_TAIL_CHARS:]}")
+        raise NativeError(f"{tool} exited with {process.returncode}:\n{text[-_TAIL_CHARS:]}")
     return text
 
 
@@ -417,6 +440,7 @@ class NativeTarget:
     request: bytes
     metadata: tuple[tuple[str, str], ...] = ()
     metrics_url: str | None = None
+    counter: CallCounter = SUPERNODE_CALLS
 
 
 @dataclass(frozen=True)
@@ -432,8 +456,10 @@ def metrics_url(address: str) -> str:
     return f"http://{address}/metrics"
 
 
-async def scrape_counts(url: str, method: str) -> ServerCounts:
-    return server_counts(await asyncio.to_thread(scrape, url), method)
+async def scrape_counts(
+    url: str, method: str, counter: CallCounter = SUPERNODE_CALLS
+) -> ServerCounts:
+    return server_counts(await asyncio.to_thread(scrape, url), method, counter)
 
 
 async def run_many(
@@ -460,7 +486,7 @@ async def run_many(
     async def counts(t: NativeTarget) -> ServerCounts | None:
         if t.metrics_url is None:
             return None
-        return await scrape_counts(t.metrics_url, method_label(t.method_path))
+        return await scrape_counts(t.metrics_url, method_label(t.method_path), t.counter)
 
     before = await asyncio.gather(*(counts(t) for t in targets))
     runs = [

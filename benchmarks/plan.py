@@ -16,14 +16,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from benchmarks.systems.base import ClientSpec
+from typing import TypeVar
 
 UNLOADED = "unloaded"
 SATURATION = "saturation"
 SWEEP = "sweep"
 COMMON = "common"
-PHASES = (UNLOADED, SATURATION, SWEEP, COMMON)
+# The native generator's phases (benchmarks.native_phase): after the four above, the same
+# workloads driven by h2load / redis-benchmark, one request at a time and saturated.
+NATIVE_UNLOADED = "native-unloaded"
+NATIVE_SATURATION = "native-saturation"
+PHASES = (UNLOADED, SATURATION, SWEEP, COMMON, NATIVE_UNLOADED, NATIVE_SATURATION)
+
+W = TypeVar("W")  # a workload of any generator's
 
 FULL_FRACTIONS = (0.10, 0.25, 0.50, 0.75, 0.90, 1.00, 1.20)
 QUICK_FRACTIONS = (0.50,)
@@ -68,7 +73,7 @@ def fraction_rates(fractions: Sequence[float]) -> list[Rate]:
     return [Rate(fraction) for fraction in fractions]
 
 
-def interleave(workloads_by_system: Sequence[Sequence[ClientSpec]]) -> list[ClientSpec]:
+def interleave(workloads_by_system: Sequence[Sequence[W]]) -> list[W]:
     """Slot by slot across systems: a1 b1 c1 a2 b2 c2 a3 c3 (b had only two workloads)."""
     slots = itertools.zip_longest(*workloads_by_system)
     return [spec for slot in slots for spec in slot if spec is not None]

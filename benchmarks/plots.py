@@ -8,6 +8,11 @@ in tail latency.
 ``percentile_spectrum.png``: the whole latency distribution at one load that every system
 sustains (the ``common`` phase; without it, each system at 50 % of its own maximum), one
 panel per batch size, x = 1/(1-p) on a log scale so the tail gets room.
+
+``native_throughput.png``: the native generator's maximum of every workload, one bar row
+each: keys/s per machine (with the Python generator's maximum as a hollow bar), keys/s per
+serving process, and server CPU per key; log scales, since Redis and a Python server differ
+by more than ten times.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from matplotlib.figure import Figure as Chart
 
 from benchmarks import histogram as hist
 from benchmarks.figures import Figure, RunResult
-from benchmarks.plan import COMMON, SWEEP
+from benchmarks.plan import COMMON, NATIVE_SATURATION, SATURATION, SWEEP
 
 _MARKERS = {1: "o", 10: "s", 100: "^"}
 # One colour family per system; a system's workloads are shades of it, darkest first.
@@ -136,5 +141,42 @@ def percentile_spectrum(run: RunResult, path: Path) -> Path:
         if ax.get_lines():
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Latency percentile spectrum {caption}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def native_throughput(run: RunResult, path: Path) -> Path:
+    native = [
+        f for f in run.figures if f.phase == NATIVE_SATURATION and f.failure is None and f.completed
+    ]
+    order = {system: index for index, system in enumerate(run.info.systems)}
+    native.sort(key=lambda f: (f.batch, order.get(f.system, len(order)), f.workload))
+    python = {f.key: f for f in run.figures if f.phase == SATURATION and f.failure is None}
+    colors = _colors(run.info.systems)
+    fig = Chart(figsize=(15, 1.2 + 0.35 * max(1, len(native))))
+    axes = fig.subplots(1, 3, sharey=True)
+    rows = list(range(len(native)))
+    names = [f"{f.system} {f.workload}" for f in native]
+    bar_colors = [colors.get(f.system, "black") for f in native]
+    per_key_cpu = [
+        (f.server_cpu_us_per_op or 0.0) / f.batch for f in native
+    ]  # 0 when not measured: no bar
+    panels: list[tuple[Any, list[float], str]] = [
+        (axes[0], [f.keys_per_s for f in native], "keys/s per machine (hollow: Python generator)"),
+        (axes[1], [f.keys_per_s / f.server_processes for f in native], "keys/s per server process"),
+        (axes[2], per_key_cpu, "server CPU µs per key"),
+    ]
+    for ax, values, title in panels:
+        ax.barh(rows, values, color=bar_colors)
+        if any(values):
+            ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    slow = [python[f.key].keys_per_s if f.key in python else 0.0 for f in native]
+    axes[0].barh(rows, slow, fill=False, edgecolor="black", height=0.5)
+    axes[0].set_yticks(rows)
+    axes[0].set_yticklabels(names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("Native generator (h2load; redis-benchmark for Redis): maximum throughput")
     fig.tight_layout()
     return _save(fig, path)

@@ -2,7 +2,11 @@
 headline) and the PNG charts, into ``<out>/<timestamp>/``.
 
 The Markdown is meant to be pasted into a review: tables by phase, latencies in ms, server
-CPU per 1000 operations, and failures listed rather than dropped.
+CPU per 1000 operations, and failures listed rather than dropped. The native generator's
+points get their own tables (per machine and per server process, server CPU per operation,
+and the OK answers each server counted against the requests the generator completed), a
+table of both generators' maxima side by side, and the sentences saying which system is
+ahead (:func:`benchmarks.headline.native_leads`).
 """
 
 from __future__ import annotations
@@ -13,14 +17,22 @@ from pathlib import Path
 
 from benchmarks import plots
 from benchmarks.figures import Figure, RunResult, run_to_json
-from benchmarks.headline import Headline, headlines
-from benchmarks.plan import COMMON, SATURATION, SWEEP, UNLOADED
+from benchmarks.headline import Headline, headlines, native_leads
+from benchmarks.plan import (
+    COMMON,
+    NATIVE_SATURATION,
+    NATIVE_UNLOADED,
+    SATURATION,
+    SWEEP,
+    UNLOADED,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 JSON_NAME = "results.json"
 MARKDOWN_NAME = "results.md"
 THROUGHPUT_CHART = "latency_vs_throughput.png"
 SPECTRUM_CHART = "percentile_spectrum.png"
+NATIVE_CHART = "native_throughput.png"
 MIB = 1 << 20
 
 
@@ -44,9 +56,11 @@ def write_report(run: RunResult, out_root: Path = RESULTS_DIR) -> Path:
         {"key": h.key, "label": h.label, "value": h.value, "unit": h.unit, "detail": h.detail}
         for h in headlines(run)
     ]
+    data["native_leads"] = native_leads(run)
     (directory / JSON_NAME).write_text(json.dumps(data, indent=1) + "\n")
     plots.latency_vs_throughput(run, directory / THROUGHPUT_CHART)
     plots.percentile_spectrum(run, directory / SPECTRUM_CHART)
+    plots.native_throughput(run, directory / NATIVE_CHART)
     (directory / MARKDOWN_NAME).write_text(markdown(run))
     return directory
 
@@ -104,6 +118,35 @@ _OPEN_LOOP: list[Column] = [
     ("send lag p99 ms", lambda f: format_ms(f.send_lag_p99_us)),
     *COST,
 ]
+
+
+def _optional(value: float | None, form: str) -> str:
+    return "" if value is None else format(value, form)
+
+
+def _answered(figure: Figure) -> str:
+    """OK answers the server counted / requests the generator completed."""
+    return "" if figure.server_ok is None else f"{figure.server_ok:,} / {figure.completed:,}"
+
+
+_NATIVE: list[Column] = [
+    *_WHO,
+    ("generator", lambda f: f.generator),
+    ("in flight", lambda f: str(f.concurrency)),
+    ("connections", lambda f: str(f.connections)),
+    ("ops/s per machine", lambda f: format_rate(f.achieved_rate)),
+    ("keys/s per machine", lambda f: format_rate(f.keys_per_s)),
+    ("server processes", lambda f: str(f.server_processes)),
+    ("ops/s per process", lambda f: format_rate(f.rate_per_process)),
+    ("mean ms", lambda f: format_ms(f.mean_us)),
+    ("p50 ms", lambda f: format_ms(f.p50_us)),
+    ("p99 ms", lambda f: format_ms(f.p99_us)),
+    ("p99.9 ms", lambda f: format_ms(f.p999_us)),
+    ("server CPU µs / op", lambda f: _optional(f.server_cpu_us_per_op, ",.1f")),
+    ("server OK / done", _answered),
+    ("errors", _errors),
+]
+
 SECTIONS: list[tuple[str, str, list[Column]]] = [
     (
         UNLOADED,
@@ -121,6 +164,27 @@ SECTIONS: list[tuple[str, str, list[Column]]] = [
         "Common load (open loop, the same ops/s for every system of a batch size)",
         _OPEN_LOOP,
     ),
+    (
+        NATIVE_UNLOADED,
+        "Native generator, unloaded (h2load / redis-benchmark, one request at a time)",
+        _NATIVE,
+    ),
+    (
+        NATIVE_SATURATION,
+        "Native generator, maximum throughput (h2load / redis-benchmark, closed loop)",
+        _NATIVE,
+    ),
+]
+NATIVE_NOTE = [
+    "The native generator sends one fixed request per point (single-key points read one",
+    "user again and again) and sees no answer's content: each point is judged by the",
+    "server's own counters (supernode_rpc_requests_total of every serving process, etcd's",
+    "grpc_server_handled_total, the echo server's echo_requests_total, Redis's INFO",
+    "commandstats and keyspace hits/misses), which count warm-up calls too; a point whose",
+    "server counted fewer OK answers than requests completed is failed, not a throughput.",
+    "Server CPU per op is the serving processes' CPU over warm-up and run divided by the",
+    "OK answers counted over the same span. Per process = per machine / serving processes.",
+    "",
 ]
 
 
@@ -134,6 +198,27 @@ def figure_table(figures: Sequence[Figure], columns: Sequence[Column]) -> list[s
     """One row per figure, one cell per column."""
     rows = [[cell(f) for _, cell in columns] for f in figures]
     return markdown_table([name for name, _ in columns], rows)
+
+
+def generator_table(run: RunResult) -> list[str]:
+    """Each workload's maximum with both generators: where the Python generator, not the
+    server, set the figure, the native one is far ahead."""
+    python = {f.key: f for f in run.figures if f.phase == SATURATION and f.failure is None}
+    native = {f.key: f for f in run.figures if f.phase == NATIVE_SATURATION and f.failure is None}
+    rows = []
+    for key, slow in python.items():
+        fast = native.get(key)
+        if fast is None:
+            continue
+        ratio = fast.achieved_rate / slow.achieved_rate if slow.achieved_rate else None
+        rows.append(
+            [*key, format_rate(slow.achieved_rate), format_rate(fast.achieved_rate),
+             _optional(ratio, ".2f")]
+        )  # fmt: skip
+    if not rows:
+        return []
+    header = ["system", "workload", "Python ops/s", "native ops/s", "native / Python"]
+    return ["## Maximum throughput by generator", "", *markdown_table(header, rows), ""]
 
 
 def _headline_lines(items: list[Headline]) -> list[str]:
@@ -164,11 +249,21 @@ def markdown(run: RunResult) -> str:
         lines.append(f"- {note}")
     if info.notes:
         lines.append("")
+    leads = native_leads(run)
+    if leads:
+        lines += ["## Who is ahead (native generator, maximum throughput)", ""]
+        lines += [f"- {lead}" for lead in leads]
+        lines.append("")
     for phase, title, columns in SECTIONS:
         figures = [f for f in run.figures if f.phase == phase]
         if not figures:
             continue
         lines += [f"## {title}", "", *figure_table(figures, columns), ""]
+        if phase == NATIVE_UNLOADED or (
+            phase == NATIVE_SATURATION and not any(f.phase == NATIVE_UNLOADED for f in run.figures)
+        ):
+            lines += NATIVE_NOTE
+    lines += generator_table(run)
     if run.memory:
         rows = [
             [
@@ -201,6 +296,12 @@ def markdown(run: RunResult) -> str:
         "",
         "Latency at every percentile at one load; the tail (right side) shows queueing and",
         "pauses that a p99 alone hides.",
+        "",
+        f"![native throughput]({NATIVE_CHART})",
+        "",
+        "The native generator's maximum throughput of every workload: keys/s per machine",
+        "(the Python generator's maximum beside it, hollow), keys/s per serving process,",
+        "and server CPU per key.",
         "",
     ]
     return "\n".join(lines)

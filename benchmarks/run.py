@@ -3,7 +3,10 @@
 Full mode (the default) loads a million users into each system, finds each workload's
 closed-loop maximum, sweeps open-loop load from 10 % to 120 % of it, measures unloaded
 ping-pong latency and compares all systems at one common load: about 40 minutes on two
-cores with all four systems. ``--quick`` (CI) uses 200 users and about one second per point.
+cores with all four systems. Then the native phase (:mod:`benchmarks.native_phase`) drives
+the same workloads with h2load and redis-benchmark, whose own CPU cost does not cap what a
+fast server shows (``--generators`` picks either or both). ``--quick`` (CI) uses 200 users
+and about one second per point (half a second per native point).
 
 Data is generated once (see ``benchmarks.generate``); all systems run side by side for the
 whole run and points are interleaved across them (see ``benchmarks.plan``).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import importlib
 import os
@@ -27,8 +31,15 @@ from typing import Any, TypeVar
 
 from benchmarks import generate
 from benchmarks.dataset import LEASE_MS, Dataset
-from benchmarks.figures import Figure, Memory, RunInfo, RunResult, failed_figure, measured_figure
-from benchmarks.headline import headlines
+from benchmarks.figures import (
+    Figure,
+    Memory,
+    RunInfo,
+    RunResult,
+    failed_figure,
+    measured_figure,
+)
+from benchmarks.headline import headlines, native_leads
 from benchmarks.keys import DISTRIBUTIONS, UNIFORM
 from benchmarks.loadgen import (
     ARRIVALS,
@@ -40,9 +51,12 @@ from benchmarks.loadgen import (
     LoadSpec,
     pingpong,
 )
+from benchmarks.native_drivers import NativeWorkload
+from benchmarks.native_phase import NATIVE_PHASES, measure_native, native_keys, native_plan
 from benchmarks.plan import (
     COMMON,
     FULL_FRACTIONS,
+    NATIVE_SATURATION,
     QUICK_FRACTIONS,
     SATURATION,
     SWEEP,
@@ -69,6 +83,14 @@ SYSTEMS: dict[str, tuple[str, str]] = {
 }
 # Per point on top of warm-up and duration: connecting, starting, draining, collecting.
 POINT_OVERHEAD_S = 1.5
+PYTHON_GENERATOR = "python"
+NATIVE_GENERATOR = "native"  # h2load, and redis-benchmark for Redis
+GENERATORS = (PYTHON_GENERATOR, NATIVE_GENERATOR)
+# Quick mode's native points: h2load settles within a fraction of a second, and CI
+# checks that every system yields native figures, for which saturation alone will do.
+QUICK_NATIVE_DURATION_S = 0.5
+QUICK_NATIVE_WARMUP_S = 0.1
+QUICK_NATIVE_PHASES = (NATIVE_SATURATION,)
 
 T = TypeVar("T")
 
@@ -93,6 +115,18 @@ class Settings:
     quick: bool
     out: Path
     supernode_workers: int = 1
+    generators: tuple[str, ...] = GENERATORS
+    native_duration_s: float = 10.0
+    native_warmup_s: float = 2.0
+    native_phases: tuple[str, ...] = NATIVE_PHASES
+
+    @property
+    def python(self) -> bool:
+        return PYTHON_GENERATOR in self.generators
+
+    @property
+    def native(self) -> bool:
+        return NATIVE_GENERATOR in self.generators
 
 
 def load_system(name: str, supernode_workers: int = 1) -> System:
@@ -113,7 +147,7 @@ def load_system(name: str, supernode_workers: int = 1) -> System:
 class PointRunner:
     """Runs one point and turns its result into a figure, charging server CPU to it."""
 
-    def __init__(self, pool: GeneratorPool, systems: dict[str, System], total: int) -> None:
+    def __init__(self, pool: GeneratorPool | None, systems: dict[str, System], total: int) -> None:
         self._pool = pool
         self._systems = systems
         self._total = total
@@ -121,7 +155,9 @@ class PointRunner:
         self.figures: list[Figure] = []
 
     async def measure(self, spec: LoadSpec, phase: str, label: str) -> Figure:
-        pids = self._systems[spec.client.system].server_pids()
+        if self._pool is None:
+            raise RuntimeError("no generator pool: the Python generator was not selected")
+        pids = self.server_pids(spec.client.system)
         cpu_before = total_cpu_seconds(pids)
         try:
             result = await asyncio.to_thread(self._pool.run, spec)
@@ -130,14 +166,22 @@ class PointRunner:
         else:
             cpu = total_cpu_seconds(pids) - cpu_before
             figure = measured_figure(spec, phase, label, result, cpu)
+        figure = dataclasses.replace(figure, server_processes=max(1, len(pids)))
+        self.record(figure)
+        return figure
+
+    def server_pids(self, system: str) -> list[int]:
+        return self._systems[system].server_pids()
+
+    def record(self, figure: Figure) -> None:
+        """Keep ``figure`` and print its progress line."""
         self.figures.append(figure)
         self._done += 1
         print(self._progress(figure), flush=True)
-        return figure
 
     def _progress(self, f: Figure) -> str:
         head = (
-            f"[{self._done:3d}/{self._total}] {f.phase:10s} {f.system:9s} {f.workload:18s} "
+            f"[{self._done:3d}/{self._total}] {f.phase:17s} {f.system:9s} {f.workload:18s} "
             f"{f.rate_label:>9s}"
         )
         if f.failure is not None:
@@ -189,8 +233,21 @@ def open_loop_spec(settings: Settings, client: ClientSpec, rate: float) -> LoadS
     )
 
 
-def point_count(settings: Settings, workloads: int) -> int:
-    return workloads * (2 + len(settings.rates) + (1 if settings.common else 0))
+def point_count(settings: Settings, workloads: int, native_workloads: int) -> int:
+    python = workloads * (2 + len(settings.rates) + (1 if settings.common else 0))
+    return (python if settings.python else 0) + native_workloads * len(settings.native_phases)
+
+
+def native_workloads(settings: Settings, systems: Sequence[System]) -> list[NativeWorkload]:
+    """Every system's native workloads, interleaved like the Python generator's (none if
+    the native generator is not selected)."""
+    if not settings.native:
+        return []
+    keys = native_keys(settings.users, settings.seed, settings.key_dist)
+    try:
+        return native_plan(systems, keys)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from exc
 
 
 async def measure_all(
@@ -277,8 +334,15 @@ async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
             running.append(system)
             print(f"  {system.name} ready in {time.monotonic() - began:.1f} s", flush=True)
         workloads = [system.workloads() for system in systems]  # in the order asked for
-        total = point_count(settings, sum(len(w) for w in workloads))
-        estimate = total * (settings.warmup_s + settings.duration_s + POINT_OVERHEAD_S)
+        natives = native_workloads(settings, systems)
+        python_points = point_count(settings, sum(len(w) for w in workloads), 0)
+        native_points = point_count(
+            dataclasses.replace(settings, generators=(NATIVE_GENERATOR,)), 0, len(natives)
+        )
+        total = python_points + native_points
+        estimate = python_points * (
+            settings.warmup_s + settings.duration_s + POINT_OVERHEAD_S
+        ) + native_points * (settings.native_warmup_s + settings.native_duration_s + 1)
         print(f"{total} points, about {estimate / 60:.1f} min", flush=True)
         if estimate * 1000 > 0.9 * LEASE_MS:
             notes.append(
@@ -286,9 +350,17 @@ async def run(settings: Settings, argv: Sequence[str]) -> RunResult:
                 f"({LEASE_MS // 60_000} min) may have ended before its last points"
             )
             print(f"warning: {notes[-1]}", file=sys.stderr)
-        with GeneratorPool(settings.processes) as pool:
-            runner = PointRunner(pool, {s.name: s for s in running}, total)
-            await measure_all(runner, settings, workloads)
+        by_name: dict[str, System] = {s.name: s for s in running}
+        runner = PointRunner(None, by_name, total)
+        if settings.python:
+            with GeneratorPool(settings.processes) as pool:
+                runner = PointRunner(pool, by_name, total)
+                await measure_all(runner, settings, workloads)
+        await measure_native(
+            natives, runner.server_pids, runner.record, connections=settings.connections,
+            duration_s=settings.native_duration_s, warmup_s=settings.native_warmup_s,
+            phases=settings.native_phases,
+        )  # fmt: skip
         memory = [
             Memory(s.name, total_peak_rss_bytes(s.server_pids()), settings.users) for s in systems
         ]
@@ -348,6 +420,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--key-dist", choices=DISTRIBUTIONS, default=UNIFORM, help="which users are looked up")
     add("--arrivals", choices=ARRIVALS, default=POISSON, help="open-loop arrival process")
     add("--no-common", action="store_true", help="skip the common-load comparison points")
+    add(
+        "--generators",
+        default=",".join(GENERATORS),
+        help="comma-separated, from: python (benchmarks.loadgen, all four phases), "
+        "native (h2load and redis-benchmark: unloaded and saturation)",
+    )
     add("--out", type=Path, default=RESULTS_DIR, help="results go to OUT/<timestamp>/")
     return parser
 
@@ -360,6 +438,9 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
     except ValueError as exc:
         raise SetupError(f"--rates: {exc}") from exc
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    generators = tuple(name.strip() for name in args.generators.split(",") if name.strip())
+    if not generators or not set(generators) <= set(GENERATORS):
+        raise SetupError(f"--generators: choose from {', '.join(GENERATORS)}")
     for name in systems:
         if name not in SYSTEMS:
             raise SetupError(f"--systems: unknown {name!r}; choose from {', '.join(SYSTEMS)}")
@@ -378,6 +459,12 @@ def settings_from_args(argv: Sequence[str]) -> Settings:
         quick=quick,
         out=args.out,
         supernode_workers=args.supernode_workers,
+        generators=generators,
+        native_duration_s=args.duration or (QUICK_NATIVE_DURATION_S if quick else 10.0),
+        native_warmup_s=(
+            args.warmup if args.warmup is not None else (QUICK_NATIVE_WARMUP_S if quick else 2.0)
+        ),
+        native_phases=QUICK_NATIVE_PHASES if quick else NATIVE_PHASES,
     )
     if settings.supernode_workers < 1:
         raise SetupError("--supernode-workers must be at least 1")
@@ -409,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for item in headlines(result):
         print(f"{item.label}: {item.text}   ({item.detail})")
+    for lead in native_leads(result):
+        print(f"- {lead}")
     print(f"\nresults: {directory}")
     failed = [f for f in result.figures if f.failure is not None]
     if failed:

@@ -205,25 +205,47 @@ class ManagedServerSystem(ABC):
         """Install if needed, start the server on free loopback ports, wait until it answers."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} already launched")
-        binary = await asyncio.to_thread(ensure_installed, self.package)
         self._dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         try:
             self.ports = free_ports(self.port_count, self.host)
-            # Started from the event loop's thread: the child's parent-death signal is tied to
-            # the thread that forks it, and this one lives as long as the benchmark.
-            self._server = ServerProcess(
-                self.command(binary, self._dir, self.ports),
-                self.ready_line,
-                stream=self.log_stream,
-                cwd=self._dir,
-            )
-            await self._server.wait_ready(self.ready_timeout_s)
-            await self._connect()
-            async with asyncio.timeout(_PROBE_TIMEOUT_S):
-                await self._probe()
+            await self._run_server(self.ready_timeout_s)
         except BaseException:
             await self.stop()
             raise
+
+    async def _run_server(self, ready_timeout_s: float) -> None:
+        """Start the server on ``self.ports`` over ``self.data_dir``; return once it answers."""
+        binary = await asyncio.to_thread(ensure_installed, self.package)
+        # Started from the event loop's thread: the child's parent-death signal is tied to
+        # the thread that forks it, and this one lives as long as the benchmark.
+        self._server = ServerProcess(
+            self.command(binary, self.data_dir, self.ports),
+            self.ready_line,
+            stream=self.log_stream,
+            cwd=self.data_dir,
+        )
+        await self._server.wait_ready(ready_timeout_s)
+        await self._connect()
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            await self._probe()
+
+    async def restart(self, ready_timeout_s: float) -> None:
+        """Stop the server and start it again on the same ports and data: what it serves
+        then is what it stored, with none of the state the loading left in its memory."""
+        server, self._server = self._server, None
+        if server is None:
+            raise RuntimeError(f"{self.name} not launched")
+        try:
+            await self._disconnect()
+            await server.stop(_STOP_GRACE_S)
+            await self._run_server(ready_timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def after_load(self) -> None:
+        """What the server needs between loading and being measured (nothing by default)."""
+        return None
 
     async def load(self, items: Iterable[Item]) -> int:
         """Store every (key, value) pair of ``items``; return how many."""
@@ -240,6 +262,7 @@ class ManagedServerSystem(ABC):
             pairs = chain.from_iterable(generate.lookup_pairs(dataset, cache_dir=self.cache_dir))
             if await self.load(pairs) != dataset.users:
                 raise ServiceError(f"{self.name}: loaded {self.loaded_users} of {dataset.users}")
+            await self.after_load()
         except BaseException:
             await self.stop()
             raise

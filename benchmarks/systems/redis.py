@@ -15,6 +15,8 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from benchmarks.dataset import Dataset
+from benchmarks.native_drivers import KeysByBatch, NativeWorkload
+from benchmarks.redis_native import RedisDriver
 from benchmarks.services import REDIS_PACKAGE, Item, ManagedServerSystem, split_target
 from benchmarks.systems.base import ClientSpec
 
@@ -84,6 +86,19 @@ class RedisSystem(ManagedServerSystem):
         return [
             ClientSpec("redis", "get", target),
             *(ClientSpec("redis", f"mget-{n}", target, batch=n) for n in MGET_BATCHES),
+        ]
+
+    def native_workloads(self, keys: KeysByBatch) -> list[NativeWorkload]:
+        """GET and MGET-N under redis-benchmark, judged by Redis's INFO counts."""
+        handles = {batch: [Dataset.handle(i) for i in indexes] for batch, indexes in keys.items()}
+        return [
+            NativeWorkload(self.name, "get", 1, RedisDriver(self.target, ("GET", *handles[1]))),
+            *(
+                NativeWorkload(
+                    self.name, f"mget-{n}", n, RedisDriver(self.target, ("MGET", *handles[n]))
+                )
+                for n in MGET_BATCHES
+            ),
         ]
 
 

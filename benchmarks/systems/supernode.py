@@ -19,6 +19,8 @@ from pathlib import Path
 
 from benchmarks import generate
 from benchmarks.dataset import LEASE_MS, Dataset
+from benchmarks.native import metrics_url
+from benchmarks.native_drivers import GrpcDriver, KeysByBatch, NativeWorkload
 from benchmarks.systems.base import ClientSpec
 from benchmarks.systems.grpc_raw import RawUnaryClient, bearer, request_encoder
 from benchmarks.systems.process import ServerProcess
@@ -167,6 +169,9 @@ class SupernodeSystem:
         # host:port of its Prometheus endpoint: what a generator that sees only HTTP status
         # (benchmarks.native) counts the server's own OK answers from.
         self.metrics_address = ""
+        # ... and those of the primary and every worker: with --workers, each process counts
+        # only the calls it answered itself.
+        self.metrics_addresses: list[str] = []
         self.loaded_users = 0
         self.load_seconds = 0.0
         self.lease_until_ms = 0
@@ -183,9 +188,11 @@ class SupernodeSystem:
         argv = server_argv(self._data_dir / "db", self.workers, self.tree)
         self._process = ServerProcess(argv, READY, cwd=self.tree)
         ready = json.loads((await self._process.wait_ready(_READY_TIMEOUT_S)).group(1))
-        self._worker_pids = [int(worker["pid"]) for worker in ready.get("workers", [])]
+        workers = ready.get("workers", [])
+        self._worker_pids = [int(worker["pid"]) for worker in workers]
         self._target = ready["grpc"]
         self.metrics_address = ready["metrics"]
+        self.metrics_addresses = [ready["metrics"], *(str(w["metrics"]) for w in workers)]
         self._token = await login_bench_client(self._target)
 
     async def stop(self) -> None:
@@ -205,3 +212,13 @@ class SupernodeSystem:
             ClientSpec(self.name, workload_name(b), self._target, b, {"token": self._token})
             for b in BATCHES
         ]
+
+    def native_workloads(self, keys: KeysByBatch) -> list[NativeWorkload]:
+        """Lookup and LookupMany under h2load, judged by every process's call counts."""
+        urls = [metrics_url(address) for address in self.metrics_addresses]
+
+        def driver(batch: int) -> GrpcDriver:
+            request = request_encoder(batch)(keys[batch])
+            return GrpcDriver(self._target, method_path(batch), request, bearer(self._token), urls)
+
+        return [NativeWorkload(self.name, workload_name(b), b, driver(b)) for b in BATCHES]

@@ -1,6 +1,9 @@
 """h2load against a real single supernode: Lookup loaded for two seconds yields figures the
 server's counters confirm, and calls the server refuses (no token, a malformed request) come
-out as a failed point although h2load saw HTTP 200 for each. Timings are never asserted."""
+out as a failed point although h2load saw HTTP 200 for each. redis-benchmark against a real
+Redis likewise: figures Redis's INFO confirms, a failed point for a missing key (a nil
+reply, which redis-benchmark counts as done) and no point at all for an error reply.
+Timings are never asserted."""
 
 from __future__ import annotations
 
@@ -9,8 +12,19 @@ from collections.abc import AsyncIterator
 import pytest
 
 from benchmarks.dataset import Dataset
-from benchmarks.native import NativeRun, NativeTarget, metrics_url, run_many
+from benchmarks.native import (
+    NativeError,
+    NativePoint,
+    NativeRun,
+    NativeTarget,
+    metrics_url,
+    run_many,
+)
+from benchmarks.native_phase import native_keys
+from benchmarks.redis_native import RedisDriver
+from benchmarks.systems.etcd import EtcdSystem
 from benchmarks.systems.grpc_raw import bearer, encode_lookup
+from benchmarks.systems.redis import RedisSystem
 from benchmarks.systems.supernode import PRESENCE, SupernodeSystem
 
 pytestmark = pytest.mark.slow
@@ -79,3 +93,57 @@ async def test_calls_the_server_refuses_make_a_failed_point_despite_http_200(
     assert point.done > 0 and point.http_succeeded == point.done  # h2load saw only success
     assert point.server_ok == 0 and point.server_errors is not None and point.server_errors > 0
     assert point.failed and run.total.failed
+
+
+# ---------------------------------------------------------------------- Redis, natively
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisSystem]:
+    system = RedisSystem()
+    await system.start(Dataset(USERS))
+    try:
+        yield system
+    finally:
+        await system.stop()
+
+
+async def _redis_point(system: RedisSystem, command: tuple[str, ...]) -> NativePoint:
+    return await RedisDriver(system.target, command).run(
+        clients=4, streams=1, duration_s=0.3, warmup_s=0
+    )
+
+
+async def test_redis_benchmark_gets_figures_redis_confirms(redis: RedisSystem) -> None:
+    (get, mget_10, _) = redis.native_workloads(native_keys(USERS, 1, "uniform"))
+    for workload in (get, mget_10):
+        point = await workload.driver.run(clients=4, streams=1, duration_s=0.3, warmup_s=0)
+        assert point.failure is None, point.failure
+        # Counted over warm-up and run: every request redis-benchmark completed, and more.
+        assert point.server_ok is not None and point.server_ok > point.done > 0
+        assert point.server_errors == 0 and 0 < point.p50_ms <= point.p99_ms <= point.max_ms
+
+
+async def test_redis_points_fail_on_a_missing_key_or_an_error_reply(redis: RedisSystem) -> None:
+    present = Dataset.handle(3)
+    missing = await _redis_point(redis, ("MGET", present, "no-such-user"))
+    assert missing.failure is not None and "missed" in missing.failure
+    # An error reply stops redis-benchmark itself: no point at all, said with Redis's error.
+    with pytest.raises(NativeError, match="wrong number of arguments"):
+        await _redis_point(redis, ("GET", present, present))
+
+
+async def test_etcds_native_workloads_check_their_keys_are_stored() -> None:
+    """etcd answers a Range of a missing key OK, so its native workloads check first."""
+    etcd = EtcdSystem()
+    await etcd.start(Dataset(USERS))
+    try:
+        workloads = etcd.native_workloads(native_keys(USERS, 1, "uniform"))
+        assert [w.workload for w in workloads] == ["range-serializable", "txn-10", "txn-100"]
+        for workload in workloads:
+            assert workload.precheck is not None
+            await workload.precheck()
+        with pytest.raises(LookupError, match="holds 1 of the 2 keys"):
+            await etcd.check_present([3, USERS + 5])
+    finally:
+        await etcd.stop()
