@@ -59,7 +59,7 @@ class Node:
     data_dir: Path
 
 
-async def start_node() -> Node:
+async def start_node(extra_args: tuple[str, ...] = ()) -> Node:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-scenarios-"))
     script = Path(sys.executable).with_name("supernode")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
@@ -68,7 +68,7 @@ async def start_node() -> Node:
          "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
          "--stun-listen", "127.0.0.1:0",
          "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000",
-         "--no-rate-enabled"],  # one client drives every scenario
+         "--no-rate-enabled", *extra_args],  # one client drives every scenario
         _READY,
     )  # fmt: skip
     ready = json.loads((await process.wait_ready(60.0)).group(1))
