@@ -27,13 +27,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from benchmarks.report import RESULTS_DIR, run_directory
 from benchmarks.scenarios import Node, _p2p_client, start_node, stop_node
 from benchmarks.systems.process import ServerProcess
 from client_sdk import Client, P2PSettings, PeerConnection
 
+T = TypeVar("T")
 MIB = 1 << 20
 CHUNK = 64 << 10
 PATHS = ("direct", "relay")
@@ -44,6 +46,7 @@ RELAY_UNLIMITED = (
     "--limits-relay-max-bytes", str(1 << 40),
 )  # fmt: skip
 _CALLEE_READY = re.compile(r"callee listening (\S+)")
+_CALLEE_CPU = re.compile(r"callee cpu ([0-9.]+)")
 _WITHIN_S = 60.0
 
 
@@ -54,19 +57,28 @@ class Transfer:
     bytes: int
     seconds: float
     setup_seconds: float
+    # CPU seconds both peers spent during the transfer (this process, plus the callee's
+    # process when it has one): steadier than MB/s on a machine shared with other work.
+    cpu_seconds: float
 
     @property
     def mb_per_second(self) -> float:
         return self.bytes / self.seconds / 1e6
 
+    @property
+    def mb_per_cpu_second(self) -> float:
+        return self.bytes / self.cpu_seconds / 1e6
+
 
 # ---------------------------------------------------------------------- the two ends
 
 
-async def send_payload(connection: PeerConnection, payload: bytes) -> float:
-    """Write ``payload`` on a new stream; seconds until the callee's matching digest."""
+async def send_payload(connection: PeerConnection, payload: bytes) -> tuple[float, float]:
+    """Write ``payload`` on a new stream: seconds until the callee's matching digest, and
+    the CPU seconds this process spent meanwhile."""
     reader, writer = connection.open_stream()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     view = memoryview(payload)
     for offset in range(0, len(payload), CHUNK):
         writer.write(bytes(view[offset : offset + CHUNK]))
@@ -75,15 +87,18 @@ async def send_payload(connection: PeerConnection, payload: bytes) -> float:
     async with asyncio.timeout(_WITHIN_S):
         digest = await reader.read()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     if digest != hashlib.sha256(payload).digest():
         raise RuntimeError(f"{connection.path}: the callee's SHA-256 is not the payload's")
-    return elapsed
+    return elapsed, cpu
 
 
-async def receive_payload(connection: PeerConnection) -> int:
-    """Hash one incoming stream to its end and answer with the digest; the bytes read."""
+async def receive_payload(connection: PeerConnection) -> float:
+    """Hash one incoming stream to its end and answer with the digest; the CPU seconds
+    this process spent from the stream's arrival to the answer."""
     async with asyncio.timeout(_WITHIN_S):
         reader, writer = await connection.accept_stream()
+    cpu_started = time.process_time()
     digest = hashlib.sha256()
     received = 0
     async with asyncio.timeout(_WITHIN_S):
@@ -93,7 +108,7 @@ async def receive_payload(connection: PeerConnection) -> int:
     writer.write(digest.digest())
     writer.write_eof()
     await writer.drain()
-    return received
+    return time.process_time() - cpu_started
 
 
 def _settings(node_stun: tuple[str, int], path: str) -> P2PSettings:
@@ -120,24 +135,26 @@ async def transfer_one_process(node: Node, path: str, payload: bytes) -> Transfe
             connection = await caller.connect(callee.handle, "dev")
             other = await accepting
         receiving = asyncio.create_task(receive_payload(other))
-        seconds = await send_payload(connection, payload)
+        seconds, cpu = await send_payload(connection, payload)
         await receiving
         _check_path(connection, path)
         await connection.close()
         await other.close()
-        return Transfer(path, "one-process", len(payload), seconds, connection.setup_seconds)
+        return Transfer(path, "one-process", len(payload), seconds, connection.setup_seconds, cpu)
     finally:
         await caller.close()
         await callee.close()
 
 
-async def transfer_two_processes(node: Node, path: str, payload: bytes) -> Transfer:
+async def transfer_two_processes(
+    node: Node, path: str, payload: bytes, *, uvloop: bool = False
+) -> Transfer:
     """The callee in its own Python process (``--callee``), so each peer has a core."""
     handle = f"tx-{path}-remote-callee"
     stun = f"{node.stun[0]}:{node.stun[1]}"
     callee = ServerProcess(
         [sys.executable, "-m", "benchmarks.p2p_throughput", "--callee", node.target, stun,
-         handle, path],
+         handle, path, *(["--uvloop"] if uvloop else [])],
         _CALLEE_READY,
         stream="stdout",
     )  # fmt: skip
@@ -146,13 +163,27 @@ async def transfer_two_processes(node: Node, path: str, payload: bytes) -> Trans
         await callee.wait_ready(_WITHIN_S)
         async with asyncio.timeout(_WITHIN_S):
             connection = await caller.connect(handle, "dev")
-        seconds = await send_payload(connection, payload)
+        seconds, cpu = await send_payload(connection, payload)
         _check_path(connection, path)
         await connection.close()
-        return Transfer(path, "two-processes", len(payload), seconds, connection.setup_seconds)
+        callee_cpu = await _callee_cpu(callee)
+        return Transfer(
+            path, "two-processes", len(payload), seconds, connection.setup_seconds,
+            cpu + callee_cpu,
+        )  # fmt: skip
     finally:
         await caller.close()
         await callee.stop()
+
+
+async def _callee_cpu(callee: ServerProcess) -> float:
+    """The CPU seconds the callee process reported for its side of the transfer."""
+    deadline = time.monotonic() + _WITHIN_S
+    while time.monotonic() < deadline:
+        if found := _CALLEE_CPU.search(callee.tail()):
+            return float(found.group(1))
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the callee reported no CPU time; last output:\n{callee.tail()}")
 
 
 def _check_path(connection: PeerConnection, path: str) -> None:
@@ -173,7 +204,8 @@ async def serve_callee(target: str, stun: str, handle: str, path: str) -> None:
         print(f"callee listening {handle}", flush=True)
         async with asyncio.timeout(_WITHIN_S):
             connection = await accepting
-        await receive_payload(connection)
+        cpu = await receive_payload(connection)
+        print(f"callee cpu {cpu:.6f}", flush=True)
         async with asyncio.timeout(_WITHIN_S):
             await connection.wait_closed()
     finally:
@@ -189,6 +221,7 @@ class Settings:
     paths: tuple[str, ...] = PATHS
     placements: tuple[str, ...] = PLACEMENTS
     rounds: int = 1
+    uvloop: bool = False  # the app's choice of event loop, for both peers
 
 
 async def run(settings: Settings) -> list[Transfer]:
@@ -199,13 +232,17 @@ async def run(settings: Settings) -> list[Transfer]:
         for _ in range(settings.rounds):  # interleaved, so that rounds compare within a run
             for placement in settings.placements:
                 for path in settings.paths:
-                    one = (
-                        transfer_one_process
-                        if placement == "one-process"
-                        else transfer_two_processes
+                    if placement == "one-process":
+                        transfer = await transfer_one_process(node, path, payload)
+                    else:
+                        transfer = await transfer_two_processes(
+                            node, path, payload, uvloop=settings.uvloop
+                        )
+                    print(
+                        f"{path:6} {placement:13} {transfer.mb_per_second:6.1f} MB/s "
+                        f"{transfer.mb_per_cpu_second:6.1f} MB/CPU-s",
+                        flush=True,
                     )
-                    transfer = await one(node, path, payload)
-                    print(f"{path:6} {placement:13} {transfer.mb_per_second:6.1f} MB/s", flush=True)
                     transfers.append(transfer)
     finally:
         await stop_node(node)
@@ -218,15 +255,23 @@ def markdown(transfers: list[Transfer], settings: Settings) -> str:
         "",
         f"{settings.mib} MiB on one stream per transfer, SHA-256 checked by the callee.",
         "",
-        "| path | peers | MB/s | seconds | setup ms |",
-        "|---|---|---|---|---|",
+        "| path | peers | MB/s | seconds | MB per CPU-second | setup ms |",
+        "|---|---|---|---|---|---|",
     ]
     for t in transfers:
         lines.append(
             f"| {t.path} | {t.placement} | {t.mb_per_second:.1f} | {t.seconds:.2f} | "
-            f"{t.setup_seconds * 1000:.0f} |"
+            f"{t.mb_per_cpu_second:.1f} | {t.setup_seconds * 1000:.0f} |"
         )
     return "\n".join([*lines, ""])
+
+
+def _runner(*, uvloop: bool) -> Callable[[Coroutine[Any, Any, T]], T]:
+    if not uvloop:
+        return asyncio.run
+    import uvloop as uv  # a dependency of the server; imported only when asked for
+
+    return uv.run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,12 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--placements", default=",".join(PLACEMENTS))
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--uvloop", action="store_true", help="run the peers on uvloop")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--callee", nargs=4, metavar=("TARGET", "STUN", "HANDLE", "PATH"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
+    run_loop = _runner(uvloop=args.uvloop)
     if args.callee:
-        asyncio.run(serve_callee(*args.callee))
+        run_loop(serve_callee(*args.callee))
         return 0
     paths = tuple(args.paths.split(","))
     placements = tuple(args.placements.split(","))
@@ -249,13 +296,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{name}: choose from {', '.join(known)}")
     if args.mib < 1 or args.rounds < 1:
         parser.error("--mib and --rounds: at least 1")
-    settings = Settings(args.mib, paths, placements, args.rounds)
-    transfers = asyncio.run(run(settings))
+    settings = Settings(args.mib, paths, placements, args.rounds, args.uvloop)
+    transfers = run_loop(run(settings))
     started = datetime.datetime.now().isoformat(timespec="seconds")
     directory = run_directory(args.out, started)
     directory.mkdir(parents=True)
     figures: list[dict[str, Any]] = [
-        {**dataclasses.asdict(t), "mb_per_second": t.mb_per_second} for t in transfers
+        {**dataclasses.asdict(t), "mb_per_second": t.mb_per_second,
+         "mb_per_cpu_second": t.mb_per_cpu_second}
+        for t in transfers
     ]
     (directory / "p2p_throughput.json").write_text(
         json.dumps({"settings": dataclasses.asdict(settings), "transfers": figures}, indent=1)

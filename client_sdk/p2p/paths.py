@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol
 
 import grpc
 
@@ -71,8 +71,21 @@ class IcePath:
         self._sends: set[asyncio.Task[None]] = set()
 
     def send(self, datagram: bytes) -> None:
-        # aioice's send is a coroutine; QUIC's output is fire-and-forget datagrams.
-        task = asyncio.ensure_future(self._connection.send(datagram))  # type: ignore[attr-defined]
+        """Send now, without a task per datagram.
+
+        aioice's ``send`` is a coroutine that never suspends (it ends in the transport's
+        ``sendto``), so stepping it once sends the datagram; a task per datagram cost more
+        than QUIC's own work per packet. Should a future aioice suspend in it, the rest
+        runs as a task, as before.
+        """
+        coroutine = self._connection.send(datagram)  # type: ignore[attr-defined]
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration:
+            return
+        except ConnectionError:
+            return  # not connected (any more): a lost datagram; QUIC retransmits
+        task = asyncio.ensure_future(_resumed(coroutine, awaited))
         self._sends.add(task)
         task.add_done_callback(self._sent)
 
@@ -95,6 +108,20 @@ class IcePath:
         for task in list(self._sends):
             task.cancel()
         await self._connection.close()  # type: ignore[attr-defined]
+
+
+async def _resumed(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Run a coroutine on from where its first step suspended, as a task would: wait for
+    what it yielded (a future, or None for a bare yield), then step it again."""
+    while True:
+        if awaited is None:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.wait([awaited])
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration:
+            return
 
 
 class RelayPath:
@@ -281,10 +308,12 @@ class PathSwitch:
             self.changes.append(change)
             for listener in list(self.listeners):
                 listener(change)
+        at = self._policy.get_timer()
         if self._timer is not None:
+            if self._timer.when() == at:
+                return  # unchanged, as for nearly every datagram of a transfer
             self._timer.cancel()
             self._timer = None
-        at = self._policy.get_timer()
         if at is not None:
             self._timer = self._loop.call_at(at, self._on_timer)
 
