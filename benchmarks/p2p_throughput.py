@@ -26,8 +26,8 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmarks.report import RESULTS_DIR, run_directory
@@ -291,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     paths = tuple(args.paths.split(","))
     placements = tuple(args.placements.split(","))
-    for name, chosen, known in (("--paths", paths, PATHS), ("--placements", placements, PLACEMENTS)):
+    for name, chosen, known in (
+        ("--paths", paths, PATHS),
+        ("--placements", placements, PLACEMENTS),
+    ):
         if not set(chosen) <= set(known):
             parser.error(f"{name}: choose from {', '.join(known)}")
     if args.mib < 1 or args.rounds < 1:
@@ -302,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     directory = run_directory(args.out, started)
     directory.mkdir(parents=True)
     figures: list[dict[str, Any]] = [
-        {**dataclasses.asdict(t), "mb_per_second": t.mb_per_second,
-         "mb_per_cpu_second": t.mb_per_cpu_second}
+        {
+            **dataclasses.asdict(t),
+            "mb_per_second": t.mb_per_second,
+            "mb_per_cpu_second": t.mb_per_cpu_second,
+        }
         for t in transfers
     ]
     (directory / "p2p_throughput.json").write_text(

@@ -189,9 +189,7 @@ class RelayPath:
         drained = asyncio.Event()
 
         async def frames() -> AsyncIterator[pb.RelayFrame]:
-            yield pb.RelayFrame(
-                join=pb.RelayJoin(ticket=ticket, device_id=device_id, batches=True)
-            )
+            yield pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id, batches=True))
             while batch := await outgoing.take():
                 if outgoing.batches:
                     yield pb.RelayFrame(datagrams=batch)
