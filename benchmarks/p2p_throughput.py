@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmarks.report import RESULTS_DIR, run_directory
-from benchmarks.scenarios import Node, _p2p_client, start_node, stop_node
+from benchmarks.scenarios import Node, p2p_client, start_node, stop_node
 from benchmarks.systems.process import ServerProcess
 from client_sdk import Client, P2PSettings, PeerConnection
 
@@ -126,8 +126,8 @@ async def _first_connection(callee: Client) -> PeerConnection:
 
 async def transfer_one_process(node: Node, path: str, payload: bytes) -> Transfer:
     settings = _settings(node.stun, path)
-    caller = await _p2p_client(node, f"tx-{path}-caller", settings)
-    callee = await _p2p_client(node, f"tx-{path}-callee", settings)
+    caller = await p2p_client(node.target, f"tx-{path}-caller", settings)
+    callee = await p2p_client(node.target, f"tx-{path}-callee", settings)
     try:
         accepting = asyncio.create_task(_first_connection(callee))
         async with asyncio.timeout(_WITHIN_S):
@@ -158,7 +158,7 @@ async def transfer_two_processes(
         _CALLEE_READY,
         stream="stdout",
     )  # fmt: skip
-    caller = await _p2p_client(node, f"tx-{path}-caller2", _settings(node.stun, path))
+    caller = await p2p_client(node.target, f"tx-{path}-caller2", _settings(node.stun, path))
     try:
         await callee.wait_ready(_WITHIN_S)
         async with asyncio.timeout(_WITHIN_S):
@@ -194,9 +194,7 @@ def _check_path(connection: PeerConnection, path: str) -> None:
 async def serve_callee(target: str, stun: str, handle: str, path: str) -> None:
     """The two-process callee: register, listen, take one connection, hash one stream."""
     host, port = stun.rsplit(":", 1)
-    node = Node(process=None, target=target, metrics_url="", stun=(host, int(port)),  # type: ignore[arg-type]
-                data_dir=Path())  # fmt: skip
-    callee = await _p2p_client(node, handle, _settings(node.stun, path))
+    callee = await p2p_client(target, handle, _settings((host, int(port)), path))
     try:
         accepting = asyncio.create_task(_first_connection(callee))
         async with asyncio.timeout(_WITHIN_S):
