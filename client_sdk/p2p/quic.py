@@ -350,6 +350,7 @@ class QuicSession:
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         if not self.closed.done():
+            self._transmit()  # what was written leaves first, as far as the window allows
             self._quic.close(error_code=error_code, reason_phrase=reason)
             self._transmit()
             self._terminated(QuicClosed(reason or "closed locally", error_code))
