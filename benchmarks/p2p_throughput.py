@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -48,6 +49,7 @@ RELAY_UNLIMITED = (
 _CALLEE_READY = re.compile(r"callee listening (\S+)")
 _CALLEE_CPU = re.compile(r"callee cpu ([0-9.]+)")
 _WITHIN_S = 60.0
+_SERIAL = itertools.count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +128,9 @@ async def _first_connection(callee: Client) -> PeerConnection:
 
 async def transfer_one_process(node: Node, path: str, payload: bytes) -> Transfer:
     settings = _settings(node.stun, path)
-    caller = await p2p_client(node.target, f"tx-{path}-caller", settings)
-    callee = await p2p_client(node.target, f"tx-{path}-callee", settings)
+    serial = next(_SERIAL)  # new accounts for each transfer: rounds share the node
+    caller = await p2p_client(node.target, f"tx{serial}-{path}-caller", settings)
+    callee = await p2p_client(node.target, f"tx{serial}-{path}-callee", settings)
     try:
         accepting = asyncio.create_task(_first_connection(callee))
         async with asyncio.timeout(_WITHIN_S):
@@ -150,7 +153,8 @@ async def transfer_two_processes(
     node: Node, path: str, payload: bytes, *, uvloop: bool = False
 ) -> Transfer:
     """The callee in its own Python process (``--callee``), so each peer has a core."""
-    handle = f"tx-{path}-remote-callee"
+    serial = next(_SERIAL)
+    handle = f"tx{serial}-{path}-remote-callee"
     stun = f"{node.stun[0]}:{node.stun[1]}"
     callee = ServerProcess(
         [sys.executable, "-m", "benchmarks.p2p_throughput", "--callee", node.target, stun,
@@ -158,7 +162,7 @@ async def transfer_two_processes(
         _CALLEE_READY,
         stream="stdout",
     )  # fmt: skip
-    caller = await p2p_client(node.target, f"tx-{path}-caller2", _settings(node.stun, path))
+    caller = await p2p_client(node.target, f"tx{serial}-{path}-caller", _settings(node.stun, path))
     try:
         await callee.wait_ready(_WITHIN_S)
         async with asyncio.timeout(_WITHIN_S):
