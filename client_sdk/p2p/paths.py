@@ -269,6 +269,7 @@ class PathSwitch:
         self._all: list[DatagramPath] = []
         self._readers: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._closing = False
         self.changes: list[PathChange] = []
         self.listeners: list[Callable[[PathChange], None]] = []
@@ -349,12 +350,15 @@ class PathSwitch:
                 listener(change)
         at = self._policy.get_timer()
         if self._timer is not None:
-            if self._timer.when() == at:
+            if at == self._timer_at:
                 return  # unchanged, as for nearly every datagram of a transfer
             self._timer.cancel()
             self._timer = None
         if at is not None:
+            # The deadline is kept beside the handle: uvloop returns a plain Handle,
+            # without when(), for a deadline already past.
             self._timer = self._loop.call_at(at, self._on_timer)
+            self._timer_at = at
 
     def _send_probe(self, probe: Probe) -> None:
         path = self._paths.get(probe.kind)

@@ -121,6 +121,7 @@ class QuicSession:
         self._send = send
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._transmit_scheduled = False
         self._drain_waiters: dict[int, asyncio.Future[None]] = {}
         self._keepalive: asyncio.TimerHandle | None = None
@@ -240,12 +241,15 @@ class QuicSession:
             self._send(data)
         at = None if self.closed.done() else self._quic.get_timer()
         if self._timer is not None:
-            if at is not None and self._timer.when() == at:
+            if at == self._timer_at:
                 return  # the common case under load: the same deadline, keep the handle
             self._timer.cancel()
             self._timer = None
         if at is not None:
+            # The deadline is kept beside the handle: uvloop returns a plain Handle,
+            # without when(), for a deadline already past.
             self._timer = self._loop.call_at(at, self._on_timer)
+            self._timer_at = at
 
     def _on_timer(self) -> None:
         self._timer = None

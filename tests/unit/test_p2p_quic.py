@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.p2p.certificates import (
@@ -146,3 +147,9 @@ async def test_a_waiting_drain_ends_with_the_connection() -> None:
             await waiting
     with pytest.raises(QuicClosed):
         await writer.drain()
+
+
+def test_a_transfer_on_uvloop() -> None:
+    """uvloop hands back a plain ``Handle`` (no ``when()``) for a deadline already past;
+    the session's timers must not depend on it. Apps moving bulk data run on uvloop."""
+    uvloop.run(test_drain_bounds_what_a_writer_has_in_flight())
