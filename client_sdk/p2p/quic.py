@@ -295,8 +295,8 @@ class QuicSession:
         tested in ``tests/unit/test_p2p_quic.py``.
         """
         stream = self._quic._streams.get(stream_id)
-        if stream is None:
-            return 0
+        if stream is None or stream.sender._reset_error_code is not None:
+            return 0  # finished, or reset (the peer's STOP_SENDING): nothing more to wait for
         return len(stream.sender._buffer)
 
     async def drain(self, stream_id: int) -> None:
