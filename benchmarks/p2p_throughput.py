@@ -3,14 +3,16 @@ through the relay, with both peers in this process and with the callee in anothe
 against a real ``supernode serve --tls-plaintext`` on loopback.
 
     python -m benchmarks.p2p_throughput [--mib 32] [--paths direct,relay]
-        [--placements one-process,two-processes] [--rounds 1] [--out DIR]
+        [--placements one-process,two-processes] [--rounds 1] [--uvloop] [--out DIR]
 
 The caller writes ``--mib`` MiB of random bytes on one stream (``await drain()`` after
 each 64 KiB write, as an app would) and ends it; the callee hashes what it reads and
 answers with the SHA-256 on the same stream. A transfer counts only if that digest is the
 payload's. MB/s (10^6 bytes per second) is the payload over the time from the first write
-to the digest's arrival. The relay's per-session limits are raised for the run (its
-default of 4 MiB/s per session is an operator's policy, not the machinery's capacity).
+to the digest's arrival; CPU is reported per CPU-second of the peers (steadier than MB/s
+on a shared machine) and, for the supernode, per MB (what relaying costs it). The relay's
+per-session limits are raised for the run (its default of 4 MiB/s per session is an
+operator's policy, not the machinery's capacity).
 Writes ``p2p_throughput.json`` and ``.md`` into ``DIR/<timestamp>/``.
 """
 
@@ -31,6 +33,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.procstat import cpu_seconds
 from benchmarks.report import RESULTS_DIR, run_directory
 from benchmarks.scenarios import Node, p2p_client, start_node, stop_node
 from benchmarks.systems.process import ServerProcess
@@ -62,6 +65,8 @@ class Transfer:
     # CPU seconds both peers spent during the transfer (this process, plus the callee's
     # process when it has one): steadier than MB/s on a machine shared with other work.
     cpu_seconds: float
+    # CPU seconds of the supernode meanwhile: the relay's cost (only keepalives when direct).
+    server_cpu_seconds: float
 
     @property
     def mb_per_second(self) -> float:
@@ -70,6 +75,10 @@ class Transfer:
     @property
     def mb_per_cpu_second(self) -> float:
         return self.bytes / self.cpu_seconds / 1e6
+
+    @property
+    def server_cpu_ms_per_mb(self) -> float:
+        return self.server_cpu_seconds * 1000 / (self.bytes / 1e6)
 
 
 # ---------------------------------------------------------------------- the two ends
@@ -138,12 +147,16 @@ async def transfer_one_process(node: Node, path: str, payload: bytes) -> Transfe
             connection = await caller.connect(callee.handle, "dev")
             other = await accepting
         receiving = asyncio.create_task(receive_payload(other))
+        server_cpu = cpu_seconds(node.process.pid)
         seconds, cpu = await send_payload(connection, payload)
+        server_cpu = cpu_seconds(node.process.pid) - server_cpu
         await receiving
         _check_path(connection, path)
         await connection.close()
         await other.close()
-        return Transfer(path, "one-process", len(payload), seconds, connection.setup_seconds, cpu)
+        return Transfer(
+            path, "one-process", len(payload), seconds, connection.setup_seconds, cpu, server_cpu
+        )
     finally:
         await caller.close()
         await callee.close()
@@ -167,13 +180,15 @@ async def transfer_two_processes(
         await callee.wait_ready(_WITHIN_S)
         async with asyncio.timeout(_WITHIN_S):
             connection = await caller.connect(handle, "dev")
+        server_cpu = cpu_seconds(node.process.pid)
         seconds, cpu = await send_payload(connection, payload)
+        server_cpu = cpu_seconds(node.process.pid) - server_cpu
         _check_path(connection, path)
         await connection.close()
         callee_cpu = await _callee_cpu(callee)
         return Transfer(
             path, "two-processes", len(payload), seconds, connection.setup_seconds,
-            cpu + callee_cpu,
+            cpu + callee_cpu, server_cpu,
         )  # fmt: skip
     finally:
         await caller.close()
@@ -257,13 +272,15 @@ def markdown(transfers: list[Transfer], settings: Settings) -> str:
         "",
         f"{settings.mib} MiB on one stream per transfer, SHA-256 checked by the callee.",
         "",
-        "| path | peers | MB/s | seconds | MB per CPU-second | setup ms |",
-        "|---|---|---|---|---|---|",
+        "| path | peers | MB/s | seconds | MB per peers' CPU-second | supernode CPU ms/MB "
+        "| setup ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in transfers:
         lines.append(
             f"| {t.path} | {t.placement} | {t.mb_per_second:.1f} | {t.seconds:.2f} | "
-            f"{t.mb_per_cpu_second:.1f} | {t.setup_seconds * 1000:.0f} |"
+            f"{t.mb_per_cpu_second:.1f} | {t.server_cpu_ms_per_mb:.1f} | "
+            f"{t.setup_seconds * 1000:.0f} |"
         )
     return "\n".join([*lines, ""])
 
