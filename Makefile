@@ -63,10 +63,12 @@ typecheck: gen
 bench: gen
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.scenarios
+	$(BIN)/python -m benchmarks.p2p_throughput
 
 bench-quick: gen
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.scenarios --quick
+	$(BIN)/python -m benchmarks.p2p_throughput --mib 1
 
 ## Lookup latency at 10k vs 10M users, same rates: the p99 ratio against its 1.2x target.
 ## The 10M data set takes ~10 min to generate (once) and ~15 min to load. Seconds instead:

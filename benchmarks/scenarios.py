@@ -59,7 +59,7 @@ class Node:
     data_dir: Path
 
 
-async def start_node() -> Node:
+async def start_node(extra_args: tuple[str, ...] = ()) -> Node:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-scenarios-"))
     script = Path(sys.executable).with_name("supernode")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "supernode.cli"]
@@ -68,7 +68,7 @@ async def start_node() -> Node:
          "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
          "--stun-listen", "127.0.0.1:0",
          "--limits-offer-burst", "1000", "--limits-offer-rate-per-second", "1000",
-         "--no-rate-enabled"],  # one client drives every scenario
+         "--no-rate-enabled", *extra_args],  # one client drives every scenario
         _READY,
     )  # fmt: skip
     ready = json.loads((await process.wait_ready(60.0)).group(1))
@@ -269,8 +269,9 @@ def server_histogram(url: str, name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------- P2P connect
 
 
-async def _p2p_client(node: Node, handle: str, settings: P2PSettings) -> Client:
-    client = Client([node.target], Identity.generate(), handle, config=PLAINTEXT)
+async def p2p_client(target: str, handle: str, settings: P2PSettings) -> Client:
+    """A new account with one registered device "dev", peer to peer enabled."""
+    client = Client([target], Identity.generate(), handle, config=PLAINTEXT)
     await client.create_account(handle)
     key = Ed25519PrivateKey.generate()
     await client.register_device("dev", transport_key=raw_public_key(key.public_key()), ttl=600)
@@ -283,8 +284,8 @@ async def p2p_connect(node: Node, settings: Settings, *, direct: bool) -> dict[s
     it (lookup, offer/answer, ICE or relay, QUIC handshake, mutual authentication)."""
     p2p = P2PSettings(stun_server=node.stun, direct=direct)
     label = "direct" if direct else "relay"
-    caller = await _p2p_client(node, f"caller-{label}", p2p)
-    callee = await _p2p_client(node, f"callee-{label}", p2p)
+    caller = await p2p_client(node.target, f"caller-{label}", p2p)
+    callee = await p2p_client(node.target, f"callee-{label}", p2p)
     accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
 
     async def accept_all() -> None:

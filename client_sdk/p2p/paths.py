@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol
 
 import grpc
 
 from client_sdk.p2p.path_policy import PathChange, PathKind, PathPolicy, Probe
+from client_sdk.protocol.relay_frames import take_batch
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 
 __all__ = ["DatagramPath", "IcePath", "PathClosed", "PathKind", "PathSwitch", "RelayPath"]
@@ -71,8 +73,21 @@ class IcePath:
         self._sends: set[asyncio.Task[None]] = set()
 
     def send(self, datagram: bytes) -> None:
-        # aioice's send is a coroutine; QUIC's output is fire-and-forget datagrams.
-        task = asyncio.ensure_future(self._connection.send(datagram))  # type: ignore[attr-defined]
+        """Send now, without a task per datagram.
+
+        aioice's ``send`` is a coroutine that never suspends (it ends in the transport's
+        ``sendto``), so stepping it once sends the datagram; a task per datagram cost more
+        than QUIC's own work per packet. Should a future aioice suspend in it, the rest
+        runs as a task, as before.
+        """
+        coroutine = self._connection.send(datagram)  # type: ignore[attr-defined]
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration:
+            return
+        except ConnectionError:
+            return  # not connected (any more): a lost datagram; QUIC retransmits
+        task = asyncio.ensure_future(_resumed(coroutine, awaited))
         self._sends.add(task)
         task.add_done_callback(self._sent)
 
@@ -97,6 +112,49 @@ class IcePath:
         await self._connection.close()  # type: ignore[attr-defined]
 
 
+async def _resumed(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Run a coroutine on from where its first step suspended, as a task would: wait for
+    what it yielded (a future, or None for a bare yield), then step it again."""
+    while True:
+        if awaited is None:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.wait([awaited])
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration:
+            return
+
+
+class _Outgoing:
+    """Datagrams waiting for the relay stream, taken a batch at a time (see
+    :mod:`client_sdk.protocol.relay_frames`), then the end of the stream."""
+
+    def __init__(self) -> None:
+        self._queue: deque[bytes] = deque()
+        self._ended = False
+        self._news = asyncio.Event()
+        self.batches = False  # the relay reads RelayFrame.datagrams
+
+    def put(self, datagram: bytes) -> None:
+        if not self._ended:
+            self._queue.append(datagram)
+            self._news.set()
+
+    def end(self) -> None:
+        self._ended = True
+        self._news.set()
+
+    async def take(self) -> list[bytes]:
+        """What is queued, up to a batch; empty once ended (after the rest was taken)."""
+        while not self._queue:
+            if self._ended:
+                return []
+            self._news.clear()
+            await self._news.wait()
+        return take_batch(self._queue)
+
+
 class RelayPath:
     """Datagrams through the supernode's relay stream (``RelayService.Relay``)."""
 
@@ -105,13 +163,14 @@ class RelayPath:
     def __init__(
         self,
         call: grpc.aio.StreamStreamCall,
-        outgoing: asyncio.Queue[bytes | None],
+        outgoing: _Outgoing,
         drained: asyncio.Event,
         idle_timeout: float | None = None,
     ) -> None:
         self._call = call
         self._outgoing = outgoing
         self._drained = drained
+        self._received: deque[bytes] = deque()  # the rest of the last frame read
         # The relay ends a session idle for this long (announced in RelayReady).
         self.idle_timeout = idle_timeout
 
@@ -126,13 +185,17 @@ class RelayPath:
         within: float,
     ) -> RelayPath:
         """Join the relay session and wait until the peer has joined too."""
-        outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        outgoing = _Outgoing()
         drained = asyncio.Event()
 
         async def frames() -> AsyncIterator[pb.RelayFrame]:
-            yield pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id))
-            while (datagram := await outgoing.get()) is not None:
-                yield pb.RelayFrame(datagram=datagram)
+            yield pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id, batches=True))
+            while batch := await outgoing.take():
+                if outgoing.batches:
+                    yield pb.RelayFrame(datagrams=batch)
+                else:
+                    for datagram in batch:
+                        yield pb.RelayFrame(datagram=datagram)
             drained.set()  # gRPC asks for the next frame only once the last one is written
 
         call = stub.Relay(frames(), metadata=metadata)  # type: ignore[attr-defined]
@@ -145,14 +208,15 @@ class RelayPath:
         if first is grpc.aio.EOF or not first.HasField("ready"):
             call.cancel()
             raise PathClosed("relay: the session ended before both peers joined")
+        outgoing.batches = first.ready.batches  # the relay reads frames of several datagrams
         idle_ms = first.ready.idle_timeout_ms
         return cls(call, outgoing, drained, idle_ms / 1000 if idle_ms > 0 else None)
 
     def send(self, datagram: bytes) -> None:
-        self._outgoing.put_nowait(datagram)
+        self._outgoing.put(datagram)
 
     async def recv(self) -> bytes:
-        while True:
+        while not self._received:
             try:
                 frame = await self._call.read()
             except grpc.aio.AioRpcError as exc:
@@ -160,14 +224,16 @@ class RelayPath:
             if frame is grpc.aio.EOF:
                 raise PathClosed("relay: the session ended")
             if frame.HasField("datagram"):
-                return bytes(frame.datagram)
+                self._received.append(bytes(frame.datagram))
+            self._received.extend(frame.datagrams)
+        return self._received.popleft()
 
     async def close(self) -> None:
         # Half-close after the queued datagrams (QUIC's CONNECTION_CLOSE among them) and let
         # the relay end the call: the relay forwards everything it read before our end of
         # stream, so the peer learns at once that the connection ended. Cancelling instead
         # (RST_STREAM) may discard datagrams the relay has not read yet.
-        self._outgoing.put_nowait(None)
+        self._outgoing.end()
         with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
             async with asyncio.timeout(_DRAIN_SECONDS):
                 await self._call_ended()
@@ -203,6 +269,7 @@ class PathSwitch:
         self._all: list[DatagramPath] = []
         self._readers: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._closing = False
         self.changes: list[PathChange] = []
         self.listeners: list[Callable[[PathChange], None]] = []
@@ -281,12 +348,17 @@ class PathSwitch:
             self.changes.append(change)
             for listener in list(self.listeners):
                 listener(change)
+        at = self._policy.get_timer()
         if self._timer is not None:
+            if at == self._timer_at:
+                return  # unchanged, as for nearly every datagram of a transfer
             self._timer.cancel()
             self._timer = None
-        at = self._policy.get_timer()
         if at is not None:
+            # The deadline is kept beside the handle: uvloop returns a plain Handle,
+            # without when(), for a deadline already past.
             self._timer = self._loop.call_at(at, self._on_timer)
+            self._timer_at = at
 
     def _send_probe(self, probe: Probe) -> None:
         path = self._paths.get(probe.kind)

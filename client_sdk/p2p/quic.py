@@ -36,6 +36,10 @@ ALPN = "supernode-p2p/1"
 PEER_ADDRESS = ("192.0.0.170", 1)
 _KEEPALIVE_SECONDS = 10.0
 _WINDOW = 16 << 20  # FINDINGS: larger flow-control windows for real latencies
+# A writer's drain() waits above HIGH unacknowledged bytes on its stream, until LOW remain:
+# enough in flight to fill the window at tens of MB/s and tens of ms of round trip.
+SEND_BUFFER_HIGH = 1 << 20
+SEND_BUFFER_LOW = 512 << 10
 
 
 class QuicClosed(Exception):
@@ -95,7 +99,9 @@ class QuicStreamWriter:
         self.write_eof()
 
     async def drain(self) -> None:
-        await self._session.drain()
+        """Wait until the peer has acknowledged enough of what was written (see
+        :meth:`QuicSession.drain`); raises :class:`QuicClosed` once the connection ended."""
+        await self._session.drain(self.stream_id)
 
     def is_closing(self) -> bool:
         return self._closed
@@ -115,6 +121,9 @@ class QuicSession:
         self._send = send
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._transmit_scheduled = False
+        self._drain_waiters: dict[int, asyncio.Future[None]] = {}
         self._keepalive: asyncio.TimerHandle | None = None
         self._streams: dict[int, _Stream] = {}
         self.handshake: asyncio.Future[None] = self._loop.create_future()
@@ -155,12 +164,16 @@ class QuicSession:
 
     def receive(self, datagram: bytes) -> None:
         self._quic.receive_datagram(datagram, PEER_ADDRESS, now=self._loop.time())
-        self._process()
+        self._process(flush=False)
 
-    def _process(self) -> None:
+    def _process(self, *, flush: bool = True) -> None:
         while (event := self._quic.next_event()) is not None:
             self._handle(event)
-        self._transmit()
+        self._wake_writers()
+        if flush:
+            self._transmit()
+        else:
+            self._transmit_soon()
 
     def _handle(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted):
@@ -194,6 +207,10 @@ class QuicSession:
         for handle in (self._timer, self._keepalive):
             if handle is not None:
                 handle.cancel()
+        waiters, self._drain_waiters = self._drain_waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(reason)
 
     def _stream(self, stream_id: int, *, incoming: bool) -> _Stream:
         stream = self._streams.get(stream_id)
@@ -206,15 +223,33 @@ class QuicSession:
 
     # ------------------------------------------------------------------ I/O out
 
+    def _transmit_soon(self) -> None:
+        """Transmit once the datagrams that are ready have all been received.
+
+        One transmit per burst instead of one per datagram: the ACKs for a burst leave as
+        one packet, and the sender fills the window the burst's ACKs opened in one pass
+        (building packets and resetting the timer per datagram cost more than QUIC's own
+        receive path).
+        """
+        if not self._transmit_scheduled:
+            self._transmit_scheduled = True
+            self._loop.call_soon(self._transmit)
+
     def _transmit(self) -> None:
+        self._transmit_scheduled = False
         for data, _ in self._quic.datagrams_to_send(now=self._loop.time()):
             self._send(data)
+        at = None if self.closed.done() else self._quic.get_timer()
         if self._timer is not None:
+            if at == self._timer_at:
+                return  # the common case under load: the same deadline, keep the handle
             self._timer.cancel()
             self._timer = None
-        at = self._quic.get_timer()
-        if at is not None and not self.closed.done():
+        if at is not None:
+            # The deadline is kept beside the handle: uvloop returns a plain Handle,
+            # without when(), for a deadline already past.
             self._timer = self._loop.call_at(at, self._on_timer)
+            self._timer_at = at
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -244,7 +279,7 @@ class QuicSession:
         if self.closed.done():
             raise self.closed.result()
         self._quic.send_stream_data(stream_id, data, end_stream)
-        self._transmit()
+        self._transmit_soon()
 
     def send_datagram(self, data: bytes) -> None:
         if self.closed.done():
@@ -252,9 +287,43 @@ class QuicSession:
         self._quic.send_datagram_frame(data)
         self._transmit()
 
-    async def drain(self) -> None:
-        """Let the event loop run so queued packets go out and acknowledgements come in."""
-        await asyncio.sleep(0)
+    def unacknowledged(self, stream_id: int) -> int:
+        """Bytes written to the stream that the peer has not acknowledged yet.
+
+        aioquic has no public accessor: its sender keeps exactly these bytes in a buffer
+        (acknowledged data at its start is dropped). Pinned by the SDK's aioquic range and
+        tested in ``tests/unit/test_p2p_quic.py``.
+        """
+        stream = self._quic._streams.get(stream_id)
+        if stream is None or stream.sender._reset_error_code is not None:
+            return 0  # finished, or reset (the peer's STOP_SENDING): nothing more to wait for
+        return len(stream.sender._buffer)
+
+    async def drain(self, stream_id: int) -> None:
+        """Wait while the stream holds more than ``SEND_BUFFER_HIGH`` unacknowledged bytes.
+
+        Without this bound an app writing a file would hand aioquic the whole file at
+        once: memory grows with the file, and a connection close or a path change strands
+        megabytes. Acknowledgements wake the writer once at most ``SEND_BUFFER_LOW`` remain.
+        """
+        if self.closed.done():
+            raise self.closed.result()
+        if self.unacknowledged(stream_id) <= SEND_BUFFER_HIGH:
+            await asyncio.sleep(0)  # still a yield point, as asyncio's drain is under load
+            return
+        waiter = self._drain_waiters.get(stream_id)
+        if waiter is None:
+            waiter = self._drain_waiters[stream_id] = self._loop.create_future()
+        await asyncio.shield(waiter)
+
+    def _wake_writers(self) -> None:
+        if not self._drain_waiters:
+            return
+        for stream_id, waiter in list(self._drain_waiters.items()):
+            if self.unacknowledged(stream_id) <= SEND_BUFFER_LOW:
+                del self._drain_waiters[stream_id]
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def path_changed(self) -> None:
         """The datagrams now take another path: get loss recovery going on it at once.
@@ -285,6 +354,7 @@ class QuicSession:
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         if not self.closed.done():
+            self._transmit()  # what was written leaves first, as far as the window allows
             self._quic.close(error_code=error_code, reason_phrase=reason)
             self._transmit()
             self._terminated(QuicClosed(reason or "closed locally", error_code))

@@ -10,6 +10,7 @@ from typing import Protocol, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
+from client_sdk.protocol.relay_frames import take_batch
 from client_sdk.protocol.v1 import rendezvous_pb2 as pb
 from client_sdk.protocol.validation import (
     ANSWER_REASON_MAX_CHARS,
@@ -218,6 +219,7 @@ class RendezvousApi:
                 "join: the first frame must be a RelayJoin", reason=Reason.INVALID_FIELD
             )
         check_device_id("join.device_id", first.join.device_id)
+        batches = first.join.batches  # this side reads frames of several datagrams
         outbound: deque[bytes] = deque()
         queued = [0]  # bytes in outbound
         ended: list[SupernodeError | None] = []
@@ -260,12 +262,17 @@ class RendezvousApi:
                             max_bytes=hub.limits.max_bytes,
                             max_bytes_per_second=hub.limits.max_bytes_per_second,
                             idle_timeout_ms=int(hub.limits.idle_timeout_seconds * 1000),
+                            batches=True,
                         )
                     ).SerializeToString()
                 while outbound:
-                    datagram = outbound.popleft()
-                    queued[0] -= len(datagram)
-                    yield pb.RelayFrame(datagram=datagram).SerializeToString()
+                    batch = take_batch(outbound) if batches else [outbound.popleft()]
+                    queued[0] -= sum(map(len, batch))
+                    if batches:
+                        frame = pb.RelayFrame(datagrams=batch)
+                    else:
+                        frame = pb.RelayFrame(datagram=batch[0])
+                    yield frame.SerializeToString()
                 if ended:
                     if ended[0] is not None:
                         raise ended[0]
@@ -293,6 +300,8 @@ class RendezvousApi:
                     return
                 if frame.HasField("datagram"):
                     self._relay.forward(relay, index, frame.datagram)
+                for datagram in frame.datagrams:
+                    self._relay.forward(relay, index, datagram)
         except SupernodeError as error:
             end(error)
 

@@ -160,11 +160,12 @@ async def test_newer_listen_replaces_older(
 
 
 class RelayStream:
-    def __init__(self, peer: Peer, ticket: bytes, device_id: str | None = None) -> None:
+    def __init__(
+        self, peer: Peer, ticket: bytes, device_id: str | None = None, *, batches: bool = False
+    ) -> None:
         self.outgoing: asyncio.Queue[pb.RelayFrame | None] = asyncio.Queue()
-        self.outgoing.put_nowait(
-            pb.RelayFrame(join=pb.RelayJoin(ticket=ticket, device_id=device_id or peer.device_id))
-        )
+        join = pb.RelayJoin(ticket=ticket, device_id=device_id or peer.device_id, batches=batches)
+        self.outgoing.put_nowait(pb.RelayFrame(join=join))
         self.call = peer.relay.Relay(self._frames(), metadata=peer.conn.metadata)
 
     async def _frames(self) -> AsyncIterator[pb.RelayFrame]:
@@ -211,6 +212,31 @@ async def test_relay_joins_ticket_holders_and_enforces_limits(
     a.send(b"x" * 1500)  # 4508 + 1500 > 5000: the session is over
     await expect(a.read(), Code.RESOURCE_EXHAUSTED, "used its 5000 bytes")
     await expect(b.read(), Code.RESOURCE_EXHAUSTED, "used its 5000 bytes")  # both end
+    listening.cancel()
+
+
+async def test_relay_batches_only_for_a_side_that_reads_them(
+    start_supernode: Callable[..., SupernodeProcess],
+) -> None:
+    """A frame of several datagrams reaches a side that joined without ``batches`` as one
+    frame per datagram, in order; a side that joined with it may get them grouped."""
+    node = start_supernode(*FAST)
+    alice, bob, listening = await pair(node)
+    ticket = (await offer_and_answer(alice, bob, listening)).relay_ticket
+    a, b = RelayStream(alice, ticket, batches=True), RelayStream(bob, ticket)
+    ready = await a.read()
+    assert ready.ready.batches and (await b.read()).HasField("ready")
+    a.outgoing.put_nowait(pb.RelayFrame(datagrams=[b"one", b"two", b"three"]))
+    assert [(await b.read()).datagram for _ in range(3)] == [b"one", b"two", b"three"]
+    for datagram in (b"four", b"five", b"six"):
+        b.send(datagram)
+    received: list[bytes] = []
+    while len(received) < 3:  # bounded by read()'s timeout
+        frame = await a.read()
+        assert not frame.HasField("datagram")
+        received.extend(frame.datagrams)
+    assert received == [b"four", b"five", b"six"]
+    assert sample(node.metrics(), "supernode_relay_bytes_total") == 22
     listening.cancel()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from client_sdk.p2p.paths import PathClosed, PathKind, PathSwitch
+from client_sdk.p2p.paths import IcePath, PathClosed, PathKind, PathSwitch
 
 
 class FakePath:
@@ -82,3 +82,40 @@ async def test_close_closes_paths_while_still_reading_and_reports_no_loss() -> N
     # CONNECTION_CLOSE with it.
     assert relay.read_while_closing is True
     assert lost == [] and switch.kind is None
+
+
+class FakeIce:
+    """An aioice ``Connection`` stand-in: ``send`` may first wait for ``gate``, or fail."""
+
+    def __init__(self, gate: asyncio.Event | None = None, fail: bool = False) -> None:
+        self.gate = gate
+        self.fail = fail
+        self.sent: list[bytes] = []
+
+    async def send(self, data: bytes) -> None:
+        if self.fail:
+            raise ConnectionError("Cannot send data, not connected")
+        if self.gate is not None:
+            await self.gate.wait()
+        self.sent.append(data)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_ice_sends_at_once_and_finishes_a_send_that_waits() -> None:
+    """aioice's send never suspends today: the datagram leaves within ``send``. One that
+    suspends is carried on by a task; one that fails is a lost datagram, not an error."""
+    ice = FakeIce()
+    IcePath(ice).send(b"now")
+    assert ice.sent == [b"now"]
+    IcePath(FakeIce(fail=True)).send(b"lost")  # raises nothing
+    gate = asyncio.Event()
+    waiting = FakeIce(gate)
+    path = IcePath(waiting)
+    path.send(b"later")
+    assert waiting.sent == []
+    gate.set()
+    await settle()
+    assert waiting.sent == [b"later"]
+    await path.close()
