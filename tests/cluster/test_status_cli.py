@@ -410,6 +410,23 @@ def test_dev_cluster_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
         for target in targets:
             assert _serving_over_tls(target, sdk_ca)
         assert (tmp_path / "dev" / "node-0").is_dir() and (tmp_path / "dev" / "node-1").is_dir()
+        # Each node of the dev cluster reports itself through its admin socket.
+        for index, target in enumerate(targets):
+            asked = subprocess.run(
+                [sys.executable, "-m", "supernode.cli", "status", "--json",
+                 "--data-dir", str(tmp_path / "dev" / f"node-{index}")],
+                capture_output=True, text=True, timeout=60, env=_environment(),
+            )  # fmt: skip
+            assert asked.returncode == 0, asked.stderr
+            node = json.loads(asked.stdout)
+            assert (node["listen"]["grpc"], node["tls"], node["health"]) == (
+                target,
+                True,
+                "serving",
+            )
+            cluster = node["cluster"]
+            assert cluster is not None and cluster["etcd_reachable"], cluster
+            assert (cluster["nodes_up"], cluster["nodes_total"]) == (2, 2), cluster
 
         restart = subprocess.run(
             [sys.executable, "-m", "supernode.cli", "dev-cluster", "--rolling-restart",
