@@ -134,7 +134,7 @@ def unloaded_cases(
 
 async def _counts(nodes: Sequence[Node]) -> ServerCounts:
     counted = await asyncio.gather(*(scrape_counts(n.metrics_url, "Lookup") for n in nodes))
-    return ServerCounts(sum(c.ok for c in counted), sum(c.errors for c in counted))
+    return sum(counted, ServerCounts(0, 0))
 
 
 async def measure_case(
@@ -155,7 +155,7 @@ async def measure_case(
     )  # fmt: skip
     cpu = total_cpu_seconds(case.pids) - cpu_before
     counts = await _counts(called)
-    point = judge(run.total, ServerCounts(counts.ok - before.ok, counts.errors - before.errors))
+    point = judge(run.total, counts - before)
     # The CPU covers warm-up too: per call of everything the servers answered OK.
     return point, (1000 * cpu / point.server_ok if point.server_ok else None)
 

@@ -214,13 +214,23 @@ def latency_histogram(lines: Iterable[LogLine]) -> HdrHistogram:
 
 @dataclass(frozen=True)
 class ServerCounts:
-    """A server's count of one method's calls: answered OK, and answered any other code."""
+    """A server's count of one method's calls: answered OK, answered another code, and
+    cancelled by the caller (h2load cancels the calls it has in flight when it stops: not
+    the server's failure, and at most the streams it had open)."""
 
     ok: int
     errors: int
+    cancelled: int = 0
 
     def __sub__(self, before: ServerCounts) -> ServerCounts:
-        return ServerCounts(self.ok - before.ok, self.errors - before.errors)
+        return ServerCounts(
+            self.ok - before.ok, self.errors - before.errors, self.cancelled - before.cancelled
+        )
+
+    def __add__(self, other: ServerCounts) -> ServerCounts:
+        return ServerCounts(
+            self.ok + other.ok, self.errors + other.errors, self.cancelled + other.cancelled
+        )
 
 
 @dataclass(frozen=True)
@@ -232,11 +242,12 @@ class CallCounter:
     method_label: str = "method"
     code_label: str = "code"
     ok_code: str = "OK"
+    cancelled_code: str = "CANCELLED"
 
 
 SUPERNODE_CALLS = CallCounter(RPC_REQUESTS)
 # go-grpc-prometheus, which etcd serves on its client URL's /metrics (3.4 and later).
-GRPC_GO_CALLS = CallCounter("grpc_server_handled", "grpc_method", "grpc_code")
+GRPC_GO_CALLS = CallCounter("grpc_server_handled", "grpc_method", "grpc_code", "OK", "Canceled")
 
 
 def server_counts(
@@ -245,8 +256,11 @@ def server_counts(
     """``method``'s calls in a server's exposition (``method`` as :func:`method_label`)."""
     method_only = {counter.method_label: method}
     ok = metric(metrics_text, counter.name, **method_only, **{counter.code_label: counter.ok_code})
+    cancelled = metric(
+        metrics_text, counter.name, **method_only, **{counter.code_label: counter.cancelled_code}
+    )
     every = metric(metrics_text, counter.name, **method_only)
-    return ServerCounts(round(ok), round(every - ok))
+    return ServerCounts(round(ok), round(every - ok - cancelled), round(cancelled))
 
 
 def failure_reason(done: int, http_succeeded: int, server: ServerCounts | None) -> str | None:

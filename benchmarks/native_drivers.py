@@ -84,7 +84,7 @@ class GrpcDriver:
         counted = await asyncio.gather(
             *(scrape_counts(url, method, self.counter) for url in self.metrics_urls)
         )
-        return ServerCounts(sum(c.ok for c in counted), sum(c.errors for c in counted))
+        return sum(counted, ServerCounts(0, 0))
 
     async def run(
         self, *, clients: int, streams: int, duration_s: float, warmup_s: float

@@ -159,6 +159,11 @@ def test_server_counts_split_a_methods_ok_from_its_other_codes() -> None:
     assert server_counts(METRICS, "Lookup") == ServerCounts(ok=24815, errors=8136 + 2354)
     assert server_counts(METRICS, "Search") == ServerCounts(0, 0)
     assert ServerCounts(10, 3) - ServerCounts(4, 1) == ServerCounts(6, 2)
+    cancelled = METRICS + 'supernode_rpc_requests_total{code="CANCELLED",method="Lookup"} 5.0\n'
+    assert server_counts(cancelled, "Lookup") == ServerCounts(24815, 8136 + 2354, cancelled=5)
+    assert ServerCounts(1, 2, 3) + ServerCounts(1, 1, 1) - ServerCounts(2, 0, 1) == ServerCounts(
+        0, 3, 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,6 +174,7 @@ def test_server_counts_split_a_methods_ok_from_its_other_codes() -> None:
         (100, 100, None, False),  # not counted: HTTP only
         (100, 100, ServerCounts(99, 0), True),
         (100, 100, ServerCounts(200, 1), True),  # any gRPC error
+        (100, 100, ServerCounts(100, 0, cancelled=8), False),  # h2load's calls at its stop
         (100, 100, ServerCounts(0, 100), True),  # all refused: HTTP 200 all the same
         (100, 90, ServerCounts(100, 0), True),  # HTTP failures
         (0, 0, ServerCounts(0, 0), True),  # nothing completed
