@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import hashlib
 import itertools
-import json
 import os
 import re
 import sys
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmarks.procstat import cpu_seconds
-from benchmarks.report import RESULTS_DIR, run_directory
+from benchmarks.report import RESULTS_DIR, save_run
 from benchmarks.scenarios import Node, p2p_client, start_node, stop_node
 from benchmarks.systems.process import ServerProcess
 from client_sdk import Client, P2PSettings, PeerConnection
@@ -320,9 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mib and --rounds: at least 1")
     settings = Settings(args.mib, paths, placements, args.rounds, args.uvloop)
     transfers = run_loop(run(settings))
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    directory = run_directory(args.out, started)
-    directory.mkdir(parents=True)
     figures: list[dict[str, Any]] = [
         {
             **dataclasses.asdict(t),
@@ -331,13 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         for t in transfers
     ]
-    (directory / "p2p_throughput.json").write_text(
-        json.dumps({"settings": dataclasses.asdict(settings), "transfers": figures}, indent=1)
-    )
-    report = markdown(transfers, settings)
-    (directory / "p2p_throughput.md").write_text(report)
-    print(report)
-    print(f"results: {directory}")
+    document = {"settings": dataclasses.asdict(settings), "transfers": figures}
+    save_run(args.out, "p2p_throughput", document, markdown(transfers, settings))
     return 0
 
 

@@ -11,9 +11,11 @@ ahead (:func:`benchmarks.headline.native_leads`).
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks import plots
 from benchmarks.figures import Figure, RunResult, run_to_json
@@ -45,6 +47,19 @@ def run_directory(out_root: Path, started_at: str) -> Path:
         suffix += 1
         path = out_root / f"{stamp}-{suffix}"
     return path
+
+
+def save_run(out_root: Path, name: str, document: dict[str, Any], markdown: str) -> Path:
+    """Write ``name.json`` and ``name.md`` into a new run directory under ``out_root``
+    (stamped now), print the Markdown and where it went; the directory."""
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    directory = run_directory(out_root, started)
+    directory.mkdir(parents=True)
+    (directory / f"{name}.json").write_text(json.dumps(document, indent=1))
+    (directory / f"{name}.md").write_text(markdown)
+    print(markdown)
+    print(f"results: {directory}")
+    return directory
 
 
 def write_report(run: RunResult, out_root: Path = RESULTS_DIR) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import json
 import re
 import shutil
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import histogram as hist
-from benchmarks.report import RESULTS_DIR, run_directory
+from benchmarks.report import RESULTS_DIR, save_run
 from benchmarks.systems.process import ServerProcess
 from client_sdk import Client, ClientConfig, Identity, P2PSettings, PeerConnection
 from client_sdk.p2p.certificates import raw_public_key
@@ -392,16 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         else Settings()
     )
     results = asyncio.run(run(settings))
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    directory = run_directory(args.out, started)
-    directory.mkdir(parents=True)
-    (directory / "scenarios.json").write_text(
-        json.dumps({"settings": dataclasses.asdict(settings), "results": results}, indent=1)
-    )
-    report = markdown(results, settings)
-    (directory / "scenarios.md").write_text(report)
-    print(report)
-    print(f"results: {directory}")
+    document = {"settings": dataclasses.asdict(settings), "results": results}
+    save_run(args.out, "scenarios", document, markdown(results, settings))
     return 0
 
 

@@ -6,12 +6,13 @@ import asyncio
 import dataclasses
 import time
 
-from client_sdk import Client, DeviceStatus, EventKind, Identity, Unavailable
+from client_sdk import Client, ClientConfig, DeviceStatus, EventKind, Identity, Unavailable
 from tests.integration.process import SupernodeProcess
 from tests.integration.sdk_support import (
     FAST_LEASES,
     TEST_CONFIG,
     Clients,
+    Collector,
     StartSupernode,
     restart_on_same_port,
     watching,
@@ -25,16 +26,24 @@ def lookups(node: SupernodeProcess) -> float:
     return node.calls("Lookup") + node.calls("LookupMany")
 
 
+async def bob_watched_by_app(
+    start_supernode: StartSupernode,
+    sdk_clients: Clients,
+    ttl: int,
+    config: ClientConfig = TEST_CONFIG,
+) -> tuple[SupernodeProcess, Client, Client, Collector]:
+    """A node, Bob with a phone on a ``ttl`` lease, and an app watching him (snapshot in)."""
+    node = start_supernode(*FAST_LEASES)
+    bob = await sdk_clients.user(node.grpc_target, "bob")
+    await bob.register_device("phone", transport_key=KEY, ttl=ttl)
+    app = await sdk_clients.user(node.grpc_target, "app", config=config)
+    return node, bob, app, await watching(app, bob.handle)
+
+
 async def test_a_watched_contact_is_answered_in_process_until_it_changes(
     start_supernode: StartSupernode, sdk_clients: Clients
 ) -> None:
-    node = start_supernode(*FAST_LEASES)
-    target = node.grpc_target
-    bob = await sdk_clients.user(target, "bob")
-    await bob.register_device("phone", transport_key=KEY, ttl=60)
-    app = await sdk_clients.user(target, "app")
-    watch = await watching(app, bob.handle)
-
+    node, bob, app, watch = await bob_watched_by_app(start_supernode, sdk_clients, ttl=60)
     before = lookups(node)
     for _ in range(20):
         presence = await app.lookup(bob.handle)
@@ -51,7 +60,7 @@ async def test_a_watched_contact_is_answered_in_process_until_it_changes(
     assert (await app.lookup(bob.handle)).devices == ()
 
     # A handle not watched is still asked for.
-    carol = await sdk_clients.user(target, "carol")
+    carol = await sdk_clients.user(node.grpc_target, "carol")
     before = lookups(node)
     await app.lookup(carol.handle)
     assert lookups(node) == before + 1
@@ -61,13 +70,8 @@ async def test_a_watched_contact_is_answered_in_process_until_it_changes(
 async def test_a_lease_that_may_have_ended_is_asked_for_and_an_ended_one_is_never_served(
     start_supernode: StartSupernode, sdk_clients: Clients
 ) -> None:
-    node = start_supernode(*FAST_LEASES)
-    target = node.grpc_target
-    bob = await sdk_clients.user(target, "bob")
     # A 3 s lease against a 5 s margin: every lookup of it goes to the server.
-    await bob.register_device("phone", transport_key=KEY, ttl=3)
-    app = await sdk_clients.user(target, "app")
-    watch = await watching(app, bob.handle)
+    node, bob, app, watch = await bob_watched_by_app(start_supernode, sdk_clients, ttl=3)
     before = lookups(node)
     await app.lookup(bob.handle)
     assert lookups(node) == before + 1
@@ -76,7 +80,7 @@ async def test_a_lease_that_may_have_ended_is_asked_for_and_an_ended_one_is_neve
     # With no margin, the lease seen by the watch answers until it ends; the device's SDK
     # renews it (new records the watch is not told of), and lookups keep finding it.
     loose = dataclasses.replace(TEST_CONFIG, contacts_cache_margin_seconds=0)
-    app2 = await sdk_clients.user(target, "app2", config=loose)
+    app2 = await sdk_clients.user(node.grpc_target, "app2", config=loose)
     watch2 = await watching(app2, bob.handle)
     deadline = time.monotonic() + 6  # two lease periods: renewals happened
     while time.monotonic() < deadline:
@@ -100,13 +104,10 @@ async def test_a_lease_that_may_have_ended_is_asked_for_and_an_ended_one_is_neve
 async def test_across_a_supernode_restart_lookups_go_to_the_server_until_the_watch_resyncs(
     start_supernode: StartSupernode, sdk_clients: Clients
 ) -> None:
-    node = start_supernode(*FAST_LEASES)
-    target = node.grpc_target
-    bob = await sdk_clients.user(target, "bob")
-    await bob.register_device("phone", transport_key=KEY, ttl=60)
     impatient = dataclasses.replace(TEST_CONFIG, max_attempts=1)
-    app = await sdk_clients.user(target, "app", config=impatient)
-    watch = await watching(app, bob.handle)
+    node, bob, app, watch = await bob_watched_by_app(
+        start_supernode, sdk_clients, ttl=60, config=impatient
+    )
     await app.lookup(bob.handle)
     assert app.contacts.hits == 1
 
